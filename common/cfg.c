@@ -1,0 +1,182 @@
+/* The one place that reads the environment. */
+#include "cfg.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+
+enum cfg_kind { CFG_STR, CFG_INT, CFG_LEVEL };
+
+struct cfg_entry {
+    const char *name;
+    enum cfg_kind kind;
+    size_t offset;
+    size_t size; /* strings: buffer size */
+    const char *def;
+    long min, max;
+    const char *help;
+};
+
+#define S(field) offsetof(struct cfg, field), sizeof(((struct cfg *)0)->field)
+#define I(field) offsetof(struct cfg, field), 0
+
+static const struct cfg_entry cfg_table[] = {
+    {"DATABASE_URL", CFG_STR, S(database_url), "postgresql://cqrs@127.0.0.1:55432/cqrs", 1, 0,
+     "libpq connection string or URI"},
+    {"NATS_URL", CFG_STR, S(nats_url), "nats://127.0.0.1:54222", 1, 0, "NATS server URL"},
+    {"REDIS_URL", CFG_STR, S(redis_url), "redis://127.0.0.1:56379/0", 1, 0,
+     "redis://host:port/db"},
+    {"WRITER_PORT", CFG_INT, I(writer_port), "8080", 1, 65535, "writer HTTP port"},
+    {"READAPI_PORT", CFG_INT, I(readapi_port), "8081", 1, 65535, "read API HTTP port"},
+    {"LOG_LEVEL", CFG_LEVEL, I(log_level), "info", 0, 3, "debug, info, warn or error"},
+    {"API_TOKEN", CFG_STR, S(api_token), "", 0, 0, "bearer token required by the writer (empty: none)"},
+    {"PG_POOL_SIZE", CFG_INT, I(pg_pool_size), "8", 1, 256, "writer Postgres connections"},
+    {"HTTP_THREADS", CFG_INT, I(http_threads), "4", 1, 256, "HTTP worker threads"},
+    {"PROJECTOR_BATCH", CFG_INT, I(projector_batch), "512", 1, 10000, "messages per pull"},
+    {"PROJECTOR_ACK_WAIT_MS", CFG_INT, I(projector_ack_wait_ms), "30000", 1000, 600000,
+     "JetStream ack wait"},
+    {"PROJECTOR_MAX_DELIVER", CFG_INT, I(projector_max_deliver), "-1", -1, 1000000,
+     "JetStream max deliveries (-1: unlimited)"},
+    {"RELAY_BATCH", CFG_INT, I(relay_batch), "1000", 1, 100000, "outbox rows per publish round"},
+    {"REQUEST_TIMEOUT_MS", CFG_INT, I(request_timeout_ms), "5000", 100, 120000,
+     "bound on a single dependency call"},
+};
+
+#undef S
+#undef I
+
+__attribute__((format(printf, 3, 4))) static void append(char *errs, size_t len, const char *fmt, ...)
+{
+    size_t used = strlen(errs);
+    va_list ap;
+    if (used + 1 >= len)
+        return;
+    va_start(ap, fmt);
+    vsnprintf(errs + used, len - used, fmt, ap);
+    va_end(ap);
+}
+
+status cfg_load(struct cfg *c, char *errs, size_t errs_len)
+{
+    status st = ST_OK;
+
+    memset(c, 0, sizeof *c);
+    if (errs_len > 0)
+        errs[0] = '\0';
+    for (size_t i = 0; i < sizeof cfg_table / sizeof cfg_table[0]; i++) {
+        const struct cfg_entry *t = &cfg_table[i];
+        const char *v = getenv(t->name);
+        char *field = (char *)c + t->offset;
+
+        if (v == NULL)
+            v = t->def;
+        switch (t->kind) {
+        case CFG_STR:
+            if (strlen(v) >= t->size) {
+                append(errs, errs_len, "%s: value longer than %zu bytes\n", t->name, t->size - 1);
+                st = ST_INVALID;
+            } else if (t->min > 0 && v[0] == '\0') {
+                append(errs, errs_len, "%s: must not be empty\n", t->name);
+                st = ST_INVALID;
+            } else {
+                memcpy(field, v, strlen(v) + 1);
+            }
+            break;
+        case CFG_INT: {
+            char *end = NULL;
+            long n;
+            errno = 0;
+            n = strtol(v, &end, 10);
+            if (errno != 0 || end == v || *end != '\0' || n < t->min || n > t->max) {
+                append(errs, errs_len, "%s: '%s' is not an integer in %ld..%ld\n", t->name, v, t->min,
+                       t->max);
+                st = ST_INVALID;
+            } else {
+                *(int *)field = (int)n;
+            }
+            break;
+        }
+        case CFG_LEVEL: {
+            int lvl = log_level_parse(v);
+            if (lvl < 0) {
+                append(errs, errs_len, "%s: '%s' is not one of debug, info, warn, error\n", t->name, v);
+                st = ST_INVALID;
+            } else {
+                *(int *)field = lvl;
+            }
+            break;
+        }
+        }
+    }
+    if (c->redis_url[0] != '\0') {
+        struct err e;
+        if (cfg_parse_redis_url(c->redis_url, c->redis_host, sizeof c->redis_host, &c->redis_port,
+                                &c->redis_db, &e) != ST_OK) {
+            append(errs, errs_len, "REDIS_URL: %s\n", e.msg);
+            st = ST_INVALID;
+        }
+    }
+    if (strncmp(c->nats_url, "nats://", 7) != 0 && strncmp(c->nats_url, "tls://", 6) != 0 &&
+        c->nats_url[0] != '\0') {
+        append(errs, errs_len, "NATS_URL: '%s' must start with nats:// or tls://\n", c->nats_url);
+        st = ST_INVALID;
+    }
+    return st;
+}
+
+void cfg_usage(void)
+{
+    fprintf(stderr, "environment variables:\n");
+    for (size_t i = 0; i < sizeof cfg_table / sizeof cfg_table[0]; i++) {
+        const struct cfg_entry *t = &cfg_table[i];
+        if (t->kind == CFG_INT)
+            fprintf(stderr, "  %-22s %s (default %s, %ld..%ld)\n", t->name, t->help, t->def, t->min,
+                    t->max);
+        else
+            fprintf(stderr, "  %-22s %s (default '%s')\n", t->name, t->help, t->def);
+    }
+}
+
+status cfg_parse_redis_url(const char *url, char *host, size_t host_len, int *port, int *db,
+                           struct err *e)
+{
+    const char *p = url;
+    const char *colon, *slash, *hend;
+    long n;
+    char *end;
+
+    if (strncmp(p, "redis://", 8) != 0)
+        return err_set(e, ST_INVALID, "'%s' must start with redis://", url);
+    p += 8;
+    if (strchr(p, '@') != NULL)
+        return err_set(e, ST_INVALID, "credentials in '%s' are not supported", url);
+    slash = strchr(p, '/');
+    colon = strchr(p, ':');
+    if (colon != NULL && slash != NULL && colon > slash)
+        colon = NULL;
+    hend = colon != NULL ? colon : (slash != NULL ? slash : p + strlen(p));
+    if (hend == p || (size_t)(hend - p) >= host_len)
+        return err_set(e, ST_INVALID, "bad host in '%s'", url);
+    memcpy(host, p, (size_t)(hend - p));
+    host[hend - p] = '\0';
+    *port = 6379;
+    *db = 0;
+    if (colon != NULL) {
+        n = strtol(colon + 1, &end, 10);
+        if (end == colon + 1 || n < 1 || n > 65535 || (*end != '\0' && *end != '/'))
+            return err_set(e, ST_INVALID, "bad port in '%s'", url);
+        *port = (int)n;
+    }
+    if (slash != NULL && slash[1] != '\0') {
+        n = strtol(slash + 1, &end, 10);
+        if (end == slash + 1 || *end != '\0' || n < 0 || n > 15)
+            return err_set(e, ST_INVALID, "bad database number in '%s'", url);
+        *db = (int)n;
+    }
+    return ST_OK;
+}

@@ -1,0 +1,40 @@
+/* Configuration from environment variables: one table, defaults and bounds, read once at start. */
+#ifndef COMMON_CFG_H
+#define COMMON_CFG_H
+
+#include <stddef.h>
+
+#include "status.h"
+
+struct cfg {
+    char database_url[1024];
+    char nats_url[512];
+    char redis_url[512];
+    char redis_host[256]; /* parsed from redis_url */
+    int redis_port;
+    int redis_db;
+    int writer_port;
+    int readapi_port;
+    int log_level;        /* enum log_level */
+    char api_token[256];  /* empty: no auth */
+    int pg_pool_size;     /* writer: Postgres connections for commands */
+    int http_threads;     /* worker threads of an HTTP service */
+    int projector_batch;  /* messages fetched per pull */
+    int projector_ack_wait_ms;
+    int projector_max_deliver;
+    int relay_batch;      /* outbox rows per publish round */
+    int request_timeout_ms; /* bound on any single dependency call */
+};
+
+/* Reads every variable of the table. Every bad value is reported on its own line in
+ * errs (caller's buffer); returns ST_INVALID when any was bad. */
+status cfg_load(struct cfg *c, char *errs, size_t errs_len) WUR;
+
+/* Prints the variables, defaults and bounds (for --help). */
+void cfg_usage(void);
+
+/* Parses redis://host:port/db into parts; returns ST_INVALID on a malformed URL. */
+status cfg_parse_redis_url(const char *url, char *host, size_t host_len, int *port, int *db,
+                           struct err *e) WUR;
+
+#endif
