@@ -31,6 +31,7 @@ static const struct cfg_entry cfg_table[] = {
     {"NATS_URL", CFG_STR, S(nats_url), "nats://127.0.0.1:54222", 1, 0, "NATS server URL"},
     {"REDIS_URL", CFG_STR, S(redis_url), "redis://127.0.0.1:56379/0", 1, 0,
      "redis://host:port/db"},
+    {"HTTP_BIND", CFG_STR, S(http_bind), "127.0.0.1", 1, 0, "address the HTTP services listen on"},
     {"WRITER_PORT", CFG_INT, I(writer_port), "8080", 1, 65535, "writer HTTP port"},
     {"READAPI_PORT", CFG_INT, I(readapi_port), "8081", 1, 65535, "read API HTTP port"},
     {"LOG_LEVEL", CFG_LEVEL, I(log_level), "info", 0, 3, "debug, info, warn or error"},

@@ -13,6 +13,7 @@ struct cfg {
     char redis_host[256]; /* parsed from redis_url */
     int redis_port;
     int redis_db;
+    char http_bind[64];   /* address the HTTP services listen on */
     int writer_port;
     int readapi_port;
     int log_level;        /* enum log_level */

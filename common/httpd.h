@@ -1,0 +1,55 @@
+/* HTTP server on libmicrohttpd: bounded bodies, JSON errors, /metrics, one handler per service. */
+#ifndef COMMON_HTTPD_H
+#define COMMON_HTTPD_H
+
+#include <stddef.h>
+
+#include "status.h"
+
+struct http_request {
+    const char *method; /* "GET", "POST", ... */
+    const char *path;   /* without the query string */
+    const char *body;   /* NUL-terminated copy of the body ("" when none) */
+    size_t body_len;
+    void *priv; /* the server's; do not touch */
+};
+
+struct http_response;
+struct http_server;
+
+/* Request header (case-insensitive name); NULL when absent. Valid during the handler call. */
+const char *http_header(const struct http_request *r, const char *name);
+/* Query parameter; NULL when absent. Valid during the handler call. */
+const char *http_query(const struct http_request *r, const char *name);
+
+/* Sets the status and the JSON body; takes ownership of body (malloc'd, may be NULL: empty). */
+void http_reply(struct http_response *resp, int status, char *body);
+/* Contract error body {"error":code,"message":...}. */
+void http_reply_error(struct http_response *resp, int status, const char *code, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+/* Adds a response header (name and value copied; at most 8 headers). */
+void http_set_header(struct http_response *resp, const char *name, const char *value);
+/* Content type of the body (static string); default application/json. */
+void http_set_content_type(struct http_response *resp, const char *content_type);
+/* Metrics label for this request (static string, e.g. "GET /accounts/{id}"). */
+void http_set_route(struct http_response *resp, const char *route);
+
+/* Called from several threads at once; must set a reply. */
+typedef void (*http_handler_fn)(void *ctx, const struct http_request *req, struct http_response *resp);
+
+struct http_server_opts {
+    const char *bind;   /* IPv4 address to listen on, e.g. "127.0.0.1" or "0.0.0.0" */
+    int port;
+    int threads;        /* 0: a thread per connection (for handlers that block); > 0: a pool */
+    size_t max_body;    /* larger bodies get 413 body_too_large without reaching the handler */
+    const char *service; /* metrics label */
+    http_handler_fn handler;
+    void *ctx;
+};
+
+/* Starts listening; *out owned by the caller (http_server_stop). */
+status http_server_start(struct http_server **out, const struct http_server_opts *o, struct err *e) WUR;
+/* Stops accepting, lets requests in flight finish, frees *s and clears the pointer. */
+void http_server_stop(struct http_server **s);
+
+#endif
