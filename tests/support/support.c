@@ -1,6 +1,8 @@
 /* Test support shared by the unit and integration suites. */
 #include "support.h"
 
+#include "cfg.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -53,4 +55,171 @@ int64_t tnow_ms(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+#include <errno.h>
+#include <fcntl.h>
+#include <hiredis/hiredis.h>
+#include <libpq-fe.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "bus.h"
+#include "thttp.h"
+
+void tfail(const char *fmt, ...)
+{
+    va_list ap;
+    fprintf(stderr, "FAIL: ");
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "\n");
+    fflush(stderr);
+    abort();
+}
+
+static const char *const tenv_exported[] = {"DATABASE_URL", "NATS_URL",    "REDIS_URL",
+                                             "WRITER_PORT", "READAPI_PORT", NULL};
+
+pid_t tsvc_start(const char *binary, const char *const *args, const char *const *extra_env)
+{
+    const char *bindir = getenv("CQRS_BIN_DIR");
+    const char *stackdir = tenv("STACK_DIR");
+    char path[1024], logpath[1024];
+    const char *argv[16];
+    int argc = 0;
+    pid_t pid;
+
+    if (bindir == NULL)
+        tfail("CQRS_BIN_DIR is not set");
+    snprintf(path, sizeof path, "%s/%s", bindir, binary);
+    snprintf(logpath, sizeof logpath, "%s/logs/test-%s.log", stackdir != NULL ? stackdir : "/tmp",
+             binary);
+    argv[argc++] = path;
+    for (int i = 0; args != NULL && args[i] != NULL && argc < 15; i++)
+        argv[argc++] = args[i];
+    argv[argc] = NULL;
+    pid = fork();
+    if (pid < 0)
+        tfail("fork: %s", strerror(errno));
+    if (pid == 0) {
+        int fd = open(logpath, O_WRONLY | O_CREAT | O_APPEND, 0644);
+        if (fd >= 0) {
+            dup2(fd, 1);
+            dup2(fd, 2);
+            close(fd);
+        }
+        for (int i = 0; tenv_exported[i] != NULL; i++)
+            if (tenv(tenv_exported[i]) != NULL)
+                setenv(tenv_exported[i], tenv(tenv_exported[i]), 1);
+        setenv("LOG_LEVEL", "info", 1);
+        for (int i = 0; extra_env != NULL && extra_env[i] != NULL; i++)
+            putenv((char *)extra_env[i]);
+        execv(path, (char *const *)argv);
+        _exit(127);
+    }
+    return pid;
+}
+
+int tsvc_stop(pid_t pid, int sig, int timeout_ms)
+{
+    int wst = 0;
+    int64_t deadline = tnow_ms() + timeout_ms;
+
+    if (pid <= 0)
+        return -1;
+    kill(pid, sig);
+    for (;;) {
+        pid_t r = waitpid(pid, &wst, WNOHANG);
+        if (r == pid)
+            break;
+        if (r < 0)
+            return -1;
+        if (tnow_ms() > deadline) {
+            kill(pid, SIGKILL);
+            waitpid(pid, &wst, 0);
+            break;
+        }
+        usleep(10000);
+    }
+    if (WIFEXITED(wst))
+        return WEXITSTATUS(wst);
+    return 128 + WTERMSIG(wst);
+}
+
+bool twait_http_ok(const char *base, const char *path, int timeout_ms)
+{
+    int64_t deadline = tnow_ms() + timeout_ms;
+
+    while (tnow_ms() < deadline) {
+        struct thttp_resp r;
+        int ok = thttp_request(&r, "GET", base, path, NULL, NULL, 1000) == 0 && r.status == 200;
+        thttp_resp_release(&r);
+        if (ok)
+            return true;
+        usleep(50000);
+    }
+    return false;
+}
+
+void tsvc_start_all(pid_t *writer, pid_t *projector, pid_t *readapi)
+{
+    static const char *const run[] = {"run", NULL};
+
+    *writer = tsvc_start("writer", NULL, NULL);
+    *projector = tsvc_start("projector", run, NULL);
+    *readapi = tsvc_start("readapi", NULL, NULL);
+    if (!twait_http_ok(tenv("WRITER_URL"), "/healthz", 20000))
+        tfail("writer did not become healthy at %s", tenv("WRITER_URL"));
+    if (!twait_http_ok(tenv("READAPI_URL"), "/healthz", 20000))
+        tfail("readapi did not become healthy at %s", tenv("READAPI_URL"));
+}
+
+void treset_state(void)
+{
+    PGconn *pg = PQconnectdb(tenv("DATABASE_URL"));
+    PGresult *res;
+    redisContext *rc;
+    redisReply *rep;
+    struct bus b = {0};
+    struct err e;
+    char host[256];
+    int port = 0, db = 0;
+
+    if (PQstatus(pg) != CONNECTION_OK)
+        tfail("connect to postgres: %s", PQerrorMessage(pg));
+    /* tables exist only after a service ran its migrations once */
+    res = PQexec(pg, "DO $$ BEGIN IF to_regclass('events') IS NOT NULL THEN "
+                     "TRUNCATE outbox, events, accounts, idempotency_keys RESTART IDENTITY CASCADE; "
+                     "END IF; END $$");
+    if (PQresultStatus(res) != PGRES_COMMAND_OK)
+        tfail("reset postgres: %s", PQerrorMessage(pg));
+    PQclear(res);
+    PQfinish(pg);
+
+    if (cfg_parse_redis_url(tenv("REDIS_URL"), host, sizeof host, &port, &db, &e) != ST_OK)
+        tfail("REDIS_URL: %s", e.msg);
+    rc = redisConnect(host, port);
+    if (rc == NULL || rc->err)
+        tfail("connect to redis %s:%d", host, port);
+    rep = redisCommand(rc, "SELECT %d", db);
+    freeReplyObject(rep);
+    rep = redisCommand(rc, "FLUSHDB");
+    if (rep == NULL || rep->type == REDIS_REPLY_ERROR)
+        tfail("flush redis");
+    freeReplyObject(rep);
+    redisFree(rc);
+
+    if (bus_connect(&b, tenv("NATS_URL"), "test-reset", 5000, &e) != ST_OK)
+        tfail("connect to nats: %s", e.msg);
+    {
+        jsErrCode jerr = 0;
+        natsStatus s = js_DeleteStream(b.js, BUS_STREAM, NULL, &jerr);
+        if (s != NATS_OK && s != NATS_NOT_FOUND && jerr != JSStreamNotFoundErr)
+            tfail("delete stream: %s (%d)", natsStatus_GetText(s), (int)jerr);
+    }
+    bus_release(&b);
 }

@@ -14,3 +14,23 @@ const char *tenv(const char *key);
 int64_t tnow_ms(void);
 
 #endif
+
+#include <sys/types.h>
+
+/* Starts build/bin/<binary> (from $CQRS_BIN_DIR) with args (NULL-terminated, may be NULL), the
+ * stack env file's variables, LOG_LEVEL=info and extra_env ("K=V" strings, NULL-terminated, may
+ * be NULL), stdout/stderr appended to <stack dir>/logs/test-<binary>.log. Returns the pid. */
+pid_t tsvc_start(const char *binary, const char *const *args, const char *const *extra_env);
+/* Sends sig, waits up to timeout_ms, then SIGKILL. Returns the exit code (128+signal if killed). */
+int tsvc_stop(pid_t pid, int sig, int timeout_ms);
+/* Polls GET base+path until it answers 200 or timeout_ms passes. */
+bool twait_http_ok(const char *base, const char *path, int timeout_ms);
+/* Starts the three services (writer, projector run, readapi) and waits until they serve. */
+void tsvc_start_all(pid_t *writer, pid_t *projector, pid_t *readapi);
+
+/* Empties the event store, outbox, accounts, idempotency keys, the Redis database and the
+ * JetStream stream (with its consumer). Call with no service running. Aborts the test on error. */
+void treset_state(void);
+
+/* Aborts the test with a message. */
+void tfail(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));

@@ -1,0 +1,29 @@
+/* NATS JetStream helpers shared by the relay, the projector and the tests. */
+#ifndef COMMON_BUS_H
+#define COMMON_BUS_H
+
+#include <nats/nats.h>
+
+#include "status.h"
+
+#define BUS_STREAM "EVENTS"
+#define BUS_SUBJECTS "events.>"
+#define BUS_CONSUMER "projector"
+/* JetStream's duplicate window for Nats-Msg-Id: republishes inside it are dropped. */
+#define BUS_DUPLICATE_WINDOW_MS (2 * 60 * 1000)
+
+struct bus {
+    natsConnection *conn;
+    jsCtx *js;
+};
+
+/* Connects (reconnecting forever in the background once connected) and creates the JetStream
+ * context. timeout_ms bounds the first connect and every JetStream API call. */
+status bus_connect(struct bus *b, const char *url, const char *name, int timeout_ms,
+                   struct err *e) WUR;
+/* Creates the EVENTS stream (file storage, subjects events.>, duplicate window) if missing. */
+status bus_ensure_stream(struct bus *b, struct err *e) WUR;
+/* Destroys the context and the connection; safe on a zeroed struct. */
+void bus_release(struct bus *b);
+
+#endif

@@ -1,0 +1,496 @@
+/* Redis side of the read API: a connection per worker thread, scripts that read each answer
+ * (generation included) in one round trip, and the rm:applied listener for read-your-writes. */
+#include "rstore.h"
+
+#include <errno.h>
+#include <hiredis/hiredis.h>
+#include <jansson.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+#include <time.h>
+
+#include "jsonx.h"
+#include "log.h"
+#include "metrics.h"
+
+/* The current generation is read inside the script, so an answer never mixes generations and a
+ * switch (rebuild, rollback) is seen by the very next request. */
+static const char account_lua[] =
+    "local g = redis.call('GET', 'rm:current')\n"
+    "if not g then return {} end\n"
+    "local h = redis.call('HMGET', 'rm:' .. g .. ':a:{' .. ARGV[1] .. '}', 'v', 'doc')\n"
+    "return {g, h[1], h[2]}\n";
+
+static const char statement_lua[] =
+    "local g = redis.call('GET', 'rm:current')\n"
+    "if not g then return {} end\n"
+    "local h = redis.call('HMGET', 'rm:' .. g .. ':a:{' .. ARGV[1] .. '}', 'v', 'doc')\n"
+    "if not h[1] then return {g, false, false, 0, {}} end\n"
+    "local v = tonumber(h[1])\n"
+    "local before = tonumber(ARGV[3])\n"
+    "if before == 0 or before > v + 1 then before = v + 1 end\n"
+    "local hi = before - 1\n"
+    "local lo = hi - tonumber(ARGV[2]) + 1\n"
+    "if lo < 1 then lo = 1 end\n"
+    "local entries = {}\n"
+    "if hi >= 1 then entries = redis.call('LRANGE', 'rm:' .. g .. ':s:{' .. ARGV[1] .. '}', lo - 1, hi - 1) end\n"
+    "return {g, h[1], h[2], lo, entries}\n";
+
+static const char projections_lua[] =
+    "local g = redis.call('GET', 'rm:current')\n"
+    "local b = redis.call('GET', 'rm:building')\n"
+    "local cp = {}\n"
+    "if g then cp = redis.call('HGETALL', 'rm:' .. g .. ':checkpoint') end\n"
+    "local bcp = {}\n"
+    "if b then bcp = redis.call('HGETALL', 'rm:' .. b .. ':checkpoint') end\n"
+    "return {g or false, b or false, cp, bcp, redis.call('HGETALL', 'rm:head'),\n"
+    "        redis.call('HGETALL', 'rm:stalled'), redis.call('HGETALL', 'rm:rebuild'),\n"
+    "        redis.call('HLEN', 'rm:parked')}\n";
+
+enum { SCRIPT_ACCOUNT, SCRIPT_STATEMENT, SCRIPT_PROJECTIONS, SCRIPT_COUNT };
+static const char *const scripts[SCRIPT_COUNT] = {account_lua, statement_lua, projections_lua};
+
+static const struct cfg *rs_cfg;
+static pthread_key_t conn_key;
+static pthread_once_t key_once = PTHREAD_ONCE_INIT;
+
+struct rconn {
+    redisContext *ctx;
+    char sha[SCRIPT_COUNT][48];
+};
+
+static void rconn_free(void *p)
+{
+    struct rconn *rc = p;
+    if (rc == NULL)
+        return;
+    if (rc->ctx != NULL)
+        redisFree(rc->ctx);
+    free(rc);
+}
+
+static void make_key(void)
+{
+    pthread_key_create(&conn_key, rconn_free);
+}
+
+void rs_init(const struct cfg *c)
+{
+    rs_cfg = c;
+    pthread_once(&key_once, make_key);
+}
+
+static struct timeval ms_tv(int ms)
+{
+    struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+    return tv;
+}
+
+static void redis_error(void)
+{
+    metrics_counter_add("redis_errors_total", "Redis commands that failed.", 1);
+}
+
+static redisContext *connect_redis(struct err *e)
+{
+    int timeout = rs_cfg->request_timeout_ms < 1000 ? rs_cfg->request_timeout_ms : 1000;
+    redisContext *ctx = redisConnectWithTimeout(rs_cfg->redis_host, rs_cfg->redis_port, ms_tv(timeout));
+    redisReply *r;
+
+    if (ctx == NULL || ctx->err) {
+        err_setr(e, ST_UNAVAILABLE, "read_model_unavailable", "unable to connect to redis %s:%d: %s",
+                 rs_cfg->redis_host, rs_cfg->redis_port, ctx != NULL ? ctx->errstr : "out of memory");
+        if (ctx != NULL)
+            redisFree(ctx);
+        return NULL;
+    }
+    redisSetTimeout(ctx, ms_tv(timeout));
+    if (rs_cfg->redis_db != 0) {
+        r = redisCommand(ctx, "SELECT %d", rs_cfg->redis_db);
+        if (r == NULL || r->type == REDIS_REPLY_ERROR) {
+            freeReplyObject(r);
+            redisFree(ctx);
+            err_setr(e, ST_UNAVAILABLE, "read_model_unavailable", "unable to select redis db %d",
+                     rs_cfg->redis_db);
+            return NULL;
+        }
+        freeReplyObject(r);
+    }
+    return ctx;
+}
+
+/* This thread's connection with its scripts loaded; NULL (and e set) when Redis is unreachable. */
+static struct rconn *conn_get(struct err *e)
+{
+    struct rconn *rc = pthread_getspecific(conn_key);
+
+    if (rc == NULL) {
+        rc = calloc(1, sizeof *rc);
+        if (rc == NULL) {
+            err_set(e, ST_INTERNAL, "out of memory");
+            return NULL;
+        }
+        pthread_setspecific(conn_key, rc);
+    }
+    if (rc->ctx != NULL)
+        return rc;
+    rc->ctx = connect_redis(e);
+    if (rc->ctx == NULL)
+        return NULL;
+    for (int i = 0; i < SCRIPT_COUNT; i++) {
+        redisReply *r = redisCommand(rc->ctx, "SCRIPT LOAD %s", scripts[i]);
+        if (r == NULL || r->type != REDIS_REPLY_STRING) {
+            freeReplyObject(r);
+            redisFree(rc->ctx);
+            rc->ctx = NULL;
+            err_setr(e, ST_UNAVAILABLE, "read_model_unavailable", "unable to load scripts into redis");
+            return NULL;
+        }
+        snprintf(rc->sha[i], sizeof rc->sha[i], "%s", r->str);
+        freeReplyObject(r);
+    }
+    return rc;
+}
+
+static void conn_drop(struct rconn *rc)
+{
+    if (rc != NULL && rc->ctx != NULL) {
+        redisFree(rc->ctx);
+        rc->ctx = NULL;
+    }
+}
+
+/* Runs script idx with argv; returns the reply (caller frees) or NULL with e set. A NOSCRIPT
+ * reply (Redis restarted) reloads once. */
+static redisReply *run_script(int idx, int argc, const char **argv, struct err *e)
+{
+    for (int attempt = 0; attempt < 2; attempt++) {
+        struct rconn *rc = conn_get(e);
+        const char *args[8];
+        size_t lens[8];
+        redisReply *r;
+
+        if (rc == NULL) {
+            redis_error();
+            return NULL;
+        }
+        args[0] = "EVALSHA";
+        args[1] = rc->sha[idx];
+        args[2] = "0";
+        for (int i = 0; i < argc; i++)
+            args[3 + i] = argv[i];
+        for (int i = 0; i < argc + 3; i++)
+            lens[i] = strlen(args[i]);
+        r = redisCommandArgv(rc->ctx, argc + 3, args, lens);
+        if (r == NULL) {
+            err_setr(e, ST_UNAVAILABLE, "read_model_unavailable", "redis: %s", rc->ctx->errstr);
+            conn_drop(rc);
+            redis_error();
+            continue;
+        }
+        if (r->type == REDIS_REPLY_ERROR) {
+            int noscript = strncmp(r->str, "NOSCRIPT", 8) == 0;
+            err_setr(e, ST_UNAVAILABLE, "read_model_unavailable", "redis: %s", r->str);
+            freeReplyObject(r);
+            redis_error();
+            conn_drop(rc);
+            if (noscript)
+                continue;
+            return NULL;
+        }
+        return r;
+    }
+    return NULL;
+}
+
+static char *dup_str(const redisReply *r)
+{
+    if (r == NULL || r->type != REDIS_REPLY_STRING)
+        return NULL;
+    return strndup(r->str, r->len);
+}
+
+static int64_t reply_int(const redisReply *r)
+{
+    if (r == NULL)
+        return 0;
+    if (r->type == REDIS_REPLY_INTEGER)
+        return r->integer;
+    if (r->type == REDIS_REPLY_STRING)
+        return strtoll(r->str, NULL, 10);
+    return 0;
+}
+
+static status fill_account(struct rs_account *out, const redisReply *r, struct err *e)
+{
+    memset(out, 0, sizeof *out);
+    if (r->type != REDIS_REPLY_ARRAY)
+        return err_setr(e, ST_UNAVAILABLE, "read_model_unavailable", "unexpected reply from redis");
+    if (r->elements == 0)
+        return ST_OK; /* no current generation */
+    out->gen = (long)reply_int(r->element[0]);
+    if (r->elements >= 3 && r->element[2]->type == REDIS_REPLY_STRING) {
+        out->version = reply_int(r->element[1]);
+        out->doc = dup_str(r->element[2]);
+        if (out->doc == NULL)
+            return err_set(e, ST_INTERNAL, "out of memory");
+    }
+    return ST_OK;
+}
+
+status rs_account(struct rs_account *out, const char *id, struct err *e)
+{
+    const char *argv[1] = {id};
+    redisReply *r = run_script(SCRIPT_ACCOUNT, 1, argv, e);
+    status st;
+
+    memset(out, 0, sizeof *out);
+    if (r == NULL)
+        return e != NULL ? e->code : ST_UNAVAILABLE;
+    st = fill_account(out, r, e);
+    freeReplyObject(r);
+    return st;
+}
+
+status rs_statement(struct rs_statement *out, const char *id, int limit, int64_t before,
+                    struct err *e)
+{
+    char lim[16], bef[24];
+    const char *argv[3] = {id, lim, bef};
+    redisReply *r;
+    status st = ST_OK;
+
+    memset(out, 0, sizeof *out);
+    snprintf(lim, sizeof lim, "%d", limit);
+    snprintf(bef, sizeof bef, "%lld", (long long)before);
+    r = run_script(SCRIPT_STATEMENT, 3, argv, e);
+    if (r == NULL)
+        return e != NULL ? e->code : ST_UNAVAILABLE;
+    st = fill_account(&out->acc, r, e);
+    if (st == ST_OK && r->elements >= 5 && out->acc.doc != NULL) {
+        const redisReply *list = r->element[4];
+        out->low = reply_int(r->element[3]);
+        if (list->type == REDIS_REPLY_ARRAY && list->elements > 0) {
+            out->entries = calloc(list->elements, sizeof *out->entries);
+            if (out->entries == NULL) {
+                st = err_set(e, ST_INTERNAL, "out of memory");
+                goto cleanup;
+            }
+            for (size_t i = 0; i < list->elements; i++) {
+                out->entries[i] = dup_str(list->element[i]);
+                if (out->entries[i] == NULL) {
+                    st = err_set(e, ST_INTERNAL, "out of memory");
+                    goto cleanup;
+                }
+                out->nentries++;
+            }
+        }
+    }
+cleanup:
+    freeReplyObject(r);
+    return st;
+}
+
+static json_t *pairs_to_object(const redisReply *r)
+{
+    json_t *o = json_object();
+    if (r == NULL || r->type != REDIS_REPLY_ARRAY)
+        return o;
+    for (size_t i = 0; i + 1 < r->elements; i += 2) {
+        const redisReply *k = r->element[i], *v = r->element[i + 1];
+        json_t *parsed;
+        char *end = NULL;
+        long long n;
+        if (k->type != REDIS_REPLY_STRING || v->type != REDIS_REPLY_STRING)
+            continue;
+        n = strtoll(v->str, &end, 10);
+        if (end != v->str && *end == '\0')
+            json_object_set_new(o, k->str, json_integer(n));
+        else if ((parsed = json_loadb(v->str, v->len, 0, NULL)) != NULL)
+            json_object_set_new(o, k->str, parsed);
+        else
+            json_object_set_new(o, k->str, json_stringn(v->str, v->len));
+    }
+    return o;
+}
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+status rs_projections(char **out, struct err *e)
+{
+    redisReply *r = run_script(SCRIPT_PROJECTIONS, 0, NULL, e);
+    json_t *doc = NULL, *cp, *bcp, *head, *stalled, *rebuild;
+    int64_t pos, headpos, lag_events, lag_s = 0;
+
+    *out = NULL;
+    if (r == NULL)
+        return e != NULL ? e->code : ST_UNAVAILABLE;
+    if (r->type != REDIS_REPLY_ARRAY || r->elements < 8) {
+        freeReplyObject(r);
+        return err_setr(e, ST_UNAVAILABLE, "read_model_unavailable", "unexpected reply from redis");
+    }
+    cp = pairs_to_object(r->element[2]);
+    bcp = pairs_to_object(r->element[3]);
+    head = pairs_to_object(r->element[4]);
+    stalled = pairs_to_object(r->element[5]);
+    rebuild = pairs_to_object(r->element[6]);
+    pos = json_integer_value(json_object_get(cp, "position"));
+    headpos = json_integer_value(json_object_get(head, "position"));
+    lag_events = headpos > pos ? headpos - pos : 0;
+    if (lag_events > 0 && json_integer_value(json_object_get(cp, "at_ms")) > 0)
+        lag_s = (now_ms() - json_integer_value(json_object_get(cp, "at_ms"))) / 1000;
+    doc = json_pack("{s:o, s:o, s:I, s:o, s:I, s:I, s:I, s:o, s:o, s:I, s:o}", "current_generation",
+                    r->element[0]->type == REDIS_REPLY_STRING ? json_integer(reply_int(r->element[0]))
+                                                              : json_null(),
+                    "building_generation",
+                    r->element[1]->type == REDIS_REPLY_STRING ? json_integer(reply_int(r->element[1]))
+                                                              : json_null(),
+                    "position", (json_int_t)pos, "checkpoint", cp, "head", (json_int_t)headpos,
+                    "lag_events", (json_int_t)lag_events, "lag_seconds", (json_int_t)lag_s, "rebuild",
+                    json_object_size(rebuild) > 0 ? rebuild : json_null(), "building_checkpoint", bcp,
+                    "parked_events", (json_int_t)reply_int(r->element[7]), "stalled_accounts", stalled);
+    if (json_object_size(rebuild) == 0)
+        json_decref(rebuild);
+    json_decref(head);
+    freeReplyObject(r);
+    if (doc == NULL)
+        return err_set(e, ST_INTERNAL, "out of memory");
+    *out = jsonx_dump(doc);
+    json_decref(doc);
+    return *out != NULL ? ST_OK : err_set(e, ST_INTERNAL, "out of memory");
+}
+
+status rs_ready(struct err *e)
+{
+    struct rs_account a;
+    char zero[] = "00000000-0000-0000-0000-000000000000";
+    status st = rs_account(&a, zero, e);
+
+    if (st != ST_OK)
+        return st;
+    st = a.gen > 0 ? ST_OK
+                   : err_setr(e, ST_UNAVAILABLE, "read_model_unavailable", "no current generation");
+    rs_account_release(&a);
+    return st;
+}
+
+void rs_account_release(struct rs_account *a)
+{
+    free(a->doc);
+    a->doc = NULL;
+}
+
+void rs_statement_release(struct rs_statement *s)
+{
+    rs_account_release(&s->acc);
+    for (int i = 0; i < s->nentries; i++)
+        free(s->entries[i]);
+    free(s->entries);
+    s->entries = NULL;
+    s->nentries = 0;
+}
+
+/* --- read-your-writes wake-ups --- */
+
+static pthread_mutex_t applied_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t applied_cv;
+static uint64_t applied_seq;
+static volatile int listener_stop;
+static pthread_t listener_thread;
+static int listener_started;
+
+uint64_t rs_wait_applied(uint64_t seen, int timeout_ms)
+{
+    struct timespec deadline;
+    uint64_t seq;
+
+    clock_gettime(CLOCK_MONOTONIC, &deadline);
+    deadline.tv_sec += timeout_ms / 1000;
+    deadline.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+    if (deadline.tv_nsec >= 1000000000L) {
+        deadline.tv_sec++;
+        deadline.tv_nsec -= 1000000000L;
+    }
+    pthread_mutex_lock(&applied_mu);
+    while (applied_seq == seen) {
+        if (pthread_cond_timedwait(&applied_cv, &applied_mu, &deadline) != 0)
+            break;
+    }
+    seq = applied_seq;
+    pthread_mutex_unlock(&applied_mu);
+    return seq;
+}
+
+static void wake_all(void)
+{
+    pthread_mutex_lock(&applied_mu);
+    applied_seq++;
+    pthread_cond_broadcast(&applied_cv);
+    pthread_mutex_unlock(&applied_mu);
+}
+
+static void *listener_main(void *arg)
+{
+    (void)arg;
+    while (!listener_stop) {
+        struct err e;
+        redisContext *ctx = connect_redis(&e);
+        redisReply *r;
+
+        if (ctx == NULL) {
+            struct timespec ts = {0, 200 * 1000000L};
+            nanosleep(&ts, NULL);
+            continue;
+        }
+        r = redisCommand(ctx, "SUBSCRIBE rm:applied");
+        freeReplyObject(r);
+        /* short read timeout so a stop request is noticed */
+        redisSetTimeout(ctx, ms_tv(500));
+        wake_all(); /* (re)connected: something may have been applied while we were away */
+        while (!listener_stop) {
+            void *reply = NULL;
+            if (redisGetReply(ctx, &reply) != REDIS_OK) {
+                if (ctx->err == REDIS_ERR_IO && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+                    ctx->err = 0; /* a read timeout: keep listening */
+                    continue;
+                }
+                break;
+            }
+            freeReplyObject(reply);
+            wake_all();
+        }
+        redisFree(ctx);
+    }
+    return NULL;
+}
+
+status rs_start_listener(struct err *e)
+{
+    pthread_condattr_t ca;
+
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&applied_cv, &ca);
+    pthread_condattr_destroy(&ca);
+    if (pthread_create(&listener_thread, NULL, listener_main, NULL) != 0)
+        return err_set(e, ST_INTERNAL, "unable to start the rm:applied listener");
+    listener_started = 1;
+    return ST_OK;
+}
+
+void rs_stop_listener(void)
+{
+    if (!listener_started)
+        return;
+    listener_stop = 1;
+    pthread_join(listener_thread, NULL);
+    listener_started = 0;
+}

@@ -1,0 +1,197 @@
+/* Blocking HTTP/1.1 client: Connection: close, Content-Length bodies (what our services send). */
+#include "thttp.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+static long long mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int wait_fd(int fd, short ev, long long deadline)
+{
+    struct pollfd p = {fd, ev, 0};
+    long long left = deadline - mono_ms();
+    if (left <= 0)
+        return -1;
+    return poll(&p, 1, (int)left) == 1 ? 0 : -1;
+}
+
+static int parse_base(const char *base, char *host, size_t hlen, int *port)
+{
+    const char *p = base;
+    const char *colon;
+
+    if (strncmp(p, "http://", 7) == 0)
+        p += 7;
+    colon = strchr(p, ':');
+    if (colon == NULL || (size_t)(colon - p) >= hlen)
+        return -1;
+    memcpy(host, p, (size_t)(colon - p));
+    host[colon - p] = '\0';
+    *port = atoi(colon + 1);
+    return *port > 0 ? 0 : -1;
+}
+
+int thttp_request(struct thttp_resp *out, const char *method, const char *base, const char *path,
+                  const char *body, const char *extra_headers, int timeout_ms)
+{
+    long long deadline = mono_ms() + timeout_ms;
+    char host[128];
+    int port, fd = -1, rc = -1;
+    struct sockaddr_in addr;
+    char *req = NULL, *buf = NULL;
+    size_t blen = body != NULL ? strlen(body) : 0, cap = 65536, len = 0;
+    int reqlen;
+
+    memset(out, 0, sizeof *out);
+    if (parse_base(base, host, sizeof host, &port) != 0)
+        return -1;
+    memset(&addr, 0, sizeof addr);
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons((uint16_t)port);
+    if (inet_pton(AF_INET, strcmp(host, "localhost") == 0 ? "127.0.0.1" : host, &addr.sin_addr) != 1)
+        return -1;
+    fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -1;
+    if (connect(fd, (struct sockaddr *)&addr, sizeof addr) != 0 && errno != EINPROGRESS)
+        goto cleanup;
+    if (wait_fd(fd, POLLOUT, deadline) != 0)
+        goto cleanup;
+    {
+        int soerr = 0;
+        socklen_t sl = sizeof soerr;
+        getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &sl);
+        if (soerr != 0)
+            goto cleanup;
+    }
+    req = malloc(blen + 16384);
+    if (req == NULL)
+        goto cleanup;
+    reqlen = snprintf(req, 16384,
+                      "%s %s HTTP/1.1\r\nHost: %s:%d\r\nConnection: close\r\n%s%s%s"
+                      "Content-Length: %zu\r\n\r\n",
+                      method, path, host, port, body != NULL ? "Content-Type: application/json\r\n" : "",
+                      extra_headers != NULL ? extra_headers : "", "", blen);
+    if (reqlen < 0 || reqlen >= 16384)
+        goto cleanup;
+    memcpy(req + reqlen, body != NULL ? body : "", blen);
+    for (size_t sent = 0, total = (size_t)reqlen + blen; sent < total;) {
+        ssize_t n = send(fd, req + sent, total - sent, MSG_NOSIGNAL);
+        if (n > 0) {
+            sent += (size_t)n;
+            continue;
+        }
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            if (wait_fd(fd, POLLOUT, deadline) != 0)
+                goto cleanup;
+            continue;
+        }
+        break; /* the server may answer early (413) and close: read what it said */
+    }
+    buf = malloc(cap);
+    if (buf == NULL)
+        goto cleanup;
+    for (;;) {
+        ssize_t n;
+        if (len + 1 >= cap) {
+            char *nb = realloc(buf, cap * 2);
+            if (nb == NULL)
+                goto cleanup;
+            buf = nb;
+            cap *= 2;
+        }
+        n = recv(fd, buf + len, cap - len - 1, 0);
+        if (n > 0) {
+            len += (size_t)n;
+            continue;
+        }
+        if (n == 0)
+            break;
+        if (errno == EAGAIN || errno == EWOULDBLOCK) {
+            if (wait_fd(fd, POLLIN, deadline) != 0)
+                break;
+            continue;
+        }
+        break;
+    }
+    buf[len] = '\0';
+    {
+        char *hend = strstr(buf, "\r\n\r\n");
+        size_t hlen;
+        if (hend == NULL || sscanf(buf, "HTTP/1.%*d %d", &out->status) != 1)
+            goto cleanup;
+        hlen = (size_t)(hend - buf);
+        if (hlen >= sizeof out->headers)
+            hlen = sizeof out->headers - 1;
+        memcpy(out->headers, buf, hlen);
+        out->headers[hlen] = '\0';
+        out->body_len = len - (size_t)(hend + 4 - buf);
+        out->body = malloc(out->body_len + 1);
+        if (out->body == NULL)
+            goto cleanup;
+        memcpy(out->body, hend + 4, out->body_len);
+        out->body[out->body_len] = '\0';
+    }
+    rc = 0;
+cleanup:
+    if (rc != 0)
+        out->status = 0;
+    free(req);
+    free(buf);
+    if (fd >= 0)
+        close(fd);
+    return rc;
+}
+
+void thttp_resp_release(struct thttp_resp *r)
+{
+    free(r->body);
+    r->body = NULL;
+}
+
+json_t *thttp_json(const struct thttp_resp *r)
+{
+    if (r->body == NULL)
+        return NULL;
+    return json_loadb(r->body, r->body_len, 0, NULL);
+}
+
+const char *thttp_header(const struct thttp_resp *r, const char *name, char *buf, size_t len)
+{
+    size_t nlen = strlen(name);
+    const char *p = r->headers;
+
+    while ((p = strstr(p, "\r\n")) != NULL) {
+        p += 2;
+        if (strncasecmp(p, name, nlen) == 0 && p[nlen] == ':') {
+            const char *v = p + nlen + 1;
+            const char *end = strstr(v, "\r\n");
+            size_t n = end != NULL ? (size_t)(end - v) : strlen(v);
+            while (n > 0 && *v == ' ') {
+                v++;
+                n--;
+            }
+            if (n >= len)
+                n = len - 1;
+            memcpy(buf, v, n);
+            buf[n] = '\0';
+            return buf;
+        }
+    }
+    return NULL;
+}

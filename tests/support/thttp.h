@@ -1,0 +1,26 @@
+/* A small blocking HTTP/1.1 client for tests, benchmarks and the demo's checks. */
+#ifndef TESTS_THTTP_H
+#define TESTS_THTTP_H
+
+#include <jansson.h>
+#include <stddef.h>
+
+struct thttp_resp {
+    int status;        /* 0 when no response arrived */
+    char *body;        /* NUL-terminated, owned (thttp_resp_release) */
+    size_t body_len;
+    char headers[8192]; /* raw header block, NUL-terminated */
+};
+
+/* One request on a fresh connection to base ("http://127.0.0.1:18080"). extra_headers: NULL or
+ * "Name: value\r\n..." lines. body may be NULL. timeout_ms bounds connect, send and receive.
+ * Returns 0 when a response was read, -1 otherwise (out->status 0). */
+int thttp_request(struct thttp_resp *out, const char *method, const char *base, const char *path,
+                  const char *body, const char *extra_headers, int timeout_ms);
+void thttp_resp_release(struct thttp_resp *r);
+/* Parsed body (new reference) or NULL. */
+json_t *thttp_json(const struct thttp_resp *r);
+/* Value of a response header (case-insensitive) copied into buf; returns buf or NULL. */
+const char *thttp_header(const struct thttp_resp *r, const char *name, char *buf, size_t len);
+
+#endif
