@@ -3,6 +3,7 @@
 #define COMMON_DB_H
 
 #include <libpq-fe.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "event.h"
@@ -29,6 +30,10 @@ status db_event_from_row(struct event *ev, const PGresult *res, int row, int col
  * (*out, caller frees; *count set). Fewer rows than asked is not an error. */
 status db_stream_events(PGconn *conn, const char *stream_id, int64_t from, int64_t to,
                         struct event **out, int *count, struct err *e) WUR;
+
+/* One-line text of a failure for messages and logs: the result's primary message when res
+ * carries one, else the connection's error, newlines flattened. Written to buf; returns buf. */
+const char *db_error(char *buf, size_t len, const PGconn *conn, const PGresult *res);
 
 /* True when the connection is unusable and should be replaced. */
 int db_broken(PGconn *conn);

@@ -1,0 +1,235 @@
+/* writer: the HTTP command API, its Postgres pool and the outbox relay thread. */
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "cfg.h"
+#include "command.h"
+#include "db.h"
+#include "httpd.h"
+#include "log.h"
+#include "relay.h"
+#include "store.h"
+#include "uuid.h"
+
+#define MAX_BODY (64 * 1024)
+#define START_BACKOFF_MAX_MS 5000
+
+static volatile sig_atomic_t stop_requested;
+
+static void on_signal(int sig)
+{
+    (void)sig;
+    stop_requested = 1;
+}
+
+struct writer {
+    const struct cfg *cfg;
+    struct store *store;
+};
+
+static void reply_err(struct http_response *resp, const struct err *e)
+{
+    int code = cmd_http_status(e->code);
+
+    if (code == 503)
+        http_set_header(resp, "Retry-After", "1");
+    http_reply_error(resp, code, e->reason, "%s", e->msg);
+}
+
+static void handle_command(struct writer *w, const struct cmd_route *rt,
+                           const struct http_request *req, struct http_response *resp)
+{
+    struct command c;
+    struct store_meta m;
+    struct store_reply out = {0};
+    struct err e = {0};
+    const char *key = http_header(req, "Idempotency-Key");
+    const char *corr = http_header(req, "X-Correlation-Id");
+
+    if (w->cfg->api_token[0] != '\0' && !cmd_bearer_ok(http_header(req, "Authorization"), w->cfg->api_token)) {
+        http_set_header(resp, "WWW-Authenticate", "Bearer");
+        http_reply_error(resp, 401, "unauthorized", "a valid bearer token is required");
+        return;
+    }
+    if (cmd_parse(&c, rt->kind, rt->account_id, req->body, req->body_len, &e) != ST_OK ||
+        cmd_parse_if_match(&c.expected_version, http_header(req, "If-Match"), &e) != ST_OK ||
+        (key != NULL && cmd_check_idempotency_key(key, &e) != ST_OK)) {
+        reply_err(resp, &e);
+        return;
+    }
+    memset(&m, 0, sizeof m);
+    uuid_generate(m.command_id);
+    /* a caller's correlation id is kept only when it is a UUID (the envelope's type) */
+    if (corr == NULL || !uuid_parse(corr, strlen(corr), m.correlation_id))
+        memcpy(m.correlation_id, m.command_id, sizeof m.correlation_id);
+    m.idempotency_key = key;
+    m.route = rt->route;
+    m.body = req->body;
+    m.body_len = req->body_len;
+    if (c.kind == CMD_OPEN)
+        uuid_generate(c.account_id);
+    if (c.kind == CMD_TRANSFER)
+        uuid_generate(c.transfer_id);
+
+    if (store_execute(w->store, &c, &m, &out, &e) != ST_OK) {
+        if (e.code == ST_UNAVAILABLE || e.code == ST_INTERNAL)
+            log_warn("command=%s route=\"%s\" account=%s: %s", m.command_id, rt->route, c.account_id,
+                     e.msg);
+        reply_err(resp, &e);
+        return;
+    }
+    if (out.replayed)
+        http_set_header(resp, "Idempotent-Replayed", "true");
+    http_reply(resp, out.http_status, out.body);
+}
+
+static void handle(void *ctx, const struct http_request *req, struct http_response *resp)
+{
+    struct writer *w = ctx;
+    struct cmd_route rt;
+    struct err e = {0};
+    status st = cmd_route(&rt, req->path, &e);
+
+    http_set_route(resp, rt.route);
+    if (st != ST_OK) {
+        reply_err(resp, &e);
+        return;
+    }
+    if (strcmp(req->method, rt.method) != 0 &&
+        !(strcmp(rt.method, "GET") == 0 && strcmp(req->method, "HEAD") == 0)) {
+        http_set_header(resp, "Allow", rt.method);
+        http_reply_error(resp, 405, "method_not_allowed", "%s is not allowed here, use %s",
+                         req->method, rt.method);
+        return;
+    }
+    switch (rt.kind) {
+    case CMD_HEALTHZ:
+        http_reply(resp, 200, strdup("{\"status\":\"ok\"}"));
+        return;
+    case CMD_READYZ:
+        if (store_ping(w->store, &e) != ST_OK)
+            http_reply_error(resp, 503, "store_unavailable", "%s", e.msg);
+        else
+            http_reply(resp, 200, strdup("{\"status\":\"ready\"}"));
+        return;
+    default:
+        handle_command(w, &rt, req, resp);
+        return;
+    }
+}
+
+/* Waits ms, returning early when SIGTERM/SIGINT (blocked in every thread) arrives. */
+static void wait_or_signal(const sigset_t *set, int ms)
+{
+    struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L};
+    int sig = sigtimedwait(set, NULL, &ts);
+
+    if (sig == SIGTERM || sig == SIGINT)
+        stop_requested = 1;
+}
+
+/* Postgres must be there and migrated before the first command: retried with backoff, each
+ * attempt bounded by the request timeout. */
+static int prepare_database(const struct cfg *cfg, const sigset_t *set)
+{
+    int backoff = 250;
+
+    while (!stop_requested) {
+        PGconn *pg = NULL;
+        struct err e = {0};
+        status st = db_connect(&pg, cfg->database_url, cfg->request_timeout_ms, &e);
+
+        if (st == ST_OK)
+            st = db_migrate(pg, &e);
+        if (pg != NULL)
+            PQfinish(pg);
+        if (st == ST_OK)
+            return 0;
+        log_warn("postgres not ready: %s (retrying in %d ms)", e.msg, backoff);
+        wait_or_signal(set, backoff);
+        backoff = backoff * 2 > START_BACKOFF_MAX_MS ? START_BACKOFF_MAX_MS : backoff * 2;
+    }
+    return -1;
+}
+
+int main(int argc, char **argv)
+{
+    static struct cfg cfg;
+    char errs[4096];
+    struct writer w = {0};
+    struct http_server *srv = NULL;
+    struct relay *relay = NULL;
+    struct http_server_opts o;
+    struct err e = {0};
+    struct sigaction sa;
+    sigset_t block, waitmask;
+    int rc = 1;
+
+    if (argc > 1 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)) {
+        fprintf(stderr, "usage: writer\n");
+        cfg_usage();
+        return 0;
+    }
+    if (argc > 1) {
+        fprintf(stderr, "writer: unexpected argument '%s' (configuration is read from the environment)\n",
+                argv[1]);
+        return 2;
+    }
+    if (cfg_load(&cfg, errs, sizeof errs) != ST_OK) {
+        fprintf(stderr, "writer: invalid configuration:\n%s", errs);
+        return 2;
+    }
+    log_init("writer", (enum log_level)cfg.log_level);
+    /* Only the main thread takes SIGTERM/SIGINT: they are blocked before any thread starts. */
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+    sigemptyset(&block);
+    sigaddset(&block, SIGTERM);
+    sigaddset(&block, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &block, &waitmask);
+
+    if (prepare_database(&cfg, &block) != 0) {
+        log_info("stopped before the database was ready");
+        return 0;
+    }
+    w.cfg = &cfg;
+    if (store_create(&w.store, cfg.database_url, cfg.pg_pool_size, cfg.request_timeout_ms, &e) != ST_OK) {
+        log_error("%s", e.msg);
+        goto cleanup;
+    }
+    if (relay_start(&relay, &cfg, &e) != ST_OK) {
+        log_error("%s", e.msg);
+        goto cleanup;
+    }
+    o = (struct http_server_opts){.bind = cfg.http_bind,
+                                  .port = cfg.writer_port,
+                                  .threads = cfg.http_threads, /* 0: a thread per connection */
+                                  .max_body = MAX_BODY,
+                                  .service = "writer",
+                                  .handler = handle,
+                                  .ctx = &w};
+    if (http_server_start(&srv, &o, &e) != ST_OK) {
+        log_error("%s", e.msg);
+        goto cleanup;
+    }
+    log_info("listening on %s:%d pool=%d auth=%s", cfg.http_bind, cfg.writer_port, cfg.pg_pool_size,
+             cfg.api_token[0] != '\0' ? "bearer" : "none");
+    while (!stop_requested)
+        sigsuspend(&waitmask);
+    log_info("stopping: draining requests");
+    rc = 0;
+cleanup:
+    http_server_stop(&srv);
+    relay_stop(&relay);
+    store_free(&w.store);
+    if (rc == 0)
+        log_info("stopped");
+    return rc;
+}

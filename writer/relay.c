@@ -1,0 +1,407 @@
+/* Outbox relay: at-least-once publication of events, one active relay per database. */
+#include "relay.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "bus.h"
+#include "db.h"
+#include "log.h"
+
+/* Only the holder of this session lock relays, so events leave in outbox order from one
+ * publisher; "outbxrly" in ASCII. */
+#define RELAY_LOCK "8031170163733097593"
+#define BACKOFF_MIN_MS 100
+#define BACKOFF_MAX_MS 5000
+#define IDLE_POLL_MS 500   /* a lost NOTIFY costs at most this */
+#define LOCK_POLL_MS 1000
+
+struct relay {
+    const struct cfg *cfg;
+    pthread_t thread;
+    bool started;
+    int wake[2]; /* self-pipe: relay_stop interrupts any wait */
+    atomic_int stopping;
+
+    PGconn *pg;
+    bool locked;
+    struct bus bus;
+    jsCtx *js; /* our own context: its ack handler is the relay's */
+
+    /* the batch in flight; acks arrive on the NATS thread */
+    pthread_mutex_t mu;
+    int n;
+    int64_t *positions;
+    char (*ids)[UUID_STR_SIZE];
+    bool *acked;
+    int next_hint;
+    char last_error[160];
+};
+
+/* Sleeps up to ms, or less when stopping. */
+static void relay_sleep(struct relay *r, int ms)
+{
+    struct pollfd p = {.fd = r->wake[0], .events = POLLIN};
+    if (!r->stopping)
+        (void)poll(&p, 1, ms);
+}
+
+static void drop_pg(struct relay *r)
+{
+    if (r->pg != NULL)
+        PQfinish(r->pg); /* also releases the session lock */
+    r->pg = NULL;
+    r->locked = false;
+}
+
+static void drop_bus(struct relay *r)
+{
+    jsCtx_Destroy(r->js);
+    r->js = NULL;
+    bus_release(&r->bus);
+}
+
+/* Called by the NATS library for every ack or failure of an async publish. */
+static void on_ack(jsCtx *js, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae, void *closure)
+{
+    struct relay *r = closure;
+    const char *id = NULL;
+
+    (void)js;
+    if (natsMsgHeader_Get(msg, "Nats-Msg-Id", &id) == NATS_OK && id != NULL) {
+        pthread_mutex_lock(&r->mu);
+        /* acks mostly come in publish order: start from the one after the last found */
+        for (int k = 0; k < r->n; k++) {
+            int i = (r->next_hint + k) % r->n;
+            if (strcmp(r->ids[i], id) == 0) {
+                if (pa != NULL)
+                    r->acked[i] = true; /* Duplicate too: the stream has it already */
+                r->next_hint = (i + 1) % r->n;
+                break;
+            }
+        }
+        if (pa == NULL && pae != NULL)
+            snprintf(r->last_error, sizeof r->last_error, "%s (%d): %s", natsStatus_GetText(pae->Err),
+                     (int)pae->ErrCode, pae->ErrText != NULL ? pae->ErrText : "");
+        pthread_mutex_unlock(&r->mu);
+    }
+    natsMsg_Destroy(msg);
+}
+
+static status ensure_pg(struct relay *r, struct err *e)
+{
+    char msg[200];
+    PGresult *res = NULL;
+    status st = ST_OK;
+
+    if (r->pg != NULL && db_broken(r->pg))
+        drop_pg(r);
+    if (r->pg == NULL) {
+        st = db_connect(&r->pg, r->cfg->database_url, r->cfg->request_timeout_ms, e);
+        if (st != ST_OK)
+            return st;
+    }
+    if (r->locked)
+        return ST_OK;
+    res = PQexec(r->pg, "SELECT pg_try_advisory_lock(" RELAY_LOCK ")");
+    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+        st = err_setr(e, ST_UNAVAILABLE, "store_unavailable", "relay lock: %s", db_error(msg, sizeof msg, r->pg, res));
+        goto cleanup;
+    }
+    if (strcmp(PQgetvalue(res, 0, 0), "t") != 0) {
+        st = err_setr(e, ST_CONFLICT, "relay_busy", "another relay holds the outbox");
+        goto cleanup;
+    }
+    PQclear(res);
+    res = PQexec(r->pg, "LISTEN outbox");
+    if (PQresultStatus(res) != PGRES_COMMAND_OK) {
+        st = err_setr(e, ST_UNAVAILABLE, "store_unavailable", "listen: %s", db_error(msg, sizeof msg, r->pg, res));
+        goto cleanup;
+    }
+    r->locked = true;
+    log_info("relay: active (holds the outbox lock)");
+cleanup:
+    PQclear(res);
+    return st;
+}
+
+static status ensure_bus(struct relay *r, struct err *e)
+{
+    jsOptions jo;
+    natsStatus ns;
+    status st;
+
+    if (r->js != NULL)
+        return ST_OK;
+    st = bus_connect(&r->bus, r->cfg->nats_url, "writer-relay", r->cfg->request_timeout_ms, e);
+    if (st == ST_OK)
+        st = bus_ensure_stream(&r->bus, e);
+    if (st != ST_OK) {
+        bus_release(&r->bus);
+        return st;
+    }
+    jsOptions_Init(&jo);
+    jo.Wait = r->cfg->request_timeout_ms;
+    jo.PublishAsync.MaxPending = r->cfg->relay_batch;
+    jo.PublishAsync.AckHandler = on_ack;
+    jo.PublishAsync.AckHandlerClosure = r;
+    ns = natsConnection_JetStream(&r->js, r->bus.conn, &jo);
+    if (ns != NATS_OK) {
+        bus_release(&r->bus);
+        return err_setr(e, ST_UNAVAILABLE, "bus_unavailable", "jetstream context: %s",
+                        natsStatus_GetText(ns));
+    }
+    return ST_OK;
+}
+
+/* Waits for a NOTIFY (or the poll fallback, or a stop) and drains the notifications. */
+static void wait_notify(struct relay *r)
+{
+    struct pollfd p[2] = {{.fd = PQsocket(r->pg), .events = POLLIN}, {.fd = r->wake[0], .events = POLLIN}};
+    PGnotify *n;
+
+    if (p[0].fd < 0 || r->stopping)
+        return;
+    if (poll(p, 2, IDLE_POLL_MS) > 0 && (p[0].revents & (POLLIN | POLLHUP | POLLERR))) {
+        if (PQconsumeInput(r->pg) == 0)
+            return; /* broken: the next round notices and reconnects */
+    }
+    while ((n = PQnotifies(r->pg)) != NULL)
+        PQfreemem(n);
+}
+
+/* Deletes the acked rows; returns how many were acked. */
+static status delete_acked(struct relay *r, int *acked, struct err *e)
+{
+    size_t cap = (size_t)r->n * 21 + 3, len = 1;
+    char *arr = malloc(cap);
+    PGresult *res = NULL;
+    const char *p[1];
+    char msg[200];
+    status st = ST_OK;
+
+    *acked = 0;
+    if (arr == NULL)
+        return err_set(e, ST_INTERNAL, "out of memory");
+    arr[0] = '{';
+    pthread_mutex_lock(&r->mu);
+    for (int i = 0; i < r->n; i++) {
+        if (!r->acked[i])
+            continue;
+        len += (size_t)snprintf(arr + len, cap - len, "%s%lld", *acked ? "," : "", (long long)r->positions[i]);
+        (*acked)++;
+    }
+    pthread_mutex_unlock(&r->mu);
+    snprintf(arr + len, cap - len, "}");
+    if (*acked > 0) {
+        p[0] = arr;
+        res = PQexecParams(r->pg, "DELETE FROM outbox WHERE position = ANY($1::bigint[])", 1, NULL, p,
+                           NULL, NULL, 0);
+        if (PQresultStatus(res) != PGRES_COMMAND_OK)
+            st = err_setr(e, ST_UNAVAILABLE, "store_unavailable", "delete from outbox: %s",
+                          db_error(msg, sizeof msg, r->pg, res));
+    }
+    PQclear(res);
+    free(arr);
+    return st;
+}
+
+/* One round: read a batch, publish it, wait (bounded) for the acks, delete the acked rows.
+ * *published: rows read; *failed: rows not acked. */
+static status relay_round(struct relay *r, int *published, int *failed, struct err *e)
+{
+    PGresult *res = NULL;
+    char lim[16];
+    const char *p[1] = {lim};
+    jsPubOptions po;
+    char msg[200];
+    natsStatus ns;
+    status st = ST_OK;
+    int rows, acked = 0;
+
+    *published = *failed = 0;
+    snprintf(lim, sizeof lim, "%d", r->cfg->relay_batch);
+    res = PQexecParams(r->pg,
+                       "SELECT " DB_EVENT_COLUMNS " FROM (SELECT position FROM outbox ORDER BY position "
+                       "LIMIT $1::int) o JOIN events USING (position) ORDER BY position",
+                       1, NULL, p, NULL, NULL, 0);
+    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+        st = err_setr(e, ST_UNAVAILABLE, "store_unavailable", "read outbox: %s", db_error(msg, sizeof msg, r->pg, res));
+        goto cleanup;
+    }
+    rows = PQntuples(res);
+    if (rows == 0)
+        goto cleanup;
+
+    pthread_mutex_lock(&r->mu);
+    r->n = 0;
+    r->next_hint = 0;
+    r->last_error[0] = '\0';
+    for (int i = 0; i < rows; i++) {
+        r->positions[i] = strtoll(PQgetvalue(res, i, 0), NULL, 10);
+        snprintf(r->ids[i], UUID_STR_SIZE, "%s", PQgetvalue(res, i, 1));
+        r->acked[i] = false;
+    }
+    r->n = rows;
+    pthread_mutex_unlock(&r->mu);
+
+    for (int i = 0; i < rows; i++) {
+        struct event ev;
+        struct err de = {0};
+        char subject[32], *payload = NULL;
+        natsMsg *msg = NULL;
+
+        if (db_event_from_row(&ev, res, i, 0, &de) != ST_OK) {
+            /* a row this binary cannot encode stays in the outbox, visibly */
+            log_error("relay: event at position %lld does not decode: %s",
+                      (long long)r->positions[i], de.msg);
+            continue;
+        }
+        payload = event_encode(&ev);
+        if (payload == NULL) {
+            st = err_set(e, ST_INTERNAL, "out of memory encoding an event");
+            goto cleanup;
+        }
+        event_subject(ev.stream_id, subject, sizeof subject);
+        ns = natsMsg_Create(&msg, subject, NULL, payload, (int)strlen(payload));
+        if (ns == NATS_OK)
+            ns = natsMsgHeader_Set(msg, "Nats-Msg-Id", ev.event_id);
+        if (ns == NATS_OK)
+            ns = js_PublishMsgAsync(r->js, &msg, NULL);
+        natsMsg_Destroy(msg); /* NULL (a no-op) once the library took it */
+        free(payload);
+        if (ns != NATS_OK) {
+            snprintf(r->last_error, sizeof r->last_error, "publish: %s", natsStatus_GetText(ns));
+            break; /* the rest waits for the next round */
+        }
+        (*published)++;
+    }
+
+    jsPubOptions_Init(&po);
+    po.MaxWait = r->cfg->request_timeout_ms;
+    ns = js_PublishAsyncComplete(r->js, &po);
+    if (ns != NATS_OK) {
+        /* take back what is still unacked: those rows are published again next round, and
+         * the Nats-Msg-Id makes JetStream drop the copies it did store */
+        natsMsgList pending;
+        if (js_PublishAsyncGetPendingList(&pending, r->js) == NATS_OK)
+            natsMsgList_Destroy(&pending);
+        if (r->last_error[0] == '\0')
+            snprintf(r->last_error, sizeof r->last_error, "waiting for acks: %s", natsStatus_GetText(ns));
+    }
+    st = delete_acked(r, &acked, e);
+    *failed = rows - acked;
+    if (st == ST_OK && *failed > 0)
+        st = err_setr(e, ST_UNAVAILABLE, "bus_unavailable", "%d of %d events not acked: %s", *failed,
+                      rows, r->last_error);
+cleanup:
+    pthread_mutex_lock(&r->mu);
+    r->n = 0;
+    pthread_mutex_unlock(&r->mu);
+    PQclear(res);
+    return st;
+}
+
+static void *relay_main(void *arg)
+{
+    struct relay *r = arg;
+    int backoff = BACKOFF_MIN_MS;
+    bool warned_busy = false;
+
+    while (!r->stopping) {
+        struct err e = {0};
+        int published = 0, failed = 0;
+        status st = ensure_pg(r, &e);
+
+        if (st == ST_CONFLICT) {
+            if (!warned_busy)
+                log_info("relay: standing by, %s", e.msg);
+            warned_busy = true;
+            relay_sleep(r, LOCK_POLL_MS);
+            continue;
+        }
+        if (st == ST_OK)
+            st = ensure_bus(r, &e);
+        if (st == ST_OK && natsConnection_Status(r->bus.conn) != NATS_CONN_STATUS_CONNECTED)
+            st = err_setr(&e, ST_UNAVAILABLE, "bus_unavailable", "nats is reconnecting");
+        if (st == ST_OK)
+            st = relay_round(r, &published, &failed, &e);
+        if (st != ST_OK) {
+            log_warn("relay: %s (retrying in %d ms)", e.msg, backoff);
+            if (r->pg != NULL && db_broken(r->pg))
+                drop_pg(r);
+            relay_sleep(r, backoff);
+            backoff = backoff * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : backoff * 2;
+            continue;
+        }
+        backoff = BACKOFF_MIN_MS;
+        if (published > 0)
+            log_debug("relay: published %d events", published);
+        /* a full batch means more is waiting: go again at once */
+        if (published < r->cfg->relay_batch)
+            wait_notify(r);
+    }
+    drop_bus(r);
+    drop_pg(r);
+    return NULL;
+}
+
+status relay_start(struct relay **out, const struct cfg *cfg, struct err *e)
+{
+    struct relay *r = calloc(1, sizeof *r);
+    size_t n = (size_t)cfg->relay_batch;
+
+    *out = NULL;
+    if (r == NULL)
+        return err_set(e, ST_INTERNAL, "out of memory");
+    r->cfg = cfg;
+    r->wake[0] = r->wake[1] = -1;
+    r->positions = calloc(n, sizeof *r->positions);
+    r->ids = calloc(n, sizeof *r->ids);
+    r->acked = calloc(n, sizeof *r->acked);
+    pthread_mutex_init(&r->mu, NULL);
+    if (r->positions == NULL || r->ids == NULL || r->acked == NULL || pipe2(r->wake, O_CLOEXEC) != 0) {
+        relay_stop(&r);
+        return err_set(e, ST_INTERNAL, "relay setup: %s", strerror(errno));
+    }
+    if (pthread_create(&r->thread, NULL, relay_main, r) != 0) {
+        relay_stop(&r);
+        return err_set(e, ST_INTERNAL, "relay thread: %s", strerror(errno));
+    }
+    r->started = true;
+    *out = r;
+    return ST_OK;
+}
+
+void relay_stop(struct relay **rp)
+{
+    struct relay *r = *rp;
+
+    if (r == NULL)
+        return;
+    if (r->started) {
+        r->stopping = 1;
+        if (write(r->wake[1], "x", 1) < 0) {
+            /* the thread still sees the flag within one poll timeout */
+        }
+        pthread_join(r->thread, NULL);
+    }
+    if (r->wake[0] >= 0)
+        close(r->wake[0]);
+    if (r->wake[1] >= 0)
+        close(r->wake[1]);
+    pthread_mutex_destroy(&r->mu);
+    free(r->positions);
+    free(r->ids);
+    free(r->acked);
+    free(r);
+    *rp = NULL;
+}

@@ -1,0 +1,45 @@
+/* The writer's Postgres side: a pool of connections and one transaction per command. */
+#ifndef WRITER_STORE_H
+#define WRITER_STORE_H
+
+#include <stdbool.h>
+
+#include "command.h"
+#include "status.h"
+
+struct store;
+
+/* Where a command came from: ids for the event metadata and the idempotency record. */
+struct store_meta {
+    char command_id[UUID_STR_SIZE];
+    char correlation_id[UUID_STR_SIZE];
+    const char *idempotency_key; /* NULL or checked with cmd_check_idempotency_key */
+    const char *route;           /* with the body, what an idempotency key is bound to */
+    const char *body;
+    size_t body_len;
+};
+
+/* The reply to send: a status and a JSON body (malloc'd, caller frees). */
+struct store_reply {
+    int http_status;
+    char *body;
+    bool replayed; /* an Idempotency-Key replay of the first response */
+};
+
+/* Creates a pool of size connections, opened lazily and replaced when broken. timeout_ms
+ * bounds a connect, a statement and the wait for a free connection. Caller frees with
+ * store_free. */
+status store_create(struct store **out, const char *conninfo, int size, int timeout_ms,
+                    struct err *e) WUR;
+void store_free(struct store **s);
+
+/* Runs c in one transaction and commits before returning ST_OK with the reply. A rejection
+ * (business rule, conflict) is an error status with e->reason the API code; nothing is written.
+ * ST_UNAVAILABLE: Postgres unreachable or too slow (store_unavailable). */
+status store_execute(struct store *s, const struct command *c, const struct store_meta *m,
+                     struct store_reply *out, struct err *e) WUR;
+
+/* A round trip on a pooled connection (readiness). */
+status store_ping(struct store *s, struct err *e) WUR;
+
+#endif
