@@ -182,12 +182,6 @@ void treset_state(void)
 {
     PGconn *pg = PQconnectdb(tenv("DATABASE_URL"));
     PGresult *res;
-    redisContext *rc;
-    redisReply *rep;
-    struct bus b = {0};
-    struct err e;
-    char host[256];
-    int port = 0, db = 0;
 
     if (PQstatus(pg) != CONNECTION_OK)
         tfail("connect to postgres: %s", PQerrorMessage(pg));
@@ -199,6 +193,17 @@ void treset_state(void)
         tfail("reset postgres: %s", PQerrorMessage(pg));
     PQclear(res);
     PQfinish(pg);
+    treset_read_side();
+}
+
+void treset_read_side(void)
+{
+    redisContext *rc;
+    redisReply *rep;
+    struct bus b = {0};
+    struct err e;
+    char host[256];
+    int port = 0, db = 0;
 
     if (cfg_parse_redis_url(tenv("REDIS_URL"), host, sizeof host, &port, &db, &e) != ST_OK)
         tfail("REDIS_URL: %s", e.msg);

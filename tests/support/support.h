@@ -34,3 +34,7 @@ void treset_state(void);
 
 /* Aborts the test with a message. */
 void tfail(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
+
+/* Empties only the read side (the Redis database and the JetStream stream with its consumer),
+ * keeping the event store. Call with no service running. */
+void treset_read_side(void);
