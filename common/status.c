@@ -29,7 +29,8 @@ const char *status_str(status st)
     return status_text[st];
 }
 
-static status err_vset(struct err *e, status st, const char *reason, const char *fmt, va_list ap)
+__attribute__((format(printf, 4, 0))) static status err_vset(struct err *e, status st, const char *reason,
+                                                         const char *fmt, va_list ap)
 {
     if (e == NULL)
         return st;
