@@ -1,0 +1,69 @@
+# Entry points: `make demo` and `make test` work from a fresh Debian 12 machine.
+SHELL := /bin/bash
+BUILD ?= build
+BUILD_TYPE ?= RelWithDebInfo
+JOBS ?= 2
+CTEST_ARGS ?=
+FUZZ_SECONDS ?= 600
+FUZZ_SMOKE_SECONDS ?= 15
+
+.PHONY: all setup build up down demo test test-unit test-asan fuzz fuzz-smoke valgrind bench clean
+
+all: build
+
+setup:
+	@scripts/setup
+
+build: setup
+	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=$(BUILD_TYPE) -DWERROR=ON >/dev/null
+	cmake --build $(BUILD) -j$(JOBS)
+
+up: build
+	scripts/stack up --name dev
+	scripts/stack services-up --name dev
+
+down:
+	scripts/stack down --name dev
+	@if [ -d .stack/test ]; then scripts/stack down --name test; fi
+	@if [ -d .stack/bench ]; then scripts/stack down --name bench; fi
+
+demo: up
+	scripts/demo
+
+# Every test: unit (no server), integration (a test stack of its own under .stack/test,
+# started and stopped by ctest), the libFuzzer harnesses briefly, and the unit suite under
+# ASan+UBSan and valgrind.
+test: build
+	cd $(BUILD) && ctest --output-on-failure $(CTEST_ARGS)
+	$(MAKE) --no-print-directory test-asan
+	$(MAKE) --no-print-directory valgrind
+	$(MAKE) --no-print-directory fuzz-smoke
+
+test-unit: build
+	cd $(BUILD) && ctest --output-on-failure -L unit
+
+test-asan: setup
+	cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DENABLE_SANITIZERS=ON -DWERROR=ON >/dev/null
+	cmake --build build-asan -j$(JOBS)
+	cd build-asan && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+		ctest --output-on-failure $(CTEST_ARGS)
+
+valgrind: build
+	@for t in $(BUILD)/tests/test_projections* $(BUILD)/tests/test_writer_* $(BUILD)/tests/test_readapi_* $(BUILD)/tests/test_projector_*; do \
+		[ -x "$$t" ] || continue; \
+		echo "valgrind $$t"; \
+		valgrind -q --leak-check=full --show-leak-kinds=definite,indirect --errors-for-leak-kinds=definite,indirect \
+			--error-exitcode=99 "$$t" >/dev/null || exit 1; \
+	done
+
+fuzz: setup
+	FUZZ_SECONDS=$(FUZZ_SECONDS) scripts/fuzz
+
+fuzz-smoke: setup
+	FUZZ_SECONDS=$(FUZZ_SMOKE_SECONDS) scripts/fuzz
+
+bench: build
+	bench/run $(if $(QUICK),--quick,)
+
+clean:
+	rm -rf $(BUILD) build-asan build-fuzz
