@@ -1,0 +1,32 @@
+/* Redis connections for the services: bounded connect and command timeouts, database selected. */
+#ifndef COMMON_RDS_H
+#define COMMON_RDS_H
+
+#include <hiredis/hiredis.h>
+
+#include "cfg.h"
+#include "status.h"
+
+/* Connects to host:port, bounds the connect and every later command by timeout_ms, and selects
+ * db. *out is NULL on failure (ST_UNAVAILABLE, reason "read_model_unavailable"). Caller owns
+ * *out (rds_free). */
+status rds_connect(redisContext **out, const char *host, int port, int db, int timeout_ms,
+                   struct err *e) WUR;
+/* Same with the host, port and database of c and its request_timeout_ms. */
+status rds_connect_cfg(redisContext **out, const struct cfg *c, struct err *e) WUR;
+/* Frees *ctx (NULL-safe) and clears the caller's pointer. */
+void rds_free(redisContext **ctx);
+
+/* True when the context can no longer be used (I/O or protocol error): reconnect. */
+int rds_broken(const redisContext *ctx);
+
+/* Sends every command of the pipeline and reads every reply in one round trip: argv-style
+ * commands (cmds[i] has argc[i] arguments, lengths in lens[i], NULL = strlen). replies[i] are
+ * owned by the caller (freeReplyObject each, or rds_replies_free). On a connection failure all
+ * replies are freed and NULL, and the result is ST_UNAVAILABLE; error replies are not failures
+ * here: the caller judges each. */
+status rds_pipeline(redisContext *ctx, int n, const int *argc, const char *const *const *cmds,
+                    const size_t *const *lens, redisReply **replies, struct err *e) WUR;
+void rds_replies_free(redisReply **replies, int n);
+
+#endif

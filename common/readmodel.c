@@ -1,0 +1,265 @@
+/* Redis read-model layout: key names, the compare-and-set apply script, one-round-trip reads. */
+#include "readmodel.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+void rm_key_account(char *buf, size_t len, long gen, const char *id)
+{
+    snprintf(buf, len, "rm:%ld:a:{%s}", gen, id);
+}
+
+void rm_key_statement(char *buf, size_t len, long gen, const char *id)
+{
+    snprintf(buf, len, "rm:%ld:s:{%s}", gen, id);
+}
+
+void rm_key_checkpoint(char *buf, size_t len, long gen)
+{
+    snprintf(buf, len, "rm:%ld:checkpoint", gen);
+}
+
+void rm_key_tail(char *buf, size_t len, long gen)
+{
+    snprintf(buf, len, "rm:%ld:tail", gen);
+}
+
+/* Everything the script decides is read inside it, so two workers (or the live projector and a
+ * rebuild) can never interleave between the version check and the write. RPUSH goes in chunks
+ * because unpack() is bounded by the Lua C stack (about 8000 values). Lua numbers are doubles:
+ * versions and positions are exact up to 2^53. */
+static const char apply_lua[] =
+    "local cur = tonumber(redis.call('HGET', KEYS[1], 'v') or '0')\n"
+    "local expected = tonumber(ARGV[1])\n"
+    "if cur ~= expected then return cur end\n"
+    "local len = redis.call('LLEN', KEYS[2])\n"
+    "if len ~= expected then\n"
+    "  return redis.error_reply('RMBROKEN ' .. KEYS[2] .. ' holds ' .. len .. ' entries but v is ' .. cur)\n"
+    "end\n"
+    "local n = #ARGV - 5\n"
+    "if n < 1 or tonumber(ARGV[2]) ~= expected + n then\n"
+    "  return redis.error_reply('RMARGS ' .. n .. ' entries do not lead from ' .. expected .. ' to ' .. ARGV[2])\n"
+    "end\n"
+    "for i = 6, #ARGV, 1000 do\n"
+    "  redis.call('RPUSH', KEYS[2], unpack(ARGV, i, math.min(i + 999, #ARGV)))\n"
+    "end\n"
+    "redis.call('HSET', KEYS[1], 'v', ARGV[2], 'doc', ARGV[3])\n"
+    "local p = tonumber(redis.call('HGET', KEYS[3], 'position') or '0')\n"
+    "if tonumber(ARGV[4]) > p then redis.call('HSET', KEYS[3], 'position', ARGV[4]) end\n"
+    "redis.call('HSET', KEYS[3], 'at_ms', ARGV[5])\n"
+    "redis.call('HINCRBY', KEYS[3], 'events', n)\n"
+    "return redis.status_reply('OK')\n";
+
+const char *rm_apply_script(void)
+{
+    return apply_lua;
+}
+
+int rm_apply_argc(const struct rm_apply *a)
+{
+    return RM_APPLY_FIXED_ARGS + (a->nentries > 0 ? a->nentries : 0);
+}
+
+int rm_apply_argv(const struct rm_apply *a, long gen, const char *sha, struct rm_apply_buf *buf,
+                  const char **argv, size_t *lens)
+{
+    int n = 0;
+
+    if (a->nentries < 1 || a->expected < 0 || a->new_version != a->expected + a->nentries)
+        return -1;
+    rm_key_account(buf->keys[0], sizeof buf->keys[0], gen, a->account_id);
+    rm_key_statement(buf->keys[1], sizeof buf->keys[1], gen, a->account_id);
+    rm_key_checkpoint(buf->keys[2], sizeof buf->keys[2], gen);
+    snprintf(buf->nums[0], sizeof buf->nums[0], "%" PRId64, a->expected);
+    snprintf(buf->nums[1], sizeof buf->nums[1], "%" PRId64, a->new_version);
+    snprintf(buf->nums[2], sizeof buf->nums[2], "%" PRId64, a->position);
+    snprintf(buf->nums[3], sizeof buf->nums[3], "%" PRId64, a->at_ms);
+    argv[n++] = "EVALSHA";
+    argv[n++] = sha;
+    argv[n++] = "3";
+    argv[n++] = buf->keys[0];
+    argv[n++] = buf->keys[1];
+    argv[n++] = buf->keys[2];
+    argv[n++] = buf->nums[0];
+    argv[n++] = buf->nums[1];
+    argv[n++] = a->doc;
+    argv[n++] = buf->nums[2];
+    argv[n++] = buf->nums[3];
+    for (int i = 0; i < a->nentries; i++)
+        argv[n++] = a->entries[i];
+    for (int i = 0; i < n; i++)
+        lens[i] = strlen(argv[i]);
+    return n;
+}
+
+enum rm_apply_result rm_apply_reply(const redisReply *r, int64_t *current)
+{
+    if (r == NULL)
+        return RM_FAILED;
+    if (r->type == REDIS_REPLY_STATUS && strcmp(r->str, "OK") == 0)
+        return RM_APPLIED;
+    if (r->type == REDIS_REPLY_INTEGER) {
+        *current = (int64_t)r->integer;
+        return RM_CONFLICT;
+    }
+    return RM_FAILED;
+}
+
+static status parse_gen(const redisReply *r, long *gen, struct err *e)
+{
+    char *end = NULL;
+    long g;
+
+    if (r->type == REDIS_REPLY_NIL)
+        return err_setr(e, ST_NOT_FOUND, "read_model_unavailable", "no current read-model generation");
+    if (r->type != REDIS_REPLY_STRING)
+        return err_set(e, ST_INVALID, "%s: unexpected reply type %d", RM_CURRENT_KEY, r->type);
+    g = strtol(r->str, &end, 10);
+    if (end == r->str || *end != '\0' || g < 1)
+        return err_set(e, ST_INVALID, "%s holds '%.32s', not a generation", RM_CURRENT_KEY, r->str);
+    *gen = g;
+    return ST_OK;
+}
+
+static status reply_failed(redisContext *c, const redisReply *r, const char *what, struct err *e)
+{
+    if (r == NULL)
+        return err_setr(e, ST_UNAVAILABLE, "read_model_unavailable", "redis %s: %s", what,
+                        c->err ? c->errstr : "no reply");
+    return err_setr(e, ST_UNAVAILABLE, "read_model_unavailable", "redis %s: %s", what,
+                    r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply");
+}
+
+status rm_load_current(redisContext *c, long *gen, struct err *e)
+{
+    redisReply *r = redisCommand(c, "GET %s", RM_CURRENT_KEY);
+    status st;
+
+    if (r == NULL || r->type == REDIS_REPLY_ERROR)
+        st = reply_failed(c, r, "get " RM_CURRENT_KEY, e);
+    else
+        st = parse_gen(r, gen, e);
+    freeReplyObject(r);
+    return st;
+}
+
+status rm_ensure_current(redisContext *c, long *gen, struct err *e)
+{
+    status st = ST_OK;
+    redisReply *r = NULL;
+
+    /* NX: when several projectors start at once exactly one creates the generation; a rebuild
+     * that already switched to another generation is never overwritten */
+    r = redisCommand(c, "SET %s 1 NX", RM_CURRENT_KEY);
+    if (r == NULL || r->type == REDIS_REPLY_ERROR) {
+        st = reply_failed(c, r, "set " RM_CURRENT_KEY, e);
+        goto cleanup;
+    }
+    st = rm_load_current(c, gen, e);
+cleanup:
+    freeReplyObject(r);
+    return st;
+}
+
+static char *dup_reply(const redisReply *r)
+{
+    char *s = malloc(r->len + 1);
+
+    if (s != NULL) {
+        memcpy(s, r->str, r->len);
+        s[r->len] = '\0';
+    }
+    return s;
+}
+
+status rm_load_account(redisContext *c, long gen, const char *id, struct rm_account *out,
+                       struct err *e)
+{
+    status st = ST_OK;
+    redisReply *r = NULL;
+    char key[RM_KEY_SIZE];
+
+    memset(out, 0, sizeof *out);
+    rm_key_account(key, sizeof key, gen, id);
+    r = redisCommand(c, "HMGET %s v doc", key);
+    if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements != 2) {
+        st = reply_failed(c, r, "load account", e);
+        goto cleanup;
+    }
+    if (r->element[0]->type != REDIS_REPLY_STRING || r->element[1]->type != REDIS_REPLY_STRING)
+        goto cleanup; /* not in this generation */
+    out->version = strtoll(r->element[0]->str, NULL, 10);
+    out->doc = dup_reply(r->element[1]);
+    if (out->doc == NULL)
+        st = err_set(e, ST_INTERNAL, "out of memory");
+cleanup:
+    freeReplyObject(r);
+    if (st != ST_OK)
+        rm_account_release(out);
+    return st;
+}
+
+status rm_load_statement(redisContext *c, long gen, const char *id, int64_t from, int64_t to,
+                         struct rm_page *out, struct err *e)
+{
+    status st = ST_OK;
+    redisReply *r = NULL;
+    char key[RM_KEY_SIZE];
+
+    memset(out, 0, sizeof *out);
+    if (from < 1)
+        from = 1;
+    if (to < from)
+        return ST_OK;
+    rm_key_statement(key, sizeof key, gen, id);
+    r = redisCommand(c, "LRANGE %s %lld %lld", key, (long long)(from - 1), (long long)(to - 1));
+    if (r == NULL || r->type != REDIS_REPLY_ARRAY) {
+        st = reply_failed(c, r, "load statement", e);
+        goto cleanup;
+    }
+    if (r->elements == 0)
+        goto cleanup;
+    out->entries = calloc(r->elements, sizeof *out->entries);
+    if (out->entries == NULL) {
+        st = err_set(e, ST_INTERNAL, "out of memory");
+        goto cleanup;
+    }
+    for (size_t i = 0; i < r->elements; i++) {
+        if (r->element[i]->type != REDIS_REPLY_STRING) {
+            st = err_set(e, ST_INVALID, "statement '%s' holds a non-string entry", key);
+            goto cleanup;
+        }
+        out->entries[i] = dup_reply(r->element[i]);
+        if (out->entries[i] == NULL) {
+            st = err_set(e, ST_INTERNAL, "out of memory");
+            goto cleanup;
+        }
+        out->n = (int)i + 1;
+    }
+    out->first_version = from;
+cleanup:
+    freeReplyObject(r);
+    if (st != ST_OK)
+        rm_page_release(out);
+    return st;
+}
+
+void rm_account_release(struct rm_account *a)
+{
+    if (a == NULL)
+        return;
+    free(a->doc);
+    memset(a, 0, sizeof *a);
+}
+
+void rm_page_release(struct rm_page *p)
+{
+    if (p == NULL)
+        return;
+    for (int i = 0; i < p->n; i++)
+        free(p->entries[i]);
+    free(p->entries);
+    memset(p, 0, sizeof *p);
+}

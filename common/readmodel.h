@@ -1,0 +1,109 @@
+/* The Redis read-model layout (contract shared by the projector, the read API and the tests):
+ * key names, the apply script, and read helpers. */
+#ifndef COMMON_READMODEL_H
+#define COMMON_READMODEL_H
+
+#include <hiredis/hiredis.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "status.h"
+
+/* Layout:
+ *   rm:current                 string: the current generation (integer >= 1); missing = no model
+ *   rm:<gen>:a:{<id>}          hash: v (applied stream_version), doc (GET /accounts/{id} body)
+ *   rm:<gen>:s:{<id>}          list: element i = statement entry of version i+1; LLEN == v
+ *   rm:<gen>:checkpoint        hash: position (highest applied), at_ms (last apply), events
+ *   rm:<gen>:tail              string: the projector's catch-up cursor "tx_id:position"
+ *   rm:head                    hash: position (event-store head seen by a projector), at_ms
+ *   rm:parked                  hash: event_id -> {"event_id","account_id","stream_version",
+ *                              "position","reason","parked_at","payload"[,"jetstream_seq"]}
+ *   rm:stalled                 hash: account_id -> {"event_id","reason","since"}
+ *   channel rm:applied         "<account_id>:<version> ..." after each applied batch
+ * The {id} hash tag keeps an account's two keys on one Redis Cluster slot, which the apply
+ * script needs (it touches both atomically). */
+#define RM_CURRENT_KEY "rm:current"
+#define RM_BUILDING_KEY "rm:building"
+#define RM_HEAD_KEY "rm:head"
+#define RM_PARKED_KEY "rm:parked"
+#define RM_STALLED_KEY "rm:stalled"
+#define RM_APPLIED_CHANNEL "rm:applied"
+#define RM_KEY_SIZE 128
+
+/* Key builders: write the key into buf (len bytes, truncated safely; RM_KEY_SIZE is enough). */
+void rm_key_account(char *buf, size_t len, long gen, const char *id);
+void rm_key_statement(char *buf, size_t len, long gen, const char *id);
+void rm_key_checkpoint(char *buf, size_t len, long gen);
+void rm_key_tail(char *buf, size_t len, long gen);
+
+/* The apply script (static text, never freed). Compare-and-set of one account:
+ *   KEYS = account hash, statement list, checkpoint hash
+ *   ARGV = expected prior version, new version, doc, position, at_ms, entry 1..n
+ *          (n = new - expected, the entries of versions expected+1 .. new, in order)
+ * Replies: status "OK" when applied; an integer, the version it holds, when `v` is not the
+ * expected one (nothing written); an error when the list length disagrees with `v` or the
+ * arguments are inconsistent (nothing written). */
+const char *rm_apply_script(void);
+
+#define RM_APPLY_FIXED_ARGS 11 /* EVALSHA sha 3 k1 k2 k3 expected new doc position at_ms */
+
+/* One account's apply: the caller owns every string and keeps them alive while argv is used. */
+struct rm_apply {
+    const char *account_id;
+    int64_t expected;    /* version the hash must hold (0: absent) */
+    int64_t new_version; /* expected + nentries */
+    const char *doc;
+    int64_t position;    /* highest global position among the entries */
+    int64_t at_ms;
+    int nentries;
+    char *const *entries; /* statement JSON of versions expected+1 .. new_version */
+};
+
+/* Scratch space for the EVALSHA argument strings of one rm_apply. */
+struct rm_apply_buf {
+    char keys[3][RM_KEY_SIZE];
+    char nums[4][24];
+};
+
+/* Number of argv slots rm_apply_argv needs for a. */
+int rm_apply_argc(const struct rm_apply *a);
+/* Builds "EVALSHA sha 3 keys... args..." into argv/lens (rm_apply_argc(a) slots); the strings
+ * point into a, sha and buf. Returns the argc, or -1 when a is inconsistent
+ * (new_version != expected + nentries, nentries < 1). */
+int rm_apply_argv(const struct rm_apply *a, long gen, const char *sha, struct rm_apply_buf *buf,
+                  const char **argv, size_t *lens);
+
+enum rm_apply_result { RM_APPLIED = 0, RM_CONFLICT, RM_FAILED };
+/* Interprets the script's reply: *current set to the held version on RM_CONFLICT. */
+enum rm_apply_result rm_apply_reply(const redisReply *r, int64_t *current);
+
+/* Read helpers. Each is one round trip and never keeps a reply past the call. */
+
+struct rm_account {
+    int64_t version; /* 0 with doc NULL: the account is not in the generation */
+    char *doc;       /* malloc'd, owned by the struct (rm_account_release) */
+};
+
+struct rm_page {
+    int64_t first_version; /* version of entries[0] (0 when n == 0) */
+    int n;
+    char **entries;        /* malloc'd JSON strings, oldest first; owned by the struct */
+};
+
+/* The current generation into *gen; ST_NOT_FOUND when rm:current is missing (no read model),
+ * ST_UNAVAILABLE on a Redis failure, ST_INVALID when it does not hold an integer >= 1. */
+status rm_load_current(redisContext *c, long *gen, struct err *e) WUR;
+/* Creates generation 1 as current when there is none (SET NX), then loads it into *gen. */
+status rm_ensure_current(redisContext *c, long *gen, struct err *e) WUR;
+/* Loads v and doc of one account (HMGET: one round trip) into out (caller releases). */
+status rm_load_account(redisContext *c, long gen, const char *id, struct rm_account *out,
+                       struct err *e) WUR;
+/* Loads the statement entries of versions from..to (inclusive, 1-based, clipped to the list)
+ * into out (caller releases). */
+status rm_load_statement(redisContext *c, long gen, const char *id, int64_t from, int64_t to,
+                         struct rm_page *out, struct err *e) WUR;
+/* Frees the contents and zeroes the struct; NULL-safe. */
+void rm_account_release(struct rm_account *a);
+void rm_page_release(struct rm_page *p);
+
+#endif

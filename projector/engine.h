@@ -1,0 +1,61 @@
+/* The projector's core: fold batches of events into the Redis read models, idempotently. */
+#ifndef PROJECTOR_ENGINE_H
+#define PROJECTOR_ENGINE_H
+
+#include <hiredis/hiredis.h>
+#include <libpq-fe.h>
+#include <stdint.h>
+
+#include "batch.h"
+#include "cfg.h"
+#include "status.h"
+
+struct pj {
+    const struct cfg *cfg; /* borrowed, outlives the struct */
+    PGconn *pg;            /* owned; NULL until pj_pg connects */
+    redisContext *rc;      /* owned; NULL until pj_redis connects */
+    char sha[48];          /* SHA1 of the apply script on rc's server */
+    long gen;              /* generation written by the last batch */
+    char lease_token[UUID_STR_SIZE]; /* identifies this worker's sweep lease */
+    /* counters since start, for logs */
+    long applied, duplicates, parked, conflicts, gap_events;
+};
+
+#define PJ_IGNORE_STALLED 1u /* replay-parked: fold stalled accounts too */
+#define PJ_MAX_CAS_ROUNDS 8  /* re-read and re-fold an account at most this often per batch */
+
+void pj_init(struct pj *p, const struct cfg *c);
+/* Closes the connections; safe to call twice. */
+void pj_release(struct pj *p);
+
+/* Connects Redis when needed, loads the apply script, creates generation 1 when none exists. */
+status pj_redis(struct pj *p, struct err *e) WUR;
+/* Connects Postgres when needed (no migration). */
+status pj_pg(struct pj *p, struct err *e) WUR;
+/* Drops a connection after a failure so the next pj_redis/pj_pg reconnects. */
+void pj_drop_redis(struct pj *p);
+void pj_drop_pg(struct pj *p);
+
+/* Projects items (any order, duplicates allowed) and sets each item's disp. Poison is parked
+ * and its account stalled on the way. ST_OK: every disp is final and may be acted on.
+ * ST_UNAVAILABLE: Redis or Postgres failed; nothing may be acknowledged (retry the batch: it is
+ * idempotent). The items are only reordered through the pointer array. */
+status pj_process(struct pj *p, struct pj_item **items, int n, unsigned flags, struct err *e) WUR;
+
+/* Events of one stream with versions in [from, to] from Postgres as items (each row decoded on
+ * its own: a poison row is an item with ok 0). *out is malloc'd (caller: pj_items_free). */
+status pj_read_stream(struct pj *p, const char *id, int64_t from, int64_t to, struct pj_item **out,
+                      int *n, struct err *e) WUR;
+void pj_items_free(struct pj_item *items, int n);
+
+/* Catch-up sweep: applies up to limit events of the events table after the generation's tail
+ * cursor (commit-safe order) and advances the cursor; also records the store head in rm:head.
+ * *count is the number of events read (limit: call again soon). Skips (count 0) while
+ * another worker holds the sweep lease. */
+status pj_sweep(struct pj *p, int limit, int *count, struct err *e) WUR;
+
+/* Parks a poison item in rm:parked (under a generated id when it has none) and stalls its
+ * account in rm:stalled (the first cause is kept). */
+status pj_park(struct pj *p, struct pj_item *it, const char *reason, struct err *e) WUR;
+
+#endif

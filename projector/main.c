@@ -1,0 +1,600 @@
+/* projector: JetStream pull-consumer workers that keep the Redis read models, plus the
+ * operator commands status and replay-parked. */
+#include <inttypes.h>
+#include <jansson.h>
+#include <nats/nats.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "bus.h"
+#include "cfg.h"
+#include "db.h"
+#include "engine.h"
+#include "log.h"
+#include "rds.h"
+#include "readmodel.h"
+
+#ifndef SWEEP_INTERVAL_MS
+#define SWEEP_INTERVAL_MS 1000 /* how soon an event lost on NATS is caught up from Postgres */
+#endif
+#define SWEEP_LIMIT 2000
+#define FETCH_WAIT_MS 500
+#define BACKOFF_MAX_MS 5000
+#define NAK_DELAY_MS 1000
+#define MAX_ACK_PENDING 20000
+
+static volatile sig_atomic_t stop_requested;
+
+static void on_signal(int sig)
+{
+    (void)sig;
+    stop_requested = 1; /* only a flag: the loop finishes its batch and drains */
+}
+
+static void sleep_ms(int ms)
+{
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Sleeps ms in slices, telling JetStream the batch in hand is still being worked on so it is
+ * not redelivered to another worker while a dependency is down. */
+static void wait_in_progress(natsMsgList *list, int ms, int ack_wait_ms, int64_t *last_progress)
+{
+    int64_t end = mono_ms() + ms;
+
+    while (mono_ms() < end) {
+        if (list != NULL && mono_ms() - *last_progress >= ack_wait_ms / 3) {
+            for (int i = 0; i < list->Count; i++)
+                (void)natsMsg_InProgress(list->Msgs[i], NULL);
+            *last_progress = mono_ms();
+        }
+        sleep_ms(100);
+    }
+}
+
+/* The durable pull consumer every worker shares. */
+static status ensure_consumer(struct bus *b, const struct cfg *c, struct err *e)
+{
+    jsConsumerConfig cc;
+    jsConsumerInfo *ci = NULL;
+    jsErrCode jerr = 0;
+    natsStatus ns;
+
+    jsConsumerConfig_Init(&cc);
+    cc.Durable = BUS_CONSUMER;
+    /* every partition subject: any worker may get any account, the CAS makes that safe */
+    cc.FilterSubject = BUS_SUBJECTS;
+    /* explicit: a message is done only when its effect is in Redis (or it is parked) */
+    cc.AckPolicy = js_AckExplicit;
+    /* a fresh consumer (new deployment, reset read side) must see the whole stream */
+    cc.DeliverPolicy = js_DeliverAll;
+    /* how long a worker may hold a message before JetStream hands it to another: long enough
+     * for a batch with gap repair; a worker waiting on Redis sends InProgress meanwhile */
+    cc.AckWait = (int64_t)c->projector_ack_wait_ms * 1000000;
+    /* -1 (unlimited) by default: a message that cannot be applied yet is retried, never
+     * dropped; poison is terminated explicitly instead of exhausting deliveries */
+    cc.MaxDeliver = c->projector_max_deliver;
+    /* room for several workers' batches in flight; the per-account CAS, not ordering,
+     * provides correctness, so a large window costs nothing but memory on the server */
+    cc.MaxAckPending = MAX_ACK_PENDING;
+    ns = js_AddConsumer(&ci, b->js, BUS_STREAM, &cc, NULL, &jerr);
+    if (ns != NATS_OK) {
+        /* it exists with other settings (e.g. a changed PROJECTOR_ACK_WAIT_MS): update it */
+        jsConsumerInfo_Destroy(ci);
+        ci = NULL;
+        jerr = 0;
+        ns = js_UpdateConsumer(&ci, b->js, BUS_STREAM, &cc, NULL, &jerr);
+    }
+    jsConsumerInfo_Destroy(ci);
+    if (ns != NATS_OK)
+        return err_setr(e, ST_UNAVAILABLE, "bus_unavailable", "consumer '%s': %s (%d)", BUS_CONSUMER,
+                        natsStatus_GetText(ns), (int)jerr);
+    return ST_OK;
+}
+
+static status subscribe(natsSubscription **sub, struct bus *b, struct err *e)
+{
+    jsSubOptions so;
+    jsErrCode jerr = 0;
+    natsStatus ns;
+
+    jsSubOptions_Init(&so);
+    so.Stream = BUS_STREAM;
+    so.Consumer = BUS_CONSUMER; /* bind to the consumer made by ensure_consumer */
+    so.ManualAck = true;
+    ns = js_PullSubscribe(sub, b->js, BUS_SUBJECTS, BUS_CONSUMER, NULL, &so, &jerr);
+    if (ns != NATS_OK)
+        return err_setr(e, ST_UNAVAILABLE, "bus_unavailable", "pull subscribe: %s (%d)",
+                        natsStatus_GetText(ns), (int)jerr);
+    return ST_OK;
+}
+
+static uint64_t msg_seq(natsMsg *m)
+{
+    jsMsgMetaData *meta = NULL;
+    uint64_t seq = 0;
+
+    if (natsMsg_GetMetaData(&meta, m) == NATS_OK)
+        seq = meta->Sequence.Stream;
+    jsMsgMetaData_Destroy(meta);
+    return seq;
+}
+
+/* Projects one fetched batch and acks it; retries (without acking) while Redis or Postgres is
+ * down. The messages stay owned by list. */
+static void handle_batch(struct pj *p, const struct cfg *c, natsMsgList *list)
+{
+    struct pj_item *items = calloc((size_t)list->Count, sizeof *items);
+    struct pj_item **ptrs = calloc((size_t)list->Count, sizeof *ptrs);
+    int64_t last_progress = mono_ms();
+    struct err e;
+    status st = ST_UNAVAILABLE;
+    long ack = 0, term = 0, nak = 0;
+
+    if (items == NULL || ptrs == NULL) {
+        log_error("out of memory for a batch of %d: redelivering", list->Count);
+        for (int i = 0; i < list->Count; i++)
+            (void)natsMsg_Nak(list->Msgs[i], NULL);
+        goto cleanup;
+    }
+    for (int i = 0; i < list->Count; i++) {
+        natsMsg *m = list->Msgs[i];
+        pj_item_decode(&items[i], natsMsg_GetData(m), (size_t)natsMsg_GetDataLength(m), msg_seq(m));
+        ptrs[i] = &items[i];
+    }
+    for (int attempt = 0;; attempt++) {
+        err_clear(&e);
+        st = pj_process(p, ptrs, list->Count, 0, &e);
+        if (st == ST_OK)
+            break;
+        log_warn("batch of %d not applied (attempt %d): %s", list->Count, attempt + 1, e.msg);
+        if (stop_requested && attempt >= 2) {
+            /* stopping and still failing: hand the batch back rather than hang the shutdown */
+            for (int i = 0; i < list->Count; i++)
+                (void)natsMsg_Nak(list->Msgs[i], NULL);
+            log_warn("stopping: %d messages handed back for redelivery", list->Count);
+            goto cleanup;
+        }
+        wait_in_progress(list, pj_backoff_ms(attempt, BACKOFF_MAX_MS), c->projector_ack_wait_ms,
+                         &last_progress);
+    }
+    /* only now is every effect durable in Redis (or parked): acknowledge */
+    for (int i = 0; i < list->Count; i++) {
+        natsMsg *m = list->Msgs[i];
+        switch (items[i].disp) {
+        case PJ_ACK:
+            (void)natsMsg_Ack(m, NULL);
+            ack++;
+            break;
+        case PJ_TERM:
+            (void)natsMsg_Term(m, NULL);
+            term++;
+            break;
+        default:
+            (void)natsMsg_NakWithDelay(m, NAK_DELAY_MS, NULL);
+            nak++;
+            break;
+        }
+    }
+    log_debug("batch of %d: %ld acked, %ld terminated, %ld redelivered later", list->Count, ack, term, nak);
+cleanup:
+    if (items != NULL)
+        for (int i = 0; i < list->Count; i++)
+            pj_item_release(&items[i]);
+    free(items);
+    free(ptrs);
+}
+
+static int cmd_run(const struct cfg *c)
+{
+    struct pj p;
+    struct bus b = {0};
+    natsSubscription *sub = NULL;
+    struct err e;
+    int64_t last_sweep = 0, last_stats = mono_ms();
+    long last_applied = -1;
+    int sweep_more = 0, attempt;
+
+    pj_init(&p, c);
+    log_info("starting: batch %d, ack wait %d ms, max deliver %d", c->projector_batch,
+             c->projector_ack_wait_ms, c->projector_max_deliver);
+    for (attempt = 0; !stop_requested; attempt++) {
+        err_clear(&e);
+        if (pj_pg(&p, &e) == ST_OK && db_migrate(p.pg, &e) == ST_OK)
+            break;
+        log_warn("postgres not ready (attempt %d): %s", attempt + 1, e.msg);
+        pj_drop_pg(&p);
+        sleep_ms(pj_backoff_ms(attempt, BACKOFF_MAX_MS));
+    }
+    for (attempt = 0; !stop_requested; attempt++) {
+        err_clear(&e);
+        if (pj_redis(&p, &e) == ST_OK)
+            break;
+        log_warn("redis not ready (attempt %d): %s", attempt + 1, e.msg);
+        sleep_ms(pj_backoff_ms(attempt, BACKOFF_MAX_MS));
+    }
+    for (attempt = 0; !stop_requested; attempt++) {
+        err_clear(&e);
+        if (bus_connect(&b, c->nats_url, "projector", c->request_timeout_ms, &e) == ST_OK &&
+            bus_ensure_stream(&b, &e) == ST_OK && ensure_consumer(&b, c, &e) == ST_OK &&
+            subscribe(&sub, &b, &e) == ST_OK)
+            break;
+        log_warn("nats not ready (attempt %d): %s", attempt + 1, e.msg);
+        natsSubscription_Destroy(sub);
+        sub = NULL;
+        bus_release(&b);
+        sleep_ms(pj_backoff_ms(attempt, BACKOFF_MAX_MS));
+    }
+    if (!stop_requested)
+        log_info("running: generation %ld, consumer %s on stream %s", p.gen, BUS_CONSUMER, BUS_STREAM);
+
+    while (!stop_requested) {
+        natsMsgList list = {0};
+        jsErrCode jerr = 0;
+        natsStatus ns;
+        int64_t now = mono_ms();
+
+        if (sweep_more || now - last_sweep >= SWEEP_INTERVAL_MS) {
+            int count = 0;
+            err_clear(&e);
+            if (pj_sweep(&p, SWEEP_LIMIT, &count, &e) != ST_OK)
+                log_warn("catch-up sweep: %s", e.msg);
+            sweep_more = count == SWEEP_LIMIT;
+            if (count > 0)
+                log_debug("catch-up sweep read %d events", count);
+            last_sweep = now;
+        }
+        if (now - last_stats >= 10000 && p.applied != last_applied) {
+            log_info("applied %ld events (%ld from gap repair), %ld duplicates, %ld conflicts, %ld parked",
+                     p.applied, p.gap_events, p.duplicates, p.conflicts, p.parked);
+            last_applied = p.applied;
+            last_stats = now;
+        }
+        ns = natsSubscription_Fetch(&list, sub, c->projector_batch, sweep_more ? 20 : FETCH_WAIT_MS, &jerr);
+        if (ns == NATS_OK && list.Count > 0)
+            handle_batch(&p, c, &list);
+        else if (ns != NATS_OK && ns != NATS_TIMEOUT) {
+            log_warn("fetch: %s (%d)", natsStatus_GetText(ns), (int)jerr);
+            sleep_ms(500);
+        }
+        natsMsgList_Destroy(&list);
+    }
+    log_info("stopping: applied %ld events (%ld from gap repair), %ld duplicates, %ld conflicts, %ld parked",
+             p.applied, p.gap_events, p.duplicates, p.conflicts, p.parked);
+    if (sub != NULL) {
+        /* drain: acks already sent are flushed before the connection closes */
+        (void)natsConnection_Flush(b.conn);
+        natsSubscription_Destroy(sub);
+    }
+    bus_release(&b);
+    pj_release(&p);
+    return 0;
+}
+
+/* ---- status ---- */
+
+static json_t *parse_record(const redisReply *r)
+{
+    return r->type == REDIS_REPLY_STRING ? json_loadb(r->str, r->len, 0, NULL) : NULL;
+}
+
+static const char *jstr(const json_t *o, const char *k)
+{
+    const char *s = json_string_value(json_object_get(o, k));
+    return s != NULL ? s : "-";
+}
+
+static int cmd_status(const struct cfg *c)
+{
+    struct pj p;
+    struct err e;
+    redisReply *cp = NULL, *parked = NULL, *stalled = NULL;
+    PGresult *res = NULL;
+    long gen = 0;
+    int64_t pos = 0, at_ms = 0, events = 0, head = 0, lag_s = 0;
+    int rc = 1;
+    char msg[200], pos_s[24];
+    const char *params[1] = {pos_s};
+
+    pj_init(&p, c);
+    if (rds_connect_cfg(&p.rc, c, &e) != ST_OK) {
+        fprintf(stderr, "projector status: %s\n", e.msg);
+        goto cleanup;
+    }
+    if (rm_load_current(p.rc, &gen, &e) != ST_OK && e.code != ST_NOT_FOUND) {
+        fprintf(stderr, "projector status: %s\n", e.msg);
+        goto cleanup;
+    }
+    if (gen > 0) {
+        char key[RM_KEY_SIZE];
+        rm_key_checkpoint(key, sizeof key, gen);
+        cp = redisCommand(p.rc, "HMGET %s position at_ms events", key);
+        if (cp != NULL && cp->type == REDIS_REPLY_ARRAY && cp->elements == 3) {
+            pos = cp->element[0]->type == REDIS_REPLY_STRING ? strtoll(cp->element[0]->str, NULL, 10) : 0;
+            at_ms = cp->element[1]->type == REDIS_REPLY_STRING ? strtoll(cp->element[1]->str, NULL, 10) : 0;
+            events = cp->element[2]->type == REDIS_REPLY_STRING ? strtoll(cp->element[2]->str, NULL, 10) : 0;
+        }
+    }
+    parked = redisCommand(p.rc, "HGETALL %s", RM_PARKED_KEY);
+    stalled = redisCommand(p.rc, "HGETALL %s", RM_STALLED_KEY);
+    if (parked == NULL || stalled == NULL || parked->type != REDIS_REPLY_ARRAY ||
+        stalled->type != REDIS_REPLY_ARRAY) {
+        fprintf(stderr, "projector status: redis: %s\n", p.rc->errstr);
+        goto cleanup;
+    }
+    if (pj_pg(&p, &e) != ST_OK) {
+        fprintf(stderr, "projector status: %s\n", e.msg);
+        goto cleanup;
+    }
+    snprintf(pos_s, sizeof pos_s, "%" PRId64, pos);
+    /* lag in seconds: how long the oldest event not yet applied has been waiting */
+    res = PQexecParams(p.pg,
+                       "SELECT coalesce(max(position), 0), "
+                       "coalesce(extract(epoch FROM now() - min(recorded_at) FILTER (WHERE position > $1::bigint))::bigint, 0) "
+                       "FROM events",
+                       1, NULL, params, NULL, NULL, 0);
+    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+        fprintf(stderr, "projector status: event store: %s\n", db_error(msg, sizeof msg, p.pg, res));
+        goto cleanup;
+    }
+    head = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
+    lag_s = strtoll(PQgetvalue(res, 0, 1), NULL, 10);
+
+    if (gen > 0)
+        printf("generation:        %ld\n", gen);
+    else
+        printf("generation:        none (no read model yet)\n");
+    if (at_ms > 0) {
+        time_t t = (time_t)(at_ms / 1000);
+        struct tm tm;
+        char when[40];
+        gmtime_r(&t, &tm);
+        strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", &tm);
+        printf("checkpoint:        position %" PRId64 " at %s (%" PRId64 " events applied)\n", pos, when, events);
+    } else {
+        printf("checkpoint:        position %" PRId64 " (nothing applied yet)\n", pos);
+    }
+    printf("event store head:  %" PRId64 "\n", head);
+    printf("lag:               %" PRId64 " events, %" PRId64 " s\n", head > pos ? head - pos : 0,
+           head > pos ? lag_s : 0);
+    printf("parked events:     %zu\n", parked->elements / 2);
+    for (size_t i = 0; i + 1 < parked->elements; i += 2) {
+        json_t *rec = parse_record(parked->element[i + 1]);
+        printf("  %s account=%s version=%" JSON_INTEGER_FORMAT " at=%s: %s\n", parked->element[i]->str,
+               jstr(rec, "account_id"), json_integer_value(json_object_get(rec, "stream_version")),
+               jstr(rec, "parked_at"), jstr(rec, "reason"));
+        json_decref(rec);
+    }
+    printf("stalled accounts:  %zu\n", stalled->elements / 2);
+    for (size_t i = 0; i + 1 < stalled->elements; i += 2) {
+        json_t *rec = parse_record(stalled->element[i + 1]);
+        printf("  %s event=%s since=%s: %s\n", stalled->element[i]->str, jstr(rec, "event_id"),
+               jstr(rec, "since"), jstr(rec, "reason"));
+        json_decref(rec);
+    }
+    rc = 0;
+cleanup:
+    freeReplyObject(cp);
+    freeReplyObject(parked);
+    freeReplyObject(stalled);
+    PQclear(res);
+    pj_release(&p);
+    return rc;
+}
+
+/* ---- replay-parked ---- */
+
+static status stream_head(struct pj *p, const char *id, int64_t *head, struct err *e)
+{
+    const char *params[1] = {id};
+    PGresult *res = PQexecParams(p->pg, "SELECT coalesce(max(stream_version), 0) FROM events WHERE stream_id = $1::uuid",
+                                 1, NULL, params, NULL, NULL, 0);
+    char msg[200];
+    status st = ST_OK;
+
+    if (PQresultStatus(res) != PGRES_TUPLES_OK)
+        st = err_set(e, ST_UNAVAILABLE, "stream head of '%s': %s", id, db_error(msg, sizeof msg, p->pg, res));
+    else
+        *head = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
+    PQclear(res);
+    return st;
+}
+
+/* Catches account id up from Postgres, stalled or not. *poison is set when an event still does
+ * not fold (it is parked again with the new reason); *applied and *head describe the result. */
+static status catch_up(struct pj *p, const char *id, int *poison, int64_t *applied, int64_t *head,
+                       struct err *e)
+{
+    struct rm_account acc = {0};
+    struct pj_item *items = NULL, **ptrs = NULL;
+    int n = 0;
+    status st;
+
+    *poison = 0;
+    st = rm_load_account(p->rc, p->gen, id, &acc, e);
+    if (st == ST_OK)
+        st = pj_read_stream(p, id, acc.version + 1, INT32_MAX, &items, &n, e);
+    if (st != ST_OK)
+        goto cleanup;
+    if (n > 0) {
+        ptrs = calloc((size_t)n, sizeof *ptrs);
+        if (ptrs == NULL) {
+            st = err_set(e, ST_INTERNAL, "out of memory");
+            goto cleanup;
+        }
+        for (int i = 0; i < n; i++)
+            ptrs[i] = &items[i];
+        st = pj_process(p, ptrs, n, PJ_IGNORE_STALLED, e);
+        if (st != ST_OK)
+            goto cleanup;
+        for (int i = 0; i < n; i++)
+            if (items[i].disp == PJ_TERM) {
+                *poison = 1;
+                err_set(e, ST_INVALID, "version %" PRId64 ": %s", items[i].ev.stream_version, items[i].why.msg);
+            }
+    }
+    rm_account_release(&acc);
+    st = rm_load_account(p->rc, p->gen, id, &acc, e);
+    if (st == ST_OK)
+        st = stream_head(p, id, head, e);
+    *applied = acc.version;
+cleanup:
+    rm_account_release(&acc);
+    free(ptrs);
+    pj_items_free(items, n);
+    return st;
+}
+
+static int cmd_replay(const struct cfg *c, const char *only)
+{
+    struct pj p;
+    struct err e;
+    redisReply *parked = NULL, *r;
+    int rc = 1, failed = 0, done = 0;
+    size_t np;
+
+    pj_init(&p, c);
+    if (pj_redis(&p, &e) != ST_OK || pj_pg(&p, &e) != ST_OK) {
+        fprintf(stderr, "projector replay-parked: %s\n", e.msg);
+        goto cleanup;
+    }
+    if (only != NULL)
+        parked = redisCommand(p.rc, "HMGET %s %s", RM_PARKED_KEY, only);
+    else
+        parked = redisCommand(p.rc, "HGETALL %s", RM_PARKED_KEY);
+    if (parked == NULL || parked->type != REDIS_REPLY_ARRAY) {
+        fprintf(stderr, "projector replay-parked: redis: %s\n", parked == NULL ? p.rc->errstr : "bad reply");
+        goto cleanup;
+    }
+    np = only != NULL ? 1 : parked->elements / 2;
+    if (only != NULL && parked->element[0]->type != REDIS_REPLY_STRING) {
+        fprintf(stderr, "projector replay-parked: no parked event '%s'\n", only);
+        goto cleanup;
+    }
+    if (np == 0)
+        printf("no parked events\n");
+    for (size_t i = 0; i < np; i++) {
+        const redisReply *rec_r = only != NULL ? parked->element[0] : parked->element[2 * i + 1];
+        const char *event_id = only != NULL ? only : parked->element[2 * i]->str;
+        json_t *rec = parse_record(rec_r);
+        const char *account = json_string_value(json_object_get(rec, "account_id"));
+        int64_t version = json_integer_value(json_object_get(rec, "stream_version"));
+        int64_t applied = 0, head = 0;
+        int poison = 0;
+
+        if (account == NULL) {
+            printf("%s: names no account (jetstream_seq %" JSON_INTEGER_FORMAT "); left parked, remove it with HDEL %s %s\n",
+                   event_id, json_integer_value(json_object_get(rec, "jetstream_seq")), RM_PARKED_KEY, event_id);
+            failed++;
+            json_decref(rec);
+            continue;
+        }
+        err_clear(&e);
+        if (catch_up(&p, account, &poison, &applied, &head, &e) != ST_OK) {
+            printf("%s: account %s: %s\n", event_id, account, e.msg);
+            failed++;
+        } else if (poison) {
+            printf("%s: account %s still does not fold at %s; left parked\n", event_id, account, e.msg);
+            failed++;
+        } else if (applied >= head && applied >= version) {
+            r = redisCommand(p.rc, "HDEL %s %s", RM_PARKED_KEY, event_id);
+            freeReplyObject(r);
+            printf("%s: applied; account %s caught up to version %" PRId64 "\n", event_id, account, applied);
+            done++;
+        } else if (applied >= head) {
+            /* the event store has no such version: the message was not a recorded event */
+            r = redisCommand(p.rc, "HDEL %s %s", RM_PARKED_KEY, event_id);
+            freeReplyObject(r);
+            printf("%s: not in the event store (version %" PRId64 " > %" PRId64 "); account %s caught up; removed\n",
+                   event_id, version, head, account);
+            done++;
+        } else {
+            printf("%s: account %s at version %" PRId64 " of %" PRId64 "; left parked\n", event_id, account,
+                   applied, head);
+            failed++;
+        }
+        json_decref(rec);
+    }
+    /* an account stays stalled while any parked event still names it */
+    freeReplyObject(parked);
+    parked = redisCommand(p.rc, "HGETALL %s", RM_STALLED_KEY);
+    if (parked != NULL && parked->type == REDIS_REPLY_ARRAY) {
+        redisReply *left = redisCommand(p.rc, "HVALS %s", RM_PARKED_KEY);
+        for (size_t i = 0; left != NULL && left->type == REDIS_REPLY_ARRAY && i + 1 < parked->elements; i += 2) {
+            const char *account = parked->element[i]->str;
+            int still = 0;
+            for (size_t k = 0; k < left->elements && !still; k++) {
+                json_t *rec = parse_record(left->element[k]);
+                still = strcmp(jstr(rec, "account_id"), account) == 0;
+                json_decref(rec);
+            }
+            if (!still) {
+                int poison = 0;
+                int64_t applied = 0, head = 0;
+                if (catch_up(&p, account, &poison, &applied, &head, &e) == ST_OK && !poison && applied >= head) {
+                    r = redisCommand(p.rc, "HDEL %s %s", RM_STALLED_KEY, account);
+                    freeReplyObject(r);
+                    printf("account %s: no longer stalled (version %" PRId64 ")\n", account, applied);
+                }
+            }
+        }
+        freeReplyObject(left);
+    }
+    printf("%d replayed, %d left parked\n", done, failed);
+    rc = failed == 0 ? 0 : 1;
+cleanup:
+    freeReplyObject(parked);
+    pj_release(&p);
+    return rc;
+}
+
+static void usage(void)
+{
+    fprintf(stderr, "usage: projector run | status | replay-parked [event_id]\n\n");
+    cfg_usage();
+}
+
+int main(int argc, char **argv)
+{
+    static struct cfg c;
+    char errs[4096] = "";
+    struct sigaction sa;
+    const char *cmd = argc > 1 ? argv[1] : NULL;
+
+    if (cmd == NULL || strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0) {
+        usage();
+        return cmd == NULL ? 2 : 0;
+    }
+    if (strcmp(cmd, "run") != 0 && strcmp(cmd, "status") != 0 && strcmp(cmd, "replay-parked") != 0) {
+        fprintf(stderr, "projector: unknown command '%s'\n", cmd);
+        usage();
+        return 2;
+    }
+    if (cfg_load(&c, errs, sizeof errs) != ST_OK) {
+        fputs(errs, stderr);
+        return 2;
+    }
+    log_init("projector", (enum log_level)c.log_level);
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+    if (strcmp(cmd, "run") == 0)
+        return cmd_run(&c);
+    if (strcmp(cmd, "status") == 0)
+        return cmd_status(&c);
+    return cmd_replay(&c, argc > 2 ? argv[2] : NULL);
+}
