@@ -176,6 +176,9 @@ void tsvc_start_all(pid_t *writer, pid_t *projector, pid_t *readapi)
         tfail("writer did not become healthy at %s", tenv("WRITER_URL"));
     if (!twait_http_ok(tenv("READAPI_URL"), "/healthz", 20000))
         tfail("readapi did not become healthy at %s", tenv("READAPI_URL"));
+    /* ready: Redis reachable and a current generation (the projector creates it at start) */
+    if (!twait_http_ok(tenv("READAPI_URL"), "/readyz", 20000))
+        tfail("readapi did not become ready at %s", tenv("READAPI_URL"));
 }
 
 void treset_state(void)

@@ -1,0 +1,386 @@
+/* Issue 6: the read API's endpoints, parameters and errors; pagination over 1,000 entries;
+ * read-your-writes 500 times; Redis stopped and restarted under a read load. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "support.h"
+#include "tcheck.h"
+#include "thttp.h"
+#include "tstack.h"
+#include "twriter.h"
+
+static pid_t writer_pid, projector_pid, readapi_pid;
+static char main_acct[UUID_STR_SIZE];
+
+static int setup(void **state)
+{
+    (void)state;
+    treset_state();
+    tsvc_start_all(&writer_pid, &projector_pid, &readapi_pid);
+    tstack_guard(writer_pid);
+    tstack_guard(projector_pid);
+    tstack_guard(readapi_pid);
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    tstack_unguard(writer_pid);
+    tstack_unguard(projector_pid);
+    tstack_unguard(readapi_pid);
+    assert_int_equal(tsvc_stop(readapi_pid, SIGTERM, 10000), 0);
+    assert_int_equal(tsvc_stop(projector_pid, SIGTERM, 10000), 0);
+    assert_int_equal(tsvc_stop(writer_pid, SIGTERM, 10000), 0);
+    return 0;
+}
+
+/* GET on the read API; the status into *status; the body parsed (NULL when not JSON). */
+static json_t *rget(const char *path, int *status, char *retry_after, size_t ra_len)
+{
+    struct thttp_resp r;
+    json_t *doc;
+
+    if (thttp_request(&r, "GET", tenv("READAPI_URL"), path, NULL, NULL, 15000) != 0)
+        tfail("GET %s: no response", path);
+    *status = r.status;
+    if (retry_after != NULL && thttp_header(&r, "Retry-After", retry_after, ra_len) == NULL)
+        retry_after[0] = '\0';
+    doc = thttp_json(&r);
+    thttp_resp_release(&r);
+    return doc;
+}
+
+static json_t *rget_ok(const char *path)
+{
+    int status = 0;
+    json_t *doc = rget(path, &status, NULL, 0);
+    if (status != 200 || doc == NULL)
+        tfail("GET %s: status %d", path, status);
+    return doc;
+}
+
+static void expect_error(const char *method, const char *path, int status, const char *code)
+{
+    struct thttp_resp r;
+    json_t *doc;
+
+    if (thttp_request(&r, method, tenv("READAPI_URL"), path, NULL, NULL, 15000) != 0)
+        tfail("%s %s: no response", method, path);
+    if (r.status != status)
+        tfail("%s %s: status %d, expected %d: %s", method, path, r.status, status, r.body);
+    doc = thttp_json(&r);
+    assert_non_null(doc);
+    assert_string_equal(tw_str(doc, "error"), code);
+    assert_non_null(tw_str(doc, "message"));
+    json_decref(doc);
+    thttp_resp_release(&r);
+}
+
+static void test_endpoints_and_errors(void **state)
+{
+    char path[256];
+    json_t *doc;
+    int64_t v;
+
+    (void)state;
+    tw_open(main_acct, "readapi-owner", "main", "EUR", 2500);
+    doc = tw_money(main_acct, "deposits", 1200, "first");
+    v = tw_int(doc, "version");
+    json_decref(doc);
+    snprintf(path, sizeof path, "/accounts/%s?min_version=%lld&wait_ms=5000", main_acct, (long long)v);
+    doc = rget_ok(path);
+    assert_string_equal(tw_str(doc, "account_id"), main_acct);
+    assert_string_equal(tw_str(doc, "owner"), "readapi-owner");
+    assert_string_equal(tw_str(doc, "name"), "main");
+    assert_string_equal(tw_str(doc, "currency"), "EUR");
+    assert_int_equal(tw_int(doc, "balance"), 1200);
+    assert_int_equal(tw_int(doc, "overdraft_limit"), 2500);
+    assert_string_equal(tw_str(doc, "status"), "open");
+    assert_int_equal(tw_int(doc, "version"), v);
+    assert_non_null(tw_str(doc, "updated_at"));
+    json_decref(doc);
+
+    expect_error("GET", "/accounts/6b3f0c1e-2a4d-4b8e-9c1f-0123456789ab", 404, "account_not_found");
+    expect_error("GET", "/accounts/6b3f0c1e-2a4d-4b8e-9c1f-0123456789ab/statement", 404,
+                 "account_not_found");
+    expect_error("GET", "/accounts/not-a-uuid", 400, "invalid_field");
+    expect_error("GET", "/accounts/not-a-uuid/statement", 400, "invalid_field");
+    expect_error("GET", "/nowhere", 404, "not_found");
+    snprintf(path, sizeof path, "/accounts/%s", main_acct);
+    expect_error("POST", path, 405, "method_not_allowed");
+    expect_error("DELETE", path, 405, "method_not_allowed");
+    snprintf(path, sizeof path, "/accounts/%s/statement?limit=0", main_acct);
+    expect_error("GET", path, 400, "invalid_field");
+    snprintf(path, sizeof path, "/accounts/%s/statement?limit=501", main_acct);
+    expect_error("GET", path, 400, "invalid_field");
+    snprintf(path, sizeof path, "/accounts/%s/statement?before=x", main_acct);
+    expect_error("GET", path, 400, "invalid_field");
+    snprintf(path, sizeof path, "/accounts/%s?min_version=-1", main_acct);
+    expect_error("GET", path, 400, "invalid_field");
+    snprintf(path, sizeof path, "/accounts/%s?min_version=1&wait_ms=10001", main_acct);
+    expect_error("GET", path, 400, "invalid_field");
+
+    /* not yet projected: 503 with the projected version and Retry-After, after about wait_ms */
+    {
+        char ra[32];
+        int status = 0;
+        int64_t t0 = tnow_ms(), took;
+        snprintf(path, sizeof path, "/accounts/%s?min_version=%lld&wait_ms=300", main_acct, (long long)(v + 5));
+        doc = rget(path, &status, ra, sizeof ra);
+        took = tnow_ms() - t0;
+        assert_int_equal(status, 503);
+        assert_string_equal(tw_str(doc, "error"), "not_yet_projected");
+        assert_int_equal(tw_int(doc, "projected_version"), v);
+        assert_true(ra[0] != '\0');
+        assert_true(took >= 250 && took < 3000);
+        json_decref(doc);
+        snprintf(path, sizeof path, "/accounts/%s/statement?min_version=%lld&wait_ms=0", main_acct,
+                 (long long)(v + 5));
+        doc = rget(path, &status, ra, sizeof ra);
+        assert_int_equal(status, 503);
+        assert_string_equal(tw_str(doc, "error"), "not_yet_projected");
+        json_decref(doc);
+    }
+
+    /* status endpoints */
+    doc = rget_ok("/healthz");
+    json_decref(doc);
+    doc = rget_ok("/readyz");
+    json_decref(doc);
+    doc = rget_ok("/projections");
+    assert_int_equal(tw_int(doc, "current_generation"), 1);
+    assert_true(tw_int(doc, "position") >= v);
+    assert_true(json_is_object(json_object_get(doc, "stalled_accounts")));
+    assert_non_null(json_object_get(doc, "lag_events"));
+    assert_non_null(json_object_get(doc, "lag_seconds"));
+    json_decref(doc);
+    {
+        struct thttp_resp r;
+        assert_int_equal(thttp_request(&r, "GET", tenv("READAPI_URL"), "/metrics", NULL, NULL, 5000), 0);
+        assert_int_equal(r.status, 200);
+        assert_non_null(strstr(r.body, "http_requests_total{service=\"readapi\",route=\"GET /accounts/{id}\",status=\"200\"}"));
+        assert_non_null(strstr(r.body, "http_request_duration_seconds_bucket"));
+        assert_non_null(strstr(r.body, "status=\"404\""));
+        thttp_resp_release(&r);
+    }
+}
+
+/* 1,000 entries paged through with odd page sizes: none missing, none repeated, newest first,
+ * every field present; transfer and reversal entries name their counterparty / reversed event. */
+static void test_pagination(void **state)
+{
+    char id[UUID_STR_SIZE], other[UUID_STR_SIZE], path[256], body[512];
+    int64_t last = 0;
+    static char seen[1100];
+    json_t *doc;
+    int64_t before = 0, count = 0, expect_next;
+    const char *transfer_event = NULL;
+
+    (void)state;
+    tw_open(id, "pager", "main", "EUR", 0);
+    tw_open(other, "pager", "other", "EUR", 0);
+    for (int i = 0; i < 996; i++) {
+        json_t *r = tw_money(id, "deposits", 1 + i, "page me");
+        last = tw_int(r, "version");
+        json_decref(r);
+    }
+    snprintf(body, sizeof body, "{\"from\":\"%s\",\"to\":\"%s\",\"amount\":7,\"description\":\"xfer\"}", id, other);
+    doc = tw_post(NULL, "/transfers", body, NULL, 201);
+    last++;
+    {
+        json_t *from = json_object_get(doc, "from");
+        assert_int_equal(tw_int(from, "version"), last);
+        transfer_event = strdup(tw_str(from, "event_id"));
+    }
+    json_decref(doc);
+    snprintf(path, sizeof path, "/accounts/%s/reversals", id);
+    snprintf(body, sizeof body, "{\"event_id\":\"%s\",\"reason\":\"oops\"}", transfer_event);
+    doc = tw_post(NULL, path, body, NULL, 201);
+    json_decref(doc);
+    last++;
+    doc = tw_money(id, "withdrawals", 5, "last");
+    last = tw_int(doc, "version");
+    json_decref(doc);
+    assert_true(last >= 1000);
+
+    expect_next = last;
+    for (int page = 0;; page++) {
+        json_t *entries, *e;
+        size_t idx;
+        int limit = page % 2 == 0 ? 37 : 500;
+        if (before == 0)
+            snprintf(path, sizeof path, "/accounts/%s/statement?limit=%d&min_version=%lld&wait_ms=10000",
+                     id, limit, (long long)last);
+        else
+            snprintf(path, sizeof path, "/accounts/%s/statement?limit=%d&before=%lld", id, limit,
+                     (long long)before);
+        doc = rget_ok(path);
+        entries = json_object_get(doc, "entries");
+        assert_true(json_array_size(entries) <= (size_t)limit);
+        json_array_foreach(entries, idx, e) {
+            int64_t ver = tw_int(e, "version");
+            assert_int_equal(ver, expect_next); /* newest first, contiguous */
+            assert_true(ver >= 1 && ver <= last);
+            assert_int_equal(seen[ver], 0);
+            seen[ver] = 1;
+            expect_next--;
+            count++;
+            assert_non_null(tw_str(e, "event_id"));
+            assert_non_null(tw_str(e, "type"));
+            assert_non_null(json_object_get(e, "amount"));
+            assert_non_null(json_object_get(e, "balance_after"));
+            assert_non_null(tw_str(e, "description"));
+            assert_non_null(tw_str(e, "at"));
+            if (strcmp(tw_str(e, "type"), "TransferSent") == 0) {
+                assert_string_equal(tw_str(e, "counterparty"), other);
+                assert_non_null(tw_str(e, "transfer_id"));
+                assert_int_equal(tw_int(e, "amount"), -7);
+            }
+            if (strcmp(tw_str(e, "type"), "TransactionReversed") == 0) {
+                assert_string_equal(tw_str(e, "reversed_event_id"), transfer_event);
+                assert_int_equal(tw_int(e, "amount"), 7);
+            }
+        }
+        if (json_is_null(json_object_get(doc, "next_before"))) {
+            json_decref(doc);
+            break;
+        }
+        before = tw_int(doc, "next_before");
+        assert_int_equal(before, expect_next + 1);
+        json_decref(doc);
+    }
+    assert_int_equal(count, last);
+    assert_int_equal(expect_next, 0);
+    free((void *)transfer_event);
+}
+
+/* 500 times: a command, then at once a read with min_version of the command's version: the
+ * answer is that version's state, never an older one. */
+static void test_read_your_writes(void **state)
+{
+    char id[UUID_STR_SIZE], path[256];
+    int older = 0;
+
+    (void)state;
+    tw_open(id, "ryw", "main", "EUR", 100000);
+    for (int i = 0; i < 500; i++) {
+        json_t *w = tw_money(id, i % 4 == 3 ? "withdrawals" : "deposits", 10 + i, "ryw");
+        int64_t v = tw_int(w, "version"), bal = tw_int(w, "balance");
+        json_t *r;
+        snprintf(path, sizeof path, i % 2 ? "/accounts/%s?min_version=%lld&wait_ms=5000"
+                                          : "/accounts/%s/statement?limit=1&min_version=%lld&wait_ms=5000",
+                 id, (long long)v);
+        r = rget_ok(path);
+        if (i % 2) {
+            if (tw_int(r, "version") < v)
+                older++;
+            assert_int_equal(tw_int(r, "version"), v);
+            assert_int_equal(tw_int(r, "balance"), bal);
+        } else {
+            json_t *first = json_array_get(json_object_get(r, "entries"), 0);
+            assert_int_equal(tw_int(first, "version"), v);
+            assert_int_equal(tw_int(first, "balance_after"), bal);
+            assert_int_equal(tw_int(r, "balance"), bal);
+        }
+        json_decref(r);
+        json_decref(w);
+    }
+    assert_int_equal(older, 0);
+}
+
+struct load {
+    volatile int stop;
+    long ok, unavailable, other, slow;
+    int64_t max_ms;
+};
+
+static void *reader(void *arg)
+{
+    struct load *l = arg;
+    char path[128];
+    snprintf(path, sizeof path, "/accounts/%s", main_acct);
+    for (int i = 0; i < 200000 && !l->stop; i++) {
+        struct thttp_resp r;
+        int64_t t0 = tnow_ms(), took;
+        json_t *doc;
+        int rc = thttp_request(&r, "GET", tenv("READAPI_URL"), path, NULL, NULL, 10000);
+        took = tnow_ms() - t0;
+        if (took > l->max_ms)
+            l->max_ms = took;
+        if (took > 3000)
+            __atomic_add_fetch(&l->slow, 1, __ATOMIC_RELAXED);
+        doc = rc == 0 ? thttp_json(&r) : NULL;
+        if (rc == 0 && r.status == 200 && tw_int(doc, "balance") == 1200)
+            __atomic_add_fetch(&l->ok, 1, __ATOMIC_RELAXED);
+        else if (rc == 0 && r.status == 503 && strcmp(tw_str(doc, "error"), "read_model_unavailable") == 0)
+            __atomic_add_fetch(&l->unavailable, 1, __ATOMIC_RELAXED);
+        else
+            __atomic_add_fetch(&l->other, 1, __ATOMIC_RELAXED);
+        json_decref(doc);
+        thttp_resp_release(&r);
+        usleep(2000);
+    }
+    return NULL;
+}
+
+/* Redis stopped and restarted under a read load: 503 read_model_unavailable while it is down
+ * (each answer bounded in time), correct answers after, and the read API never exits. */
+static void test_redis_restart(void **state)
+{
+    pthread_t th[4];
+    struct load l;
+    long ok_before, ok_after;
+    int wst;
+
+    (void)state;
+    memset(&l, 0, sizeof l);
+    assert_true(main_acct[0] != '\0');
+    for (int i = 0; i < 4; i++)
+        pthread_create(&th[i], NULL, reader, &l);
+    usleep(500000);
+    ok_before = l.ok;
+    tstack_kill("redis", SIGKILL, 5000);
+    usleep(1500000);
+    tstack_up();
+    {
+        int64_t deadline = tnow_ms() + 10000;
+        long ok_at_restart = l.ok;
+        while (l.ok < ok_at_restart + 50 && tnow_ms() < deadline)
+            usleep(50000);
+    }
+    ok_after = l.ok;
+    l.stop = 1;
+    for (int i = 0; i < 4; i++)
+        pthread_join(th[i], NULL);
+    fprintf(stderr, "reads: ok %ld (before kill %ld), unavailable %ld, other %ld, max latency %lld ms\n",
+            l.ok, ok_before, l.unavailable, l.other, (long long)l.max_ms);
+    assert_true(ok_before > 0);
+    assert_true(l.unavailable > 0);   /* honest 503s while Redis was gone */
+    assert_int_equal(l.other, 0);     /* never a wrong answer or another error */
+    assert_int_equal(l.slow, 0);      /* bounded: no request hung */
+    assert_true(ok_after > ok_before);
+    assert_int_equal(waitpid(readapi_pid, &wst, WNOHANG), 0); /* still running */
+    assert_int_equal(tcheck_wait_converged(10000, NULL), 0);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_endpoints_and_errors),
+        cmocka_unit_test(test_pagination),
+        cmocka_unit_test(test_read_your_writes),
+        cmocka_unit_test(test_redis_restart),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}

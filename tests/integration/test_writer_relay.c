@@ -1,0 +1,382 @@
+/* The outbox relay against the real stack: commands keep working while NATS is down and every
+ * event reaches the stream exactly once afterwards; a writer SIGKILLed between publish and
+ * outbox delete republishes, and neither the stream nor the read models count anything twice. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "event.h"
+#include "support.h"
+#include "tcheck.h"
+#include "thttp.h"
+#include "tstack.h"
+#include "twriter.h"
+
+#define ACCOUNTS 10
+#define OUTAGE_COMMANDS 500
+#define LOAD_THREADS 8
+
+static pid_t writer_pid, projector_pid;
+static const char *writer_url; /* read before any thread starts: tenv is not thread-safe */
+static char accounts[ACCOUNTS][UUID_STR_SIZE];
+
+static void start_writer(void)
+{
+    writer_pid = tsvc_start("writer", NULL, NULL);
+    tstack_guard(writer_pid);
+    if (!twait_http_ok(writer_url, "/healthz", 20000))
+        tfail("writer did not become healthy at %s", writer_url);
+}
+
+static int setup(void **state)
+{
+    char owner[64], name[32];
+
+    (void)state;
+    writer_url = tenv("WRITER_URL");
+    if (tstack_pid("nats") < 0)
+        tstack_up(); /* a previous run may have left it stopped */
+    treset_state();
+    start_writer();
+    snprintf(owner, sizeof owner, "relay-%d", (int)getpid());
+    for (int i = 0; i < ACCOUNTS; i++) {
+        snprintf(name, sizeof name, "acc-%d", i);
+        tw_open(accounts[i], owner, name, "EUR", 0);
+        json_decref(tw_money(accounts[i], "deposits", 1000000, "float"));
+    }
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    if (tstack_pid("nats") < 0)
+        tstack_up();
+    tstack_unguard(writer_pid);
+    assert_int_equal(tsvc_stop(writer_pid, SIGTERM, 10000), 0);
+    if (projector_pid > 0) { /* left running by a failed test */
+        tstack_unguard(projector_pid);
+        tsvc_stop(projector_pid, SIGTERM, 10000);
+    }
+    return 0;
+}
+
+static int64_t outbox_rows(PGconn *pg)
+{
+    return tw_scalar(pg, "SELECT count(*) FROM outbox", NULL, NULL);
+}
+
+static void wait_outbox_empty(PGconn *pg, int timeout_ms)
+{
+    int64_t deadline = tnow_ms() + timeout_ms, n = 0;
+
+    while (tnow_ms() < deadline) {
+        n = outbox_rows(pg);
+        if (n == 0)
+            return;
+        usleep(50000);
+    }
+    tfail("the outbox still holds %lld rows after %d ms", (long long)n, timeout_ms);
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* The stream against the events table: every event exactly once (message id = event id, on its
+ * partition's subject), nothing else, and each account's events in version order. Returns
+ * the number of messages. */
+static long check_stream_exactly_once(PGconn *pg)
+{
+    struct tw_msg *msgs = NULL;
+    long n = 0;
+    PGresult *res;
+    int rows;
+    const char **ids;
+
+    tw_stream_read(&msgs, &n);
+    res = PQexec(pg, "SELECT event_id::text, stream_id::text, stream_version FROM events ORDER BY event_id");
+    assert_int_equal(PQresultStatus(res), PGRES_TUPLES_OK);
+    rows = PQntuples(res);
+    ids = malloc(sizeof *ids * (size_t)(n > 0 ? n : 1));
+    assert_non_null(ids);
+    for (long i = 0; i < n; i++) {
+        char subject[32];
+        if (strcmp(msgs[i].msg_id, msgs[i].event_id) != 0)
+            tfail("message %llu: Nats-Msg-Id %s for event %s", (unsigned long long)msgs[i].seq,
+                  msgs[i].msg_id, msgs[i].event_id);
+        event_subject(msgs[i].stream_id, subject, sizeof subject);
+        assert_string_equal(msgs[i].subject, subject);
+        ids[i] = msgs[i].event_id;
+    }
+    qsort(ids, (size_t)n, sizeof *ids, cmp_str);
+    for (long i = 1; i < n; i++)
+        if (strcmp(ids[i - 1], ids[i]) == 0)
+            tfail("event %s is in the stream twice", ids[i]);
+    for (long i = 0, j = 0; i < rows || j < n;) {
+        int c = i >= rows ? 1 : j >= n ? -1 : strcmp(PQgetvalue(res, i, 0), ids[j]);
+        if (c < 0)
+            tfail("event %s (stream %s version %s) never reached the stream", PQgetvalue(res, i, 0),
+                  PQgetvalue(res, i, 1), PQgetvalue(res, i, 2));
+        if (c > 0)
+            tfail("the stream holds event %s that the events table lacks", ids[j]);
+        i++;
+        j++;
+    }
+    /* per account, in stream order: 1, 2, 3, ... */
+    for (long i = 0; i < n; i++) {
+        int64_t prev = 0;
+        int seen_before = 0;
+        for (long k = 0; k < i && !seen_before; k++)
+            seen_before = strcmp(msgs[k].stream_id, msgs[i].stream_id) == 0;
+        if (seen_before)
+            continue;
+        for (long k = i; k < n; k++) {
+            if (strcmp(msgs[k].stream_id, msgs[i].stream_id) != 0)
+                continue;
+            if (msgs[k].stream_version != prev + 1)
+                tfail("stream %s: version %lld follows %lld in the stream (seq %llu)", msgs[i].stream_id,
+                      (long long)msgs[k].stream_version, (long long)prev, (unsigned long long)msgs[k].seq);
+            prev = msgs[k].stream_version;
+        }
+    }
+    PQclear(res);
+    free(ids);
+    free(msgs);
+    return n;
+}
+
+/* NATS killed: 500 commands are all accepted and wait in the outbox, across a writer restart
+ * during the outage; NATS back: each of them reaches the stream once, in per-account version
+ * order. */
+static void test_nats_outage(void **state)
+{
+    PGconn *pg = tw_pg();
+    struct tw_call *calls = calloc(OUTAGE_COMMANDS, sizeof *calls);
+    int64_t wall, t0, events_before;
+    long n;
+
+    (void)state;
+    assert_non_null(calls);
+    wait_outbox_empty(pg, 15000);
+    events_before = tw_scalar(pg, "SELECT count(*) FROM events", NULL, NULL);
+    usleep(300000); /* let the server write what it acked */
+    tstack_kill("nats", SIGKILL, 10000);
+
+    for (int i = 0; i < OUTAGE_COMMANDS; i++) {
+        const char *acc = accounts[i % ACCOUNTS];
+        int deposit = i % 3 != 0;
+        snprintf(calls[i].path, sizeof calls[i].path, "/accounts/%s/%s", acc, deposit ? "deposits" : "withdrawals");
+        snprintf(calls[i].body, sizeof calls[i].body, "{\"amount\":%d,\"description\":\"outage %d\"}", 1 + i % 97, i);
+    }
+    /* half with the writer that saw NATS go, half with one started while it is away (its
+     * relay never connected): a SIGTERM in between must still drain and exit 0 */
+    wall = tw_run_batch(writer_url, calls, OUTAGE_COMMANDS / 2, LOAD_THREADS);
+    tstack_unguard(writer_pid);
+    assert_int_equal(tsvc_stop(writer_pid, SIGTERM, 10000), 0);
+    start_writer();
+    wall += tw_run_batch(writer_url, calls + OUTAGE_COMMANDS / 2, OUTAGE_COMMANDS - OUTAGE_COMMANDS / 2,
+                         LOAD_THREADS);
+    for (int i = 0; i < OUTAGE_COMMANDS; i++)
+        if (calls[i].status != 201)
+            tfail("command %d during the outage: status %d: %s", i, calls[i].status,
+                  calls[i].raw != NULL ? calls[i].raw : "(no response)");
+    fprintf(stderr, "outage: %d commands accepted in %lld ms with nats down\n", OUTAGE_COMMANDS, (long long)wall);
+    /* nothing could be published: all of them wait in the outbox */
+    assert_int_equal(outbox_rows(pg), OUTAGE_COMMANDS);
+    assert_int_equal(tw_scalar(pg, "SELECT count(*) FROM events", NULL, NULL), events_before + OUTAGE_COMMANDS);
+
+    t0 = tnow_ms();
+    tstack_up();
+    wait_outbox_empty(pg, 30000);
+    fprintf(stderr, "outage: outbox drained %lld ms after nats was started again\n", (long long)(tnow_ms() - t0));
+    n = check_stream_exactly_once(pg);
+    assert_int_equal(n, events_before + OUTAGE_COMMANDS);
+    for (int i = 0; i < ACCOUNTS; i++)
+        tw_check_gapless(pg, accounts[i]);
+    tw_calls_free(calls, OUTAGE_COMMANDS);
+    PQfinish(pg);
+}
+
+/* Clients sending deposits until told to stop; the event ids of the 2xx answers are kept. */
+struct load {
+    atomic_int stop;
+    pthread_mutex_t mu;
+    char (*acked)[UUID_STR_SIZE];
+    long nacked, cap;
+    atomic_long sent;
+};
+
+static void *load_client(void *arg)
+{
+    struct load *l = arg;
+    char path[128];
+
+    while (!atomic_load(&l->stop)) {
+        struct thttp_resp r;
+        long k = atomic_fetch_add(&l->sent, 1);
+        json_t *doc;
+
+        snprintf(path, sizeof path, "/accounts/%s/deposits", accounts[k % ACCOUNTS]);
+        if (thttp_request(&r, "POST", writer_url, path, "{\"amount\":3,\"description\":\"load\"}", NULL, 5000) == 0 &&
+            r.status == 201 && (doc = thttp_json(&r)) != NULL) {
+            pthread_mutex_lock(&l->mu);
+            if (l->nacked < l->cap && json_string_value(json_object_get(doc, "event_id")) != NULL)
+                snprintf(l->acked[l->nacked++], UUID_STR_SIZE, "%s", json_string_value(json_object_get(doc, "event_id")));
+            pthread_mutex_unlock(&l->mu);
+            json_decref(doc);
+        } else if (r.status == 0) {
+            usleep(2000); /* the writer is gone: do not spin */
+        }
+        thttp_resp_release(&r);
+    }
+    return NULL;
+}
+
+/* Outbox rows whose event is already in the stream: what a relay killed between publish and
+ * delete leaves behind for its successor to publish again. */
+static long published_but_not_deleted(PGconn *pg)
+{
+    struct tw_msg *msgs = NULL;
+    long n = 0, both = 0;
+    PGresult *res = PQexec(pg, "SELECT event_id::text FROM outbox");
+    const char **ids;
+
+    assert_int_equal(PQresultStatus(res), PGRES_TUPLES_OK);
+    tw_stream_read(&msgs, &n);
+    ids = malloc(sizeof *ids * (size_t)(n > 0 ? n : 1));
+    assert_non_null(ids);
+    for (long i = 0; i < n; i++)
+        ids[i] = msgs[i].event_id;
+    qsort(ids, (size_t)n, sizeof *ids, cmp_str);
+    for (int i = 0; i < PQntuples(res); i++) {
+        const char *key = PQgetvalue(res, i, 0);
+        both += bsearch(&key, ids, (size_t)n, sizeof *ids, cmp_str) != NULL;
+    }
+    fprintf(stderr, "  outbox %d rows, %ld of them already in the stream (%ld messages)\n", PQntuples(res), both, n);
+    free(ids);
+    free(msgs);
+    PQclear(res);
+    return both;
+}
+
+/* Waits until a backend of this database waits for a lock in the relay's DELETE FROM outbox;
+ * returns its pid. */
+static int relay_blocked_in_delete(PGconn *pg, int timeout_ms)
+{
+    int64_t deadline = tnow_ms() + timeout_ms;
+
+    while (tnow_ms() < deadline) {
+        int64_t pid = tw_scalar(pg, "SELECT coalesce(max(pid), 0) FROM pg_stat_activity WHERE datname = "
+                                    "current_database() AND wait_event_type = 'Lock' "
+                                    "AND query LIKE 'DELETE FROM outbox%'",
+                                NULL, NULL);
+        if (pid > 0)
+            return (int)pid;
+        usleep(10000);
+    }
+    tfail("the relay never blocked in its outbox delete");
+}
+
+/* The writer SIGKILLed while its relay sits between publish and outbox delete, under load.
+ * The window is made certain: the test holds row locks on outbox rows, so the relay's DELETE
+ * of rows JetStream already acked waits; then the writer is killed and its orphaned DELETE
+ * cancelled (it never commits, as if the process had died before sending it). The next writer
+ * republishes those rows: JetStream's duplicate window drops them (each event once in the
+ * stream), the projector's read models equal the fold (no statement entry twice), and no
+ * acknowledged command is lost. */
+static void test_relay_killed_between_publish_and_delete(void **state)
+{
+    static const char *const run[] = {"run", NULL};
+    PGconn *pg = tw_pg(), *locker = tw_pg();
+    PGresult *res = NULL;
+    struct load l = {0};
+    pthread_t th[LOAD_THREADS];
+    long hits;
+    int locked = 0, relay_backend;
+    struct tcheck_stats st;
+    char bin[1024], pidbuf[16];
+
+    (void)state;
+    snprintf(bin, sizeof bin, "%s/projector", getenv("CQRS_BIN_DIR") != NULL ? getenv("CQRS_BIN_DIR") : ".");
+    if (access(bin, X_OK) != 0)
+        tfail("%s is missing: this test needs the projector", bin);
+    projector_pid = tsvc_start("projector", run, NULL);
+    tstack_guard(projector_pid);
+    l.cap = 200000;
+    l.acked = calloc((size_t)l.cap, sizeof *l.acked);
+    assert_non_null(l.acked);
+    pthread_mutex_init(&l.mu, NULL);
+
+    for (int i = 0; i < LOAD_THREADS; i++)
+        assert_int_equal(pthread_create(&th[i], NULL, load_client, &l), 0);
+    usleep(300000);
+    /* lock outbox rows the relay has not deleted yet (it reads without locking) */
+    for (int64_t deadline = tnow_ms() + 10000; locked == 0 && tnow_ms() < deadline;) {
+        PQclear(PQexec(locker, "BEGIN"));
+        res = PQexec(locker, "SELECT position FROM outbox ORDER BY position FOR UPDATE");
+        assert_int_equal(PQresultStatus(res), PGRES_TUPLES_OK);
+        locked = PQntuples(res);
+        PQclear(res);
+        if (locked == 0) {
+            PQclear(PQexec(locker, "ROLLBACK"));
+            usleep(2000);
+        }
+    }
+    assert_true(locked > 0);
+    relay_backend = relay_blocked_in_delete(pg, 15000);
+    usleep(200000); /* more commands in flight */
+    tstack_unguard(writer_pid);
+    assert_int_equal(tsvc_stop(writer_pid, SIGKILL, 5000), 128 + SIGKILL);
+    atomic_store(&l.stop, 1);
+    for (int i = 0; i < LOAD_THREADS; i++)
+        pthread_join(th[i], NULL);
+    /* the dead writer's DELETE must not commit once the locks go */
+    snprintf(pidbuf, sizeof pidbuf, "%d", relay_backend);
+    assert_int_equal(tw_scalar(pg, "SELECT pg_terminate_backend($1::int)::int", pidbuf, NULL), 1);
+    while (tw_scalar(pg, "SELECT count(*) FROM pg_stat_activity WHERE pid = $1::int", pidbuf, NULL) != 0)
+        usleep(10000);
+    PQclear(PQexec(locker, "ROLLBACK"));
+    fprintf(stderr, "kill: %ld commands acknowledged, %d outbox rows were locked\n", l.nacked, locked);
+    hits = published_but_not_deleted(pg);
+    assert_true(hits > 0);
+
+    start_writer();
+    wait_outbox_empty(pg, 30000);
+    /* no acknowledged command lost */
+    for (long i = 0; i < l.nacked; i++)
+        if (tw_scalar(pg, "SELECT count(*) FROM events WHERE event_id = $1::uuid", l.acked[i], NULL) != 1)
+            tfail("acknowledged event %s is not in the events table", l.acked[i]);
+    check_stream_exactly_once(pg);
+    for (int i = 0; i < ACCOUNTS; i++)
+        tw_check_gapless(pg, accounts[i]);
+    assert_int_equal(tcheck_wait_converged(30000, &st), 0);
+    assert_int_equal(st.events, tw_scalar(pg, "SELECT count(*) FROM events", NULL, NULL));
+
+    tstack_unguard(projector_pid);
+    assert_int_equal(tsvc_stop(projector_pid, SIGTERM, 10000), 0);
+    projector_pid = 0;
+    pthread_mutex_destroy(&l.mu);
+    free(l.acked);
+    PQfinish(locker);
+    PQfinish(pg);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_nats_outage),
+        cmocka_unit_test(test_relay_killed_between_publish_and_delete),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
