@@ -92,9 +92,15 @@ status jsonx_load_object(json_t **out, const char *buf, size_t len, struct err *
 
     *out = NULL;
     doc = json_loadb(buf, len, JSON_REJECT_DUPLICATES, &je);
-    if (doc == NULL)
+    if (doc == NULL) {
+        /* well-formed JSON with a number past int64 is a field error, not a syntax error */
+        if (strstr(je.text, "too big") != NULL)
+            return err_setr(e, ST_INVALID, "invalid_field",
+                            "a number at line %d column %d is outside the 64-bit integer range",
+                            je.line, je.column);
         return err_setr(e, ST_INVALID, "invalid_json", "malformed JSON at line %d column %d: %s",
                         je.line, je.column, je.text);
+    }
     if (!json_is_object(doc)) {
         json_decref(doc);
         return err_setr(e, ST_INVALID, "invalid_json", "the body must be a JSON object");

@@ -63,6 +63,7 @@ int64_t tnow_ms(void)
 #include <libpq-fe.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -107,6 +108,8 @@ pid_t tsvc_start(const char *binary, const char *const *args, const char *const 
         tfail("fork: %s", strerror(errno));
     if (pid == 0) {
         int fd = open(logpath, O_WRONLY | O_CREAT | O_APPEND, 0644);
+        /* a test that aborts must not leave services holding the stack's ports */
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
         if (fd >= 0) {
             dup2(fd, 1);
             dup2(fd, 2);
