@@ -24,8 +24,7 @@ up: build
 
 down:
 	scripts/stack down --name dev
-	@if [ -d .stack/test ]; then scripts/stack down --name test; fi
-	@if [ -d .stack/bench ]; then scripts/stack down --name bench; fi
+	@for d in .stack/*/; do n="$$(basename "$$d")"; [ "$$n" = dev ] || [ ! -f "$$d/env" ] || scripts/stack down --name "$$n"; done
 
 demo: up
 	scripts/demo
