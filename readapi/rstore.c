@@ -344,6 +344,10 @@ status rs_projections(char **out, struct err *e)
     rebuild = pairs_to_object(r->element[6]);
     pos = json_integer_value(json_object_get(cp, "position"));
     headpos = json_integer_value(json_object_get(head, "position"));
+    /* the head is sampled by the projector once a second: never report it behind what was
+     * already applied */
+    if (headpos < pos)
+        headpos = pos;
     lag_events = headpos > pos ? headpos - pos : 0;
     if (lag_events > 0 && json_integer_value(json_object_get(cp, "at_ms")) > 0)
         lag_s = (now_ms() - json_integer_value(json_object_get(cp, "at_ms"))) / 1000;
