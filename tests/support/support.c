@@ -234,3 +234,29 @@ void treset_read_side(void)
     }
     bus_release(&b);
 }
+
+int trun_capture(const char *binary, const char *args, char *out, size_t len)
+{
+    char cmd[4096];
+    size_t used = 0;
+    FILE *p;
+    int wst;
+
+    snprintf(cmd, sizeof cmd, "env DATABASE_URL='%s' NATS_URL='%s' REDIS_URL='%s' '%s/%s' %s 2>&1",
+             tenv("DATABASE_URL"), tenv("NATS_URL"), tenv("REDIS_URL"), getenv("CQRS_BIN_DIR"),
+             binary, args);
+    p = popen(cmd, "r");
+    if (p == NULL)
+        return -1;
+    while (used + 1 < len) {
+        size_t n = fread(out + used, 1, len - used - 1, p);
+        if (n == 0)
+            break;
+        used += n;
+    }
+    out[used] = '\0';
+    while (fgetc(p) != EOF) /* drain what did not fit */
+        ;
+    wst = pclose(p);
+    return WIFEXITED(wst) ? WEXITSTATUS(wst) : -1;
+}

@@ -38,3 +38,8 @@ void tfail(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn))
 /* Empties only the read side (the Redis database and the JetStream stream with its consumer),
  * keeping the event store. Call with no service running. */
 void treset_read_side(void);
+
+/* Runs build/bin/<binary> with args (one shell-quoted string, may be "") and the stack's
+ * settings, captures stdout+stderr into out (len bytes, NUL-terminated) and returns the exit
+ * status (-1 when it could not run). */
+int trun_capture(const char *binary, const char *args, char *out, size_t len);
