@@ -6,6 +6,8 @@ JOBS ?= 2
 CTEST_ARGS ?=
 FUZZ_SECONDS ?= 600
 FUZZ_SMOKE_SECONDS ?= 15
+# the stack `make up`, `demo` and `down` work on (scripts/stack names: dev, test, h1..h5, ...)
+STACK ?= dev
 
 .PHONY: all setup build up down demo test test-unit test-asan fuzz fuzz-smoke valgrind bench clean
 
@@ -19,15 +21,19 @@ build: setup
 	cmake --build $(BUILD) -j$(JOBS)
 
 up: build
-	scripts/stack up --name dev
-	scripts/stack services-up --name dev
+	scripts/stack up --name $(STACK)
+	scripts/stack services-up --name $(STACK)
 
+# `make down` stops the dev stack and every other stack under .stack/ (test, bench, ...);
+# `make down STACK=x` only x.
 down:
-	scripts/stack down --name dev
-	@for d in .stack/*/; do n="$$(basename "$$d")"; [ "$$n" = dev ] || [ ! -f "$$d/env" ] || scripts/stack down --name "$$n"; done
+	scripts/stack down --name $(STACK)
+	@if [ "$(origin STACK)" != "command line" ]; then \
+		for d in .stack/*/; do n="$$(basename "$$d")"; [ "$$n" = "$(STACK)" ] || [ ! -f "$$d/env" ] || scripts/stack down --name "$$n"; done; \
+	fi
 
 demo: up
-	scripts/demo
+	STACK_NAME=$(STACK) scripts/demo
 
 # Every test: unit (no server), integration (a test stack of its own under .stack/test,
 # started and stopped by ctest), the libFuzzer harnesses briefly, and the unit suite under
