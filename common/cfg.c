@@ -26,10 +26,10 @@ struct cfg_entry {
 #define I(field) offsetof(struct cfg, field), 0
 
 static const struct cfg_entry cfg_table[] = {
-    {"DATABASE_URL", CFG_STR, S(database_url), "postgresql://cqrs@127.0.0.1:55432/cqrs", 1, 0,
+    {"DATABASE_URL", CFG_STR, S(database_url), "postgresql://cqrs@127.0.0.1:25432/cqrs", 1, 0,
      "libpq connection string or URI"},
-    {"NATS_URL", CFG_STR, S(nats_url), "nats://127.0.0.1:54222", 1, 0, "NATS server URL"},
-    {"REDIS_URL", CFG_STR, S(redis_url), "redis://127.0.0.1:56379/0", 1, 0,
+    {"NATS_URL", CFG_STR, S(nats_url), "nats://127.0.0.1:24222", 1, 0, "NATS server URL"},
+    {"REDIS_URL", CFG_STR, S(redis_url), "redis://127.0.0.1:26379/0", 1, 0,
      "redis://host:port/db"},
     {"HTTP_BIND", CFG_STR, S(http_bind), "127.0.0.1", 1, 0, "address the HTTP services listen on"},
     {"WRITER_PORT", CFG_INT, I(writer_port), "8080", 1, 65535, "writer HTTP port"},

@@ -31,7 +31,7 @@ static void test_defaults(void **state)
     assert_int_equal(c.writer_port, 8080);
     assert_int_equal(c.readapi_port, 8081);
     assert_string_equal(c.redis_host, "127.0.0.1");
-    assert_int_equal(c.redis_port, 56379);
+    assert_int_equal(c.redis_port, 26379);
     assert_int_equal(c.redis_db, 0);
     assert_string_equal(c.api_token, "");
 }
