@@ -66,6 +66,14 @@ void http_reply_error(struct http_response *resp, int status, const char *code, 
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
     doc = json_pack("{s:s, s:s}", "error", code, "message", msg);
+    if (doc == NULL) {
+        /* the message quotes client input that is not UTF-8 (a path with %ff): an error must
+         * still be a JSON error, so such bytes become '?' */
+        for (char *p = msg; *p != '\0'; p++)
+            if ((unsigned char)*p >= 0x80 || (unsigned char)*p < 0x20)
+                *p = '?';
+        doc = json_pack("{s:s, s:s}", "error", code, "message", msg);
+    }
     http_reply(resp, status, doc != NULL ? jsonx_dump(doc) : NULL);
     json_decref(doc);
 }

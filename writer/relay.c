@@ -338,6 +338,12 @@ static void *relay_main(void *arg)
             log_warn("relay: %s (retrying in %d ms)", e.msg, backoff);
             if (r->pg != NULL && db_broken(r->pg))
                 drop_pg(r);
+            /* unacked publishes: the EVENTS stream may be gone (deleted, or a nats-server that
+             * lost its store answers "no responders" forever); a fresh connection runs
+             * bus_ensure_stream again. A mere reconnect in progress keeps the connection. */
+            if (failed > 0 && r->js != NULL &&
+                natsConnection_Status(r->bus.conn) == NATS_CONN_STATUS_CONNECTED)
+                drop_bus(r);
             relay_sleep(r, backoff);
             backoff = backoff * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : backoff * 2;
             continue;

@@ -14,6 +14,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "bus.h"
 #include "event.h"
 #include "support.h"
 #include "tcheck.h"
@@ -372,11 +373,46 @@ static void test_relay_killed_between_publish_and_delete(void **state)
     PQfinish(pg);
 }
 
+/* The EVENTS stream deleted while the writer runs (an operator's mistake, a nats-server that
+ * lost its store): publishes get "no responders"; the relay must create the stream again
+ * rather than retry forever, and the new events reach it. */
+static void test_stream_deleted_under_the_relay(void **state)
+{
+    PGconn *pg = tw_pg();
+    struct bus b = {0};
+    struct err e = {0};
+    jsErrCode jerr = 0;
+    natsStatus ns;
+    struct tw_msg *msgs = NULL;
+    long n = 0;
+    int64_t t0;
+
+    (void)state;
+    wait_outbox_empty(pg, 15000);
+    if (bus_connect(&b, tenv("NATS_URL"), "test-delete-stream", 5000, &e) != ST_OK)
+        tfail("connect to nats: %s", e.msg);
+    ns = js_DeleteStream(b.js, BUS_STREAM, NULL, &jerr);
+    if (ns != NATS_OK)
+        tfail("delete stream: %s (%d)", natsStatus_GetText(ns), (int)jerr);
+    bus_release(&b);
+    for (int i = 0; i < 20; i++)
+        json_decref(tw_money(accounts[i % ACCOUNTS], "deposits", 1 + i, "after the stream vanished"));
+    t0 = tnow_ms();
+    wait_outbox_empty(pg, 20000);
+    fprintf(stderr, "stream deleted: the relay re-created it and published 20 events in %lld ms\n",
+            (long long)(tnow_ms() - t0));
+    tw_stream_read(&msgs, &n);
+    assert_int_equal(n, 20);
+    free(msgs);
+    PQfinish(pg);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_nats_outage),
         cmocka_unit_test(test_relay_killed_between_publish_and_delete),
+        cmocka_unit_test(test_stream_deleted_under_the_relay),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

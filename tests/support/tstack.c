@@ -94,9 +94,15 @@ void tstack_up(void)
         tfail("CQRS_SOURCE_DIR, STACK_DIR or STACK_NAME is not set");
     snprintf(cmd, sizeof cmd, "'%s/scripts/stack' up --name '%s' >>'%s/logs/test-stack-up.log' 2>&1", src,
              name, dir);
-    rc = system(cmd);
-    if (rc != 0)
-        tfail("'%s' failed (%d): see %s/logs/test-stack-up.log", cmd, rc, dir);
+    /* the stack's ports lie in the ephemeral range: under heavy connection churn a client
+     * socket may hold one for a moment (bind: address already in use), so try again */
+    for (int attempt = 1; attempt <= 4; attempt++) {
+        rc = system(cmd);
+        if (rc == 0)
+            return;
+        sleep(1);
+    }
+    tfail("'%s' failed (%d): see %s/logs/test-stack-up.log", cmd, rc, dir);
 }
 
 static volatile pid_t guarded[GUARDED_MAX];

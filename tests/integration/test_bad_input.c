@@ -1,0 +1,623 @@
+/* Hostile input against the writer and the read API: malformed, truncated and mistyped JSON,
+ * floats and overflowing integers, bad UUIDs and UTF-8, NUL bytes, SQL meta-characters, huge
+ * bodies and headers, many headers and slow clients. Each gets a 4xx (a JSON error where our
+ * code answers), writes nothing, and the service keeps serving. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "support.h"
+#include "thttp.h"
+#include "tstack.h"
+#include "twriter.h"
+
+#define UA "6b3f0c1e-2a4d-4b8e-9c1f-0123456789ab" /* an id no account has */
+
+static pid_t writer_pid, projector_pid, readapi_pid;
+static const char *writer_url, *readapi_url;
+static char acct1[UUID_STR_SIZE], acct2[UUID_STR_SIZE], dep_event[UUID_STR_SIZE];
+
+static void assert_serving(const char *base)
+{
+    struct thttp_resp r;
+    if (thttp_request(&r, "GET", base, "/healthz", NULL, NULL, 3000) != 0 || r.status != 200)
+        tfail("%s/healthz does not answer 200 (%d) after bad input", base, r.status);
+    thttp_resp_release(&r);
+}
+
+static int setup(void **state)
+{
+    json_t *doc;
+
+    (void)state;
+    writer_url = tenv("WRITER_URL");
+    readapi_url = tenv("READAPI_URL");
+    if (tstack_pid("nats") < 0 || tstack_pid("redis") < 0)
+        tstack_up();
+    treset_state();
+    tsvc_start_all(&writer_pid, &projector_pid, &readapi_pid);
+    tstack_guard(writer_pid);
+    tstack_guard(projector_pid);
+    tstack_guard(readapi_pid);
+    tw_open(acct1, "bad-input", "main", "EUR", 0);
+    tw_open(acct2, "bad-input", "other", "EUR", 0);
+    doc = tw_money(acct1, "deposits", 5000, "seed");
+    snprintf(dep_event, sizeof dep_event, "%s", tw_str(doc, "event_id"));
+    json_decref(doc);
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    tstack_unguard(writer_pid);
+    tstack_unguard(projector_pid);
+    tstack_unguard(readapi_pid);
+    assert_int_equal(tsvc_stop(writer_pid, SIGTERM, 10000), 0);
+    assert_int_equal(tsvc_stop(readapi_pid, SIGTERM, 10000), 0);
+    assert_int_equal(tsvc_stop(projector_pid, SIGTERM, 10000), 0);
+    return 0;
+}
+
+/* ---- writer bodies ---- */
+
+enum target { T_OPEN, T_DEPOSIT, T_WITHDRAW, T_TRANSFER, T_REVERSE, T_CLOSE };
+
+struct bad_body {
+    enum target t;
+    const char *body; /* %1$s: the account, %2$s: the other account, %3$s: an event id */
+    int status;
+    const char *code;
+};
+
+static const struct bad_body bad_bodies[] = {
+    /* malformed */
+    {T_DEPOSIT, "", 400, "invalid_json"},
+    {T_DEPOSIT, "   ", 400, "invalid_json"},
+    {T_DEPOSIT, "{", 400, "invalid_json"},
+    {T_DEPOSIT, "}", 400, "invalid_json"},
+    {T_DEPOSIT, "{\"amount\":5,}", 400, "invalid_json"},
+    {T_DEPOSIT, "{'amount':5}", 400, "invalid_json"},
+    {T_DEPOSIT, "{amount:5}", 400, "invalid_json"},
+    {T_DEPOSIT, "{\"amount\":5}{\"amount\":5}", 400, "invalid_json"},
+    {T_DEPOSIT, "{\"amount\":5} trailing", 400, "invalid_json"},
+    {T_DEPOSIT, "{\"amount\":05}", 400, "invalid_json"},
+    {T_DEPOSIT, "{\"amount\":0x10}", 400, "invalid_json"},
+    {T_DEPOSIT, "{\"amount\":+5}", 400, "invalid_json"},
+    {T_DEPOSIT, "{\"amount\":NaN}", 400, "invalid_json"},
+    {T_DEPOSIT, "{\"amount\":Infinity}", 400, "invalid_json"},
+    {T_DEPOSIT, "{\"amount\":5,\"description\":\"unterminated}", 400, "invalid_json"},
+    {T_DEPOSIT, "{\"amount\":5,\"description\":\"bad \\x escape\"}", 400, "invalid_json"},
+    {T_DEPOSIT, "{\"amount\":5,\"description\":\"lone \\ud800 surrogate\"}", 400, "invalid_json"},
+    {T_DEPOSIT, "{\"amount\":5,\"description\":\"nul \\u0000 inside\"}", 400, "invalid_json"},
+    {T_DEPOSIT, "{\"amount\":5,\"description\":\"raw\ttab\"}", 400, "invalid_json"},
+    {T_DEPOSIT, "{\"amount\":5,\"description\":\"\xc3\x28\"}", 400, "invalid_json"},
+    {T_DEPOSIT, "{\"amount\":5,\"description\":\"\xed\xa0\x80\"}", 400, "invalid_json"},
+    {T_DEPOSIT, "{\"amount\":5,\"description\":\"\xc0\xaf overlong\"}", 400, "invalid_json"},
+    {T_DEPOSIT, "\xef\xbb\xbf{\"amount\":5}", 400, "invalid_json"},
+    {T_OPEN, "{\"owner\":\"\xff\",\"name\":\"n\",\"currency\":\"EUR\"}", 400, "invalid_json"},
+    /* not an object */
+    {T_DEPOSIT, "[]", 400, "invalid_json"},
+    {T_DEPOSIT, "[{\"amount\":5}]", 400, "invalid_json"},
+    {T_DEPOSIT, "5", 400, "invalid_json"},
+    {T_DEPOSIT, "\"amount\"", 400, "invalid_json"},
+    {T_DEPOSIT, "null", 400, "invalid_json"},
+    {T_DEPOSIT, "true", 400, "invalid_json"},
+    /* wrong types, field by field */
+    {T_DEPOSIT, "{\"amount\":\"5\"}", 400, "invalid_field"},
+    {T_DEPOSIT, "{\"amount\":true}", 400, "invalid_field"},
+    {T_DEPOSIT, "{\"amount\":null}", 400, "invalid_field"},
+    {T_DEPOSIT, "{\"amount\":[5]}", 400, "invalid_field"},
+    {T_DEPOSIT, "{\"amount\":{\"v\":5}}", 400, "invalid_field"},
+    {T_DEPOSIT, "{\"amount\":5,\"description\":5}", 400, "invalid_field"},
+    {T_DEPOSIT, "{\"amount\":5,\"description\":[\"x\"]}", 400, "invalid_field"},
+    {T_OPEN, "{\"owner\":5,\"name\":\"n\",\"currency\":\"EUR\"}", 400, "invalid_field"},
+    {T_OPEN, "{\"owner\":\"o\",\"name\":null,\"currency\":\"EUR\"}", 400, "invalid_field"},
+    {T_OPEN, "{\"owner\":\"o\",\"name\":\"n\",\"currency\":978}", 400, "invalid_field"},
+    {T_OPEN, "{\"owner\":\"o\",\"name\":\"n\",\"currency\":\"eur\"}", 400, "invalid_field"},
+    {T_OPEN, "{\"owner\":\"o\",\"name\":\"n\",\"currency\":\"EURO\"}", 400, "invalid_field"},
+    {T_OPEN, "{\"owner\":\"o\",\"name\":\"n\",\"currency\":\"E\xc3\x9cR\"}", 400, "invalid_field"},
+    {T_OPEN, "{\"owner\":\"o\",\"name\":\"n\",\"currency\":\"EUR\",\"overdraft_limit\":\"10\"}", 400, "invalid_field"},
+    {T_OPEN, "{\"owner\":\"o\",\"name\":\"n\",\"currency\":\"EUR\",\"overdraft_limit\":-1}", 400, "invalid_field"},
+    {T_OPEN, "{\"owner\":\"o\",\"name\":\"n\",\"currency\":\"EUR\",\"overdraft_limit\":1.0}", 400, "invalid_field"},
+    {T_OPEN, "{\"owner\":\"o\",\"name\":\"n\",\"currency\":\"EUR\",\"extra\":1}", 400, "invalid_field"},
+    {T_OPEN, "{\"owner\":\"o\",\"currency\":\"EUR\"}", 400, "invalid_field"},
+    {T_TRANSFER, "{\"from\":5,\"to\":\"%2$s\",\"amount\":5}", 400, "invalid_field"},
+    {T_TRANSFER, "{\"from\":\"%1$s\",\"to\":[\"%2$s\"],\"amount\":5}", 400, "invalid_field"},
+    {T_TRANSFER, "{\"from\":\"%1$s\",\"to\":\"%1$s\",\"amount\":5}", 400, "invalid_field"},
+    {T_REVERSE, "{\"event_id\":5}", 400, "invalid_field"},
+    {T_REVERSE, "{\"event_id\":\"%3$s\",\"reason\":false}", 400, "invalid_field"},
+    {T_CLOSE, "{\"reason\":{}}", 400, "invalid_field"},
+    /* floats for amounts */
+    {T_DEPOSIT, "{\"amount\":1.5}", 400, "invalid_field"},
+    {T_DEPOSIT, "{\"amount\":5.0}", 400, "invalid_field"},
+    {T_DEPOSIT, "{\"amount\":1e3}", 400, "invalid_field"},
+    {T_DEPOSIT, "{\"amount\":1E2}", 400, "invalid_field"},
+    {T_DEPOSIT, "{\"amount\":-0.0}", 400, "invalid_field"},
+    {T_DEPOSIT, "{\"amount\":0.1e1}", 400, "invalid_field"},
+    {T_WITHDRAW, "{\"amount\":0.5}", 400, "invalid_field"},
+    {T_TRANSFER, "{\"from\":\"%1$s\",\"to\":\"%2$s\",\"amount\":2.5}", 400, "invalid_field"},
+    /* int64 overflow */
+    {T_DEPOSIT, "{\"amount\":9223372036854775808}", 400, "invalid_field"},
+    {T_DEPOSIT, "{\"amount\":18446744073709551616}", 400, "invalid_field"},
+    {T_DEPOSIT, "{\"amount\":-9223372036854775809}", 400, "invalid_field"},
+    {T_DEPOSIT, "{\"amount\":1e19}", 400, "invalid_field"},
+    {T_DEPOSIT, "{\"amount\":99999999999999999999999999999999999999999999999999}", 400, "invalid_field"},
+    {T_OPEN, "{\"owner\":\"o\",\"name\":\"n\",\"currency\":\"EUR\",\"overdraft_limit\":9223372036854775808}", 400, "invalid_field"},
+    /* the largest amount parses; the balance it would make is refused, not wrapped */
+    {T_WITHDRAW, "{\"amount\":9223372036854775807}", 422, "insufficient_funds"},
+    {T_TRANSFER, "{\"from\":\"%1$s\",\"to\":\"%2$s\",\"amount\":9223372036854775807}", 422, "insufficient_funds"},
+    /* zero and negative */
+    {T_DEPOSIT, "{\"amount\":0}", 400, "invalid_field"},
+    {T_DEPOSIT, "{\"amount\":-1}", 400, "invalid_field"},
+    {T_DEPOSIT, "{\"amount\":-9223372036854775808}", 400, "invalid_field"},
+    {T_WITHDRAW, "{\"amount\":0}", 400, "invalid_field"},
+    {T_WITHDRAW, "{\"amount\":-5}", 400, "invalid_field"},
+    {T_TRANSFER, "{\"from\":\"%1$s\",\"to\":\"%2$s\",\"amount\":0}", 400, "invalid_field"},
+    {T_TRANSFER, "{\"from\":\"%1$s\",\"to\":\"%2$s\",\"amount\":-5}", 400, "invalid_field"},
+    /* invalid UUIDs in the body */
+    {T_TRANSFER, "{\"from\":\"%1$s\",\"to\":\"not-a-uuid\",\"amount\":5}", 400, "invalid_field"},
+    {T_TRANSFER, "{\"from\":\"%1$s\",\"to\":\"6b3f0c1e-2a4d-4b8e-9c1f-0123456789abc\",\"amount\":5}", 400, "invalid_field"},
+    {T_TRANSFER, "{\"from\":\"%1$s\",\"to\":\"6b3f0c1e2a4d4b8e9c1f0123456789ab\",\"amount\":5}", 400, "invalid_field"},
+    {T_TRANSFER, "{\"from\":\"%1$s\",\"to\":\"{6b3f0c1e-2a4d-4b8e-9c1f-0123456789ab}\",\"amount\":5}", 400, "invalid_field"},
+    {T_TRANSFER, "{\"from\":\"%1$s\",\"to\":\"6b3f0c1e-2a4d-4b8e-9c1f-0123456789ag\",\"amount\":5}", 400, "invalid_field"},
+    {T_TRANSFER, "{\"from\":\"%1$s\",\"to\":\"\",\"amount\":5}", 400, "invalid_field"},
+    {T_TRANSFER, "{\"from\":\"'; DROP TABLE events; --\",\"to\":\"%2$s\",\"amount\":5}", 400, "invalid_field"},
+    {T_REVERSE, "{\"event_id\":\"6b3f0c1e-2a4d-4b8e-9c1f-01234567\"}", 400, "invalid_field"},
+    {T_REVERSE, "{\"event_id\":\"6b3f0c1e-2a4d-4b8e-9c1f-0123456789ab' OR '1'='1\"}", 400, "invalid_field"},
+    /* limits on strings */
+    {T_CLOSE, "{\"reason\":\"%4$s\"}", 400, "invalid_field"},
+    {T_DEPOSIT, "{\"amount\":5,\"description\":\"%4$s\"}", 400, "invalid_field"},
+};
+
+static const char *target_path(enum target t, char *buf, size_t len)
+{
+    static const char *const tails[] = {"", "deposits", "withdrawals", "", "reversals", "close"};
+    if (t == T_OPEN)
+        return "/accounts";
+    if (t == T_TRANSFER)
+        return "/transfers";
+    snprintf(buf, len, "/accounts/%s/%s", acct1, tails[t]);
+    return buf;
+}
+
+static void test_writer_bad_bodies(void **state)
+{
+    char path[160], *body, *longstr;
+    size_t cap = 64 * 1024;
+
+    (void)state;
+    longstr = malloc(8192);
+    body = malloc(cap);
+    assert_non_null(longstr);
+    assert_non_null(body);
+    memset(longstr, 'x', 8000);
+    longstr[8000] = '\0';
+    for (size_t i = 0; i < sizeof bad_bodies / sizeof bad_bodies[0]; i++) {
+        const struct bad_body *b = &bad_bodies[i];
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wformat-nonliteral"
+        snprintf(body, cap, b->body, acct1, acct2, dep_event, longstr);
+#pragma GCC diagnostic pop
+        tw_reject(writer_url, target_path(b->t, path, sizeof path), body, NULL, b->status, b->code);
+    }
+    /* the same, with an Idempotency-Key: a rejected request keeps no key (tw_reject counts) */
+    tw_reject(writer_url, target_path(T_DEPOSIT, path, sizeof path), "{\"amount\":1.5}",
+              "Idempotency-Key: bad-input-1\r\n", 400, "invalid_field");
+    tw_reject(writer_url, target_path(T_DEPOSIT, path, sizeof path), "{\"amount\":5}",
+              "Idempotency-Key: \r\n", 400, "invalid_field");
+    free(longstr);
+    free(body);
+    assert_serving(writer_url);
+}
+
+/* Every proper prefix of a valid body is invalid JSON, and refused as such. */
+static void test_writer_truncated(void **state)
+{
+    char path[160], body[512], cut[512];
+
+    (void)state;
+    snprintf(body, sizeof body, "{\"from\":\"%s\",\"to\":\"%s\",\"amount\":125,\"description\":\"rent \\u00e9\"}",
+             acct1, acct2);
+    for (size_t n = 0; n < strlen(body); n++) {
+        memcpy(cut, body, n);
+        cut[n] = '\0';
+        tw_reject(writer_url, "/transfers", cut, NULL, 400, "invalid_json");
+    }
+    snprintf(body, sizeof body, "{\"owner\":\"o\",\"name\":\"n\",\"currency\":\"EUR\",\"overdraft_limit\":10}");
+    for (size_t n = 0; n < strlen(body); n++) {
+        memcpy(cut, body, n);
+        cut[n] = '\0';
+        tw_reject(writer_url, "/accounts", cut, NULL, 400, "invalid_json");
+    }
+    (void)target_path(T_DEPOSIT, path, sizeof path);
+    assert_serving(writer_url);
+}
+
+/* Deep nesting, huge bodies, bad paths and headers. */
+static void test_writer_sizes_and_paths(void **state)
+{
+    char path[4200];
+    size_t big = 1024 * 1024;
+    char *body = malloc(big + 1);
+
+    (void)state;
+    assert_non_null(body);
+    /* 1 MiB: refused before parsing */
+    memset(body, ' ', big);
+    body[0] = '{';
+    memcpy(body + big - 12, "\"amount\":5}", 11);
+    body[big - 1] = '\0';
+    tw_reject(writer_url, target_path(T_DEPOSIT, path, sizeof path), body, NULL, 413, "body_too_large");
+    memset(body, '[', big);
+    body[big] = '\0';
+    tw_reject(writer_url, target_path(T_DEPOSIT, path, sizeof path), body, NULL, 413, "body_too_large");
+    /* deep nesting within the size bound */
+    memset(body, '[', 30000);
+    memset(body + 30000, ']', 30000);
+    body[60000] = '\0';
+    tw_reject(writer_url, target_path(T_DEPOSIT, path, sizeof path), body, NULL, 400, "invalid_json");
+    /* invalid UUIDs in the path */
+    tw_reject(writer_url, "/accounts/not-a-uuid/deposits", "{\"amount\":5}", NULL, 400, "invalid_field");
+    tw_reject(writer_url, "/accounts/6b3f0c1e-2a4d-4b8e-9c1f-0123456789abc/deposits", "{\"amount\":5}", NULL,
+              400, "invalid_field");
+    tw_reject(writer_url, "/accounts/6B3F0C1E-2A4D-4B8E-9C1F-0123456789AG/deposits", "{\"amount\":5}", NULL,
+              400, "invalid_field");
+    tw_reject(writer_url, "/accounts/%27%3B%20DROP%20TABLE%20events/deposits", "{\"amount\":5}", NULL, 400,
+              "invalid_field");
+    tw_reject(writer_url, "/accounts/%ff%fe/deposits", "{\"amount\":5}", NULL, 400, "invalid_field");
+    tw_reject(writer_url, "/accounts/" UA "/deposits", "{\"amount\":5}", NULL, 404, "account_not_found");
+    tw_reject(writer_url, "/accounts/" UA "/nothing", "{\"amount\":5}", NULL, 404, "not_found");
+    /* libmicrohttpd decodes %00 and the path ends there: "/accounts/{id}", no such route */
+    tw_reject(writer_url, "/accounts/" UA "%00/deposits", "{\"amount\":5}", NULL, 404, "not_found");
+    memset(path, 'a', 4000);
+    memcpy(path, "/accounts/", 10);
+    memcpy(path + 3990, "/deposits", 10);
+    tw_reject(writer_url, path, "{\"amount\":5}", NULL, 400, "invalid_field");
+    /* headers with bad values */
+    tw_reject(writer_url, target_path(T_DEPOSIT, path, sizeof path), "{\"amount\":5}", "If-Match: 1.5\r\n", 400,
+              "invalid_field");
+    tw_reject(writer_url, target_path(T_DEPOSIT, path, sizeof path), "{\"amount\":5}",
+              "If-Match: 99999999999999999999999\r\n", 400, "invalid_field");
+    tw_reject(writer_url, target_path(T_DEPOSIT, path, sizeof path), "{\"amount\":5}",
+              "Idempotency-Key: \xff\xfe\r\n", 400, "invalid_field");
+    memset(body, 'k', 2000);
+    memcpy(body, "Idempotency-Key: ", 17);
+    memcpy(body + 2000, "\r\n", 3);
+    tw_reject(writer_url, target_path(T_DEPOSIT, path, sizeof path), "{\"amount\":5}", body, 400, "invalid_field");
+    free(body);
+    assert_serving(writer_url);
+}
+
+/* SQL meta-characters are data: stored verbatim, read back verbatim. */
+static void test_writer_sql_metacharacters(void **state)
+{
+    static const char *const owners[] = {"o'brien", "x'); DROP TABLE events; --", "\\\\ %% _ $1 ;",
+                                         "\\\"quoted\\\"", "caf\\u00e9 \\u2603 \xe2\x98\x83"};
+    static const char *const stored[] = {"o'brien", "x'); DROP TABLE events; --", "\\ %% _ $1 ;",
+                                         "\"quoted\"", "caf\xc3\xa9 \xe2\x98\x83 \xe2\x98\x83"};
+    PGconn *pg = tw_pg();
+    struct tw_counts before, after;
+
+    (void)state;
+    tw_counts(pg, &before);
+    for (size_t i = 0; i < sizeof owners / sizeof owners[0]; i++) {
+        char body[512], id[UUID_STR_SIZE], path[160];
+        json_t *doc;
+        int64_t deadline;
+        snprintf(body, sizeof body, "{\"owner\":\"%s\",\"name\":\"n'; --%zu\",\"currency\":\"EUR\"}", owners[i], i);
+        doc = tw_post(writer_url, "/accounts", body, NULL, 201);
+        snprintf(id, sizeof id, "%s", tw_str(doc, "account_id"));
+        json_decref(doc);
+        snprintf(body, sizeof body, "{\"amount\":7,\"description\":\"%s\"}", owners[i]);
+        snprintf(path, sizeof path, "/accounts/%s/deposits", id);
+        json_decref(tw_post(writer_url, path, body, NULL, 201));
+        /* through the projection to the read API, byte for byte */
+        snprintf(path, sizeof path, "/accounts/%s?min_version=2&wait_ms=5000", id);
+        deadline = tnow_ms() + 15000;
+        for (;;) {
+            struct thttp_resp r;
+            (void)thttp_request(&r, "GET", readapi_url, path, NULL, NULL, 8000);
+            doc = r.status == 200 ? thttp_json(&r) : NULL;
+            thttp_resp_release(&r);
+            if (doc != NULL || tnow_ms() > deadline)
+                break;
+            usleep(100000);
+        }
+        if (doc == NULL)
+            tfail("GET %s: not projected", path);
+        assert_string_equal(tw_str(doc, "owner"), stored[i]);
+        json_decref(doc);
+        assert_int_equal(tw_scalar(pg, "SELECT count(*) FROM events WHERE stream_id = $1::uuid AND "
+                                       "data->>'description' = $2",
+                                   id, stored[i]),
+                         1);
+    }
+    tw_counts(pg, &after);
+    assert_int_equal(after.events, before.events + 10);
+    assert_int_equal(after.accounts, before.accounts + 5);
+    PQfinish(pg);
+}
+
+/* ---- the read API ---- */
+
+static void expect_read_error(const char *method, const char *path, const char *body, int status)
+{
+    struct thttp_resp r;
+    json_t *doc;
+
+    if (thttp_request(&r, method, readapi_url, path, body, NULL, 15000) != 0)
+        tfail("%s %.200s: no response", method, path);
+    if (r.status != status)
+        tfail("%s %.200s: status %d, expected %d: %s", method, path, r.status, status, r.body);
+    doc = thttp_json(&r);
+    if (doc == NULL || tw_str(doc, "error") == NULL || tw_str(doc, "message") == NULL)
+        tfail("%s %.200s: %d without a JSON error: %s", method, path, r.status, r.body);
+    json_decref(doc);
+    thttp_resp_release(&r);
+}
+
+static void test_readapi_bad_input(void **state)
+{
+    static const char *const bad_params[] = {
+        "limit=abc", "limit=0", "limit=-1", "limit=1.5", "limit=1e2", "limit=99999999999999999999",
+        "limit=", "limit=%00", "before=x", "before=-1", "before=9223372036854775808",
+        "min_version=-1", "min_version=1.0", "min_version=18446744073709551616", "wait_ms=-5",
+        "wait_ms=1e3", "wait_ms=10001", "min_version=1&wait_ms=abc", "limit=%ff",
+        "limit=5'%20OR%201=1--",
+    };
+    char path[12000];
+    char *body;
+
+    (void)state;
+    for (size_t i = 0; i < sizeof bad_params / sizeof bad_params[0]; i++) {
+        snprintf(path, sizeof path, "/accounts/%s/statement?%s", acct1, bad_params[i]);
+        expect_read_error("GET", path, NULL, 400);
+    }
+    expect_read_error("GET", "/accounts/not-a-uuid", NULL, 400);
+    expect_read_error("GET", "/accounts/" UA "x", NULL, 400);
+    expect_read_error("GET", "/accounts/%ff%fe%fd", NULL, 400);
+    expect_read_error("GET", "/accounts/" UA "%00", NULL, 404); /* decoded, the path ends at the NUL */
+    expect_read_error("GET", "/accounts/'%20OR%20'1'='1", NULL, 400);
+    expect_read_error("GET", "/accounts/*", NULL, 400);
+    expect_read_error("GET", "/accounts/" UA "/statement/x", NULL, 404);
+    expect_read_error("GET", "/accounts/" UA, NULL, 404);
+    memset(path, 'a', 10000);
+    memcpy(path, "/accounts/", 10);
+    path[10000] = '\0';
+    expect_read_error("GET", path, NULL, 400);
+    /* a body where none belongs: bounded, then refused */
+    body = malloc(1024 * 1024 + 1);
+    assert_non_null(body);
+    memset(body, 'x', 1024 * 1024);
+    body[1024 * 1024] = '\0';
+    snprintf(path, sizeof path, "/accounts/%s", acct1);
+    expect_read_error("GET", path, body, 413);
+    free(body);
+    assert_serving(readapi_url);
+}
+
+/* ---- raw sockets: header abuse and slow clients ---- */
+
+static int raw_connect(const char *base)
+{
+    struct sockaddr_in a;
+    const char *colon = strrchr(base, ':');
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+    memset(&a, 0, sizeof a);
+    a.sin_family = AF_INET;
+    a.sin_port = htons((uint16_t)atoi(colon + 1));
+    inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
+    if (fd < 0 || connect(fd, (struct sockaddr *)&a, sizeof a) != 0)
+        tfail("connect to %s", base);
+    return fd;
+}
+
+/* Sends data (errors ignored: the server may close early) and returns the status of the
+ * answer (0: none within timeout_ms); the start of the body into out. */
+static int raw_exchange(const char *base, const char *data, size_t len, int timeout_ms, char *out, size_t outlen)
+{
+    int fd = raw_connect(base), status = 0;
+    size_t got = 0, off = 0;
+    int64_t deadline = tnow_ms() + timeout_ms;
+    char buf[65536];
+
+    while (off < len) {
+        ssize_t n = send(fd, data + off, len - off, MSG_NOSIGNAL);
+        if (n <= 0)
+            break;
+        off += (size_t)n;
+    }
+    for (;;) {
+        struct pollfd p = {fd, POLLIN, 0};
+        int64_t left = deadline - tnow_ms();
+        ssize_t n;
+        if (left <= 0 || poll(&p, 1, (int)left) != 1)
+            break;
+        n = recv(fd, buf + got, sizeof buf - 1 - got, 0);
+        if (n <= 0)
+            break;
+        got += (size_t)n;
+        if (got >= sizeof buf - 1)
+            break;
+    }
+    buf[got] = '\0';
+    close(fd);
+    if (strncmp(buf, "HTTP/1.", 7) == 0)
+        status = atoi(buf + 9);
+    if (out != NULL) {
+        const char *b = strstr(buf, "\r\n\r\n");
+        snprintf(out, outlen, "%s", b != NULL ? b + 4 : "");
+    }
+    return status;
+}
+
+static void test_header_abuse(void **state)
+{
+    const char *bases[2] = {writer_url, readapi_url};
+    size_t cap = 256 * 1024;
+    char *req = malloc(cap), body[4096];
+    PGconn *pg = tw_pg();
+    struct tw_counts before, after;
+
+    (void)state;
+    assert_non_null(req);
+    tw_counts(pg, &before);
+    for (int s = 0; s < 2; s++) {
+        int st;
+        size_t len;
+        /* one 100 KiB header: past the per-connection memory bound, refused by the HTTP layer */
+        len = (size_t)snprintf(req, cap, "POST /accounts/%s/deposits HTTP/1.1\r\nHost: x\r\nX-Big: ", acct1);
+        memset(req + len, 'b', 100 * 1024);
+        len += 100 * 1024;
+        len += (size_t)snprintf(req + len, cap - len,
+                                "\r\nContent-Type: application/json\r\nContent-Length: 12\r\n\r\n{\"amount\":5}");
+        st = raw_exchange(bases[s], req, len, 5000, body, sizeof body);
+        if (st < 400 || st > 499)
+            tfail("%s: a 100 KiB header got %d", bases[s], st);
+        /* 1,000 headers: within the bound the request is served as usual; past it refused */
+        len = (size_t)snprintf(req, cap, "POST /accounts/%s/deposits HTTP/1.1\r\nHost: x\r\n", acct1);
+        for (int i = 0; i < 1000; i++)
+            len += (size_t)snprintf(req + len, cap - len, "X-Many-%d: %d\r\n", i, i);
+        len += (size_t)snprintf(req + len, cap - len,
+                                "Content-Type: application/json\r\nContent-Length: 12\r\n\r\n{\"amount\":0}");
+        st = raw_exchange(bases[s], req, len, 5000, body, sizeof body);
+        if (st < 400 || st > 499)
+            tfail("%s: 1,000 headers and a bad body got %d: %s", bases[s], st, body);
+        /* 10,000 headers (~150 KiB): past the bound */
+        len = (size_t)snprintf(req, cap, "GET /healthz HTTP/1.1\r\nHost: x\r\n");
+        for (int i = 0; i < 10000 && len < cap - 64; i++)
+            len += (size_t)snprintf(req + len, cap - len, "X-Many-%d: %d\r\n", i, i);
+        len += (size_t)snprintf(req + len, cap - len, "\r\n");
+        st = raw_exchange(bases[s], req, len, 5000, body, sizeof body);
+        if (st < 400 || st > 499)
+            tfail("%s: 10,000 headers got %d", bases[s], st);
+        /* a Content-Length that lies (larger than the bound) */
+        len = (size_t)snprintf(req, cap, "POST /accounts/%s/deposits HTTP/1.1\r\nHost: x\r\n"
+                                         "Content-Length: 99999999999\r\n\r\n{\"amount\":5}", acct1);
+        st = raw_exchange(bases[s], req, len, 3000, body, sizeof body);
+        if (st != 0 && (st < 400 || st > 499))
+            tfail("%s: an oversized Content-Length got %d", bases[s], st);
+        /* a malformed request line */
+        len = (size_t)snprintf(req, cap, "GARBAGE\r\n\r\n");
+        st = raw_exchange(bases[s], req, len, 3000, body, sizeof body);
+        if (st != 0 && (st < 400 || st > 499))
+            tfail("%s: a garbage request line got %d", bases[s], st);
+        assert_serving(bases[s]);
+    }
+    tw_counts(pg, &after);
+    assert_int_equal(after.events, before.events);
+    assert_int_equal(after.idempotency_keys, before.idempotency_keys);
+    PQfinish(pg);
+    free(req);
+}
+
+struct slow_arg {
+    const char *base;
+    int seconds;
+    int status;
+};
+
+/* One byte every 100 ms: a request that takes `seconds` to arrive. */
+static void *slow_client(void *arg)
+{
+    struct slow_arg *a = arg;
+    char req[256];
+    int fd = raw_connect(a->base), n;
+    int64_t end = tnow_ms() + a->seconds * 1000;
+    size_t len, i = 0;
+    char buf[1024];
+
+    len = (size_t)snprintf(req, sizeof req, "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ");
+    while (i < len && send(fd, req + i, 1, MSG_NOSIGNAL) == 1)
+        i++, usleep(100000);
+    while (tnow_ms() < end && send(fd, "s", 1, MSG_NOSIGNAL) == 1)
+        usleep(100000);
+    (void)!send(fd, "\r\n\r\n", 4, MSG_NOSIGNAL);
+    {
+        struct pollfd p = {fd, POLLIN, 0};
+        n = poll(&p, 1, 5000) == 1 ? (int)recv(fd, buf, sizeof buf - 1, 0) : 0;
+    }
+    buf[n > 0 ? n : 0] = '\0';
+    a->status = strncmp(buf, "HTTP/1.", 7) == 0 ? atoi(buf + 9) : 0;
+    close(fd);
+    return NULL;
+}
+
+#define SLOW_CLIENTS 16
+
+static void test_slow_clients(void **state)
+{
+    const char *bases[2] = {writer_url, readapi_url};
+
+    (void)state;
+    for (int s = 0; s < 2; s++) {
+        pthread_t th[SLOW_CLIENTS];
+        struct slow_arg args[SLOW_CLIENTS];
+        int64_t worst = 0, t_end;
+        long served = 0;
+        char path[160];
+
+        for (int i = 0; i < SLOW_CLIENTS; i++) {
+            args[i] = (struct slow_arg){bases[s], 4, 0};
+            assert_int_equal(pthread_create(&th[i], NULL, slow_client, &args[i]), 0);
+        }
+        usleep(300000);
+        /* meanwhile everyone else is served promptly */
+        t_end = tnow_ms() + 3000;
+        snprintf(path, sizeof path, s == 0 ? "/healthz" : "/accounts/%s", acct1);
+        while (tnow_ms() < t_end) {
+            struct thttp_resp r;
+            int64_t t0 = tnow_ms();
+            if (s == 0) {
+                json_t *doc = tw_money(acct1, "deposits", 1, "while slow clients trickle");
+                json_decref(doc);
+            } else {
+                if (thttp_request(&r, "GET", bases[s], path, NULL, NULL, 2000) != 0 || r.status != 200)
+                    tfail("GET %s while slow clients trickle: %d", path, r.status);
+                thttp_resp_release(&r);
+            }
+            if (tnow_ms() - t0 > worst)
+                worst = tnow_ms() - t0;
+            served++;
+        }
+        for (int i = 0; i < SLOW_CLIENTS; i++)
+            pthread_join(th[i], NULL);
+        printf("  %s: %ld requests served while %d clients trickled 1 byte/100 ms; slowest %lld ms\n",
+               bases[s], served, SLOW_CLIENTS, (long long)worst);
+        if (worst > 1000)
+            tfail("%s: a request took %lld ms while slow clients were connected", bases[s], (long long)worst);
+        for (int i = 0; i < SLOW_CLIENTS; i++)
+            if (args[i].status != 200 && args[i].status != 0 && (args[i].status < 400 || args[i].status > 499))
+                tfail("%s: slow client got %d", bases[s], args[i].status);
+        assert_serving(bases[s]);
+    }
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_writer_bad_bodies),
+        cmocka_unit_test(test_writer_truncated),
+        cmocka_unit_test(test_writer_sizes_and_paths),
+        cmocka_unit_test(test_writer_sql_metacharacters),
+        cmocka_unit_test(test_readapi_bad_input),
+        cmocka_unit_test(test_header_abuse),
+        cmocka_unit_test(test_slow_clients),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
