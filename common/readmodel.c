@@ -31,6 +31,9 @@ void rm_key_tail(char *buf, size_t len, long gen)
  * because unpack() is bounded by the Lua C stack (about 8000 values). Lua numbers are doubles:
  * versions and positions are exact up to 2^53. */
 static const char apply_lua[] =
+    "if redis.call('EXISTS', KEYS[3]) == 0 then\n"
+    "  return redis.error_reply('RMNOGEN ' .. KEYS[3] .. ' is missing: the generation does not exist')\n"
+    "end\n"
     "local cur = tonumber(redis.call('HGET', KEYS[1], 'v') or '0')\n"
     "local expected = tonumber(ARGV[1])\n"
     "if cur ~= expected then return cur end\n"
@@ -145,21 +148,179 @@ status rm_load_current(redisContext *c, long *gen, struct err *e)
     return st;
 }
 
-status rm_ensure_current(redisContext *c, long *gen, struct err *e)
-{
-    status st = ST_OK;
-    redisReply *r = NULL;
+/* A name counts only when the generation's checkpoint exists. */
+static const char gens_lua[] =
+    "local function valid(k)\n"
+    "  local g = redis.call('GET', k)\n"
+    "  if g and redis.call('EXISTS', 'rm:' .. g .. ':checkpoint') == 1 then return tonumber(g) end\n"
+    "  return 0\n"
+    "end\n"
+    "return {valid('rm:current'), valid('rm:building'), valid('rm:previous'),\n"
+    "        tonumber(redis.call('GET', 'rm:current') or '0') or 0}\n";
 
-    /* NX: when several projectors start at once exactly one creates the generation; a rebuild
-     * that already switched to another generation is never overwritten */
-    r = redisCommand(c, "SET %s 1 NX", RM_CURRENT_KEY);
-    if (r == NULL || r->type == REDIS_REPLY_ERROR) {
-        st = reply_failed(c, r, "set " RM_CURRENT_KEY, e);
-        goto cleanup;
+status rm_load_gens(redisContext *c, struct rm_gens *out, struct err *e)
+{
+    redisReply *r = redisCommand(c, "EVAL %s 0", gens_lua);
+    status st = ST_OK;
+
+    memset(out, 0, sizeof *out);
+    if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements != 4) {
+        st = reply_failed(c, r, "load generations", e);
+    } else {
+        out->current = (long)r->element[0]->integer;
+        out->building = (long)r->element[1]->integer;
+        out->previous = (long)r->element[2]->integer;
+        out->current_named = (long)r->element[3]->integer;
     }
-    st = rm_load_current(c, gen, e);
+    freeReplyObject(r);
+    return st;
+}
+
+static const char begin_lua[] =
+    "local b = redis.call('GET', 'rm:building')\n"
+    "local rb = redis.call('HMGET', 'rm:rebuild', 'gen', 'state', 'cursor', 'done', 'mode')\n"
+    "if b and rb[1] == b and rb[2] == 'building' and rb[3] and rb[5] == ARGV[1]\n"
+    "   and redis.call('EXISTS', 'rm:' .. b .. ':checkpoint') == 1 then\n"
+    "  redis.call('HSET', 'rm:rebuild', 'updated_at_ms', ARGV[2])\n"
+    "  return {tonumber(b), rb[3], tonumber(rb[4] or '0'), 1, 0}\n"
+    "end\n"
+    "local g = tonumber(redis.call('GET', 'rm:genseq') or '0')\n"
+    "for _, k in ipairs({'rm:current', 'rm:building', 'rm:previous'}) do\n"
+    "  local v = tonumber(redis.call('GET', k) or '0') or 0\n"
+    "  if v > g then g = v end\n"
+    "end\n"
+    "g = g + 1\n"
+    "redis.call('SET', 'rm:genseq', g)\n"
+    "redis.call('SET', 'rm:building', g)\n"
+    "redis.call('DEL', 'rm:rebuild')\n"
+    "redis.call('HSET', 'rm:rebuild', 'gen', g, 'state', 'building', 'mode', ARGV[1], 'done', 0,\n"
+    "           'total', 0, 'events_per_s', 0, 'eta_s', 0, 'started_at_ms', ARGV[2],\n"
+    "           'updated_at_ms', ARGV[2], 'cursor', '0:0')\n"
+    "redis.call('HSET', 'rm:' .. g .. ':checkpoint', 'position', 0, 'events', 0, 'at_ms', ARGV[2])\n"
+    "return {g, '0:0', 0, 0, tonumber(b or '0') or 0}\n";
+
+static const char switch_lua[] =
+    "if redis.call('GET', 'rm:building') ~= ARGV[1] then return -1 end\n"
+    "local c = redis.call('GET', 'rm:current')\n"
+    "local p = redis.call('GET', 'rm:previous')\n"
+    "local dropped = 0\n"
+    "if c and c ~= ARGV[1] and redis.call('EXISTS', 'rm:' .. c .. ':checkpoint') == 1 then\n"
+    "  redis.call('SET', 'rm:previous', c)\n"
+    "  if p and p ~= c and p ~= ARGV[1] then dropped = tonumber(p) end\n"
+    "elseif p == ARGV[1] then\n"
+    "  redis.call('DEL', 'rm:previous')\n"
+    "end\n"
+    "redis.call('SET', 'rm:current', ARGV[1])\n"
+    "redis.call('DEL', 'rm:building')\n"
+    "redis.call('HSET', 'rm:rebuild', 'state', 'done', 'updated_at_ms', ARGV[2], 'eta_s', 0)\n"
+    "return dropped\n";
+
+static const char rollback_lua[] =
+    "if redis.call('GET', 'rm:previous') ~= ARGV[1] then return 0 end\n"
+    "if redis.call('EXISTS', 'rm:building') == 1 then return 0 end\n"
+    "if redis.call('EXISTS', 'rm:' .. ARGV[1] .. ':checkpoint') == 0 then return 0 end\n"
+    "redis.call('SET', 'rm:building', ARGV[1])\n"
+    "return 1\n";
+
+const char *rm_begin_script(void)
+{
+    return begin_lua;
+}
+
+const char *rm_switch_script(void)
+{
+    return switch_lua;
+}
+
+const char *rm_rollback_script(void)
+{
+    return rollback_lua;
+}
+
+/* UNLINK of every key matching pattern, SCAN COUNT 1000 at a time: never blocks Redis. */
+static status scan_unlink(redisContext *c, const char *pattern, long *removed, struct err *e)
+{
+    char cursor[32] = "0";
+    redisReply *r = NULL, *u = NULL;
+    status st = ST_OK;
+
+    do {
+        redisReply *keys;
+        const char **argv = NULL;
+        r = redisCommand(c, "SCAN %s MATCH %s COUNT 1000", cursor, pattern);
+        if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements != 2) {
+            st = reply_failed(c, r, "scan generation", e);
+            goto cleanup;
+        }
+        snprintf(cursor, sizeof cursor, "%s", r->element[0]->str);
+        keys = r->element[1];
+        if (keys->elements > 0) {
+            argv = calloc(keys->elements + 1, sizeof *argv);
+            if (argv == NULL) {
+                st = err_set(e, ST_INTERNAL, "out of memory");
+                goto cleanup;
+            }
+            argv[0] = "UNLINK";
+            for (size_t i = 0; i < keys->elements; i++)
+                argv[i + 1] = keys->element[i]->str;
+            u = redisCommandArgv(c, (int)keys->elements + 1, argv, NULL);
+            free(argv);
+            if (u == NULL || u->type == REDIS_REPLY_ERROR) {
+                st = reply_failed(c, u, "unlink generation", e);
+                goto cleanup;
+            }
+            *removed += (long)u->integer;
+            freeReplyObject(u);
+            u = NULL;
+        }
+        freeReplyObject(r);
+        r = NULL;
+    } while (strcmp(cursor, "0") != 0);
 cleanup:
     freeReplyObject(r);
+    freeReplyObject(u);
+    return st;
+}
+
+status rm_drop_generation(redisContext *c, long gen, long *removed, struct err *e)
+{
+    char pattern[64], key[RM_KEY_SIZE];
+    redisReply *r = NULL;
+    status st = ST_OK;
+    long n = 0;
+
+    if (gen < 1)
+        goto cleanup;
+    rm_key_checkpoint(key, sizeof key, gen);
+    r = redisCommand(c, "DEL %s", key);
+    if (r == NULL || r->type == REDIS_REPLY_ERROR) {
+        st = reply_failed(c, r, "drop generation", e);
+        goto cleanup;
+    }
+    n += (long)r->integer;
+    snprintf(pattern, sizeof pattern, "rm:%ld:*", gen);
+    st = scan_unlink(c, pattern, &n, e);
+cleanup:
+    freeReplyObject(r);
+    if (removed != NULL)
+        *removed = n;
+    return st;
+}
+
+status rm_clear_generation_data(redisContext *c, long gen, long *removed, struct err *e)
+{
+    char pattern[64];
+    status st;
+    long n = 0;
+
+    snprintf(pattern, sizeof pattern, "rm:%ld:[ast]:*", gen);
+    st = scan_unlink(c, pattern, &n, e);
+    if (st == ST_OK) {
+        snprintf(pattern, sizeof pattern, "rm:%ld:tail*", gen);
+        st = scan_unlink(c, pattern, &n, e);
+    }
+    if (removed != NULL)
+        *removed = n;
     return st;
 }
 

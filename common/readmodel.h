@@ -10,10 +10,21 @@
 #include "status.h"
 
 /* Layout:
- *   rm:current                 string: the current generation (integer >= 1); missing = no model
+ *   rm:current                 string: the current generation (integer >= 1), the one the read
+ *                              API serves; missing = no model (the API answers 503)
+ *   rm:building                string: the generation a rebuild is filling (never served)
+ *   rm:previous                string: the generation before the last switch (rollback target)
+ *   rm:genseq                  string: the highest generation number ever allocated
+ *   rm:rebuild                 hash: gen, state (building|verifying|done|aborted), mode
+ *                              (switch|verify|rollback), done, total, events_per_s, eta_s,
+ *                              started_at_ms, updated_at_ms, cursor ("tx_id:position", resume)
+ *   rm:rebuild:lease           string: token of the one process allowed to rebuild (SET NX PX)
  *   rm:<gen>:a:{<id>}          hash: v (applied stream_version), doc (GET /accounts/{id} body)
  *   rm:<gen>:s:{<id>}          list: element i = statement entry of version i+1; LLEN == v
- *   rm:<gen>:checkpoint        hash: position (highest applied), at_ms (last apply), events
+ *   rm:<gen>:checkpoint        hash: position (highest applied), at_ms (last apply), events.
+ *                              A generation exists only while this key does: the apply script
+ *                              refuses to write into a generation without it, and the read API
+ *                              treats a current generation without it as no model.
  *   rm:<gen>:tail              string: the projector's catch-up cursor "tx_id:position"
  *   rm:head                    hash: position (event-store head seen by a projector), at_ms
  *   rm:parked                  hash: event_id -> {"event_id","account_id","stream_version",
@@ -24,6 +35,10 @@
  * script needs (it touches both atomically). */
 #define RM_CURRENT_KEY "rm:current"
 #define RM_BUILDING_KEY "rm:building"
+#define RM_PREVIOUS_KEY "rm:previous"
+#define RM_GENSEQ_KEY "rm:genseq"
+#define RM_REBUILD_KEY "rm:rebuild"
+#define RM_REBUILD_LEASE_KEY "rm:rebuild:lease"
 #define RM_HEAD_KEY "rm:head"
 #define RM_PARKED_KEY "rm:parked"
 #define RM_STALLED_KEY "rm:stalled"
@@ -36,7 +51,8 @@ void rm_key_statement(char *buf, size_t len, long gen, const char *id);
 void rm_key_checkpoint(char *buf, size_t len, long gen);
 void rm_key_tail(char *buf, size_t len, long gen);
 
-/* The apply script (static text, never freed). Compare-and-set of one account:
+/* The apply script (static text, never freed). Compare-and-set of one account into a
+ * generation that exists (its checkpoint hash is there; else the error "RMNOGEN ..."):
  *   KEYS = account hash, statement list, checkpoint hash
  *   ARGV = expected prior version, new version, doc, position, at_ms, entry 1..n
  *          (n = new - expected, the entries of versions expected+1 .. new, in order)
@@ -93,8 +109,37 @@ struct rm_page {
 /* The current generation into *gen; ST_NOT_FOUND when rm:current is missing (no read model),
  * ST_UNAVAILABLE on a Redis failure, ST_INVALID when it does not hold an integer >= 1. */
 status rm_load_current(redisContext *c, long *gen, struct err *e) WUR;
-/* Creates generation 1 as current when there is none (SET NX), then loads it into *gen. */
-status rm_ensure_current(redisContext *c, long *gen, struct err *e) WUR;
+/* The generations in one atomic read. A generation whose checkpoint hash is missing (keys
+ * flushed, or a name set by hand) is reported as 0: it must be neither served nor written. */
+struct rm_gens {
+    long current, building, previous;
+    long current_named; /* rm:current as set, valid or not (0: missing) */
+};
+status rm_load_gens(redisContext *c, struct rm_gens *out, struct err *e) WUR;
+
+/* Scripts of the generation switches (static text). Each checks what it expects first and
+ * changes nothing (reply 0) when another process got there before:
+ *   begin:    KEYS none; ARGV mode, now_ms. Resumes the rebuild in progress when rm:building
+ *             and rm:rebuild agree (reply {gen, cursor, done, 1}); otherwise allocates a new
+ *             generation, creates its checkpoint, sets rm:building and rm:rebuild (reply
+ *             {gen, "0:0", 0, 0, stale}, stale = an abandoned building generation to drop, or 0)
+ *   switch:   ARGV gen, now_ms. If rm:building == gen: rm:previous = rm:current (when valid),
+ *             rm:current = gen, DEL rm:building; reply the generation that stopped being
+ *             previous (to drop, 0 when none), else -1
+ *   rollback: ARGV previous, now_ms. If rm:previous == previous and no rebuild is running: it
+ *             becomes rm:building so a catch-up can run before the switch; reply 1, else 0 */
+const char *rm_begin_script(void);
+const char *rm_switch_script(void);
+const char *rm_rollback_script(void);
+
+/* Removes every key of generation gen without blocking Redis: DEL of its checkpoint first (no
+ * writer can recreate the generation after that), then SCAN MATCH rm:<gen>:* in batches of
+ * 1000 with one UNLINK per batch. *removed (may be NULL) counts the keys. */
+status rm_drop_generation(redisContext *c, long gen, long *removed, struct err *e) WUR;
+/* Removes whatever account, statement and tail keys of gen are left over (from a generation of
+ * that number whose rm:genseq was lost with a partial flush), keeping its checkpoint. */
+status rm_clear_generation_data(redisContext *c, long gen, long *removed, struct err *e) WUR;
+
 /* Loads v and doc of one account (HMGET: one round trip) into out (caller releases). */
 status rm_load_account(redisContext *c, long gen, const char *id, struct rm_account *out,
                        struct err *e) WUR;

@@ -21,10 +21,10 @@ status tail_fetch(PGconn *conn, struct tail_cursor *cursor, int limit, struct ev
     snprintf(pos, sizeof pos, "%" PRId64, cursor->position);
     snprintf(lim, sizeof lim, "%d", limit);
     res = PQexecParams(conn,
-                       "SELECT " DB_EVENT_COLUMNS ", tx_id::text FROM events "
+                       "SELECT " DB_EVENT_COLUMNS ", tx_id::text FROM events e "
                        "WHERE (tx_id, position) > ($1::text::xid8, $2::bigint) "
                        "AND tx_id < pg_snapshot_xmin(pg_current_snapshot()) "
-                       "ORDER BY tx_id, position LIMIT $3::int",
+                       "ORDER BY e.tx_id, e.position LIMIT $3::int" /* e.: not the text output column */,
                        3, NULL, params, NULL, NULL, 0);
     if (PQresultStatus(res) != PGRES_TUPLES_OK) {
         st = err_set(e, ST_UNAVAILABLE, "read events after %s:%s: %s", tx, pos,

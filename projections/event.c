@@ -35,15 +35,48 @@ static status poison(struct err *e, const struct err *cause)
     return err_setr(e, ST_INVALID, "poison", "%s", cause->msg);
 }
 
-/* Upcasters: each turns data of (type, schema) into (type, schema + 1). None exist yet: every
- * type is at schema 1. Add one here, never change how an existing (type, schema) folds. */
+/* Upcasters: each turns data of (type, schema) into (type, schema + 1), in place. Add one here
+ * with a golden history (tests/golden/); never change how an existing (type, schema) folds. */
+static const int schema_latest[EV__COUNT] = {
+    [EV_ACCOUNT_OPENED] = 1,  [EV_MONEY_DEPOSITED] = 2,      [EV_MONEY_WITHDRAWN] = 1,
+    [EV_TRANSFER_SENT] = 1,   [EV_TRANSFER_RECEIVED] = 1,    [EV_TRANSACTION_REVERSED] = 1,
+    [EV_ACCOUNT_CLOSED] = 1,
+};
+
+int event_schema_latest(enum event_type t)
+{
+    return (unsigned)t < EV__COUNT ? schema_latest[t] : 0;
+}
+
+/* MoneyDeposited 1 -> 2: schema 2 names the unit, "amount" became "amount_minor". */
+static status upcast_money_deposited_1(json_t *data, struct err *e)
+{
+    json_t *amount = json_object_get(data, "amount");
+
+    if (json_object_get(data, "amount_minor") != NULL)
+        return err_setr(e, ST_INVALID, "poison", "MoneyDeposited schema 1 has no field 'amount_minor'");
+    if (amount == NULL)
+        return ST_OK; /* reported as the missing amount_minor, like any missing field */
+    if (json_object_set(data, "amount_minor", amount) != 0 || json_object_del(data, "amount") != 0)
+        return err_set(e, ST_INTERNAL, "out of memory");
+    return ST_OK;
+}
+
 static status upcast(enum event_type type, int schema, json_t *data, struct err *e)
 {
-    (void)data;
-    if (schema < 1 || schema > EVENT_SCHEMA_CURRENT)
+    status st = ST_OK;
+    int latest = event_schema_latest(type);
+
+    if (schema < 1 || schema > latest)
         return err_setr(e, ST_INVALID, "poison", "%s schema %d is not supported (1..%d)",
-                        event_type_name(type), schema, EVENT_SCHEMA_CURRENT);
-    return ST_OK;
+                        event_type_name(type), schema, latest);
+    for (int s = schema; s < latest && st == ST_OK; s++) {
+        if (type == EV_MONEY_DEPOSITED && s == 1)
+            st = upcast_money_deposited_1(data, e);
+        else
+            st = err_set(e, ST_INTERNAL, "no upcaster for %s schema %d", event_type_name(type), s);
+    }
+    return st;
 }
 
 status event_data_from_json(struct event *ev, const json_t *data_in, struct err *e)
@@ -87,7 +120,8 @@ status event_data_from_json(struct event *ev, const json_t *data_in, struct err 
         break;
     case EV_MONEY_DEPOSITED:
     case EV_MONEY_WITHDRAWN:
-        REQ(jsonx_int(data, "amount", &ev->amount, 1, AMOUNT_MAX, true, &fe));
+        REQ(jsonx_int(data, ev->type == EV_MONEY_DEPOSITED ? "amount_minor" : "amount", &ev->amount, 1,
+                      AMOUNT_MAX, true, &fe));
         OPT(jsonx_str(data, "description", ev->description, sizeof ev->description, 0,
                       DESCRIPTION_MAX, false, &fe));
         break;
@@ -190,8 +224,9 @@ json_t *event_data_to_json(const struct event *ev)
                          ev->currency, "overdraft_limit", (json_int_t)ev->overdraft_limit);
     case EV_MONEY_DEPOSITED:
     case EV_MONEY_WITHDRAWN:
-        return json_pack("{s:I, s:s}", "amount", (json_int_t)ev->amount, "description",
-                         ev->description);
+        return json_pack("{s:I, s:s}",
+                         ev->type == EV_MONEY_DEPOSITED && ev->schema >= 2 ? "amount_minor" : "amount",
+                         (json_int_t)ev->amount, "description", ev->description);
     case EV_TRANSFER_SENT:
     case EV_TRANSFER_RECEIVED:
         return json_pack("{s:s, s:s, s:I, s:s}", "transfer_id", ev->transfer_id,
@@ -227,7 +262,7 @@ json_t *event_to_json(const struct event *ev)
     return json_pack("{s:s, s:s, s:I, s:I, s:s, s:i, s:s, s:o, s:o}", "event_id", ev->event_id,
                      "stream_id", ev->stream_id, "stream_version", (json_int_t)ev->stream_version,
                      "position", (json_int_t)ev->position, "type", event_type_name(ev->type),
-                     "schema", EVENT_SCHEMA_CURRENT, "recorded_at", ev->recorded_at, "data",
+                     "schema", ev->schema >= 1 ? ev->schema : EVENT_SCHEMA_CURRENT, "recorded_at", ev->recorded_at, "data",
                      event_data_to_json(ev), "metadata", event_metadata_to_json(ev));
 }
 

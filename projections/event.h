@@ -35,7 +35,9 @@ enum event_type {
     EV__COUNT
 };
 
-/* The schema every type is upcast to before folding. */
+/* The schema writers write (contract: schema 1 for every type). Decoding accepts every schema
+ * from 1 to event_schema_latest(type) and upcasts the data to the latest one before reading
+ * it; see docs/event-versioning.md. */
 #define EVENT_SCHEMA_CURRENT 1
 
 struct event {
@@ -44,7 +46,7 @@ struct event {
     int64_t stream_version;
     int64_t position;
     enum event_type type;
-    int schema; /* as stored; data below is always in EVENT_SCHEMA_CURRENT form */
+    int schema; /* as stored; the fields below do not depend on it (upcast on decoding) */
     char recorded_at[TIMESTAMP_SIZE];
     /* data */
     char owner[OWNER_MAX + 1];
@@ -68,6 +70,9 @@ const char *event_type_name(enum event_type t);
 /* EV_UNKNOWN when name is not a known type. */
 enum event_type event_type_parse(const char *name);
 
+/* Highest schema known for a type (the data form decoding reads); 0 for EV_UNKNOWN. */
+int event_schema_latest(enum event_type t);
+
 /* Decodes a whole envelope (the NATS payload). Unknown type, bad field or an unsupported schema:
  * ST_INVALID with e->reason "poison" and a message naming the field. */
 status event_decode(struct event *out, const char *json, size_t len, struct err *e) WUR;
@@ -78,7 +83,8 @@ status event_data_from_json(struct event *ev, const json_t *data, struct err *e)
 /* Fills the metadata fields; every field is optional. */
 status event_metadata_from_json(struct event *ev, const json_t *metadata, struct err *e) WUR;
 
-/* New references; NULL only on allocation failure. data is in EVENT_SCHEMA_CURRENT form. */
+/* New references; NULL only on allocation failure. data is written in the form of ev->schema
+ * (EVENT_SCHEMA_CURRENT when 0), and the envelope's "schema" says which. */
 json_t *event_data_to_json(const struct event *ev);
 json_t *event_metadata_to_json(const struct event *ev);
 json_t *event_to_json(const struct event *ev);

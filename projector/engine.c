@@ -13,6 +13,7 @@
 #include "log.h"
 #include "rds.h"
 #include "readmodel.h"
+#include "tail.h"
 #include "uuid.h"
 
 /* Why several workers on one consumer build the same read models as one:
@@ -124,14 +125,8 @@ status pj_redis(struct pj *p, struct err *e)
         if (st != ST_OK)
             return st;
     }
-    if (p->gen == 0) {
-        st = rm_ensure_current(p->rc, &p->gen, e);
-        if (st != ST_OK) {
-            if (st == ST_UNAVAILABLE)
-                pj_drop_redis(p);
-            return st;
-        }
-    }
+    /* no generation is created here: a current generation only ever comes from a rebuild's
+     * switch, so the read API never serves an empty one while the event store has events */
     if (p->sha[0] == '\0')
         return load_script(p, e);
     return ST_OK;
@@ -439,10 +434,10 @@ static char *reply_dup(const redisReply *r)
     return r->type == REDIS_REPLY_STRING ? strndup(r->str, r->len) : NULL;
 }
 
-/* One round trip: the generation and every pending account's v, doc and stall flag. */
-static status read_accounts(struct pj *p, struct acct *accts, int na, struct err *e)
+/* One round trip: every pending account's v, doc and stall flag in generation gen. */
+static status read_accounts(struct pj *p, long gen, struct acct *accts, int na, struct err *e)
 {
-    int nc = 0, k = 1, pending = 0;
+    int nc = 0, k = 0, pending = 0;
     status st = ST_OK;
     int *argc = NULL;
     const char *(*argv)[4] = NULL;
@@ -452,7 +447,7 @@ static status read_accounts(struct pj *p, struct acct *accts, int na, struct err
 
     for (int i = 0; i < na; i++)
         pending += accts[i].need_read;
-    nc = 1 + 2 * pending;
+    nc = 2 * pending;
     argc = calloc((size_t)nc, sizeof *argc);
     argv = calloc((size_t)nc, sizeof *argv);
     cmds = calloc((size_t)nc, sizeof *cmds);
@@ -462,10 +457,6 @@ static status read_accounts(struct pj *p, struct acct *accts, int na, struct err
         st = err_set(e, ST_INTERNAL, "out of memory");
         goto cleanup;
     }
-    /* the generation is read again every batch so a rebuild's switch is followed at once */
-    argc[0] = 2;
-    argv[0][0] = "GET";
-    argv[0][1] = RM_CURRENT_KEY;
     for (int i = 0, j = 0; i < na; i++) {
         if (!accts[i].need_read)
             continue;
@@ -484,34 +475,15 @@ static status read_accounts(struct pj *p, struct acct *accts, int na, struct err
     }
     for (int i = 0; i < nc; i++)
         cmds[i] = argv[i];
-    /* keys use the generation known so far; a switch seen in this reply forces one more read */
     for (int i = 0, j = 0; i < na; i++)
         if (accts[i].need_read)
-            rm_key_account(keys[++j], RM_KEY_SIZE, p->gen, accts[i].id);
+            rm_key_account(keys[++j], RM_KEY_SIZE, gen, accts[i].id);
     st = rds_pipeline(p->rc, nc, argc, cmds, NULL, rep, e);
     if (st != ST_OK) {
         pj_drop_redis(p);
         goto cleanup;
     }
-    if (rep[0]->type == REDIS_REPLY_STRING) {
-        long g = strtol(rep[0]->str, NULL, 10);
-        if (g >= 1 && g != p->gen) {
-            log_info("read model generation switched from %ld to %ld", p->gen, g);
-            p->gen = g;
-            st = read_accounts(p, accts, na, e); /* re-read under the new generation */
-            goto cleanup;
-        }
-    } else if (rep[0]->type == REDIS_REPLY_NIL) {
-        /* rm:current vanished (a reset): start generation 1 again */
-        long g = 0;
-        st = rm_ensure_current(p->rc, &g, e);
-        if (st != ST_OK)
-            goto cleanup;
-        p->gen = g;
-        st = read_accounts(p, accts, na, e);
-        goto cleanup;
-    }
-    k = 1;
+    k = 0;
     for (int i = 0; i < na; i++) {
         struct acct *a = &accts[i];
         redisReply *h, *s;
@@ -548,7 +520,8 @@ cleanup:
 }
 
 /* One round trip: an EVALSHA per account that has something to write. */
-static status apply_accounts(struct pj *p, struct acct *accts, int na, int *reload, struct err *e)
+static status apply_accounts(struct pj *p, long gen, struct acct *accts, int na, int *reload,
+                             int *gone, struct err *e)
 {
     int nc = 0;
     status st = ST_OK;
@@ -590,7 +563,7 @@ static status apply_accounts(struct pj *p, struct acct *accts, int na, int *relo
             st = err_set(e, ST_INTERNAL, "out of memory");
             goto cleanup;
         }
-        argc[j] = rm_apply_argv(&ap[j], p->gen, p->sha, &bufs[j], argv[j], lens[j]);
+        argc[j] = rm_apply_argv(&ap[j], gen, p->sha, &bufs[j], argv[j], lens[j]);
         if (argc[j] < 0) {
             st = err_set(e, ST_INTERNAL, "inconsistent apply for '%s'", a->id);
             goto cleanup;
@@ -620,6 +593,10 @@ static status apply_accounts(struct pj *p, struct acct *accts, int na, int *relo
         case RM_FAILED:
             if (rep[j]->type == REDIS_REPLY_ERROR && strncmp(rep[j]->str, "NOSCRIPT", 8) == 0) {
                 *reload = 1; /* the server lost its scripts (restart, SCRIPT FLUSH) */
+            } else if (rep[j]->type == REDIS_REPLY_ERROR && strncmp(rep[j]->str, "RMNOGEN", 7) == 0) {
+                /* the generation was dropped or flushed under us: nothing of this pass counts */
+                *gone = 1;
+                a->need_read = 0;
             } else if (rep[j]->type == REDIS_REPLY_ERROR && strncmp(rep[j]->str, "RM", 2) == 0) {
                 log_error("account=%s cannot be applied: %s", a->id, rep[j]->str);
                 st = stall(p, a->id, a->it[0]->ev.event_id, rep[j]->str, e);
@@ -682,17 +659,18 @@ static status publish_applied(struct pj *p, struct acct *accts, int na, struct e
     return st;
 }
 
-status pj_process(struct pj *p, struct pj_item **items, int n, unsigned flags, struct err *e)
+/* One pass over generation gen: read, fold, compare-and-set, re-read the contended. *gone is set
+ * when the generation does not exist (any more): the dispositions then mean nothing. */
+static status process_gen(struct pj *p, long gen, struct pj_item **items, int n, unsigned flags,
+                          int publish, int *gone, struct err *e)
 {
     struct acct *accts = NULL;
     int na = 0, first = 0, reload = 0;
     status st;
 
+    *gone = 0;
     for (int i = 0; i < n; i++)
         items[i]->disp = PJ_PENDING;
-    st = pj_redis(p, e);
-    if (st != ST_OK)
-        return st;
     pj_sort(items, n);
     /* poison that cannot be placed in a stream is parked (and its account, when known,
      * stalled) before the read, so the read already sees the stall. Poison with a version is
@@ -719,7 +697,7 @@ status pj_process(struct pj *p, struct pj_item **items, int n, unsigned flags, s
         }
         accts[na - 1].n++;
     }
-    for (int round = 0; round < PJ_MAX_CAS_ROUNDS; round++) {
+    for (int round = 0; round < PJ_MAX_CAS_ROUNDS && !*gone; round++) {
         int pending = 0;
         for (int i = 0; i < na; i++)
             pending += accts[i].need_read;
@@ -730,7 +708,7 @@ status pj_process(struct pj *p, struct pj_item **items, int n, unsigned flags, s
             if (st != ST_OK)
                 goto cleanup;
         }
-        st = read_accounts(p, accts, na, e);
+        st = read_accounts(p, gen, accts, na, e);
         if (st != ST_OK)
             goto cleanup;
         for (int i = 0; i < na; i++) {
@@ -742,9 +720,13 @@ status pj_process(struct pj *p, struct pj_item **items, int n, unsigned flags, s
             if (accts[i].nent == 0)
                 settle(p, &accts[i]); /* nothing new: duplicates, stalled or waiting */
         }
-        st = apply_accounts(p, accts, na, &reload, e);
+        st = apply_accounts(p, gen, accts, na, &reload, gone, e);
         if (st != ST_OK)
             goto cleanup;
+    }
+    if (*gone) {
+        st = ST_OK;
+        goto cleanup;
     }
     for (int i = 0; i < na; i++)
         if (accts[i].need_read) {
@@ -755,13 +737,178 @@ status pj_process(struct pj *p, struct pj_item **items, int n, unsigned flags, s
                     accts[i].it[k]->disp = PJ_NAK;
         }
     /* a lost wake-up only delays read-your-writes waiters to their timeout: not a failure */
-    if (publish_applied(p, accts, na, e) != ST_OK)
+    if (publish && publish_applied(p, accts, na, e) != ST_OK)
         log_warn("publish %s failed: %s", RM_APPLIED_CHANNEL, e != NULL ? e->msg : "");
     st = ST_OK;
 cleanup:
     for (int i = 0; i < na; i++)
         acct_release(&accts[i]);
     free(accts);
+    return st;
+}
+
+status pj_process_gen(struct pj *p, long gen, struct pj_item **items, int n, unsigned flags,
+                      int *gone, struct err *e)
+{
+    status st = pj_redis(p, e);
+
+    if (st != ST_OK)
+        return st;
+    return process_gen(p, gen, items, n, flags, 0, gone, e);
+}
+
+/* The live path. The building generation goes FIRST: at every instant it holds at least what the
+ * current one holds for any account the live path touched, so a switch can never make a reader
+ * see an account go back in version. Only items the building generation took reach the
+ * current one; the others are redelivered (NAK) and both passes run again (idempotent). */
+status pj_process(struct pj *p, struct pj_item **items, int n, unsigned flags, struct err *e)
+{
+    struct rm_gens g;
+    struct pj_item **sub = NULL;
+    enum pj_disp *bdisp = NULL;
+    int gone = 0, nsub = 0, building_ok = 0;
+    status st;
+
+    for (int i = 0; i < n; i++)
+        items[i]->disp = PJ_PENDING;
+    st = pj_redis(p, e);
+    if (st != ST_OK)
+        return st;
+    st = rm_load_gens(p->rc, &g, e);
+    if (st != ST_OK) {
+        pj_drop_redis(p);
+        return st;
+    }
+    if (g.current != p->gen && g.current > 0)
+        log_info("read model generation is now %ld (was %ld)", g.current, p->gen);
+    p->gen = g.current;
+    p->building = g.building;
+    sub = calloc((size_t)n + 1, sizeof *sub);
+    bdisp = calloc((size_t)n + 1, sizeof *bdisp);
+    if (sub == NULL || bdisp == NULL) {
+        st = err_set(e, ST_INTERNAL, "out of memory");
+        goto cleanup;
+    }
+    if (g.building > 0 && g.building != g.current) {
+        memcpy(sub, items, (size_t)n * sizeof *sub);
+        st = process_gen(p, g.building, sub, n, flags, g.current == 0, &gone, e);
+        if (st != ST_OK)
+            goto cleanup;
+        building_ok = !gone;
+    }
+    for (int i = 0; i < n; i++) {
+        bdisp[i] = building_ok ? items[i]->disp : PJ_ACK;
+        if (bdisp[i] == PJ_ACK || bdisp[i] == PJ_TERM)
+            sub[nsub++] = items[i];
+    }
+    if (g.current > 0) {
+        st = process_gen(p, g.current, sub, nsub, flags, 1, &gone, e);
+        if (st != ST_OK)
+            goto cleanup;
+        if (gone) {
+            /* rm:current names a generation that is gone: nothing is applied until a rebuild */
+            for (int i = 0; i < nsub; i++)
+                sub[i]->disp = PJ_NAK;
+        }
+    } else if (!building_ok) {
+        /* no model at all (Redis flushed): the events stay in JetStream until a rebuild
+         * has created a generation; the rebuild reads them from Postgres anyway */
+        for (int i = 0; i < n; i++)
+            items[i]->disp = PJ_NAK;
+        p->no_model = 1;
+        goto cleanup;
+    }
+    p->no_model = g.current == 0;
+    for (int i = 0; i < n; i++) {
+        if (bdisp[i] != PJ_ACK && bdisp[i] != PJ_TERM)
+            items[i]->disp = PJ_NAK; /* the building generation did not take it: retry both */
+        else if (g.current == 0)
+            items[i]->disp = bdisp[i];
+    }
+cleanup:
+    free(sub);
+    free(bdisp);
+    return st;
+}
+
+/* ---- reading the events table in commit-safe order ---- */
+
+status pj_tail_read(struct pj *p, struct tail_cursor *cursor, int limit, struct pj_item **out,
+                    int *n, int *caught_up, struct err *e)
+{
+    char lim[16], tx[32], pos[32], msg[200];
+    const char *params[3] = {tx, pos, lim};
+    PGresult *res = NULL, *more = NULL;
+    status st;
+    int began = 0;
+
+    *out = NULL;
+    *n = 0;
+    *caught_up = 0;
+    st = pj_pg(p, e);
+    if (st != ST_OK)
+        return st;
+    /* one snapshot for the read and the "anything committed beyond?" question: caught up
+     * then means every event committed before that snapshot has been read */
+    res = PQexec(p->pg, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY");
+    if (PQresultStatus(res) != PGRES_COMMAND_OK)
+        goto failed;
+    began = 1;
+    PQclear(res);
+    snprintf(tx, sizeof tx, "%" PRIu64, cursor->tx_id);
+    snprintf(pos, sizeof pos, "%" PRId64, cursor->position);
+    snprintf(lim, sizeof lim, "%d", limit);
+    /* commit-safe order (see common/tail.h): below the snapshot's xmin every transaction has
+     * finished, so nothing can later appear behind the cursor */
+    res = PQexecParams(p->pg,
+                       "SELECT " DB_EVENT_COLUMNS ", row_to_json(e)::text, tx_id::text FROM events e "
+                       "WHERE (tx_id, position) > ($1::text::xid8, $2::bigint) "
+                       "AND tx_id < pg_snapshot_xmin(pg_current_snapshot()) "
+                       "ORDER BY e.tx_id, e.position LIMIT $3::int" /* e.: not the text output column */,
+                       3, NULL, params, NULL, NULL, 0);
+    if (PQresultStatus(res) != PGRES_TUPLES_OK)
+        goto failed;
+    st = rows_to_items(res, out, n, e);
+    if (st != ST_OK)
+        goto cleanup;
+    if (*n > 0) {
+        cursor->tx_id = strtoull(PQgetvalue(res, *n - 1, ROW_RAW_COL + 1), NULL, 10);
+        cursor->position = strtoll(PQgetvalue(res, *n - 1, 0), NULL, 10);
+        snprintf(tx, sizeof tx, "%" PRIu64, cursor->tx_id);
+        snprintf(pos, sizeof pos, "%" PRId64, cursor->position);
+    }
+    if (*n < limit) {
+        more = PQexecParams(p->pg,
+                            "SELECT EXISTS (SELECT 1 FROM events "
+                            "WHERE (tx_id, position) > ($1::text::xid8, $2::bigint))",
+                            2, NULL, params, NULL, NULL, 0);
+        if (PQresultStatus(more) != PGRES_TUPLES_OK)
+            goto failed;
+        *caught_up = strcmp(PQgetvalue(more, 0, 0), "f") == 0;
+    }
+    PQclear(res);
+    res = PQexec(p->pg, "COMMIT");
+    began = 0;
+    if (PQresultStatus(res) != PGRES_COMMAND_OK)
+        goto failed;
+    goto cleanup;
+failed:
+    st = err_setr(e, ST_UNAVAILABLE, "store_unavailable", "read events after %s:%s: %s", tx, pos,
+                  db_error(msg, sizeof msg, p->pg, res != NULL && PQresultStatus(res) != PGRES_TUPLES_OK && PQresultStatus(res) != PGRES_COMMAND_OK ? res : more));
+cleanup:
+    PQclear(res);
+    PQclear(more);
+    if (began && !db_broken(p->pg)) {
+        PGresult *r = PQexec(p->pg, "ROLLBACK");
+        PQclear(r);
+    }
+    if (st != ST_OK) {
+        pj_items_free(*out, *n);
+        *out = NULL;
+        *n = 0;
+        if (db_broken(p->pg))
+            pj_drop_pg(p);
+    }
     return st;
 }
 
@@ -774,38 +921,55 @@ static const char lease_lua[] =
     "  redis.call('PEXPIRE', KEYS[1], ARGV[2]) return 1 end\n"
     "return 0\n";
 
+status pj_lease(struct pj *p, const char *key, const char *token, int ttl_ms, int *held,
+                struct err *e)
+{
+    redisReply *r;
+    status st = ST_OK;
+
+    *held = 0;
+    r = redisCommand(p->rc, "EVAL %s 1 %s %s %d", lease_lua, key, token, ttl_ms);
+    if (r == NULL || r->type == REDIS_REPLY_ERROR) {
+        st = err_setr(e, ST_UNAVAILABLE, "read_model_unavailable", "lease '%s': %s", key,
+                      r != NULL ? r->str : p->rc->errstr);
+        if (r == NULL)
+            pj_drop_redis(p);
+    } else {
+        *held = r->type == REDIS_REPLY_INTEGER && r->integer == 1;
+    }
+    freeReplyObject(r);
+    return st;
+}
+
 status pj_sweep(struct pj *p, int limit, int *count, struct err *e)
 {
-    char tkey[RM_KEY_SIZE], lkey[RM_KEY_SIZE + 8], cur_s[64], lim[16], tx[32], pos[32], msg[200];
-    const char *params[3] = {tx, pos, lim};
-    struct tail_pos { uint64_t tx; int64_t pos; } cur = {0, 0};
+    char tkey[RM_KEY_SIZE], lkey[RM_KEY_SIZE + 8], cur_s[64], msg[200];
+    struct tail_cursor cur = {0, 0};
+    struct rm_gens g;
     redisReply *r = NULL;
     PGresult *res = NULL;
     struct pj_item *items = NULL, **ptrs = NULL;
-    int n = 0, lease = 0;
+    int n = 0, lease = 0, caught_up = 0;
     status st;
 
     *count = 0;
     st = pj_redis(p, e);
     if (st == ST_OK)
         st = pj_pg(p, e);
+    if (st == ST_OK)
+        st = rm_load_gens(p->rc, &g, e);
     if (st != ST_OK)
         return st;
-    rm_key_tail(tkey, sizeof tkey, p->gen);
+    p->gen = g.current;
+    if (g.current == 0)
+        return ST_OK; /* no model: the rebuild's own tail does the catching up */
+    rm_key_tail(tkey, sizeof tkey, g.current);
     snprintf(lkey, sizeof lkey, "%s:lease", tkey);
     /* one sweeper at a time is enough; the lease only saves work (the apply is safe anyway) */
     if (p->lease_token[0] == '\0')
         uuid_generate(p->lease_token);
-    r = redisCommand(p->rc, "EVAL %s 1 %s %s 5000", lease_lua, lkey, p->lease_token);
-    if (r == NULL) {
-        st = err_setr(e, ST_UNAVAILABLE, "read_model_unavailable", "sweep lease: %s", p->rc->errstr);
-        pj_drop_redis(p);
-        goto cleanup;
-    }
-    lease = r->type == REDIS_REPLY_INTEGER && r->integer == 1;
-    freeReplyObject(r);
-    r = NULL;
-    if (!lease)
+    st = pj_lease(p, lkey, p->lease_token, 5000, &lease, e);
+    if (st != ST_OK || !lease)
         goto cleanup;
 
     res = PQexec(p->pg, "SELECT coalesce(max(position), 0) FROM events");
@@ -832,35 +996,15 @@ status pj_sweep(struct pj *p, int limit, int *count, struct err *e)
         pj_drop_redis(p);
         goto cleanup;
     }
-    if (r->type == REDIS_REPLY_STRING &&
-        sscanf(r->str, "%" SCNu64 ":%" SCNd64, &cur.tx, &cur.pos) != 2)
-        cur.tx = 0, cur.pos = 0;
+    if (r->type == REDIS_REPLY_STRING && tail_cursor_parse(&cur, r->str) != ST_OK)
+        cur.tx_id = 0, cur.position = 0;
     freeReplyObject(r);
     r = NULL;
 
-    /* commit-safe order (see common/tail.h): below the snapshot's xmin every transaction has
-     * finished, so nothing can later appear behind the cursor */
-    snprintf(tx, sizeof tx, "%" PRIu64, cur.tx);
-    snprintf(pos, sizeof pos, "%" PRId64, cur.pos);
-    snprintf(lim, sizeof lim, "%d", limit);
-    res = PQexecParams(p->pg,
-                       "SELECT " DB_EVENT_COLUMNS ", row_to_json(e)::text, tx_id::text FROM events e "
-                       "WHERE (tx_id, position) > ($1::text::xid8, $2::bigint) "
-                       "AND tx_id < pg_snapshot_xmin(pg_current_snapshot()) "
-                       "ORDER BY tx_id, position LIMIT $3::int",
-                       3, NULL, params, NULL, NULL, 0);
-    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
-        st = err_setr(e, ST_UNAVAILABLE, "store_unavailable", "sweep after %s:%s: %s", tx, pos,
-                      db_error(msg, sizeof msg, p->pg, res));
-        if (db_broken(p->pg))
-            pj_drop_pg(p);
-        goto cleanup;
-    }
-    st = rows_to_items(res, &items, &n, e);
+    st = pj_tail_read(p, &cur, limit, &items, &n, &caught_up, e);
     if (st != ST_OK || n == 0)
         goto cleanup;
-    snprintf(cur_s, sizeof cur_s, "%s:%s", PQgetvalue(res, n - 1, ROW_RAW_COL + 1),
-             PQgetvalue(res, n - 1, 0));
+    tail_cursor_format(&cur, cur_s, sizeof cur_s);
     ptrs = calloc((size_t)n, sizeof *ptrs);
     if (ptrs == NULL) {
         st = err_set(e, ST_INTERNAL, "out of memory");
@@ -874,6 +1018,8 @@ status pj_sweep(struct pj *p, int limit, int *count, struct err *e)
     for (int i = 0; i < n; i++)
         if (items[i].disp == PJ_NAK || items[i].disp == PJ_PENDING)
             goto cleanup; /* not all durable: keep the cursor and try again next time */
+    if (p->gen != g.current)
+        goto cleanup; /* switched meanwhile: this cursor belongs to the old generation */
     r = redisCommand(p->rc, "SET %s %s", tkey, cur_s);
     if (r == NULL) {
         st = err_setr(e, ST_UNAVAILABLE, "read_model_unavailable", "tail cursor: %s", p->rc->errstr);

@@ -9,13 +9,16 @@
 #include "batch.h"
 #include "cfg.h"
 #include "status.h"
+#include "tail.h"
 
 struct pj {
     const struct cfg *cfg; /* borrowed, outlives the struct */
     PGconn *pg;            /* owned; NULL until pj_pg connects */
     redisContext *rc;      /* owned; NULL until pj_redis connects */
     char sha[48];          /* SHA1 of the apply script on rc's server */
-    long gen;              /* generation written by the last batch */
+    long gen;              /* current generation seen by the last batch (0: none) */
+    long building;         /* building generation seen by the last batch (0: none) */
+    int no_model;          /* the last batch found no current generation */
     char lease_token[UUID_STR_SIZE]; /* identifies this worker's sweep lease */
     /* counters since start, for logs */
     long applied, duplicates, parked, conflicts, gap_events;
@@ -28,7 +31,7 @@ void pj_init(struct pj *p, const struct cfg *c);
 /* Closes the connections; safe to call twice. */
 void pj_release(struct pj *p);
 
-/* Connects Redis when needed, loads the apply script, creates generation 1 when none exists. */
+/* Connects Redis when needed and loads the apply script. Never creates a generation. */
 status pj_redis(struct pj *p, struct err *e) WUR;
 /* Connects Postgres when needed (no migration). */
 status pj_pg(struct pj *p, struct err *e) WUR;
@@ -36,11 +39,27 @@ status pj_pg(struct pj *p, struct err *e) WUR;
 void pj_drop_redis(struct pj *p);
 void pj_drop_pg(struct pj *p);
 
-/* Projects items (any order, duplicates allowed) and sets each item's disp. Poison is parked
+/* Projects items (any order, duplicates allowed) into the building generation (when a rebuild
+ * runs) and then the current one, and sets each item's disp. Poison is parked
  * and its account stalled on the way. ST_OK: every disp is final and may be acted on.
  * ST_UNAVAILABLE: Redis or Postgres failed; nothing may be acknowledged (retry the batch: it is
  * idempotent). The items are only reordered through the pointer array. */
 status pj_process(struct pj *p, struct pj_item **items, int n, unsigned flags, struct err *e) WUR;
+
+/* Same as pj_process for one generation only (the rebuild's writes): the same read, fold and
+ * compare-and-set. *gone is set when gen does not exist (dropped, aborted, flushed). */
+status pj_process_gen(struct pj *p, long gen, struct pj_item **items, int n, unsigned flags,
+                      int *gone, struct err *e) WUR;
+
+/* Reads up to limit events after *cursor in commit-safe order (tx_id, position) below the
+ * transaction horizon, as items (*out malloc'd, pj_items_free), and advances *cursor.
+ * *caught_up: in the same snapshot no committed event lies beyond the new cursor. */
+status pj_tail_read(struct pj *p, struct tail_cursor *cursor, int limit, struct pj_item **out,
+                    int *n, int *caught_up, struct err *e) WUR;
+
+/* Takes the lease key for token (SET NX PX ttl_ms) or extends it when token holds it. */
+status pj_lease(struct pj *p, const char *key, const char *token, int ttl_ms, int *held,
+                struct err *e) WUR;
 
 /* Events of one stream with versions in [from, to] from Postgres as items (each row decoded on
  * its own: a poison row is an item with ok 0). *out is malloc'd (caller: pj_items_free). */

@@ -1,8 +1,10 @@
-/* projector: JetStream pull-consumer workers that keep the Redis read models, plus the
- * operator commands status and replay-parked. */
+/* projector: JetStream pull-consumer workers that keep the Redis read models (and heal them
+ * when they vanish), plus the operator commands status, replay-parked, rebuild, rollback and
+ * drop-generation. */
 #include <inttypes.h>
 #include <jansson.h>
 #include <nats/nats.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,6 +19,7 @@
 #include "log.h"
 #include "rds.h"
 #include "readmodel.h"
+#include "rebuild.h"
 
 #ifndef SWEEP_INTERVAL_MS
 #define SWEEP_INTERVAL_MS 1000 /* how soon an event lost on NATS is caught up from Postgres */
@@ -197,8 +200,66 @@ cleanup:
     free(ptrs);
 }
 
+/* ---- self-healing: a rebuild in a thread when there is no valid current generation ---- */
+
+struct healer {
+    const struct cfg *cfg;
+    pthread_t thread;
+    int running;
+    volatile int finished;
+};
+
+static void *heal_main(void *arg)
+{
+    struct healer *h = arg;
+    struct rb_opts o = {.mode = RB_SWITCH, .auto_heal = 1, .stop = &stop_requested};
+    struct rb_result res;
+    struct err e;
+
+    err_clear(&e);
+    if (rb_run(h->cfg, &o, &res, &e) != ST_OK && e.code != ST_CONFLICT)
+        log_warn("self-heal rebuild: %s", e.msg);
+    else if (e.code == ST_CONFLICT && e.msg[0] != '\0')
+        log_info("self-heal rebuild not run: %s", e.msg);
+    h->finished = 1;
+    return NULL;
+}
+
+/* Starts a rebuild when rm:current is missing or names a generation without data (Redis
+ * restarted empty, keys flushed, rm:current set by hand). Only one process rebuilds: the
+ * others find the lease taken, keep applying to the building generation and wait. */
+static void heal_check(struct pj *p, struct healer *h)
+{
+    struct rm_gens g;
+    struct err e;
+
+    if (h->running && h->finished) {
+        pthread_join(h->thread, NULL);
+        h->running = 0;
+    }
+    if (h->running || stop_requested || p->rc == NULL)
+        return;
+    err_clear(&e);
+    if (rm_load_gens(p->rc, &g, &e) != ST_OK) {
+        pj_drop_redis(p);
+        return;
+    }
+    if (g.current > 0)
+        return;
+    if (g.current_named > 0)
+        log_warn("rm:current names generation %ld, which has no data: rebuilding", g.current_named);
+    else
+        log_warn("no current read-model generation: rebuilding from the events table");
+    h->finished = 0;
+    if (pthread_create(&h->thread, NULL, heal_main, h) == 0)
+        h->running = 1;
+    else
+        log_error("unable to start the self-heal rebuild thread");
+}
+
 static int cmd_run(const struct cfg *c)
 {
+    struct healer heal = {.cfg = c};
     struct pj p;
     struct bus b = {0};
     natsSubscription *sub = NULL;
@@ -238,7 +299,8 @@ static int cmd_run(const struct cfg *c)
         sleep_ms(pj_backoff_ms(attempt, BACKOFF_MAX_MS));
     }
     if (!stop_requested)
-        log_info("running: generation %ld, consumer %s on stream %s", p.gen, BUS_CONSUMER, BUS_STREAM);
+        log_info("running: consumer %s on stream %s", BUS_CONSUMER, BUS_STREAM);
+    heal_check(&p, &heal);
 
     while (!stop_requested) {
         natsMsgList list = {0};
@@ -255,6 +317,9 @@ static int cmd_run(const struct cfg *c)
             if (count > 0)
                 log_debug("catch-up sweep read %d events", count);
             last_sweep = now;
+            heal_check(&p, &heal);
+        } else if (p.no_model && !heal.running) {
+            heal_check(&p, &heal); /* a batch found no model: do not wait for the sweep */
         }
         if (now - last_stats >= 10000 && p.applied != last_applied) {
             log_info("applied %ld events (%ld from gap repair), %ld duplicates, %ld conflicts, %ld parked",
@@ -279,6 +344,8 @@ static int cmd_run(const struct cfg *c)
         natsSubscription_Destroy(sub);
     }
     bus_release(&b);
+    if (heal.running)
+        pthread_join(heal.thread, NULL); /* it saw stop_requested: its checkpoint is saved */
     pj_release(&p);
     return 0;
 }
@@ -300,7 +367,8 @@ static int cmd_status(const struct cfg *c)
 {
     struct pj p;
     struct err e;
-    redisReply *cp = NULL, *parked = NULL, *stalled = NULL;
+    redisReply *cp = NULL, *parked = NULL, *stalled = NULL, *rebuild = NULL;
+    struct rm_gens gens;
     PGresult *res = NULL;
     long gen = 0;
     int64_t pos = 0, at_ms = 0, events = 0, head = 0, lag_s = 0;
@@ -313,10 +381,12 @@ static int cmd_status(const struct cfg *c)
         fprintf(stderr, "projector status: %s\n", e.msg);
         goto cleanup;
     }
-    if (rm_load_current(p.rc, &gen, &e) != ST_OK && e.code != ST_NOT_FOUND) {
+    if (rm_load_gens(p.rc, &gens, &e) != ST_OK) {
         fprintf(stderr, "projector status: %s\n", e.msg);
         goto cleanup;
     }
+    gen = gens.current;
+    rebuild = redisCommand(p.rc, "HGETALL %s", RM_REBUILD_KEY);
     if (gen > 0) {
         char key[RM_KEY_SIZE];
         rm_key_checkpoint(key, sizeof key, gen);
@@ -354,8 +424,32 @@ static int cmd_status(const struct cfg *c)
 
     if (gen > 0)
         printf("generation:        %ld\n", gen);
+    else if (gens.current_named > 0)
+        printf("generation:        %ld has no data: the read API answers 503 until a rebuild\n", gens.current_named);
     else
-        printf("generation:        none (no read model yet)\n");
+        printf("generation:        none (no read model: the read API answers 503 until a rebuild)\n");
+    if (gens.building > 0)
+        printf("building:          %ld\n", gens.building);
+    if (gens.previous > 0)
+        printf("previous:          %ld (projector rollback / projector drop-generation)\n", gens.previous);
+    if (rebuild != NULL && rebuild->type == REDIS_REPLY_ARRAY && rebuild->elements > 0) {
+        char f[10][32];
+        static const char *const names[10] = {"gen", "state", "mode", "done", "total", "events_per_s",
+                                              "eta_s", "cursor", "started_at_ms", "differing"};
+        int64_t done = 0, total = 0;
+        for (int i = 0; i < 10; i++) {
+            snprintf(f[i], sizeof f[i], "-");
+            for (size_t k = 0; k + 1 < rebuild->elements; k += 2)
+                if (strcmp(rebuild->element[k]->str, names[i]) == 0)
+                    snprintf(f[i], sizeof f[i], "%s", rebuild->element[k + 1]->str);
+        }
+        done = strtoll(f[3], NULL, 10);
+        total = strtoll(f[4], NULL, 10);
+        printf("rebuild:           generation %s, %s (%s): %" PRId64 "/%" PRId64 " events (%.1f%%), %s events/s, ETA %s s, cursor %s\n",
+               f[0], f[1], f[2], done, total, total > 0 ? 100.0 * (double)done / (double)total : 0.0, f[5], f[6], f[7]);
+        if (strcmp(f[9], "-") != 0)
+            printf("verify:            %s accounts differ\n", f[9]);
+    }
     if (at_ms > 0) {
         time_t t = (time_t)(at_ms / 1000);
         struct tm tm;
@@ -387,6 +481,7 @@ static int cmd_status(const struct cfg *c)
     rc = 0;
 cleanup:
     freeReplyObject(cp);
+    freeReplyObject(rebuild);
     freeReplyObject(parked);
     freeReplyObject(stalled);
     PQclear(res);
@@ -469,6 +564,18 @@ static int cmd_replay(const struct cfg *c, const char *only)
     if (pj_redis(&p, &e) != ST_OK || pj_pg(&p, &e) != ST_OK) {
         fprintf(stderr, "projector replay-parked: %s\n", e.msg);
         goto cleanup;
+    }
+    {
+        struct rm_gens g;
+        if (rm_load_gens(p.rc, &g, &e) != ST_OK) {
+            fprintf(stderr, "projector replay-parked: %s\n", e.msg);
+            goto cleanup;
+        }
+        if (g.current == 0) {
+            fprintf(stderr, "projector replay-parked: no current generation (a rebuild is due)\n");
+            goto cleanup;
+        }
+        p.gen = g.current;
     }
     if (only != NULL)
         parked = redisCommand(p.rc, "HMGET %s %s", RM_PARKED_KEY, only);
@@ -560,9 +667,103 @@ cleanup:
     return rc;
 }
 
+/* ---- rebuild, rollback, drop-generation ---- */
+
+static int rebuild_exit(const char *what, status st, const struct err *e)
+{
+    fprintf(stderr, "\nprojector %s: %s\n", what, e->msg);
+    return st == ST_CONFLICT || st == ST_NOT_FOUND ? 4 : 1;
+}
+
+static int cmd_rebuild(const struct cfg *c, int argc, char **argv)
+{
+    struct rb_opts o = {.mode = RB_SWITCH, .stop = &stop_requested, .out = stdout, .progress = stderr};
+    struct rb_result res;
+    struct err e;
+    status st;
+
+    for (int i = 2; i < argc; i++) {
+        if (strcmp(argv[i], "--verify") == 0) {
+            o.mode = RB_VERIFY;
+        } else if (strcmp(argv[i], "--abort") == 0) {
+            long gen = 0, removed = 0;
+            err_clear(&e);
+            st = rb_abort(c, &gen, &removed, &e);
+            if (st != ST_OK)
+                return rebuild_exit("rebuild --abort", st, &e);
+            if (gen == 0)
+                printf("no rebuild in progress\n");
+            else
+                printf("abandoned the rebuild of generation %ld (%ld keys removed); the current generation is untouched\n",
+                       gen, removed);
+            return 0;
+        } else {
+            fprintf(stderr, "projector rebuild: unknown option '%s'\n", argv[i]);
+            return 2;
+        }
+    }
+    err_clear(&e);
+    st = rb_run(c, &o, &res, &e);
+    if (st != ST_OK)
+        return rebuild_exit(o.mode == RB_VERIFY ? "rebuild --verify" : "rebuild", st, &e);
+    if (o.mode == RB_VERIFY)
+        return res.differing == 0 ? 0 : 3;
+    printf("rebuild: generation %ld is current (was %ld%s): %" PRId64 " events in %.1f s, %.0f events/s%s\n", res.gen,
+           res.replaced, res.replaced > 0 ? ", kept for projector rollback" : "", res.events,
+           (double)res.elapsed_ms / 1000.0, res.events_per_s, res.resumed ? ", resumed from its checkpoint" : "");
+    return 0;
+}
+
+static int cmd_rollback(const struct cfg *c)
+{
+    struct rb_opts o = {.mode = RB_ROLLBACK, .stop = &stop_requested, .out = stdout, .progress = stderr};
+    struct rb_result res;
+    struct err e;
+    status st;
+
+    err_clear(&e);
+    st = rb_run(c, &o, &res, &e);
+    if (st != ST_OK)
+        return rebuild_exit("rollback", st, &e);
+    printf("rollback: generation %ld is current again (caught up %" PRId64 " events); %ld is now the previous one\n",
+           res.gen, res.events, res.replaced);
+    return 0;
+}
+
+static int cmd_drop(const struct cfg *c)
+{
+    long gen = 0, removed = 0;
+    struct err e;
+    status st;
+
+    err_clear(&e);
+    st = rb_drop_previous(c, &gen, &removed, &e);
+    if (st != ST_OK)
+        return rebuild_exit("drop-generation", st, &e);
+    if (gen == 0)
+        printf("no previous generation to drop\n");
+    else
+        printf("dropped generation %ld (%ld keys unlinked)\n", gen, removed);
+    return 0;
+}
+
 static void usage(void)
 {
-    fprintf(stderr, "usage: projector run | status | replay-parked [event_id]\n\n");
+    fprintf(stderr,
+            "usage: projector <command>\n"
+            "  run                     a worker: applies events from JetStream (run several); rebuilds\n"
+            "                          by itself when there is no current read-model generation\n"
+            "  status                  generations, checkpoint, lag, rebuild progress, parked, stalled\n"
+            "  replay-parked [event]   retry parked (poison) events after fixing their cause\n"
+            "  rebuild                 build a new generation from the events table while the live one\n"
+            "                          serves, then switch to it; resumes a rebuild that was stopped\n"
+            "  rebuild --verify        build a generation, compare it with the current one account by\n"
+            "                          account, print the differences, drop it; exit 3 when they differ\n"
+            "  rebuild --abort         abandon the rebuild in progress and remove its keys\n"
+            "  rollback                make the previous generation current again (caught up first)\n"
+            "  drop-generation         remove the previous generation (UNLINK over SCAN)\n"
+            "exit status: 0 done, 1 failure, 2 usage or configuration, 3 verify found differences,\n"
+            "4 refused (another rebuild holds the lease, nothing to roll back to, ...)\n\n");
     cfg_usage();
 }
 
@@ -577,7 +778,8 @@ int main(int argc, char **argv)
         usage();
         return cmd == NULL ? 2 : 0;
     }
-    if (strcmp(cmd, "run") != 0 && strcmp(cmd, "status") != 0 && strcmp(cmd, "replay-parked") != 0) {
+    if (strcmp(cmd, "run") != 0 && strcmp(cmd, "status") != 0 && strcmp(cmd, "replay-parked") != 0 &&
+        strcmp(cmd, "rebuild") != 0 && strcmp(cmd, "rollback") != 0 && strcmp(cmd, "drop-generation") != 0) {
         fprintf(stderr, "projector: unknown command '%s'\n", cmd);
         usage();
         return 2;
@@ -596,5 +798,11 @@ int main(int argc, char **argv)
         return cmd_run(&c);
     if (strcmp(cmd, "status") == 0)
         return cmd_status(&c);
+    if (strcmp(cmd, "rebuild") == 0)
+        return cmd_rebuild(&c, argc, argv);
+    if (strcmp(cmd, "rollback") == 0)
+        return cmd_rollback(&c);
+    if (strcmp(cmd, "drop-generation") == 0)
+        return cmd_drop(&c);
     return cmd_replay(&c, argc > 2 ? argv[2] : NULL);
 }

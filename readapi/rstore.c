@@ -17,16 +17,18 @@
 #include "metrics.h"
 
 /* The current generation is read inside the script, so an answer never mixes generations and a
- * switch (rebuild, rollback) is seen by the very next request. */
+ * switch (rebuild, rollback) is seen by the very next request. A generation without its
+ * checkpoint hash has no data (keys flushed, rm:current set by hand): answered as no model
+ * (503) rather than with wrong zeros, until the projector's rebuild switches to a real one. */
 static const char account_lua[] =
     "local g = redis.call('GET', 'rm:current')\n"
-    "if not g then return {} end\n"
+    "if not g or redis.call('EXISTS', 'rm:' .. g .. ':checkpoint') == 0 then return {} end\n"
     "local h = redis.call('HMGET', 'rm:' .. g .. ':a:{' .. ARGV[1] .. '}', 'v', 'doc')\n"
     "return {g, h[1], h[2]}\n";
 
 static const char statement_lua[] =
     "local g = redis.call('GET', 'rm:current')\n"
-    "if not g then return {} end\n"
+    "if not g or redis.call('EXISTS', 'rm:' .. g .. ':checkpoint') == 0 then return {} end\n"
     "local h = redis.call('HMGET', 'rm:' .. g .. ':a:{' .. ARGV[1] .. '}', 'v', 'doc')\n"
     "if not h[1] then return {g, false, false, 0, {}} end\n"
     "local v = tonumber(h[1])\n"
@@ -48,7 +50,8 @@ static const char projections_lua[] =
     "if b then bcp = redis.call('HGETALL', 'rm:' .. b .. ':checkpoint') end\n"
     "return {g or false, b or false, cp, bcp, redis.call('HGETALL', 'rm:head'),\n"
     "        redis.call('HGETALL', 'rm:stalled'), redis.call('HGETALL', 'rm:rebuild'),\n"
-    "        redis.call('HLEN', 'rm:parked')}\n";
+    "        redis.call('HLEN', 'rm:parked'), redis.call('GET', 'rm:previous') or false,\n"
+    "        g and redis.call('EXISTS', 'rm:' .. g .. ':checkpoint') or 0}\n";
 
 enum { SCRIPT_ACCOUNT, SCRIPT_STATEMENT, SCRIPT_PROJECTIONS, SCRIPT_COUNT };
 static const char *const scripts[SCRIPT_COUNT] = {account_lua, statement_lua, projections_lua};
@@ -333,7 +336,7 @@ status rs_projections(char **out, struct err *e)
     *out = NULL;
     if (r == NULL)
         return e != NULL ? e->code : ST_UNAVAILABLE;
-    if (r->type != REDIS_REPLY_ARRAY || r->elements < 8) {
+    if (r->type != REDIS_REPLY_ARRAY || r->elements < 10) {
         freeReplyObject(r);
         return err_setr(e, ST_UNAVAILABLE, "read_model_unavailable", "unexpected reply from redis");
     }
@@ -351,8 +354,12 @@ status rs_projections(char **out, struct err *e)
     lag_events = headpos > pos ? headpos - pos : 0;
     if (lag_events > 0 && json_integer_value(json_object_get(cp, "at_ms")) > 0)
         lag_s = (now_ms() - json_integer_value(json_object_get(cp, "at_ms"))) / 1000;
-    doc = json_pack("{s:o, s:o, s:I, s:o, s:I, s:I, s:I, s:o, s:o, s:I, s:o}", "current_generation",
+    doc = json_pack("{s:o, s:b, s:o, s:o, s:I, s:o, s:I, s:I, s:I, s:o, s:o, s:I, s:o}", "current_generation",
                     r->element[0]->type == REDIS_REPLY_STRING ? json_integer(reply_int(r->element[0]))
+                                                              : json_null(),
+                    "read_model_available", reply_int(r->element[9]) == 1,
+                    "previous_generation",
+                    r->element[8]->type == REDIS_REPLY_STRING ? json_integer(reply_int(r->element[8]))
                                                               : json_null(),
                     "building_generation",
                     r->element[1]->type == REDIS_REPLY_STRING ? json_integer(reply_int(r->element[1]))

@@ -1,0 +1,815 @@
+/* Rebuild: stream the events table in commit-safe order into a new generation through the live
+ * projector's own fold and compare-and-set apply, then switch (or verify, or roll back). */
+#include "rebuild.h"
+
+#include <hiredis/hiredis.h>
+#include <inttypes.h>
+#include <jansson.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "engine.h"
+#include "jsonx.h"
+#include "log.h"
+#include "rds.h"
+#include "readmodel.h"
+#include "tail.h"
+#include "uuid.h"
+
+/* Why the switch is safe (docs/rebuild.md has the long form):
+ * - the rebuild writes with the same compare-and-set script as the live projector, so the two
+ *   writers can interleave freely: each version of each account is written once, in order;
+ * - the live projector applies every batch to the building generation BEFORE the current one,
+ *   so for any account the live path touched, building >= current at every instant;
+ * - the rebuild switches only once a single snapshot shows no committed event beyond its
+ *   cursor (pj_tail_read's caught_up): everything committed before that is in the building
+ *   generation, everything committed after it reaches it through the live path (building
+ *   first), or through the new generation's catch-up sweep, which starts at the rebuild's
+ *   cursor. */
+
+static const char step_lua[] =
+    "if redis.call('GET', 'rm:building') ~= ARGV[1] then return 0 end\n"
+    "local l = redis.call('GET', 'rm:rebuild:lease')\n"
+    "if l and l ~= ARGV[2] then return -1 end\n"
+    "redis.call('SET', 'rm:rebuild:lease', ARGV[2], 'PX', ARGV[10])\n"
+    "redis.call('HSET', 'rm:rebuild', 'gen', ARGV[1], 'cursor', ARGV[3], 'done', ARGV[4],\n"
+    "           'total', ARGV[5], 'events_per_s', ARGV[6], 'eta_s', ARGV[7],\n"
+    "           'updated_at_ms', ARGV[8], 'state', ARGV[9])\n"
+    "return 1\n";
+
+static const char unlease_lua[] =
+    "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end\n"
+    "return 0\n";
+
+static const char unbuild_lua[] =
+    "if ARGV[1] == '' or redis.call('GET', 'rm:building') == ARGV[1] then\n"
+    "  redis.call('DEL', 'rm:building')\n"
+    "  return 1\n"
+    "end\n"
+    "return 0\n";
+
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void sleep_ms(int ms)
+{
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+static const char *mode_name(enum rb_mode m)
+{
+    return m == RB_VERIFY ? "verify" : m == RB_ROLLBACK ? "rollback" : "switch";
+}
+
+static status redis_failed(struct pj *p, redisReply *r, const char *what, struct err *e)
+{
+    status st = err_setr(e, ST_UNAVAILABLE, "read_model_unavailable", "redis %s: %s", what,
+                         r == NULL ? (p->rc != NULL ? p->rc->errstr : "not connected")
+                         : r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply");
+    if (r == NULL)
+        pj_drop_redis(p);
+    return st;
+}
+
+/* ---- progress ---- */
+
+struct progress {
+    const struct rb_opts *o;
+    long gen;
+    int64_t done, done0, total, t0, last_print, last_count;
+    double eps;
+    int64_t eta_s;
+    int tty, printed;
+};
+
+static void progress_print(struct progress *pg, int final)
+{
+    int64_t now = mono_ms();
+    char line[200];
+    double pct = pg->total > 0 ? 100.0 * (double)pg->done / (double)pg->total : 100.0;
+
+    if (!final && !pg->tty && now - pg->last_print < RB_PROGRESS_MS)
+        return;
+    if (!final && pg->tty && now - pg->last_print < 200)
+        return;
+    pg->last_print = now;
+    snprintf(line, sizeof line, "%s generation %ld: %" PRId64 "/%" PRId64 " events (%.1f%%), %.0f events/s, ETA %" PRId64 " s",
+             mode_name(pg->o->mode), pg->gen, pg->done, pg->total, pct > 100.0 ? 100.0 : pct, pg->eps, pg->eta_s);
+    if (pg->o->auto_heal) {
+        log_info("self-heal rebuild: %s", line);
+    } else if (pg->o->progress != NULL) {
+        if (pg->tty)
+            fprintf(pg->o->progress, "\r%s\033[K%s", line, final ? "\n" : "");
+        else
+            fprintf(pg->o->progress, "%s\n", line);
+        fflush(pg->o->progress);
+    }
+    pg->printed = 1;
+}
+
+/* Recomputes rate and ETA; recounts the total (a scan of the index) at most every 2 s. */
+static status progress_update(struct progress *pg, struct pj *p, const struct tail_cursor *cur,
+                              struct err *e)
+{
+    int64_t now = mono_ms(), remaining = 0, head = 0;
+    double secs = (double)(now - pg->t0) / 1000.0;
+    status st;
+
+    if (pg->last_count == 0 || now - pg->last_count >= RB_PROGRESS_MS) {
+        st = pj_pg(p, e);
+        if (st == ST_OK)
+            st = tail_remaining(p->pg, cur, &remaining, &head, e);
+        if (st != ST_OK)
+            return st;
+        pg->total = pg->done + remaining;
+        pg->last_count = now;
+    }
+    if (pg->total < pg->done)
+        pg->total = pg->done;
+    pg->eps = secs > 0.05 ? (double)(pg->done - pg->done0) / secs : 0.0;
+    pg->eta_s = pg->eps > 0.0 ? (int64_t)((double)(pg->total - pg->done) / pg->eps + 0.5) : 0;
+    return ST_OK;
+}
+
+/* One round trip per batch: still our generation, still our lease (extended), progress and
+ * resume cursor recorded. ST_CONFLICT when the generation was abandoned or the lease lost. */
+static status progress_step(struct pj *p, struct progress *pg, const struct tail_cursor *cur,
+                            const char *token, const char *state, struct err *e)
+{
+    char gen_s[24], cur_s[64], done_s[24], total_s[24], eps_s[32], eta_s[24], now_s[24], ttl_s[16];
+    const char *argv[15];
+    redisReply *r;
+    status st = ST_OK;
+
+    snprintf(gen_s, sizeof gen_s, "%ld", pg->gen);
+    tail_cursor_format(cur, cur_s, sizeof cur_s);
+    snprintf(done_s, sizeof done_s, "%" PRId64, pg->done);
+    snprintf(total_s, sizeof total_s, "%" PRId64, pg->total);
+    snprintf(eps_s, sizeof eps_s, "%.0f", pg->eps);
+    snprintf(eta_s, sizeof eta_s, "%" PRId64, pg->eta_s);
+    snprintf(now_s, sizeof now_s, "%" PRId64, pj_now_ms());
+    snprintf(ttl_s, sizeof ttl_s, "%d", RB_LEASE_MS);
+    argv[0] = "EVAL";
+    argv[1] = step_lua;
+    argv[2] = "0";
+    argv[3] = gen_s;
+    argv[4] = token;
+    argv[5] = cur_s;
+    argv[6] = done_s;
+    argv[7] = total_s;
+    argv[8] = eps_s;
+    argv[9] = eta_s;
+    argv[10] = now_s;
+    argv[11] = state;
+    argv[12] = ttl_s;
+    r = redisCommandArgv(p->rc, 13, argv, NULL);
+    if (r == NULL || r->type != REDIS_REPLY_INTEGER)
+        st = redis_failed(p, r, "rebuild progress", e);
+    else if (r->integer == 0)
+        st = err_set(e, ST_CONFLICT, "generation %ld is no longer being built (aborted, or redis was flushed)", pg->gen);
+    else if (r->integer < 0)
+        st = err_set(e, ST_CONFLICT, "another process took the rebuild lease");
+    freeReplyObject(r);
+    return st;
+}
+
+/* ---- verify: compare two generations account by account ---- */
+
+struct idset {
+    char (*ids)[UUID_STR_SIZE];
+    long n, cap;
+};
+
+static int id_cmp(const void *a, const void *b)
+{
+    return strcmp((const char *)a, (const char *)b);
+}
+
+static status scan_accounts(struct pj *p, long gen, struct idset *set, struct err *e)
+{
+    char cursor[32] = "0", pattern[64];
+    size_t plen;
+    status st = ST_OK;
+
+    snprintf(pattern, sizeof pattern, "rm:%ld:a:*", gen);
+    plen = strlen(pattern) - 1; /* "rm:<gen>:a:" then "{id}" */
+    do {
+        redisReply *r = redisCommand(p->rc, "SCAN %s MATCH %s COUNT 1000", cursor, pattern);
+        if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements != 2) {
+            st = redis_failed(p, r, "scan accounts", e);
+            freeReplyObject(r);
+            return st;
+        }
+        snprintf(cursor, sizeof cursor, "%s", r->element[0]->str);
+        for (size_t i = 0; i < r->element[1]->elements; i++) {
+            const char *k = r->element[1]->element[i]->str;
+            size_t kl = strlen(k);
+            if (kl != plen + UUID_STR_SIZE + 1 || k[plen] != '{')
+                continue;
+            if (set->n == set->cap) {
+                void *np;
+                set->cap = set->cap ? set->cap * 2 : 1024;
+                np = realloc(set->ids, (size_t)set->cap * sizeof *set->ids);
+                if (np == NULL) {
+                    freeReplyObject(r);
+                    return err_set(e, ST_INTERNAL, "out of memory");
+                }
+                set->ids = np;
+            }
+            memcpy(set->ids[set->n], k + plen + 1, UUID_STR_SIZE - 1);
+            set->ids[set->n][UUID_STR_SIZE - 1] = '\0';
+            set->n++;
+        }
+        freeReplyObject(r);
+    } while (strcmp(cursor, "0") != 0);
+    return ST_OK;
+}
+
+static void print_value(FILE *f, const json_t *v)
+{
+    char *s;
+
+    if (v == NULL) {
+        fputs("(missing)", f);
+        return;
+    }
+    s = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
+    fputs(s != NULL ? s : "?", f);
+    free(s);
+}
+
+/* Prints the fields of two JSON objects that differ; returns how many. */
+static long diff_objects(FILE *f, const char *id, const char *prefix, const char *live,
+                         const char *rebuilt)
+{
+    json_t *a = live != NULL ? json_loads(live, 0, NULL) : NULL;
+    json_t *b = rebuilt != NULL ? json_loads(rebuilt, 0, NULL) : NULL;
+    const char *k;
+    json_t *v;
+    long n = 0;
+
+    if (!json_is_object(a) || !json_is_object(b)) {
+        fprintf(f, "  %s  %s  live=%s  rebuilt=%s\n", id, prefix[0] ? prefix : "account",
+                live != NULL ? live : "(missing)", rebuilt != NULL ? rebuilt : "(missing)");
+        n = 1;
+        goto cleanup;
+    }
+    json_object_foreach(a, k, v) {
+        json_t *w = json_object_get(b, k);
+        if (w == NULL || !json_equal(v, w)) {
+            fprintf(f, "  %s  %s%s  live=", id, prefix, k);
+            print_value(f, v);
+            fputs("  rebuilt=", f);
+            print_value(f, w);
+            fputc('\n', f);
+            n++;
+        }
+    }
+    json_object_foreach(b, k, v) {
+        if (json_object_get(a, k) == NULL) {
+            fprintf(f, "  %s  %s%s  live=(missing)  rebuilt=", id, prefix, k);
+            print_value(f, v);
+            fputc('\n', f);
+            n++;
+        }
+    }
+cleanup:
+    json_decref(a);
+    json_decref(b);
+    return n;
+}
+
+static const char *str_or_null(const redisReply *r)
+{
+    return r != NULL && r->type == REDIS_REPLY_STRING ? r->str : NULL;
+}
+
+/* Compares one account (replies: HMGET v doc and LRANGE of each side). f NULL: only decide. */
+static long compare_account(FILE *f, const char *id, const redisReply *la, const redisReply *ls,
+                            const redisReply *ra, const redisReply *rs)
+{
+    const char *ldoc = la->elements == 2 ? str_or_null(la->element[1]) : NULL;
+    const char *rdoc = ra->elements == 2 ? str_or_null(ra->element[1]) : NULL;
+    long n = 0;
+
+    if ((ldoc == NULL) != (rdoc == NULL) || (ldoc != NULL && strcmp(ldoc, rdoc) != 0)) {
+        if (f == NULL)
+            return 1;
+        n += diff_objects(f, id, "", ldoc, rdoc);
+    }
+    if (ls->elements != rs->elements) {
+        if (f == NULL)
+            return 1;
+        fprintf(f, "  %s  statement.entries  live=%zu  rebuilt=%zu\n", id, ls->elements, rs->elements);
+        n++;
+    }
+    for (size_t i = 0; i < ls->elements && i < rs->elements; i++) {
+        if (strcmp(ls->element[i]->str, rs->element[i]->str) == 0)
+            continue;
+        if (f == NULL)
+            return 1;
+        {
+            char prefix[48];
+            snprintf(prefix, sizeof prefix, "statement[%zu].", i + 1);
+            n += diff_objects(f, id, prefix, ls->element[i]->str, rs->element[i]->str);
+        }
+        break; /* later entries usually differ by the same cause (balance_after) */
+    }
+    return n;
+}
+
+#define VERIFY_CHUNK 200
+
+/* Compares ids[from..to) of both generations; marks bad[i]; prints when f is not NULL. */
+static status compare_chunk(struct pj *p, long live, long built, struct idset *set, long from, long to,
+                            char *bad, FILE *f, long *fields, struct err *e)
+{
+    int nc = (int)(to - from) * 4;
+    int *argc = calloc((size_t)nc, sizeof *argc);
+    const char *(*argv)[5] = calloc((size_t)nc, sizeof *argv);
+    const char **cmds[VERIFY_CHUNK * 4];
+    char (*keys)[RM_KEY_SIZE] = calloc((size_t)nc, sizeof *keys);
+    redisReply **rep = calloc((size_t)nc, sizeof *rep);
+    status st = ST_OK;
+
+    if (argc == NULL || argv == NULL || keys == NULL || rep == NULL) {
+        st = err_set(e, ST_INTERNAL, "out of memory");
+        goto cleanup;
+    }
+    for (long i = from, k = 0; i < to; i++) {
+        for (int side = 0; side < 2; side++) {
+            long g = side == 0 ? live : built;
+            rm_key_account(keys[k], RM_KEY_SIZE, g, set->ids[i]);
+            argc[k] = 4;
+            argv[k][0] = "HMGET";
+            argv[k][1] = keys[k];
+            argv[k][2] = "v";
+            argv[k][3] = "doc";
+            k++;
+            rm_key_statement(keys[k], RM_KEY_SIZE, g, set->ids[i]);
+            argc[k] = 4;
+            argv[k][0] = "LRANGE";
+            argv[k][1] = keys[k];
+            argv[k][2] = "0";
+            argv[k][3] = "-1";
+            k++;
+        }
+    }
+    for (int i = 0; i < nc; i++)
+        cmds[i] = argv[i];
+    st = rds_pipeline(p->rc, nc, argc, (const char *const *const *)cmds, NULL, rep, e);
+    if (st != ST_OK) {
+        pj_drop_redis(p);
+        goto cleanup;
+    }
+    for (long i = from; i < to; i++) {
+        redisReply **r4 = &rep[(i - from) * 4];
+        for (int k = 0; k < 4; k++)
+            if (r4[k]->type != REDIS_REPLY_ARRAY) {
+                st = err_set(e, ST_UNAVAILABLE, "redis verify read: unexpected reply");
+                goto cleanup;
+            }
+        bad[i] = compare_account(NULL, set->ids[i], r4[0], r4[1], r4[2], r4[3]) > 0;
+        if (bad[i] && f != NULL)
+            *fields += compare_account(f, set->ids[i], r4[0], r4[1], r4[2], r4[3]);
+    }
+cleanup:
+    if (rep != NULL)
+        rds_replies_free(rep, nc);
+    free(argc);
+    free(argv);
+    free(keys);
+    free(rep);
+    return st;
+}
+
+static status verify(struct pj *p, long live, long built, const struct rb_opts *o, struct rb_result *res,
+                     struct err *e)
+{
+    struct idset set = {0};
+    char *bad = NULL;
+    long fields = 0, w = 0;
+    status st;
+
+    st = scan_accounts(p, live, &set, e);
+    if (st == ST_OK)
+        st = scan_accounts(p, built, &set, e);
+    if (st != ST_OK)
+        goto cleanup;
+    if (set.n > 0)
+        qsort(set.ids, (size_t)set.n, sizeof *set.ids, id_cmp);
+    for (long i = 0; i < set.n; i++)
+        if (w == 0 || strcmp(set.ids[w - 1], set.ids[i]) != 0)
+            memmove(set.ids[w++], set.ids[i], UUID_STR_SIZE);
+    set.n = w;
+    bad = calloc((size_t)set.n + 1, 1);
+    if (bad == NULL) {
+        st = err_set(e, ST_INTERNAL, "out of memory");
+        goto cleanup;
+    }
+    for (long i = 0; i < set.n && st == ST_OK; i += VERIFY_CHUNK)
+        st = compare_chunk(p, live, built, &set, i, i + VERIFY_CHUNK < set.n ? i + VERIFY_CHUNK : set.n,
+                           bad, NULL, NULL, e);
+    /* an event the live projector is applying right now reaches the two generations a few
+     * milliseconds apart: look again at what differs before reporting it */
+    for (int pass = 0; pass < 3 && st == ST_OK; pass++) {
+        long nbad = 0;
+        for (long i = 0; i < set.n; i++)
+            nbad += bad[i];
+        if (nbad == 0)
+            break;
+        sleep_ms(300);
+        for (long i = 0; i < set.n && st == ST_OK; i++)
+            if (bad[i])
+                st = compare_chunk(p, live, built, &set, i, i + 1, bad, pass == 2 ? o->out : NULL,
+                                   &fields, e);
+    }
+    if (st != ST_OK)
+        goto cleanup;
+    res->compared = set.n;
+    res->differing = 0;
+    for (long i = 0; i < set.n; i++)
+        res->differing += bad[i];
+    if (o->out != NULL) {
+        fprintf(o->out, "verify: generation %ld (rebuilt) against %ld (live): %ld accounts compared, "
+                "%ld differ, %ld field differences\n", built, live, res->compared, res->differing, fields);
+        fflush(o->out);
+    }
+cleanup:
+    free(set.ids);
+    free(bad);
+    return st;
+}
+
+/* ---- the run ---- */
+
+static status take_lease(struct pj *p, const struct rb_opts *o, const char *token, struct err *e)
+{
+    int64_t deadline = mono_ms() + (o->auto_heal ? 0 : RB_LEASE_MS + 2000);
+    int held = 0, said = 0;
+    status st;
+
+    for (;;) {
+        st = pj_lease(p, RM_REBUILD_LEASE_KEY, token, RB_LEASE_MS, &held, e);
+        if (st != ST_OK || held)
+            return st;
+        if (mono_ms() >= deadline || (o->stop != NULL && *o->stop))
+            return err_set(e, ST_CONFLICT, "another rebuild is running (%s is held)", RM_REBUILD_LEASE_KEY);
+        if (!said && o->progress != NULL) {
+            fprintf(o->progress, "waiting for %s (another rebuild, or one that died, holds it)\n",
+                    RM_REBUILD_LEASE_KEY);
+            said = 1;
+        }
+        sleep_ms(250);
+    }
+}
+
+static void release_lease(struct pj *p, const char *token)
+{
+    redisReply *r;
+
+    if (p->rc == NULL)
+        return;
+    r = redisCommand(p->rc, "EVAL %s 1 %s %s", unlease_lua, RM_REBUILD_LEASE_KEY, token);
+    freeReplyObject(r);
+}
+
+/* Sets up the generation to fill and the cursor to start from. */
+static status start(struct pj *p, const struct rb_opts *o, long *gen, struct tail_cursor *cur,
+                    int64_t *done, struct rb_result *res, struct err *e)
+{
+    struct rm_gens g;
+    redisReply *r = NULL;
+    char now_s[24], key[RM_KEY_SIZE];
+    status st;
+
+    snprintf(now_s, sizeof now_s, "%" PRId64, pj_now_ms());
+    st = rm_load_gens(p->rc, &g, e);
+    if (st != ST_OK)
+        return st;
+    res->replaced = g.current;
+    if (o->mode == RB_ROLLBACK) {
+        if (g.previous == 0)
+            return err_set(e, ST_NOT_FOUND, "there is no previous generation to roll back to");
+        if (g.building != 0)
+            return err_set(e, ST_CONFLICT, "generation %ld is being built: finish it or run 'projector rebuild --abort' first",
+                           g.building);
+        r = redisCommand(p->rc, "EVAL %s 0 %ld %s", rm_rollback_script(), g.previous, now_s);
+        if (r == NULL || r->type != REDIS_REPLY_INTEGER) {
+            st = redis_failed(p, r, "rollback", e);
+            goto cleanup;
+        }
+        if (r->integer != 1) {
+            st = err_set(e, ST_CONFLICT, "the generations changed under the rollback; try again");
+            goto cleanup;
+        }
+        freeReplyObject(r);
+        *gen = g.previous;
+        rm_key_tail(key, sizeof key, *gen);
+        r = redisCommand(p->rc, "GET %s", key);
+        if (r == NULL) {
+            st = redis_failed(p, r, "rollback cursor", e);
+            goto cleanup;
+        }
+        memset(cur, 0, sizeof *cur);
+        if (r->type == REDIS_REPLY_STRING && tail_cursor_parse(cur, r->str) != ST_OK)
+            memset(cur, 0, sizeof *cur);
+        freeReplyObject(r);
+        r = redisCommand(p->rc, "DEL %s", RM_REBUILD_KEY);
+        freeReplyObject(r);
+        r = redisCommand(p->rc, "HSET %s gen %ld state building mode rollback done 0 total 0 started_at_ms %s updated_at_ms %s",
+                         RM_REBUILD_KEY, *gen, now_s, now_s);
+        if (r == NULL || r->type == REDIS_REPLY_ERROR) {
+            st = redis_failed(p, r, "rollback state", e);
+            goto cleanup;
+        }
+        *done = 0;
+        goto cleanup;
+    }
+    if (o->mode == RB_VERIFY && g.current == 0)
+        return err_set(e, ST_NOT_FOUND, "there is no current generation to verify against");
+    r = redisCommand(p->rc, "EVAL %s 0 %s %s", rm_begin_script(), mode_name(o->mode), now_s);
+    if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements != 5) {
+        st = redis_failed(p, r, "begin rebuild", e);
+        goto cleanup;
+    }
+    *gen = (long)r->element[0]->integer;
+    if (tail_cursor_parse(cur, r->element[1]->str) != ST_OK)
+        memset(cur, 0, sizeof *cur);
+    *done = r->element[2]->integer;
+    res->resumed = r->element[3]->integer == 1;
+    if (!res->resumed) {
+        long left = 0;
+        /* normally nothing: numbers are never reused while rm:genseq lives */
+        st = rm_clear_generation_data(p->rc, *gen, &left, e);
+        if (st != ST_OK)
+            goto cleanup;
+        if (left > 0)
+            log_warn("generation %ld: removed %ld keys left over from an earlier generation of that number", *gen, left);
+    }
+    if (r->element[4]->integer > 0 && r->element[4]->integer != *gen) {
+        long stale = (long)r->element[4]->integer, removed = 0;
+        st = rm_drop_generation(p->rc, stale, &removed, e);
+        if (st != ST_OK)
+            goto cleanup;
+        log_info("dropped abandoned building generation %ld (%ld keys)", stale, removed);
+    }
+cleanup:
+    freeReplyObject(r);
+    return st;
+}
+
+status rb_run(const struct cfg *c, const struct rb_opts *o, struct rb_result *res, struct err *e)
+{
+    struct pj p;
+    struct progress pg;
+    struct tail_cursor cur = {0, 0}, before;
+    struct pj_item *items = NULL, **ptrs = NULL;
+    char token[UUID_STR_SIZE], key[RM_KEY_SIZE], cur_s[64];
+    int batch = o->batch > 0 ? o->batch : RB_BATCH;
+    int leased = 0, waiting_said = 0, retries = 0, n = 0;
+    redisReply *r = NULL;
+    long gen = 0;
+    status st;
+
+    memset(res, 0, sizeof *res);
+    memset(&pg, 0, sizeof pg);
+    pj_init(&p, c);
+    uuid_generate(token);
+    st = pj_redis(&p, e);
+    if (st == ST_OK)
+        st = pj_pg(&p, e);
+    if (st == ST_OK)
+        st = take_lease(&p, o, token, e);
+    if (st != ST_OK)
+        goto cleanup;
+    leased = 1;
+    st = start(&p, o, &gen, &cur, &pg.done, res, e);
+    if (st != ST_OK)
+        goto cleanup;
+    res->gen = gen;
+    pg.o = o;
+    pg.gen = gen;
+    pg.done0 = pg.done;
+    pg.t0 = mono_ms();
+    pg.tty = !o->auto_heal && o->progress != NULL && isatty(fileno(o->progress));
+    if (o->auto_heal)
+        log_info("self-heal: %s generation %ld from the events table", res->resumed ? "resuming" : "building", gen);
+    else if (o->progress != NULL)
+        fprintf(o->progress, "%s generation %ld%s\n", o->mode == RB_ROLLBACK ? "catching up" : res->resumed ? "resuming" : "building",
+                gen, res->resumed ? " from its checkpoint" : "");
+
+    for (;;) {
+        int caught_up = 0, gone = 0, all = 1;
+
+        if (o->stop != NULL && *o->stop) {
+            st = err_set(e, ST_UNAVAILABLE, "stopped at %" PRId64 " events; run it again to resume", pg.done);
+            goto cleanup;
+        }
+        before = cur;
+        st = pj_tail_read(&p, &cur, batch, &items, &n, &caught_up, e);
+        if (st == ST_OK && n > 0) {
+            free(ptrs);
+            ptrs = calloc((size_t)n, sizeof *ptrs);
+            if (ptrs == NULL) {
+                st = err_set(e, ST_INTERNAL, "out of memory");
+                goto cleanup;
+            }
+            for (int i = 0; i < n; i++)
+                ptrs[i] = &items[i];
+            st = pj_process_gen(&p, gen, ptrs, n, PJ_IGNORE_STALLED, &gone, e);
+            if (st == ST_OK && gone) {
+                st = err_set(e, ST_CONFLICT, "generation %ld was dropped under the rebuild (--abort, or redis flushed)", gen);
+                goto cleanup;
+            }
+            for (int i = 0; st == ST_OK && i < n; i++)
+                all &= items[i].disp == PJ_ACK || items[i].disp == PJ_TERM;
+        }
+        if (st == ST_OK && !all) {
+            /* contended with the live projector past the retry rounds: read the batch again */
+            cur = before;
+            pj_items_free(items, n);
+            items = NULL;
+            n = 0;
+            if (++retries > 20) {
+                st = err_set(e, ST_UNAVAILABLE, "a batch could not be applied after %d attempts", retries);
+                goto cleanup;
+            }
+            continue;
+        }
+        if (st != ST_OK) {
+            if (st != ST_UNAVAILABLE || ++retries > 20)
+                goto cleanup;
+            log_warn("rebuild of generation %ld: %s (retrying)", gen, e->msg);
+            cur = before;
+            pj_items_free(items, n);
+            items = NULL;
+            n = 0;
+            sleep_ms(pj_backoff_ms(retries, 5000));
+            continue;
+        }
+        retries = 0;
+        pg.done += n;
+        res->events += n;
+        pj_items_free(items, n);
+        items = NULL;
+        st = progress_update(&pg, &p, &cur, e);
+        if (st == ST_OK)
+            st = progress_step(&p, &pg, &cur, token, "building", e);
+        if (st != ST_OK)
+            goto cleanup;
+        progress_print(&pg, 0);
+        if (n == 0 && caught_up)
+            break;
+        if (n == 0) {
+            /* committed events exist beyond the horizon: a transaction below them is still
+             * open. Skipping ahead would lose its rows, so wait for it. */
+            if (!waiting_said++)
+                log_info("rebuild of generation %ld waits for an open transaction below the horizon", gen);
+            sleep_ms(50);
+        }
+    }
+    pg.total = pg.done;
+    pg.eta_s = 0;
+    progress_print(&pg, 1);
+    res->elapsed_ms = mono_ms() - pg.t0;
+    res->events_per_s = pg.eps;
+
+    if (o->mode == RB_VERIFY) {
+        st = progress_step(&p, &pg, &cur, token, "verifying", e);
+        if (st == ST_OK)
+            st = verify(&p, res->replaced, gen, o, res, e);
+        if (st != ST_OK)
+            goto cleanup;
+        r = redisCommand(p.rc, "EVAL %s 0 %ld", unbuild_lua, gen);
+        freeReplyObject(r);
+        r = NULL;
+        st = rm_drop_generation(p.rc, gen, NULL, e);
+        if (st != ST_OK)
+            goto cleanup;
+        r = redisCommand(p.rc, "HSET %s state done differing %ld compared %ld updated_at_ms %lld", RM_REBUILD_KEY,
+                         res->differing, res->compared, (long long)pj_now_ms());
+        goto cleanup;
+    }
+    /* the new generation's catch-up sweep starts where the rebuild ended */
+    rm_key_tail(key, sizeof key, gen);
+    tail_cursor_format(&cur, cur_s, sizeof cur_s);
+    r = redisCommand(p.rc, "SET %s %s", key, cur_s);
+    if (r == NULL || r->type == REDIS_REPLY_ERROR) {
+        st = redis_failed(&p, r, "tail cursor", e);
+        goto cleanup;
+    }
+    freeReplyObject(r);
+    r = redisCommand(p.rc, "EVAL %s 0 %ld %lld", rm_switch_script(), gen, (long long)pj_now_ms());
+    if (r == NULL || r->type != REDIS_REPLY_INTEGER) {
+        st = redis_failed(&p, r, "switch", e);
+        goto cleanup;
+    }
+    if (r->integer < 0) {
+        st = err_set(e, ST_CONFLICT, "generation %ld is no longer being built: not switched", gen);
+        goto cleanup;
+    }
+    if (r->integer > 0) {
+        long old = (long)r->integer, removed = 0;
+        /* the generation two switches back: no command refers to it any more */
+        if (rm_drop_generation(p.rc, old, &removed, e) != ST_OK)
+            log_warn("drop generation %ld: %s", old, e->msg);
+    }
+    if (o->auto_heal)
+        log_info("self-heal: generation %ld is current (%" PRId64 " events, %.0f events/s)", gen, res->events,
+                 res->events_per_s);
+cleanup:
+    freeReplyObject(r);
+    if (leased)
+        release_lease(&p, token);
+    pj_items_free(items, n);
+    free(ptrs);
+    pj_release(&p);
+    return st;
+}
+
+status rb_abort(const struct cfg *c, long *gen, long *removed, struct err *e)
+{
+    struct pj p;
+    redisReply *r = NULL;
+    status st;
+
+    *gen = 0;
+    *removed = 0;
+    pj_init(&p, c);
+    st = pj_redis(&p, e);
+    if (st != ST_OK)
+        goto cleanup;
+    r = redisCommand(p.rc, "GET %s", RM_BUILDING_KEY);
+    if (r == NULL || r->type == REDIS_REPLY_ERROR) {
+        st = redis_failed(&p, r, "abort", e);
+        goto cleanup;
+    }
+    if (r->type == REDIS_REPLY_STRING)
+        *gen = strtol(r->str, NULL, 10);
+    freeReplyObject(r);
+    r = redisCommand(p.rc, "HGET %s mode", RM_REBUILD_KEY);
+    if (r != NULL && r->type == REDIS_REPLY_STRING && strcmp(r->str, "rollback") == 0)
+        *gen = -*gen; /* a rollback's target is the previous generation: keep its keys */
+    freeReplyObject(r);
+    /* first the names (the live projector stops writing there at its next batch, the running
+     * rebuild at its next step), then the keys */
+    r = redisCommand(p.rc, "EVAL %s 0 %s", unbuild_lua, "");
+    freeReplyObject(r);
+    r = redisCommand(p.rc, "HSET %s state aborted updated_at_ms %lld", RM_REBUILD_KEY, (long long)pj_now_ms());
+    if (r == NULL || r->type == REDIS_REPLY_ERROR) {
+        st = redis_failed(&p, r, "abort", e);
+        goto cleanup;
+    }
+    freeReplyObject(r);
+    r = redisCommand(p.rc, "DEL %s", RM_REBUILD_KEY);
+    if (*gen > 0)
+        st = rm_drop_generation(p.rc, *gen, removed, e);
+    else
+        *gen = -*gen;
+cleanup:
+    freeReplyObject(r);
+    pj_release(&p);
+    return st;
+}
+
+static const char unprevious_lua[] =
+    "local p = redis.call('GET', 'rm:previous')\n"
+    "if not p then return 0 end\n"
+    "if p == redis.call('GET', 'rm:current') or p == redis.call('GET', 'rm:building') then\n"
+    "  redis.call('DEL', 'rm:previous') return 0 end\n"
+    "redis.call('DEL', 'rm:previous')\n"
+    "return tonumber(p)\n";
+
+status rb_drop_previous(const struct cfg *c, long *gen, long *removed, struct err *e)
+{
+    struct pj p;
+    redisReply *r = NULL;
+    status st;
+
+    *gen = 0;
+    *removed = 0;
+    pj_init(&p, c);
+    st = pj_redis(&p, e);
+    if (st != ST_OK)
+        goto cleanup;
+    r = redisCommand(p.rc, "EVAL %s 0", unprevious_lua);
+    if (r == NULL || r->type != REDIS_REPLY_INTEGER) {
+        st = redis_failed(&p, r, "drop previous", e);
+        goto cleanup;
+    }
+    *gen = (long)r->integer;
+    if (*gen > 0)
+        st = rm_drop_generation(p.rc, *gen, removed, e);
+cleanup:
+    freeReplyObject(r);
+    pj_release(&p);
+    return st;
+}
