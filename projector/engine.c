@@ -941,9 +941,20 @@ status pj_lease(struct pj *p, const char *key, const char *token, int ttl_ms, in
     return st;
 }
 
+/* Advances the sweep cursor only if nobody moved it since it was read and the generation still
+ * exists: a Redis wiped (or a generation dropped) in the middle of a sweep must not receive a
+ * cursor that claims events it does not hold. */
+static const char cursor_cas_lua[] =
+    "local cur = redis.call('GET', KEYS[1])\n"
+    "if (cur or '') ~= ARGV[1] then return 0 end\n"
+    "if redis.call('EXISTS', KEYS[2]) == 0 then return 0 end\n"
+    "redis.call('SET', KEYS[1], ARGV[2])\n"
+    "return 1\n";
+
 status pj_sweep(struct pj *p, int limit, int *count, struct err *e)
 {
-    char tkey[RM_KEY_SIZE], lkey[RM_KEY_SIZE + 8], cur_s[64], msg[200];
+    char tkey[RM_KEY_SIZE], ckey[RM_KEY_SIZE], lkey[RM_KEY_SIZE + 8], cur_s[64], old_s[64] = "",
+        msg[200];
     struct tail_cursor cur = {0, 0};
     struct rm_gens g;
     redisReply *r = NULL;
@@ -996,8 +1007,11 @@ status pj_sweep(struct pj *p, int limit, int *count, struct err *e)
         pj_drop_redis(p);
         goto cleanup;
     }
-    if (r->type == REDIS_REPLY_STRING && tail_cursor_parse(&cur, r->str) != ST_OK)
-        cur.tx_id = 0, cur.position = 0;
+    if (r->type == REDIS_REPLY_STRING) {
+        snprintf(old_s, sizeof old_s, "%s", r->str);
+        if (tail_cursor_parse(&cur, r->str) != ST_OK)
+            cur.tx_id = 0, cur.position = 0;
+    }
     freeReplyObject(r);
     r = NULL;
 
@@ -1020,7 +1034,8 @@ status pj_sweep(struct pj *p, int limit, int *count, struct err *e)
             goto cleanup; /* not all durable: keep the cursor and try again next time */
     if (p->gen != g.current)
         goto cleanup; /* switched meanwhile: this cursor belongs to the old generation */
-    r = redisCommand(p->rc, "SET %s %s", tkey, cur_s);
+    rm_key_checkpoint(ckey, sizeof ckey, g.current);
+    r = redisCommand(p->rc, "EVAL %s 2 %s %s %s %s", cursor_cas_lua, tkey, ckey, old_s, cur_s);
     if (r == NULL) {
         st = err_setr(e, ST_UNAVAILABLE, "read_model_unavailable", "tail cursor: %s", p->rc->errstr);
         pj_drop_redis(p);
