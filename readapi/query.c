@@ -12,6 +12,8 @@ status ra_parse_int(const char *s, int64_t min, int64_t max, int64_t *out)
     for (const char *p = s; *p != '\0'; p++) {
         if (*p < '0' || *p > '9')
             return ST_INVALID;
+        if (n > (INT64_MAX - (*p - '0')) / 10)
+            return ST_INVALID; /* would overflow: certainly above any bound */
         n = n * 10 + (*p - '0');
     }
     if (n < min || n > max)
