@@ -26,6 +26,13 @@
 
 #define ACCOUNTS 2000
 #define EVENTS 200000
+/* The sanitizer pass (make test-asan sets CQRS_TEST_SMALL=1) checks memory safety on a quarter
+ * of the history; the figure the issue asks for is shown by the plain build. */
+static long events_n(void)
+{
+    const char *small = getenv("CQRS_TEST_SMALL");
+    return small != NULL && strcmp(small, "1") == 0 ? EVENTS / 4 : EVENTS;
+}
 #define LOAD_ACCOUNTS 20
 #define LOAD_RATE 100
 
@@ -58,7 +65,7 @@ static int setup(void **state)
         tfail("migrate: %s", e.msg);
     PQfinish(pg);
     t0 = tnow_ms();
-    tgen_generate(&hist, ACCOUNTS, EVENTS, 7);
+    tgen_generate(&hist, ACCOUNTS, events_n(), 7);
     tgen_insert(&hist, tenv("DATABASE_URL"));
     fprintf(stderr, "inserted %ld events over %d accounts in %lld ms\n", hist.n, hist.naccounts,
             (long long)(tnow_ms() - t0));
@@ -146,7 +153,7 @@ static void test_rebuild_under_load(void **state)
     assert_true(after != before);
     assert_int_equal(previous, before);
     assert_true(trb_get(rc, "rm:building") == 0);
-    assert_true(trb_hget(rc, "rm:rebuild", "done") >= EVENTS);
+    assert_true(trb_hget(rc, "rm:rebuild", "done") >= events_n());
     assert_non_null(strstr(out, "is current"));
     assert_true(w.requests > 100);
     assert_int_equal(w.other_5xx, 0);
@@ -281,7 +288,7 @@ static pid_t start_rebuild_and_kill_halfway(long *gen, int check_progress)
                 r.status == 200) {
                 json_t *doc = thttp_json(&r), *rb = json_object_get(doc, "rebuild");
                 if (json_integer_value(json_object_get(rb, "done")) > 0 &&
-                    json_integer_value(json_object_get(rb, "total")) >= EVENTS &&
+                    json_integer_value(json_object_get(rb, "total")) >= events_n() &&
                     json_object_get(rb, "events_per_s") != NULL && json_object_get(rb, "eta_s") != NULL &&
                     json_is_integer(json_object_get(doc, "building_generation"))) {
                     fprintf(stderr, "GET /projections during the rebuild: %s\n", r.body);
