@@ -54,7 +54,7 @@ test-asan: setup
 		CQRS_TEST_SMALL=1 ctest --output-on-failure -LE chaos $(CTEST_ARGS)
 
 valgrind: build
-	@for t in $(BUILD)/tests/test_projections* $(BUILD)/tests/test_writer_* $(BUILD)/tests/test_readapi_* $(BUILD)/tests/test_projector_*; do \
+	@for t in $(BUILD)/tests/unit/test_*; do \
 		[ -x "$$t" ] || continue; \
 		echo "valgrind $$t"; \
 		valgrind -q --leak-check=full --show-leak-kinds=definite,indirect --errors-for-leak-kinds=definite,indirect \
