@@ -118,19 +118,9 @@ static struct pub_stats publish_shuffled(uint64_t seed)
  * and the catch-up sweep bring the events in. */
 static void seed_live_empty_generation(void)
 {
-    char host[256];
-    int port = 0, db = 0;
-    struct err e;
-    redisContext *rc;
+    redisContext *rc = tredis_open();
     redisReply *r;
 
-    if (cfg_parse_redis_url(tenv("REDIS_URL"), host, sizeof host, &port, &db, &e) != ST_OK)
-        tfail("REDIS_URL: %s", e.msg);
-    rc = redisConnect(host, port);
-    if (rc == NULL || rc->err)
-        tfail("redis");
-    r = redisCommand(rc, "SELECT %d", db);
-    freeReplyObject(r);
     r = redisCommand(rc, "MULTI");
     freeReplyObject(r);
     r = redisCommand(rc, "SET %s 1", RM_GENSEQ_KEY);

@@ -202,22 +202,33 @@ void treset_state(void)
     treset_read_side();
 }
 
-void treset_read_side(void)
+redisContext *tredis_open(void)
 {
-    redisContext *rc;
-    redisReply *rep;
-    struct bus b = {0};
-    struct err e;
     char host[256];
     int port = 0, db = 0;
+    struct err e;
+    redisContext *rc;
+    redisReply *r;
 
     if (cfg_parse_redis_url(tenv("REDIS_URL"), host, sizeof host, &port, &db, &e) != ST_OK)
         tfail("REDIS_URL: %s", e.msg);
     rc = redisConnect(host, port);
     if (rc == NULL || rc->err)
         tfail("connect to redis %s:%d", host, port);
-    rep = redisCommand(rc, "SELECT %d", db);
-    freeReplyObject(rep);
+    r = redisCommand(rc, "SELECT %d", db);
+    if (r == NULL || r->type == REDIS_REPLY_ERROR)
+        tfail("select redis database %d", db);
+    freeReplyObject(r);
+    return rc;
+}
+
+void treset_read_side(void)
+{
+    redisContext *rc = tredis_open();
+    redisReply *rep;
+    struct bus b = {0};
+    struct err e;
+
     rep = redisCommand(rc, "FLUSHDB");
     if (rep == NULL || rep->type == REDIS_REPLY_ERROR)
         tfail("flush redis");

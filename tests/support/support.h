@@ -32,6 +32,10 @@ void tsvc_start_all(pid_t *writer, pid_t *projector, pid_t *readapi);
  * JetStream stream (with its consumer). Call with no service running. Aborts the test on error. */
 void treset_state(void);
 
+/* A Redis connection to the stack's REDIS_URL with its database selected; aborts the test
+ * when Redis does not answer. Caller redisFree-s. */
+struct redisContext *tredis_open(void);
+
 /* Aborts the test with a message. */
 void tfail(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
 

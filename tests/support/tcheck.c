@@ -13,24 +13,6 @@
 #include "db.h"
 #include "support.h"
 
-static redisContext *redis_open(void)
-{
-    char host[256];
-    int port = 0, db = 0;
-    struct err e;
-    redisContext *rc;
-    redisReply *r;
-
-    if (cfg_parse_redis_url(tenv("REDIS_URL"), host, sizeof host, &port, &db, &e) != ST_OK)
-        tfail("REDIS_URL: %s", e.msg);
-    rc = redisConnect(host, port);
-    if (rc == NULL || rc->err)
-        tfail("connect to redis %s:%d", host, port);
-    r = redisCommand(rc, "SELECT %d", db);
-    freeReplyObject(r);
-    return rc;
-}
-
 struct folded {
     struct account_view acc;
     char **entries; /* JSON per version */
@@ -87,7 +69,7 @@ cleanup:
 long tcheck_readmodels(struct tcheck_stats *stats, int verbose)
 {
     PGconn *pg = PQconnectdb(tenv("DATABASE_URL"));
-    redisContext *rc = redis_open();
+    redisContext *rc = tredis_open();
     PGresult *res;
     redisReply *r;
     long gen, mismatches = 0, accounts = 0, redis_accounts = 0;

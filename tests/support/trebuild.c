@@ -90,20 +90,7 @@ int trb_wait(pid_t pid, int timeout_ms)
 
 redisContext *trb_redis(void)
 {
-    char host[256];
-    int port = 0, db = 0;
-    struct err e;
-    redisContext *rc;
-    redisReply *r;
-
-    if (cfg_parse_redis_url(tenv("REDIS_URL"), host, sizeof host, &port, &db, &e) != ST_OK)
-        tfail("REDIS_URL: %s", e.msg);
-    rc = redisConnect(host, port);
-    if (rc == NULL || rc->err)
-        tfail("connect to redis %s:%d", host, port);
-    r = redisCommand(rc, "SELECT %d", db);
-    freeReplyObject(r);
-    return rc;
+    return tredis_open();
 }
 
 static long reply_long(redisReply *r)
