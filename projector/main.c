@@ -20,6 +20,7 @@
 #include "rds.h"
 #include "readmodel.h"
 #include "rebuild.h"
+#include "svc.h"
 
 #ifndef SWEEP_INTERVAL_MS
 #define SWEEP_INTERVAL_MS 1000 /* how soon an event lost on NATS is caught up from Postgres */
@@ -29,14 +30,6 @@
 #define BACKOFF_MAX_MS 5000
 #define NAK_DELAY_MS 1000
 #define MAX_ACK_PENDING 20000
-
-static volatile sig_atomic_t stop_requested;
-
-static void on_signal(int sig)
-{
-    (void)sig;
-    stop_requested = 1; /* only a flag: the loop finishes its batch and drains */
-}
 
 static void sleep_ms(int ms)
 {
@@ -163,7 +156,7 @@ static void handle_batch(struct pj *p, const struct cfg *c, natsMsgList *list)
         if (st == ST_OK)
             break;
         log_warn("batch of %d not applied (attempt %d): %s", list->Count, attempt + 1, e.msg);
-        if (stop_requested && attempt >= 2) {
+        if (svc_stop_requested && attempt >= 2) {
             /* stopping and still failing: hand the batch back rather than hang the shutdown */
             for (int i = 0; i < list->Count; i++)
                 (void)natsMsg_Nak(list->Msgs[i], NULL);
@@ -212,7 +205,7 @@ struct healer {
 static void *heal_main(void *arg)
 {
     struct healer *h = arg;
-    struct rb_opts o = {.mode = RB_SWITCH, .auto_heal = 1, .stop = &stop_requested};
+    struct rb_opts o = {.mode = RB_SWITCH, .auto_heal = 1, .stop = &svc_stop_requested};
     struct rb_result res;
     struct err e;
 
@@ -237,7 +230,7 @@ static void heal_check(struct pj *p, struct healer *h)
         pthread_join(h->thread, NULL);
         h->running = 0;
     }
-    if (h->running || stop_requested || p->rc == NULL)
+    if (h->running || svc_stop_requested || p->rc == NULL)
         return;
     err_clear(&e);
     if (rm_load_gens(p->rc, &g, &e) != ST_OK) {
@@ -271,7 +264,7 @@ static int cmd_run(const struct cfg *c)
     pj_init(&p, c);
     log_info("starting: batch %d, ack wait %d ms, max deliver %d", c->projector_batch,
              c->projector_ack_wait_ms, c->projector_max_deliver);
-    for (attempt = 0; !stop_requested; attempt++) {
+    for (attempt = 0; !svc_stop_requested; attempt++) {
         err_clear(&e);
         if (pj_pg(&p, &e) == ST_OK && db_migrate(p.pg, &e) == ST_OK)
             break;
@@ -279,14 +272,14 @@ static int cmd_run(const struct cfg *c)
         pj_drop_pg(&p);
         sleep_ms(pj_backoff_ms(attempt, BACKOFF_MAX_MS));
     }
-    for (attempt = 0; !stop_requested; attempt++) {
+    for (attempt = 0; !svc_stop_requested; attempt++) {
         err_clear(&e);
         if (pj_redis(&p, &e) == ST_OK)
             break;
         log_warn("redis not ready (attempt %d): %s", attempt + 1, e.msg);
         sleep_ms(pj_backoff_ms(attempt, BACKOFF_MAX_MS));
     }
-    for (attempt = 0; !stop_requested; attempt++) {
+    for (attempt = 0; !svc_stop_requested; attempt++) {
         err_clear(&e);
         if (bus_connect(&b, c->nats_url, "projector", c->request_timeout_ms, &e) == ST_OK &&
             bus_ensure_stream(&b, &e) == ST_OK && ensure_consumer(&b, c, &e) == ST_OK &&
@@ -298,11 +291,11 @@ static int cmd_run(const struct cfg *c)
         bus_release(&b);
         sleep_ms(pj_backoff_ms(attempt, BACKOFF_MAX_MS));
     }
-    if (!stop_requested)
+    if (!svc_stop_requested)
         log_info("running: consumer %s on stream %s", BUS_CONSUMER, BUS_STREAM);
     heal_check(&p, &heal);
 
-    while (!stop_requested) {
+    while (!svc_stop_requested) {
         natsMsgList list = {0};
         jsErrCode jerr = 0;
         natsStatus ns;
@@ -345,7 +338,7 @@ static int cmd_run(const struct cfg *c)
     }
     bus_release(&b);
     if (heal.running)
-        pthread_join(heal.thread, NULL); /* it saw stop_requested: its checkpoint is saved */
+        pthread_join(heal.thread, NULL); /* it saw svc_stop_requested: its checkpoint is saved */
     pj_release(&p);
     return 0;
 }
@@ -677,7 +670,7 @@ static int rebuild_exit(const char *what, status st, const struct err *e)
 
 static int cmd_rebuild(const struct cfg *c, int argc, char **argv)
 {
-    struct rb_opts o = {.mode = RB_SWITCH, .stop = &stop_requested, .out = stdout, .progress = stderr};
+    struct rb_opts o = {.mode = RB_SWITCH, .stop = &svc_stop_requested, .out = stdout, .progress = stderr};
     struct rb_result res;
     struct err e;
     status st;
@@ -716,7 +709,7 @@ static int cmd_rebuild(const struct cfg *c, int argc, char **argv)
 
 static int cmd_rollback(const struct cfg *c)
 {
-    struct rb_opts o = {.mode = RB_ROLLBACK, .stop = &stop_requested, .out = stdout, .progress = stderr};
+    struct rb_opts o = {.mode = RB_ROLLBACK, .stop = &svc_stop_requested, .out = stdout, .progress = stderr};
     struct rb_result res;
     struct err e;
     status st;
@@ -771,7 +764,6 @@ int main(int argc, char **argv)
 {
     static struct cfg c;
     char errs[4096] = "";
-    struct sigaction sa;
     const char *cmd = argc > 1 ? argv[1] : NULL;
 
     if (cmd == NULL || strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0) {
@@ -789,11 +781,8 @@ int main(int argc, char **argv)
         return 2;
     }
     log_init("projector", (enum log_level)c.log_level);
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_signal;
-    sigaction(SIGTERM, &sa, NULL);
-    sigaction(SIGINT, &sa, NULL);
-    signal(SIGPIPE, SIG_IGN);
+    /* the handler only sets the flag: loops finish their batch and drain */
+    svc_signals_install(0);
     if (strcmp(cmd, "run") == 0)
         return cmd_run(&c);
     if (strcmp(cmd, "status") == 0)

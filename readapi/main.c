@@ -14,14 +14,7 @@
 #include "log.h"
 #include "query.h"
 #include "rstore.h"
-
-static volatile sig_atomic_t stop_requested;
-
-static void on_signal(int sig)
-{
-    (void)sig;
-    stop_requested = 1;
-}
+#include "svc.h"
 
 static int64_t mono_ms(void)
 {
@@ -223,8 +216,6 @@ int main(int argc, char **argv)
     struct http_server *srv = NULL;
     struct http_server_opts o;
     struct err e = {0};
-    struct sigaction sa;
-    sigset_t block, waitmask;
 
     if (argc > 1 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)) {
         fprintf(stderr, "usage: readapi\n");
@@ -237,15 +228,7 @@ int main(int argc, char **argv)
     }
     log_init("readapi", (enum log_level)cfg.log_level);
     /* Only the main thread takes SIGTERM/SIGINT: block them before any thread starts. */
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_signal;
-    sigaction(SIGTERM, &sa, NULL);
-    sigaction(SIGINT, &sa, NULL);
-    signal(SIGPIPE, SIG_IGN);
-    sigemptyset(&block);
-    sigaddset(&block, SIGTERM);
-    sigaddset(&block, SIGINT);
-    pthread_sigmask(SIG_BLOCK, &block, &waitmask);
+    svc_signals_install(1);
     rs_init(&cfg);
     if (rs_start_listener(&e) != ST_OK) {
         log_error("%s", e.msg);
@@ -266,8 +249,7 @@ int main(int argc, char **argv)
     }
     log_info("listening on %s:%d redis=%s:%d", cfg.http_bind, cfg.readapi_port, cfg.redis_host,
              cfg.redis_port);
-    while (!stop_requested)
-        sigsuspend(&waitmask);
+    svc_wait_stop();
     log_info("stopping: draining requests");
     http_server_stop(&srv);
     rs_stop_listener();

@@ -13,18 +13,11 @@
 #include "log.h"
 #include "relay.h"
 #include "store.h"
+#include "svc.h"
 #include "uuid.h"
 
 #define MAX_BODY (64 * 1024)
 #define START_BACKOFF_MAX_MS 5000
-
-static volatile sig_atomic_t stop_requested;
-
-static void on_signal(int sig)
-{
-    (void)sig;
-    stop_requested = 1;
-}
 
 struct writer {
     const struct cfg *cfg;
@@ -122,23 +115,13 @@ static void handle(void *ctx, const struct http_request *req, struct http_respon
     }
 }
 
-/* Waits ms, returning early when SIGTERM/SIGINT (blocked in every thread) arrives. */
-static void wait_or_signal(const sigset_t *set, int ms)
-{
-    struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L};
-    int sig = sigtimedwait(set, NULL, &ts);
-
-    if (sig == SIGTERM || sig == SIGINT)
-        stop_requested = 1;
-}
-
 /* Postgres must be there and migrated before the first command: retried with backoff, each
  * attempt bounded by the request timeout. */
-static int prepare_database(const struct cfg *cfg, const sigset_t *set)
+static int prepare_database(const struct cfg *cfg)
 {
     int backoff = 250;
 
-    while (!stop_requested) {
+    while (!svc_stop_requested) {
         PGconn *pg = NULL;
         struct err e = {0};
         status st = db_connect(&pg, cfg->database_url, cfg->request_timeout_ms, &e);
@@ -150,7 +133,7 @@ static int prepare_database(const struct cfg *cfg, const sigset_t *set)
         if (st == ST_OK)
             return 0;
         log_warn("postgres not ready: %s (retrying in %d ms)", e.msg, backoff);
-        wait_or_signal(set, backoff);
+        svc_sleep(backoff);
         backoff = backoff * 2 > START_BACKOFF_MAX_MS ? START_BACKOFF_MAX_MS : backoff * 2;
     }
     return -1;
@@ -165,8 +148,6 @@ int main(int argc, char **argv)
     struct relay *relay = NULL;
     struct http_server_opts o;
     struct err e = {0};
-    struct sigaction sa;
-    sigset_t block, waitmask;
     int rc = 1;
 
     if (argc > 1 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)) {
@@ -185,17 +166,9 @@ int main(int argc, char **argv)
     }
     log_init("writer", (enum log_level)cfg.log_level);
     /* Only the main thread takes SIGTERM/SIGINT: they are blocked before any thread starts. */
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_signal;
-    sigaction(SIGTERM, &sa, NULL);
-    sigaction(SIGINT, &sa, NULL);
-    signal(SIGPIPE, SIG_IGN);
-    sigemptyset(&block);
-    sigaddset(&block, SIGTERM);
-    sigaddset(&block, SIGINT);
-    pthread_sigmask(SIG_BLOCK, &block, &waitmask);
+    svc_signals_install(1);
 
-    if (prepare_database(&cfg, &block) != 0) {
+    if (prepare_database(&cfg) != 0) {
         log_info("stopped before the database was ready");
         return 0;
     }
@@ -221,8 +194,7 @@ int main(int argc, char **argv)
     }
     log_info("listening on %s:%d pool=%d auth=%s", cfg.http_bind, cfg.writer_port, cfg.pg_pool_size,
              cfg.api_token[0] != '\0' ? "bearer" : "none");
-    while (!stop_requested)
-        sigsuspend(&waitmask);
+    svc_wait_stop();
     log_info("stopping: draining requests");
     rc = 0;
 cleanup:

@@ -1,0 +1,19 @@
+/* Process plumbing shared by the three services: the stop flag and how signals reach it. */
+#ifndef COMMON_SVC_H
+#define COMMON_SVC_H
+
+#include <signal.h>
+
+/* Set (only) by the SIGTERM/SIGINT handler; loops poll it to finish their work and drain. */
+extern volatile sig_atomic_t svc_stop_requested;
+
+/* Installs the handler that sets svc_stop_requested and ignores SIGPIPE. With block set, also
+ * blocks SIGTERM/SIGINT in the calling thread, so every thread started later inherits the
+ * block and only svc_wait_stop/svc_sleep in this thread take them. */
+void svc_signals_install(int block);
+/* Main thread: sleeps until SIGTERM/SIGINT (needs svc_signals_install(1)). */
+void svc_wait_stop(void);
+/* Main thread: sleeps ms, or less when SIGTERM/SIGINT arrives (needs svc_signals_install(1)). */
+void svc_sleep(int ms);
+
+#endif
