@@ -74,8 +74,7 @@ void http_reply_error(struct http_response *resp, int status, const char *code, 
                 *p = '?';
         doc = json_pack("{s:s, s:s}", "error", code, "message", msg);
     }
-    http_reply(resp, status, doc != NULL ? jsonx_dump(doc) : NULL);
-    json_decref(doc);
+    http_reply(resp, status, jsonx_dump_decref(doc));
 }
 
 void http_set_header(struct http_response *resp, const char *name, const char *value)

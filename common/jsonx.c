@@ -113,3 +113,20 @@ char *jsonx_dump(const json_t *v)
 {
     return json_dumps(v, JSON_COMPACT);
 }
+
+char *jsonx_dump_decref(json_t *doc)
+{
+    char *s;
+
+    if (doc == NULL)
+        return NULL;
+    s = jsonx_dump(doc);
+    json_decref(doc);
+    return s;
+}
+
+void jsonx_set_nonempty(json_t *obj, const char *key, const char *value)
+{
+    if (value[0] != '\0')
+        json_object_set_new(obj, key, json_string(value));
+}

@@ -25,5 +25,9 @@ status jsonx_only(const json_t *obj, const char *const *allowed, struct err *e) 
 status jsonx_load_object(json_t **out, const char *buf, size_t len, struct err *e) WUR;
 /* Serialises compactly; caller frees. NULL only on allocation failure. */
 char *jsonx_dump(const json_t *v);
+/* Serialises compactly and drops the reference to doc (which may be NULL); caller frees. */
+char *jsonx_dump_decref(json_t *doc);
+/* Sets key to the string value when value is not empty (optional fields). */
+void jsonx_set_nonempty(json_t *obj, const char *key, const char *value);
 
 #endif

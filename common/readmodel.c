@@ -149,6 +149,58 @@ status rm_load_current(redisContext *c, long *gen, struct err *e)
 }
 
 /* A name counts only when the generation's checkpoint exists. */
+/* The current generation is read inside the script, so an answer never mixes generations and a
+ * switch (rebuild, rollback) is seen by the very next request. A generation without its
+ * checkpoint hash has no data (keys flushed, rm:current set by hand): answered as no model
+ * (503) rather than with wrong zeros, until the projector's rebuild switches to a real one. */
+static const char read_account_lua[] =
+    "local g = redis.call('GET', 'rm:current')\n"
+    "if not g or redis.call('EXISTS', 'rm:' .. g .. ':checkpoint') == 0 then return {} end\n"
+    "local h = redis.call('HMGET', 'rm:' .. g .. ':a:{' .. ARGV[1] .. '}', 'v', 'doc')\n"
+    "return {g, h[1], h[2]}\n";
+
+static const char read_statement_lua[] =
+    "local g = redis.call('GET', 'rm:current')\n"
+    "if not g or redis.call('EXISTS', 'rm:' .. g .. ':checkpoint') == 0 then return {} end\n"
+    "local h = redis.call('HMGET', 'rm:' .. g .. ':a:{' .. ARGV[1] .. '}', 'v', 'doc')\n"
+    "if not h[1] then return {g, false, false, 0, {}} end\n"
+    "local v = tonumber(h[1])\n"
+    "local before = tonumber(ARGV[3])\n"
+    "if before == 0 or before > v + 1 then before = v + 1 end\n"
+    "local hi = before - 1\n"
+    "local lo = hi - tonumber(ARGV[2]) + 1\n"
+    "if lo < 1 then lo = 1 end\n"
+    "local entries = {}\n"
+    "if hi >= 1 then entries = redis.call('LRANGE', 'rm:' .. g .. ':s:{' .. ARGV[1] .. '}', lo - 1, hi - 1) end\n"
+    "return {g, h[1], h[2], lo, entries}\n";
+
+static const char read_status_lua[] =
+    "local g = redis.call('GET', 'rm:current')\n"
+    "local b = redis.call('GET', 'rm:building')\n"
+    "local cp = {}\n"
+    "if g then cp = redis.call('HGETALL', 'rm:' .. g .. ':checkpoint') end\n"
+    "local bcp = {}\n"
+    "if b then bcp = redis.call('HGETALL', 'rm:' .. b .. ':checkpoint') end\n"
+    "return {g or false, b or false, cp, bcp, redis.call('HGETALL', 'rm:head'),\n"
+    "        redis.call('HGETALL', 'rm:stalled'), redis.call('HGETALL', 'rm:rebuild'),\n"
+    "        redis.call('HLEN', 'rm:parked'), redis.call('GET', 'rm:previous') or false,\n"
+    "        g and redis.call('EXISTS', 'rm:' .. g .. ':checkpoint') or 0}\n";
+
+const char *rm_read_account_script(void)
+{
+    return read_account_lua;
+}
+
+const char *rm_read_statement_script(void)
+{
+    return read_statement_lua;
+}
+
+const char *rm_read_status_script(void)
+{
+    return read_status_lua;
+}
+
 static const char gens_lua[] =
     "local function valid(k)\n"
     "  local g = redis.call('GET', k)\n"

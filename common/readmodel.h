@@ -93,6 +93,19 @@ enum rm_apply_result { RM_APPLIED = 0, RM_CONFLICT, RM_FAILED };
 /* Interprets the script's reply: *current set to the held version on RM_CONFLICT. */
 enum rm_apply_result rm_apply_reply(const redisReply *r, int64_t *current);
 
+/* The read API's scripts (static text), each one round trip with the generation read inside,
+ * so an answer never mixes generations. A generation without its checkpoint hash counts as no
+ * model. Replies:
+ *   account   (ARGV id):                    {} when no model, else {gen, v|nil, doc|nil}
+ *   statement (ARGV id, limit, before|0):   {} when no model, else {gen, v|nil, doc|nil,
+ *                                            lowest version in entries, entries oldest first}
+ *   status    (no ARGV): {current|false, building|false, current checkpoint pairs, building
+ *              checkpoint pairs, rm:head pairs, rm:stalled pairs, rm:rebuild pairs,
+ *              parked count, previous|false, current checkpoint exists 0/1} */
+const char *rm_read_account_script(void);
+const char *rm_read_statement_script(void);
+const char *rm_read_status_script(void);
+
 /* Read helpers. Each is one round trip and never keeps a reply past the call. */
 
 struct rm_account {

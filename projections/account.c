@@ -106,13 +106,8 @@ char *account_view_to_json(const struct account_view *acc)
                             (json_int_t)acc->overdraft_limit, "status",
                             account_status_name(acc->status), "version", (json_int_t)acc->version,
                             "updated_at", acc->updated_at);
-    char *s;
 
-    if (doc == NULL)
-        return NULL;
-    s = jsonx_dump(doc);
-    json_decref(doc);
-    return s;
+    return jsonx_dump_decref(doc);
 }
 
 char *statement_entry_to_json(const struct statement_entry *en)
@@ -121,19 +116,13 @@ char *statement_entry_to_json(const struct statement_entry *en)
                             "event_id", en->event_id, "type", event_type_name(en->type), "amount",
                             (json_int_t)en->amount, "balance_after", (json_int_t)en->balance_after,
                             "description", en->description, "at", en->at);
-    char *s;
 
     if (doc == NULL)
         return NULL;
-    if (en->counterparty[0] != '\0')
-        json_object_set_new(doc, "counterparty", json_string(en->counterparty));
-    if (en->transfer_id[0] != '\0')
-        json_object_set_new(doc, "transfer_id", json_string(en->transfer_id));
-    if (en->reversed_event_id[0] != '\0')
-        json_object_set_new(doc, "reversed_event_id", json_string(en->reversed_event_id));
-    s = jsonx_dump(doc);
-    json_decref(doc);
-    return s;
+    jsonx_set_nonempty(doc, "counterparty", en->counterparty);
+    jsonx_set_nonempty(doc, "transfer_id", en->transfer_id);
+    jsonx_set_nonempty(doc, "reversed_event_id", en->reversed_event_id);
+    return jsonx_dump_decref(doc);
 }
 
 status account_view_from_json(struct account_view *acc, const char *json, size_t len, struct err *e)

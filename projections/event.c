@@ -248,12 +248,9 @@ json_t *event_metadata_to_json(const struct event *ev)
 
     if (md == NULL)
         return NULL;
-    if (ev->command_id[0] != '\0')
-        json_object_set_new(md, "command_id", json_string(ev->command_id));
-    if (ev->correlation_id[0] != '\0')
-        json_object_set_new(md, "correlation_id", json_string(ev->correlation_id));
-    if (ev->idempotency_key[0] != '\0')
-        json_object_set_new(md, "idempotency_key", json_string(ev->idempotency_key));
+    jsonx_set_nonempty(md, "command_id", ev->command_id);
+    jsonx_set_nonempty(md, "correlation_id", ev->correlation_id);
+    jsonx_set_nonempty(md, "idempotency_key", ev->idempotency_key);
     return md;
 }
 
@@ -268,14 +265,7 @@ json_t *event_to_json(const struct event *ev)
 
 char *event_encode(const struct event *ev)
 {
-    json_t *doc = event_to_json(ev);
-    char *s;
-
-    if (doc == NULL)
-        return NULL;
-    s = jsonx_dump(doc);
-    json_decref(doc);
-    return s;
+    return jsonx_dump_decref(event_to_json(ev));
 }
 
 int64_t event_balance_effect(const struct event *ev)

@@ -83,7 +83,6 @@ char *pj_park_record(const struct event *ev, const char *reason, const char *par
                      const char *payload, size_t payload_len, uint64_t jetstream_seq)
 {
     json_t *doc = json_object();
-    char *out = NULL;
 
     if (doc == NULL)
         return NULL;
@@ -99,21 +98,13 @@ char *pj_park_record(const struct event *ev, const char *reason, const char *par
         json_object_set_new(doc, "payload", json_string("(not valid UTF-8)"));
     if (jetstream_seq != 0)
         json_object_set_new(doc, "jetstream_seq", json_integer((json_int_t)jetstream_seq));
-    out = jsonx_dump(doc);
-    json_decref(doc);
-    return out;
+    return jsonx_dump_decref(doc);
 }
 
 char *pj_stall_record(const char *event_id, const char *reason, const char *since)
 {
-    json_t *doc = json_pack("{s:s, s:s, s:s}", "event_id", event_id, "reason", reason, "since", since);
-    char *out;
-
-    if (doc == NULL)
-        return NULL;
-    out = jsonx_dump(doc);
-    json_decref(doc);
-    return out;
+    return jsonx_dump_decref(
+        json_pack("{s:s, s:s, s:s}", "event_id", event_id, "reason", reason, "since", since));
 }
 
 int pj_applied_append(char *buf, size_t len, const char *id, int64_t version)

@@ -739,6 +739,7 @@ status rb_abort(const struct cfg *c, long *gen, long *removed, struct err *e)
 {
     struct pj p;
     redisReply *r = NULL;
+    int keep_keys = 0;
     status st;
 
     *gen = 0;
@@ -756,24 +757,24 @@ status rb_abort(const struct cfg *c, long *gen, long *removed, struct err *e)
         *gen = strtol(r->str, NULL, 10);
     freeReplyObject(r);
     r = redisCommand(p.rc, "HGET %s mode", RM_REBUILD_KEY);
-    if (r != NULL && r->type == REDIS_REPLY_STRING && strcmp(r->str, "rollback") == 0)
-        *gen = -*gen; /* a rollback's target is the previous generation: keep its keys */
+    /* a rollback's target is the previous generation: its keys stay */
+    keep_keys = r != NULL && r->type == REDIS_REPLY_STRING && strcmp(r->str, "rollback") == 0;
     freeReplyObject(r);
     /* first the names (the live projector stops writing there at its next batch, the running
      * rebuild at its next step), then the keys */
     r = redisCommand(p.rc, "EVAL %s 0 %s", unbuild_lua, "");
-    freeReplyObject(r);
-    r = redisCommand(p.rc, "HSET %s state aborted updated_at_ms %lld", RM_REBUILD_KEY, (long long)pj_now_ms());
     if (r == NULL || r->type == REDIS_REPLY_ERROR) {
         st = redis_failed(&p, r, "abort", e);
         goto cleanup;
     }
     freeReplyObject(r);
     r = redisCommand(p.rc, "DEL %s", RM_REBUILD_KEY);
-    if (*gen > 0)
+    if (r == NULL || r->type == REDIS_REPLY_ERROR) {
+        st = redis_failed(&p, r, "abort", e);
+        goto cleanup;
+    }
+    if (*gen > 0 && !keep_keys)
         st = rm_drop_generation(p.rc, *gen, removed, e);
-    else
-        *gen = -*gen;
 cleanup:
     freeReplyObject(r);
     pj_release(&p);

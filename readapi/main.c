@@ -38,8 +38,7 @@ static void reply_not_yet(struct http_response *resp, const struct ra_query *q, 
                             "projected_version", (json_int_t)projected, "min_version",
                             (json_int_t)q->min_version);
     http_set_header(resp, "Retry-After", "1");
-    http_reply(resp, 503, doc != NULL ? jsonx_dump(doc) : NULL);
-    json_decref(doc);
+    http_reply(resp, 503, jsonx_dump_decref(doc));
 }
 
 static char *build_statement(const struct rs_statement *s, const char *id, struct err *e)

@@ -154,6 +154,19 @@ static status prepare_all(PGconn *conn, struct err *e)
     return ST_OK;
 }
 
+static void checkin(struct store *s, struct slot *sl)
+{
+    /* A connection left inside a transaction (a failed ROLLBACK) is not reused. */
+    if (sl->conn != NULL && (db_broken(sl->conn) || PQtransactionStatus(sl->conn) != PQTRANS_IDLE)) {
+        PQfinish(sl->conn);
+        sl->conn = NULL;
+    }
+    pthread_mutex_lock(&s->mu);
+    sl->busy = false;
+    pthread_cond_signal(&s->freed);
+    pthread_mutex_unlock(&s->mu);
+}
+
 /* Waits (bounded) for a free slot, then makes sure it holds a working connection. */
 static status checkout(struct store *s, struct slot **out, struct err *e)
 {
@@ -202,10 +215,7 @@ static status checkout(struct store *s, struct slot **out, struct err *e)
             if (sl->conn != NULL)
                 PQfinish(sl->conn);
             sl->conn = NULL;
-            pthread_mutex_lock(&s->mu);
-            sl->busy = false;
-            pthread_cond_signal(&s->freed);
-            pthread_mutex_unlock(&s->mu);
+            checkin(s, sl);
             return st;
         }
     }
@@ -213,18 +223,6 @@ static status checkout(struct store *s, struct slot **out, struct err *e)
     return ST_OK;
 }
 
-static void checkin(struct store *s, struct slot *sl)
-{
-    /* A connection left inside a transaction (a failed ROLLBACK) is not reused. */
-    if (sl->conn != NULL && (db_broken(sl->conn) || PQtransactionStatus(sl->conn) != PQTRANS_IDLE)) {
-        PQfinish(sl->conn);
-        sl->conn = NULL;
-    }
-    pthread_mutex_lock(&s->mu);
-    sl->busy = false;
-    pthread_cond_signal(&s->freed);
-    pthread_mutex_unlock(&s->mu);
-}
 
 /* ---- statements ---- */
 
@@ -430,8 +428,7 @@ static status build_reply(const struct command *c, const struct decision *d, str
         doc = leg_json(ev, d->balance_after[0]);
         break;
     }
-    out->body = doc != NULL ? jsonx_dump(doc) : NULL;
-    json_decref(doc);
+    out->body = jsonx_dump_decref(doc);
     if (out->body == NULL)
         return err_set(e, ST_INTERNAL, "out of memory building the reply");
     return ST_OK;
