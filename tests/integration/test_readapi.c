@@ -371,6 +371,16 @@ static void test_redis_restart(void **state)
     assert_int_equal(l.slow, 0);      /* bounded: no request hung */
     assert_true(ok_after > ok_before);
     assert_int_equal(waitpid(readapi_pid, &wst, WNOHANG), 0); /* still running */
+    {
+        /* the outage is counted in /metrics */
+        struct thttp_resp r;
+        const char *line;
+        assert_int_equal(thttp_request(&r, "GET", tenv("READAPI_URL"), "/metrics", NULL, NULL, 5000), 0);
+        line = strstr(r.body, "redis_errors_total{service=\"readapi\"} ");
+        assert_non_null(line);
+        assert_true(atof(strchr(line, ' ') + 1) > 0);
+        thttp_resp_release(&r);
+    }
     assert_int_equal(tcheck_wait_converged(10000, NULL), 0);
 }
 
