@@ -25,6 +25,8 @@ struct cfg {
     int projector_max_deliver;
     int relay_batch;      /* outbox rows per publish round */
     int request_timeout_ms; /* bound on any single dependency call */
+    int read_cache_ttl_ms;  /* read API: longest an account document is served from memory */
+    int read_cache_slots;   /* read API: account documents kept in memory */
 };
 
 /* Reads every variable of the table. Every bad value is reported on its own line in

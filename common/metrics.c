@@ -71,7 +71,9 @@ void metrics_http_observe(const char *route, int status, double seconds)
     pthread_mutex_unlock(&mu);
 }
 
-static void series_update(const char *name, const char *help, int gauge, double v)
+enum series_op { OP_ADD, OP_SET_COUNTER, OP_SET_GAUGE };
+
+static void series_update(const char *name, const char *help, enum series_op op, double v)
 {
     int i;
 
@@ -80,24 +82,29 @@ static void series_update(const char *name, const char *help, int gauge, double 
         if (strcmp(series[i].name, name) == 0)
             break;
     if (i == nseries && nseries < MAX_SERIES)
-        series[nseries++] = (struct series){name, help, gauge, 0};
+        series[nseries++] = (struct series){name, help, op == OP_SET_GAUGE, 0};
     if (i < nseries) {
-        if (gauge)
-            series[i].value = v;
-        else
+        if (op == OP_ADD)
             series[i].value += v;
+        else
+            series[i].value = v;
     }
     pthread_mutex_unlock(&mu);
 }
 
 void metrics_counter_add(const char *name, const char *help, double v)
 {
-    series_update(name, help, 0, v);
+    series_update(name, help, OP_ADD, v);
+}
+
+void metrics_counter_set(const char *name, const char *help, double v)
+{
+    series_update(name, help, OP_SET_COUNTER, v);
 }
 
 void metrics_gauge_set(const char *name, const char *help, double v)
 {
-    series_update(name, help, 1, v);
+    series_update(name, help, OP_SET_GAUGE, v);
 }
 
 struct buf {

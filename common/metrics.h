@@ -6,6 +6,8 @@
 void metrics_http_observe(const char *route, int status, double seconds);
 /* Adds v to the counter name (static string, must end in _total); help is a static string. */
 void metrics_counter_add(const char *name, const char *help, double v);
+/* Sets the counter name to v, for a count kept elsewhere (monotonic by its owner). */
+void metrics_counter_set(const char *name, const char *help, double v);
 /* Sets the gauge name (static string). */
 void metrics_gauge_set(const char *name, const char *help, double v);
 /* The whole registry as Prometheus text; caller frees. NULL on allocation failure. */

@@ -265,6 +265,7 @@ static const char switch_lua[] =
     "redis.call('SET', 'rm:current', ARGV[1])\n"
     "redis.call('DEL', 'rm:building')\n"
     "redis.call('HSET', 'rm:rebuild', 'state', 'done', 'updated_at_ms', ARGV[2], 'eta_s', 0)\n"
+    "redis.call('PUBLISH', 'rm:applied', '*')\n"
     "return dropped\n";
 
 static const char rollback_lua[] =

@@ -30,7 +30,8 @@
  *   rm:parked                  hash: event_id -> {"event_id","account_id","stream_version",
  *                              "position","reason","parked_at","payload"[,"jetstream_seq"]}
  *   rm:stalled                 hash: account_id -> {"event_id","reason","since"}
- *   channel rm:applied         "<account_id>:<version> ..." after each applied batch
+ *   channel rm:applied         "<account_id>:<version> ..." after each applied batch, "*" when
+ *                              the switch script changes rm:current (read API caches follow)
  * The {id} hash tag keeps an account's two keys on one Redis Cluster slot, which the apply
  * script needs (it touches both atomically). */
 #define RM_CURRENT_KEY "rm:current"

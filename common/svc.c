@@ -46,3 +46,10 @@ void svc_sleep(int ms)
     if (sig == SIGTERM || sig == SIGINT)
         svc_stop_requested = 1;
 }
+
+int64_t svc_mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}

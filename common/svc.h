@@ -3,6 +3,7 @@
 #define COMMON_SVC_H
 
 #include <signal.h>
+#include <stdint.h>
 
 /* Set (only) by the SIGTERM/SIGINT handler; loops poll it to finish their work and drain. */
 extern volatile sig_atomic_t svc_stop_requested;
@@ -15,5 +16,7 @@ void svc_signals_install(int block);
 void svc_wait_stop(void);
 /* Main thread: sleeps ms, or less when SIGTERM/SIGINT arrives (needs svc_signals_install(1)). */
 void svc_sleep(int ms);
+/* Milliseconds of CLOCK_MONOTONIC: for deadlines and durations, never for timestamps. */
+int64_t svc_mono_ms(void);
 
 #endif

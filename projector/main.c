@@ -37,24 +37,17 @@ static void sleep_ms(int ms)
     nanosleep(&ts, NULL);
 }
 
-static int64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* Sleeps ms in slices, telling JetStream the batch in hand is still being worked on so it is
  * not redelivered to another worker while a dependency is down. */
 static void wait_in_progress(natsMsgList *list, int ms, int ack_wait_ms, int64_t *last_progress)
 {
-    int64_t end = mono_ms() + ms;
+    int64_t end = svc_mono_ms() + ms;
 
-    while (mono_ms() < end) {
-        if (list != NULL && mono_ms() - *last_progress >= ack_wait_ms / 3) {
+    while (svc_mono_ms() < end) {
+        if (list != NULL && svc_mono_ms() - *last_progress >= ack_wait_ms / 3) {
             for (int i = 0; i < list->Count; i++)
                 (void)natsMsg_InProgress(list->Msgs[i], NULL);
-            *last_progress = mono_ms();
+            *last_progress = svc_mono_ms();
         }
         sleep_ms(100);
     }
@@ -134,7 +127,7 @@ static void handle_batch(struct pj *p, const struct cfg *c, natsMsgList *list)
 {
     struct pj_item *items = calloc((size_t)list->Count, sizeof *items);
     struct pj_item **ptrs = calloc((size_t)list->Count, sizeof *ptrs);
-    int64_t last_progress = mono_ms();
+    int64_t last_progress = svc_mono_ms();
     struct err e;
     status st = ST_UNAVAILABLE;
     long ack = 0, term = 0, nak = 0;
@@ -257,7 +250,7 @@ static int cmd_run(const struct cfg *c)
     struct bus b = {0};
     natsSubscription *sub = NULL;
     struct err e;
-    int64_t last_sweep = 0, last_stats = mono_ms();
+    int64_t last_sweep = 0, last_stats = svc_mono_ms();
     long last_applied = -1;
     int sweep_more = 0, attempt;
 
@@ -299,7 +292,7 @@ static int cmd_run(const struct cfg *c)
         natsMsgList list = {0};
         jsErrCode jerr = 0;
         natsStatus ns;
-        int64_t now = mono_ms();
+        int64_t now = svc_mono_ms();
 
         if (sweep_more || now - last_sweep >= SWEEP_INTERVAL_MS) {
             int count = 0;

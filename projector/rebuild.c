@@ -15,6 +15,7 @@
 #include "log.h"
 #include "rds.h"
 #include "readmodel.h"
+#include "svc.h"
 #include "tail.h"
 #include "uuid.h"
 
@@ -50,13 +51,6 @@ static const char unbuild_lua[] =
     "end\n"
     "return 0\n";
 
-static int64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static void sleep_ms(int ms)
 {
     struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
@@ -91,7 +85,7 @@ struct progress {
 
 static void progress_print(struct progress *pg, int final)
 {
-    int64_t now = mono_ms();
+    int64_t now = svc_mono_ms();
     char line[200];
     double pct = pg->total > 0 ? 100.0 * (double)pg->done / (double)pg->total : 100.0;
 
@@ -118,7 +112,7 @@ static void progress_print(struct progress *pg, int final)
 static status progress_update(struct progress *pg, struct pj *p, const struct tail_cursor *cur,
                               struct err *e)
 {
-    int64_t now = mono_ms(), remaining = 0, head = 0;
+    int64_t now = svc_mono_ms(), remaining = 0, head = 0;
     double secs = (double)(now - pg->t0) / 1000.0;
     status st;
 
@@ -452,7 +446,7 @@ cleanup:
 
 static status take_lease(struct pj *p, const struct rb_opts *o, const char *token, struct err *e)
 {
-    int64_t deadline = mono_ms() + (o->auto_heal ? 0 : RB_LEASE_MS + 2000);
+    int64_t deadline = svc_mono_ms() + (o->auto_heal ? 0 : RB_LEASE_MS + 2000);
     int held = 0, said = 0;
     status st;
 
@@ -460,7 +454,7 @@ static status take_lease(struct pj *p, const struct rb_opts *o, const char *toke
         st = pj_lease(p, RM_REBUILD_LEASE_KEY, token, RB_LEASE_MS, &held, e);
         if (st != ST_OK || held)
             return st;
-        if (mono_ms() >= deadline || (o->stop != NULL && *o->stop))
+        if (svc_mono_ms() >= deadline || (o->stop != NULL && *o->stop))
             return err_set(e, ST_CONFLICT, "another rebuild is running (%s is held)", RM_REBUILD_LEASE_KEY);
         if (!said && o->progress != NULL) {
             fprintf(o->progress, "waiting for %s (another rebuild, or one that died, holds it)\n",
@@ -598,7 +592,7 @@ status rb_run(const struct cfg *c, const struct rb_opts *o, struct rb_result *re
     pg.o = o;
     pg.gen = gen;
     pg.done0 = pg.done;
-    pg.t0 = mono_ms();
+    pg.t0 = svc_mono_ms();
     pg.tty = !o->auto_heal && o->progress != NULL && isatty(fileno(o->progress));
     if (o->auto_heal)
         log_info("self-heal: %s generation %ld from the events table", res->resumed ? "resuming" : "building", gen);
@@ -679,7 +673,7 @@ status rb_run(const struct cfg *c, const struct rb_opts *o, struct rb_result *re
     pg.total = pg.done;
     pg.eta_s = 0;
     progress_print(&pg, 1);
-    res->elapsed_ms = mono_ms() - pg.t0;
+    res->elapsed_ms = svc_mono_ms() - pg.t0;
     res->events_per_s = pg.eps;
 
     if (o->mode == RB_VERIFY) {

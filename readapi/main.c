@@ -16,13 +16,6 @@
 #include "rstore.h"
 #include "svc.h"
 
-static int64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static void reply_status_error(struct http_response *resp, const struct err *e)
 {
     if (e->code == ST_UNAVAILABLE)
@@ -84,8 +77,9 @@ static char *build_statement(const struct rs_statement *s, const char *id, struc
  * next applied batch (no polling loop), up to wait_ms. */
 static void serve_account(const struct ra_query *q, struct http_response *resp)
 {
-    int64_t deadline = mono_ms() + q->wait_ms;
-    uint64_t seen = rs_wait_applied(0, 0);
+    int64_t deadline = svc_mono_ms() + q->wait_ms;
+    /* taken before the read, so a batch landing in between still wakes the wait below */
+    uint64_t seen = q->min_version > 0 ? rs_wait_applied(0, 0) : 0;
     struct err e = {0};
 
     for (;;) {
@@ -94,7 +88,7 @@ static void serve_account(const struct ra_query *q, struct http_response *resp)
 
         memset(&s, 0, sizeof s);
         if (q->route == RA_ACCOUNT)
-            st = rs_account(&s.acc, q->account_id, &e);
+            st = rs_account(&s.acc, q->account_id, q->min_version, &e);
         else
             st = rs_statement(&s, q->account_id, q->limit, q->before, &e);
         if (st != ST_OK) {
@@ -126,12 +120,12 @@ static void serve_account(const struct ra_query *q, struct http_response *resp)
                              q->account_id);
             return;
         }
-        if (mono_ms() >= deadline) {
+        if (svc_mono_ms() >= deadline) {
             reply_not_yet(resp, q, s.acc.version);
             return;
         }
         {
-            int64_t left = deadline - mono_ms();
+            int64_t left = deadline - svc_mono_ms();
             /* a bounded fallback wake-up covers a lost notification */
             seen = rs_wait_applied(seen, left < 100 ? (int)left : 100);
         }
@@ -228,9 +222,9 @@ int main(int argc, char **argv)
     log_init("readapi", (enum log_level)cfg.log_level);
     /* Only the main thread takes SIGTERM/SIGINT: block them before any thread starts. */
     svc_signals_install(1);
-    rs_init(&cfg);
-    if (rs_start_listener(&e) != ST_OK) {
+    if (rs_init(&cfg, &e) != ST_OK || rs_start_listener(&e) != ST_OK) {
         log_error("%s", e.msg);
+        rs_fini();
         return 1;
     }
 
@@ -244,6 +238,7 @@ int main(int argc, char **argv)
     if (http_server_start(&srv, &o, &e) != ST_OK) {
         log_error("%s", e.msg);
         rs_stop_listener();
+        rs_fini();
         return 1;
     }
     log_info("listening on %s:%d redis=%s:%d", cfg.http_bind, cfg.readapi_port, cfg.redis_host,
@@ -252,6 +247,7 @@ int main(int argc, char **argv)
     log_info("stopping: draining requests");
     http_server_stop(&srv);
     rs_stop_listener();
+    rs_fini();
     log_info("stopped");
     return 0;
 }

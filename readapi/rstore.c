@@ -12,10 +12,12 @@
 #include <sys/time.h>
 #include <time.h>
 
+#include "cache.h"
 #include "jsonx.h"
 #include "log.h"
 #include "metrics.h"
 #include "readmodel.h"
+#include "svc.h"
 
 enum { SCRIPT_ACCOUNT, SCRIPT_STATEMENT, SCRIPT_PROJECTIONS, SCRIPT_COUNT };
 /* The read scripts belong to the layout (common/readmodel.c); the API only runs them. */
@@ -27,6 +29,7 @@ static const char *script_text(int idx)
 }
 
 static const struct cfg *rs_cfg;
+static struct rcache *cache; /* account documents, fed by the rm:applied listener */
 static pthread_key_t conn_key;
 static pthread_once_t key_once = PTHREAD_ONCE_INIT;
 
@@ -50,10 +53,17 @@ static void make_key(void)
     pthread_key_create(&conn_key, rconn_free);
 }
 
-void rs_init(const struct cfg *c)
+status rs_init(const struct cfg *c, struct err *e)
 {
     rs_cfg = c;
     pthread_once(&key_once, make_key);
+    return rc_create(&cache, (size_t)c->read_cache_slots, c->read_cache_ttl_ms, e);
+}
+
+void rs_fini(void)
+{
+    rc_destroy(cache);
+    cache = NULL;
 }
 
 static struct timeval ms_tv(int ms)
@@ -214,7 +224,7 @@ static status fill_account(struct rs_account *out, const redisReply *r, struct e
     return ST_OK;
 }
 
-status rs_account(struct rs_account *out, const char *id, struct err *e)
+static status read_account(struct rs_account *out, const char *id, struct err *e)
 {
     const char *argv[1] = {id};
     redisReply *r = run_script(SCRIPT_ACCOUNT, 1, argv, e);
@@ -225,6 +235,23 @@ status rs_account(struct rs_account *out, const char *id, struct err *e)
         return e != NULL ? e->code : ST_UNAVAILABLE;
     st = fill_account(out, r, e);
     freeReplyObject(r);
+    return st;
+}
+
+status rs_account(struct rs_account *out, const char *id, int64_t min_version, struct err *e)
+{
+    struct rc_ticket t = {0, 0};
+    status st;
+
+    memset(out, 0, sizeof *out);
+    if (cache != NULL) {
+        if (rc_get(cache, id, min_version, svc_mono_ms(), &out->doc, &out->version, &out->gen))
+            return ST_OK;
+        t = rc_fill_begin(cache, id);
+    }
+    st = read_account(out, id, e);
+    if (st == ST_OK && cache != NULL && out->doc != NULL)
+        (void)rc_fill_commit(cache, id, t, out->gen, out->version, out->doc, svc_mono_ms());
     return st;
 }
 
@@ -353,7 +380,7 @@ status rs_ready(struct err *e)
 {
     struct rs_account a;
     char zero[] = "00000000-0000-0000-0000-000000000000";
-    status st = rs_account(&a, zero, e);
+    status st = read_account(&a, zero, e);
 
     if (st != ST_OK)
         return st;
@@ -418,37 +445,97 @@ static void wake_all(void)
     pthread_mutex_unlock(&applied_mu);
 }
 
+static void publish_cache_metrics(void)
+{
+    struct rc_stats st;
+
+    rc_stats(cache, &st);
+    metrics_counter_set("readapi_cache_hits_total", "Account reads answered from memory.",
+                        (double)st.hits);
+    metrics_counter_set("readapi_cache_misses_total", "Account reads that went to Redis.",
+                        (double)st.misses);
+    metrics_counter_set("readapi_cache_refused_total",
+                        "Cache fills dropped because a notification raced them.", (double)st.refused);
+    metrics_counter_set("readapi_cache_invalidations_total",
+                        "Account notifications received on rm:applied.", (double)st.invalidations);
+    metrics_counter_set("readapi_cache_clears_total",
+                        "Whole-cache clears (generation change, listener reconnect).",
+                        (double)st.clears);
+}
+
+/* Which generation readers see now (0: none): the cache follows it. */
+static status probe_generation(redisContext *probe, struct err *e)
+{
+    struct rm_gens g;
+    status st = rm_load_gens(probe, &g, e);
+
+    if (st == ST_OK)
+        rc_set_gen(cache, g.current);
+    publish_cache_metrics();
+    return st;
+}
+
+#define PROBE_MS 100
+
+/* Listens on rm:applied: wakes read-your-writes waiters and keeps the cache true. The cache is
+ * enabled only while this thread is subscribed and its probe (every PROBE_MS) reaches Redis:
+ * a lost connection, a flush or a generation switch clears it before anything stale is
+ * served. */
 static void *listener_main(void *arg)
 {
     (void)arg;
     while (!listener_stop) {
         struct err e;
-        redisContext *ctx = connect_redis(&e);
-        redisReply *r;
+        redisContext *ctx = connect_redis(&e), *probe = ctx != NULL ? connect_redis(&e) : NULL;
+        redisReply *r = NULL;
+        int64_t last_probe;
 
-        if (ctx == NULL) {
+        if (ctx != NULL && probe != NULL)
+            r = redisCommand(ctx, "SUBSCRIBE %s", RM_APPLIED_CHANNEL);
+        if (r == NULL || r->type != REDIS_REPLY_ARRAY || probe_generation(probe, &e) != ST_OK) {
             struct timespec ts = {0, 200 * 1000000L};
+            freeReplyObject(r);
+            if (ctx != NULL)
+                redisFree(ctx);
+            if (probe != NULL)
+                redisFree(probe);
+            rc_set_gen(cache, 0);
             nanosleep(&ts, NULL);
             continue;
         }
-        r = redisCommand(ctx, "SUBSCRIBE rm:applied");
         freeReplyObject(r);
-        /* short read timeout so a stop request is noticed */
-        redisSetTimeout(ctx, ms_tv(500));
+        last_probe = svc_mono_ms();
+        /* short read timeout: the probe runs and a stop request is noticed */
+        redisSetTimeout(ctx, ms_tv(PROBE_MS));
         wake_all(); /* (re)connected: something may have been applied while we were away */
         while (!listener_stop) {
             void *reply = NULL;
-            if (redisGetReply(ctx, &reply) != REDIS_OK) {
-                if (ctx->err == REDIS_ERR_IO && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-                    ctx->err = 0; /* a read timeout: keep listening */
-                    continue;
+            if (redisGetReply(ctx, &reply) == REDIS_OK) {
+                redisReply *m = reply;
+                int is_switch = 0;
+                if (m->type == REDIS_REPLY_ARRAY && m->elements == 3 &&
+                    m->element[2]->type == REDIS_REPLY_STRING) {
+                    rc_apply_message(cache, m->element[2]->str, m->element[2]->len);
+                    is_switch = m->element[2]->len == 1 && m->element[2]->str[0] == '*';
                 }
+                freeReplyObject(reply);
+                if (is_switch)
+                    last_probe = 0; /* learn the new generation now */
+                wake_all();
+            } else if (ctx->err == REDIS_ERR_IO && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+                ctx->err = 0; /* a read timeout: keep listening */
+            } else {
                 break;
             }
-            freeReplyObject(reply);
-            wake_all();
+            if (svc_mono_ms() - last_probe >= PROBE_MS) {
+                if (probe_generation(probe, &e) != ST_OK)
+                    break;
+                last_probe = svc_mono_ms();
+            }
         }
+        rc_set_gen(cache, 0); /* notifications may be lost from here on */
         redisFree(ctx);
+        redisFree(probe);
     }
     return NULL;
 }

@@ -20,10 +20,12 @@ struct rs_statement {
     char **entries;  /* malloc'd JSON strings, oldest first */
 };
 
-/* Remembers the settings; connections are made lazily per thread. */
-void rs_init(const struct cfg *c);
-/* Loads one account in one round trip. ST_UNAVAILABLE when Redis fails (bounded by timeouts). */
-status rs_account(struct rs_account *out, const char *id, struct err *e) WUR;
+/* Remembers the settings and makes the document cache; connections are made lazily per thread. */
+status rs_init(const struct cfg *c, struct err *e) WUR;
+void rs_fini(void);
+/* Loads one account: from the cache when it holds a current document at or above min_version,
+ * else in one Redis round trip. ST_UNAVAILABLE when Redis fails (bounded by timeouts). */
+status rs_account(struct rs_account *out, const char *id, int64_t min_version, struct err *e) WUR;
 /* Loads the account and the page of limit entries below before (0: newest) in one round trip. */
 status rs_statement(struct rs_statement *out, const char *id, int limit, int64_t before,
                     struct err *e) WUR;

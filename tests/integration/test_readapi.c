@@ -1,5 +1,8 @@
 /* Issue 6: the read API's endpoints, parameters and errors; pagination over 1,000 entries;
- * read-your-writes 500 times; Redis stopped and restarted under a read load. */
+ * read-your-writes 500 times; Redis stopped and restarted under a read load; the document cache
+ * never serving an older version once the projector has applied a newer one.
+ * The read API here runs with a 60 s cache lifetime, so only the projector's notifications can
+ * keep its answers current: every test below checks them too. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -15,6 +18,7 @@
 
 #include "support.h"
 #include "tcheck.h"
+#include "trebuild.h"
 #include "thttp.h"
 #include "tstack.h"
 #include "twriter.h"
@@ -384,6 +388,145 @@ static void test_redis_restart(void **state)
     assert_int_equal(tcheck_wait_converged(10000, NULL), 0);
 }
 
+static double metric(const char *base, const char *name)
+{
+    struct thttp_resp r;
+    char key[256];
+    const char *line;
+    double v = -1;
+
+    snprintf(key, sizeof key, "%s{service=\"readapi\"} ", name);
+    if (thttp_request(&r, "GET", base, "/metrics", NULL, NULL, 5000) != 0)
+        tfail("GET %s/metrics: no response", base);
+    line = strstr(r.body, key);
+    if (line != NULL)
+        v = atof(line + strlen(key));
+    thttp_resp_release(&r);
+    return v;
+}
+
+/* The cache follows the projector: after each command a plain read (no min_version) shows the
+ * new version well inside the cache lifetime, and never an older one after a newer. */
+static void test_cache_follows_the_projector(void **state)
+{
+    char id[UUID_STR_SIZE], path[256];
+    double hits0, hits1;
+    int64_t worst = 0, seen = 0;
+
+    (void)state;
+    tw_open(id, "cache", "main", "EUR", 0);
+    snprintf(path, sizeof path, "/accounts/%s?min_version=1", id);
+    json_decref(rget_ok(path)); /* projected, and now cached */
+    snprintf(path, sizeof path, "/accounts/%s", id);
+    hits0 = metric(tenv("READAPI_URL"), "readapi_cache_hits_total");
+    for (int i = 0; i < 20; i++) {
+        json_t *r = rget_ok(path);
+        json_decref(r);
+    }
+    usleep(300000); /* the listener publishes the counters every 100 ms */
+    hits1 = metric(tenv("READAPI_URL"), "readapi_cache_hits_total");
+    fprintf(stderr, "cache hits over 20 repeated reads: %.0f\n", hits1 - hits0);
+    assert_true(hits1 - hits0 >= 15); /* the cache is really in the path */
+    for (int i = 0; i < 200; i++) {
+        json_t *w = tw_money(id, "deposits", 1 + i, "cache");
+        int64_t v = tw_int(w, "version"), t0 = tnow_ms(), took;
+        json_decref(w);
+        for (;;) {
+            json_t *r = rget_ok(path);
+            int64_t got = tw_int(r, "version");
+            json_decref(r);
+            assert_true(got >= seen); /* never backwards */
+            seen = got;
+            if (got >= v)
+                break;
+            if (tnow_ms() - t0 > 5000)
+                tfail("version %lld not visible after 5 s (cache lifetime is 60 s)", (long long)v);
+            usleep(500);
+        }
+        took = tnow_ms() - t0;
+        if (took > worst)
+            worst = took;
+    }
+    fprintf(stderr, "200 commands: the plain read showed each within %lld ms at worst\n",
+            (long long)worst);
+}
+
+/* A notification that never comes (a projector killed between its write and its PUBLISH, a
+ * hand edit): a read API with a 300 ms cache lifetime shows what Redis holds within it. */
+static void test_cache_lifetime_bounds_a_lost_notification(void **state)
+{
+    char id[UUID_STR_SIZE], path[256], env_port[64], url[64], key[128];
+    static char env_ttl[] = "READ_CACHE_TTL_MS=300";
+    const char *extra[3] = {env_port, env_ttl, NULL};
+    redisContext *rc = trb_redis();
+    redisReply *rep;
+    long gen = trb_get(rc, "rm:current");
+    int port = atoi(tenv("READAPI_PORT")) + 5;
+    char *orig;
+    json_t *r;
+    int64_t t0, took;
+    pid_t pid;
+
+    (void)state;
+    snprintf(env_port, sizeof env_port, "READAPI_PORT=%d", port);
+    snprintf(url, sizeof url, "http://127.0.0.1:%d", port);
+    pid = tsvc_start("readapi", NULL, extra);
+    if (!twait_http_ok(url, "/readyz", 20000))
+        tfail("second readapi not ready at %s", url);
+    tw_open(id, "lost", "main", "EUR", 0);
+    snprintf(path, sizeof path, "/accounts/%s?min_version=1", id);
+    r = rget_ok(path); /* primary: waits until projected */
+    json_decref(r);
+    snprintf(path, sizeof path, "/accounts/%s", id);
+    for (int i = 0; i < 3; i++) {
+        struct thttp_resp hr;
+        assert_int_equal(thttp_request(&hr, "GET", url, path, NULL, NULL, 5000), 0);
+        assert_int_equal(hr.status, 200);
+        thttp_resp_release(&hr);
+    }
+    /* change the document behind the cache's back: no notification */
+    snprintf(key, sizeof key, "rm:%ld:a:{%s}", gen, id);
+    rep = redisCommand(rc, "HGET %s doc", key);
+    assert_true(rep != NULL && rep->type == REDIS_REPLY_STRING);
+    orig = strdup(rep->str);
+    freeReplyObject(rep);
+    {
+        json_t *doc = json_loads(orig, 0, NULL);
+        char *edited;
+        json_object_set_new(doc, "balance", json_integer(424242));
+        edited = json_dumps(doc, JSON_COMPACT);
+        rep = redisCommand(rc, "HSET %s doc %s", key, edited);
+        freeReplyObject(rep);
+        free(edited);
+        json_decref(doc);
+    }
+    t0 = tnow_ms();
+    for (;;) {
+        struct thttp_resp hr;
+        json_t *doc;
+        int64_t bal;
+        assert_int_equal(thttp_request(&hr, "GET", url, path, NULL, NULL, 5000), 0);
+        doc = thttp_json(&hr);
+        bal = tw_int(doc, "balance");
+        json_decref(doc);
+        thttp_resp_release(&hr);
+        if (bal == 424242)
+            break;
+        assert_int_equal(bal, 0);
+        if (tnow_ms() - t0 > 3000)
+            break;
+        usleep(5000);
+    }
+    took = tnow_ms() - t0;
+    rep = redisCommand(rc, "HSET %s doc %s", key, orig); /* put the truth back */
+    freeReplyObject(rep);
+    free(orig);
+    redisFree(rc);
+    assert_int_equal(tsvc_stop(pid, SIGTERM, 10000), 0);
+    fprintf(stderr, "an unnotified change showed after %lld ms (lifetime 300 ms)\n", (long long)took);
+    assert_true(took <= 1500);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -391,6 +534,10 @@ int main(void)
         cmocka_unit_test(test_pagination),
         cmocka_unit_test(test_read_your_writes),
         cmocka_unit_test(test_redis_restart),
+        cmocka_unit_test(test_cache_follows_the_projector),
+        cmocka_unit_test(test_cache_lifetime_bounds_a_lost_notification),
     };
+    /* inherited by the services: only notifications keep the cache current */
+    setenv("READ_CACHE_TTL_MS", "60000", 1);
     return cmocka_run_group_tests(tests, setup, teardown);
 }

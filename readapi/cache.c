@@ -1,0 +1,248 @@
+/* Account-document cache of the read API (see cache.h for when an entry may be served).
+ * Direct-mapped: one entry per slot, a colliding account replaces it. Slots share 256 lock
+ * stripes; each stripe counts the notifications that touched it, which is what a fill ticket
+ * remembers. */
+#include "cache.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "uuid.h"
+
+#define NSTRIPES 256
+
+struct centry {
+    char id[UUID_STR_SIZE];
+    long gen;
+    uint64_t epoch;
+    int64_t version;
+    int64_t filled_ms;
+    char *doc; /* NULL: empty slot */
+    size_t len;
+};
+
+struct stripe {
+    _Alignas(64) pthread_mutex_t mu; /* one cache line each: no false sharing between stripes */
+    uint64_t seq;
+};
+
+struct rcache {
+    struct centry *slots;
+    size_t mask;
+    int ttl_ms;
+    _Atomic uint64_t epoch;
+    _Atomic long gen;
+    struct stripe stripes[NSTRIPES];
+    _Atomic unsigned long long hits, misses, stores, refused, invalidations, clears;
+};
+
+static size_t slot_of(const struct rcache *c, const char *id)
+{
+    uint64_t h = 1469598103934665603ULL; /* FNV-1a */
+    for (const unsigned char *p = (const unsigned char *)id; *p != '\0'; p++) {
+        h ^= *p;
+        h *= 1099511628211ULL;
+    }
+    return (size_t)(h ^ (h >> 32)) & c->mask;
+}
+
+static struct stripe *stripe_of(struct rcache *c, size_t slot)
+{
+    return &c->stripes[slot & (NSTRIPES - 1)];
+}
+
+static void entry_free(struct centry *en)
+{
+    free(en->doc);
+    en->doc = NULL;
+    en->len = 0;
+}
+
+status rc_create(struct rcache **out, size_t slots, int ttl_ms, struct err *e)
+{
+    struct rcache *c;
+    size_t n = NSTRIPES;
+
+    *out = NULL;
+    while (n < slots && n < ((size_t)1 << 30))
+        n <<= 1;
+    c = calloc(1, sizeof *c);
+    if (c == NULL)
+        return err_set(e, ST_INTERNAL, "out of memory");
+    /* calloc: untouched slots cost address space, not resident memory */
+    c->slots = calloc(n, sizeof *c->slots);
+    if (c->slots == NULL) {
+        free(c);
+        return err_set(e, ST_INTERNAL, "out of memory for %zu cache slots", n);
+    }
+    c->mask = n - 1;
+    c->ttl_ms = ttl_ms < 0 ? 0 : ttl_ms;
+    for (int i = 0; i < NSTRIPES; i++)
+        pthread_mutex_init(&c->stripes[i].mu, NULL);
+    *out = c;
+    return ST_OK;
+}
+
+void rc_destroy(struct rcache *c)
+{
+    if (c == NULL)
+        return;
+    for (size_t i = 0; i <= c->mask; i++)
+        entry_free(&c->slots[i]);
+    for (int i = 0; i < NSTRIPES; i++)
+        pthread_mutex_destroy(&c->stripes[i].mu);
+    free(c->slots);
+    free(c);
+}
+
+int rc_get(struct rcache *c, const char *id, int64_t min_version, int64_t now_ms, char **body,
+           int64_t *version, long *gen_out)
+{
+    size_t slot = slot_of(c, id);
+    struct stripe *s = stripe_of(c, slot);
+    struct centry *en = &c->slots[slot];
+    long gen = atomic_load(&c->gen);
+    int hit = 0;
+
+    *body = NULL;
+    if (gen <= 0 || c->ttl_ms == 0) {
+        atomic_fetch_add_explicit(&c->misses, 1, memory_order_relaxed);
+        return 0;
+    }
+    pthread_mutex_lock(&s->mu);
+    if (en->doc != NULL && en->gen == gen && en->epoch == atomic_load(&c->epoch) &&
+        now_ms - en->filled_ms < c->ttl_ms && en->version >= min_version &&
+        strcmp(en->id, id) == 0) {
+        *body = malloc(en->len + 1);
+        if (*body != NULL) {
+            memcpy(*body, en->doc, en->len + 1);
+            *version = en->version;
+            *gen_out = gen;
+            hit = 1;
+        }
+    }
+    pthread_mutex_unlock(&s->mu);
+    atomic_fetch_add_explicit(hit ? &c->hits : &c->misses, 1, memory_order_relaxed);
+    return hit;
+}
+
+struct rc_ticket rc_fill_begin(struct rcache *c, const char *id)
+{
+    struct stripe *s = stripe_of(c, slot_of(c, id));
+    struct rc_ticket t;
+
+    pthread_mutex_lock(&s->mu);
+    t.seq = s->seq;
+    t.epoch = atomic_load(&c->epoch);
+    pthread_mutex_unlock(&s->mu);
+    return t;
+}
+
+int rc_fill_commit(struct rcache *c, const char *id, struct rc_ticket t, long gen, int64_t version,
+                   const char *doc, int64_t now_ms)
+{
+    size_t slot = slot_of(c, id), len;
+    struct stripe *s = stripe_of(c, slot);
+    struct centry *en = &c->slots[slot];
+    char *copy;
+    int stored = 0;
+
+    if (c->ttl_ms == 0 || gen <= 0 || doc == NULL || strlen(id) >= sizeof en->id)
+        return 0;
+    len = strlen(doc);
+    copy = malloc(len + 1);
+    if (copy == NULL)
+        return 0;
+    memcpy(copy, doc, len + 1);
+    pthread_mutex_lock(&s->mu);
+    if (s->seq == t.seq && atomic_load(&c->epoch) == t.epoch && atomic_load(&c->gen) == gen) {
+        entry_free(en);
+        strcpy(en->id, id);
+        en->gen = gen;
+        en->epoch = t.epoch;
+        en->version = version;
+        en->filled_ms = now_ms;
+        en->doc = copy;
+        en->len = len;
+        copy = NULL;
+        stored = 1;
+    }
+    pthread_mutex_unlock(&s->mu);
+    free(copy);
+    atomic_fetch_add_explicit(stored ? &c->stores : &c->refused, 1, memory_order_relaxed);
+    return stored;
+}
+
+void rc_invalidate(struct rcache *c, const char *id, int64_t version)
+{
+    size_t slot = slot_of(c, id);
+    struct stripe *s = stripe_of(c, slot);
+    struct centry *en = &c->slots[slot];
+
+    pthread_mutex_lock(&s->mu);
+    s->seq++; /* fills that read before this notification must not land */
+    if (en->doc != NULL && en->version < version && strcmp(en->id, id) == 0)
+        entry_free(en);
+    pthread_mutex_unlock(&s->mu);
+    atomic_fetch_add_explicit(&c->invalidations, 1, memory_order_relaxed);
+}
+
+void rc_clear(struct rcache *c)
+{
+    /* entries of an older epoch are never served; they are freed when their slot is reused */
+    atomic_fetch_add(&c->epoch, 1);
+    atomic_fetch_add_explicit(&c->clears, 1, memory_order_relaxed);
+}
+
+void rc_set_gen(struct rcache *c, long gen)
+{
+    long old = atomic_exchange(&c->gen, gen);
+    if (old != gen)
+        rc_clear(c);
+}
+
+void rc_apply_message(struct rcache *c, const char *msg, size_t len)
+{
+    size_t i = 0;
+
+    while (i < len) {
+        char id[UUID_STR_SIZE];
+        size_t start, idlen;
+        int64_t v = 0;
+        int digits = 0;
+
+        while (i < len && msg[i] == ' ')
+            i++;
+        if (i == len)
+            break;
+        start = i;
+        while (i < len && msg[i] != ':' && msg[i] != ' ')
+            i++;
+        idlen = i - start;
+        if (i == len || msg[i] != ':' || idlen == 0 || idlen >= sizeof id) {
+            rc_clear(c); /* "*" (a switch) or something this reader does not understand */
+            return;
+        }
+        memcpy(id, msg + start, idlen);
+        id[idlen] = '\0';
+        for (i++; i < len && msg[i] >= '0' && msg[i] <= '9' && digits < 18; i++, digits++)
+            v = v * 10 + (msg[i] - '0');
+        if (digits == 0 || (i < len && msg[i] != ' ')) {
+            rc_clear(c);
+            return;
+        }
+        rc_invalidate(c, id, v);
+    }
+}
+
+void rc_stats(struct rcache *c, struct rc_stats *out)
+{
+    out->hits = atomic_load(&c->hits);
+    out->misses = atomic_load(&c->misses);
+    out->stores = atomic_load(&c->stores);
+    out->refused = atomic_load(&c->refused);
+    out->invalidations = atomic_load(&c->invalidations);
+    out->clears = atomic_load(&c->clears);
+}
