@@ -31,6 +31,23 @@
 #define NAK_DELAY_MS 1000
 #define MAX_ACK_PENDING 20000
 
+/* Up to batch messages, returning as soon as what is there has been delivered. The simple
+ * natsSubscription_Fetch keeps a pull open until the whole batch arrives or wait_ms passes, so
+ * under a light load every event waited up to wait_ms: here a no-wait pull with an expiry asks
+ * the server to wait for the first message only. */
+static natsStatus fetch(natsSubscription *sub, natsMsgList *list, int batch, int wait_ms,
+                        jsErrCode *jerr)
+{
+    jsFetchRequest req;
+
+    *jerr = 0;
+    jsFetchRequest_Init(&req);
+    req.Batch = batch;
+    req.NoWait = true;
+    req.Expires = (int64_t)wait_ms * 1000000;
+    return natsSubscription_FetchRequest(list, sub, &req);
+}
+
 static void sleep_ms(int ms)
 {
     struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
@@ -313,10 +330,10 @@ static int cmd_run(const struct cfg *c)
             last_applied = p.applied;
             last_stats = now;
         }
-        ns = natsSubscription_Fetch(&list, sub, c->projector_batch, sweep_more ? 20 : FETCH_WAIT_MS, &jerr);
+        ns = fetch(sub, &list, c->projector_batch, sweep_more ? 20 : FETCH_WAIT_MS, &jerr);
         if (ns == NATS_OK && list.Count > 0)
             handle_batch(&p, c, &list);
-        else if (ns != NATS_OK && ns != NATS_TIMEOUT) {
+        else if (ns != NATS_OK && ns != NATS_TIMEOUT && ns != NATS_NOT_FOUND) {
             log_warn("fetch: %s (%d)", natsStatus_GetText(ns), (int)jerr);
             sleep_ms(500);
         }

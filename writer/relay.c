@@ -121,7 +121,10 @@ static status ensure_pg(struct relay *r, struct err *e)
         goto cleanup;
     }
     PQclear(res);
-    res = PQexec(r->pg, "LISTEN outbox");
+    /* Only the relay's own deletes of published rows: a delete lost in a crash means those
+     * rows are published again, which Nats-Msg-Id and the projector's version guard make
+     * harmless. Not waiting for its WAL flush takes ~1 ms off the path of every event. */
+    res = PQexec(r->pg, "SET synchronous_commit = off; LISTEN outbox");
     if (PQresultStatus(res) != PGRES_COMMAND_OK) {
         st = err_setr(e, ST_UNAVAILABLE, "store_unavailable", "listen: %s", db_error(msg, sizeof msg, r->pg, res));
         goto cleanup;
@@ -162,20 +165,35 @@ static status ensure_bus(struct relay *r, struct err *e)
     return ST_OK;
 }
 
-/* Waits for a NOTIFY (or the poll fallback, or a stop) and drains the notifications. */
+/* Frees the notifications libpq holds; returns how many there were. */
+static int drain_notifies(struct relay *r)
+{
+    PGnotify *n;
+    int count = 0;
+
+    while ((n = PQnotifies(r->pg)) != NULL) {
+        PQfreemem(n);
+        count++;
+    }
+    return count;
+}
+
+/* Waits for a NOTIFY (or the poll fallback, or a stop) and drains the notifications. A NOTIFY
+ * that arrived while the last round's queries ran is already read into libpq's queue, not on
+ * the socket: it means a commit the round may have missed, so no wait at all. */
 static void wait_notify(struct relay *r)
 {
     struct pollfd p[2] = {{.fd = PQsocket(r->pg), .events = POLLIN}, {.fd = r->wake[0], .events = POLLIN}};
-    PGnotify *n;
 
     if (p[0].fd < 0 || r->stopping)
+        return;
+    if (drain_notifies(r) > 0)
         return;
     if (poll(p, 2, IDLE_POLL_MS) > 0 && (p[0].revents & (POLLIN | POLLHUP | POLLERR))) {
         if (PQconsumeInput(r->pg) == 0)
             return; /* broken: the next round notices and reconnects */
     }
-    while ((n = PQnotifies(r->pg)) != NULL)
-        PQfreemem(n);
+    (void)drain_notifies(r);
 }
 
 /* Deletes the acked rows; returns how many were acked. */
