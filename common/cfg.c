@@ -47,7 +47,7 @@ static const struct cfg_entry cfg_table[] = {
     {"RELAY_BATCH", CFG_INT, I(relay_batch), "1000", 1, 100000, "outbox rows per publish round"},
     {"REQUEST_TIMEOUT_MS", CFG_INT, I(request_timeout_ms), "5000", 100, 120000,
      "bound on a single dependency call"},
-    {"READ_CACHE_TTL_MS", CFG_INT, I(read_cache_ttl_ms), "1000", 0, 60000,
+    {"READ_CACHE_TTL_MS", CFG_INT, I(read_cache_ttl_ms), "5000", 0, 60000,
      "read API: longest an account document is served from memory when a notification is lost "
      "(0: no cache)"},
     {"READ_CACHE_SLOTS", CFG_INT, I(read_cache_slots), "65536", 256, 16777216,

@@ -127,9 +127,15 @@ status pj_redis(struct pj *p, struct err *e)
     if (p->rc != NULL && rds_broken(p->rc))
         pj_drop_redis(p);
     if (p->rc == NULL) {
+        redisReply *r;
         st = rds_connect_cfg(&p->rc, p->cfg, e);
         if (st != ST_OK)
             return st;
+        /* a lost connection may have taken a batch's notification with it, and a start may
+         * follow a worker killed between its write and its PUBLISH: read API caches drop
+         * everything ("*") rather than serve what that notification would have invalidated */
+        r = redisCommand(p->rc, "PUBLISH %s *", RM_APPLIED_CHANNEL);
+        freeReplyObject(r);
     }
     /* no generation is created here: a current generation only ever comes from a rebuild's
      * switch, so the read API never serves an empty one while the event store has events */

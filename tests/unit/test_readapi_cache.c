@@ -188,6 +188,30 @@ static void test_concurrent_fills(void **state)
     rc_destroy(r.c);
 }
 
+/* Two ways per set: 100 accounts in 256 slots mostly stay (a direct-mapped table of the same
+ * size keeps about 82 of them; the ids and the hash are fixed, so this is deterministic). */
+static void test_associativity(void **state)
+{
+    struct rcache *c = NULL;
+    struct err e = {0};
+    char id[40];
+    int hits = 0;
+    (void)state;
+    assert_int_equal(rc_create(&c, 256, 1000, &e), ST_OK);
+    rc_set_gen(c, 7);
+    for (int i = 0; i < 100; i++) {
+        snprintf(id, sizeof id, "00000000-0000-4000-8000-%012d", i);
+        assert_true(fill(c, id, 7, 1, "{}", i));
+    }
+    for (int i = 0; i < 100; i++) {
+        snprintf(id, sizeof id, "00000000-0000-4000-8000-%012d", i);
+        hits += get(c, id, 0, 100, NULL) == 1;
+    }
+    fprintf(stderr, "100 accounts in 256 slots: %d stayed\n", hits);
+    assert_true(hits >= 90);
+    rc_destroy(c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -197,6 +221,7 @@ int main(void)
         cmocka_unit_test(test_notifications),
         cmocka_unit_test(test_fill_racing_a_notification),
         cmocka_unit_test(test_concurrent_fills),
+        cmocka_unit_test(test_associativity),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
