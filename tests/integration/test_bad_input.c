@@ -21,12 +21,12 @@
 
 #include "support.h"
 #include "thttp.h"
+#include "treadapi.h"
 #include "tstack.h"
 #include "twriter.h"
 
 #define UA "6b3f0c1e-2a4d-4b8e-9c1f-0123456789ab" /* an id no account has */
 
-static pid_t writer_pid, projector_pid, readapi_pid;
 static const char *writer_url, *readapi_url;
 static char acct1[UUID_STR_SIZE], acct2[UUID_STR_SIZE], dep_event[UUID_STR_SIZE];
 
@@ -42,33 +42,16 @@ static int setup(void **state)
 {
     json_t *doc;
 
-    (void)state;
     writer_url = tenv("WRITER_URL");
     readapi_url = tenv("READAPI_URL");
     if (tstack_pid("nats") < 0 || tstack_pid("redis") < 0)
         tstack_up();
-    treset_state();
-    tsvc_start_all(&writer_pid, &projector_pid, &readapi_pid);
-    tstack_guard(writer_pid);
-    tstack_guard(projector_pid);
-    tstack_guard(readapi_pid);
+    tstack_group_setup(state);
     tw_open(acct1, "bad-input", "main", "EUR", 0);
     tw_open(acct2, "bad-input", "other", "EUR", 0);
     doc = tw_money(acct1, "deposits", 5000, "seed");
     snprintf(dep_event, sizeof dep_event, "%s", tw_str(doc, "event_id"));
     json_decref(doc);
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    (void)state;
-    tstack_unguard(writer_pid);
-    tstack_unguard(projector_pid);
-    tstack_unguard(readapi_pid);
-    assert_int_equal(tsvc_stop(writer_pid, SIGTERM, 10000), 0);
-    assert_int_equal(tsvc_stop(readapi_pid, SIGTERM, 10000), 0);
-    assert_int_equal(tsvc_stop(projector_pid, SIGTERM, 10000), 0);
     return 0;
 }
 
@@ -354,22 +337,6 @@ static void test_writer_sql_metacharacters(void **state)
 
 /* ---- the read API ---- */
 
-static void expect_read_error(const char *method, const char *path, const char *body, int status)
-{
-    struct thttp_resp r;
-    json_t *doc;
-
-    if (thttp_request(&r, method, readapi_url, path, body, NULL, 15000) != 0)
-        tfail("%s %.200s: no response", method, path);
-    if (r.status != status)
-        tfail("%s %.200s: status %d, expected %d: %s", method, path, r.status, status, r.body);
-    doc = thttp_json(&r);
-    if (doc == NULL || tw_str(doc, "error") == NULL || tw_str(doc, "message") == NULL)
-        tfail("%s %.200s: %d without a JSON error: %s", method, path, r.status, r.body);
-    json_decref(doc);
-    thttp_resp_release(&r);
-}
-
 static void test_readapi_bad_input(void **state)
 {
     static const char *const bad_params[] = {
@@ -385,27 +352,27 @@ static void test_readapi_bad_input(void **state)
     (void)state;
     for (size_t i = 0; i < sizeof bad_params / sizeof bad_params[0]; i++) {
         snprintf(path, sizeof path, "/accounts/%s/statement?%s", acct1, bad_params[i]);
-        expect_read_error("GET", path, NULL, 400);
+        tr_expect_error("GET", readapi_url, path, 400, NULL);
     }
-    expect_read_error("GET", "/accounts/not-a-uuid", NULL, 400);
-    expect_read_error("GET", "/accounts/" UA "x", NULL, 400);
-    expect_read_error("GET", "/accounts/%ff%fe%fd", NULL, 400);
-    expect_read_error("GET", "/accounts/" UA "%00", NULL, 404); /* decoded, the path ends at the NUL */
-    expect_read_error("GET", "/accounts/'%20OR%20'1'='1", NULL, 400);
-    expect_read_error("GET", "/accounts/*", NULL, 400);
-    expect_read_error("GET", "/accounts/" UA "/statement/x", NULL, 404);
-    expect_read_error("GET", "/accounts/" UA, NULL, 404);
+    tr_expect_error("GET", readapi_url, "/accounts/not-a-uuid", 400, NULL);
+    tr_expect_error("GET", readapi_url, "/accounts/" UA "x", 400, NULL);
+    tr_expect_error("GET", readapi_url, "/accounts/%ff%fe%fd", 400, NULL);
+    tr_expect_error("GET", readapi_url, "/accounts/" UA "%00", 404, NULL); /* decoded, the path ends at the NUL */
+    tr_expect_error("GET", readapi_url, "/accounts/'%20OR%20'1'='1", 400, NULL);
+    tr_expect_error("GET", readapi_url, "/accounts/*", 400, NULL);
+    tr_expect_error("GET", readapi_url, "/accounts/" UA "/statement/x", 404, NULL);
+    tr_expect_error("GET", readapi_url, "/accounts/" UA, 404, NULL);
     memset(path, 'a', 10000);
     memcpy(path, "/accounts/", 10);
     path[10000] = '\0';
-    expect_read_error("GET", path, NULL, 400);
+    tr_expect_error("GET", readapi_url, path, 400, NULL);
     /* a body where none belongs: bounded, then refused */
     body = malloc(1024 * 1024 + 1);
     assert_non_null(body);
     memset(body, 'x', 1024 * 1024);
     body[1024 * 1024] = '\0';
     snprintf(path, sizeof path, "/accounts/%s", acct1);
-    expect_read_error("GET", path, body, 413);
+    tr_expect_error_body("GET", readapi_url, path, body, 413, NULL);
     free(body);
     assert_serving(readapi_url);
 }
@@ -619,5 +586,5 @@ int main(void)
         cmocka_unit_test(test_header_abuse),
         cmocka_unit_test(test_slow_clients),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return cmocka_run_group_tests(tests, setup, tstack_group_teardown);
 }

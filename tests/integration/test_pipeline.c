@@ -15,60 +15,9 @@
 #include "db.h"
 #include "support.h"
 #include "tcheck.h"
-#include "thttp.h"
-
-static pid_t writer_pid, projector_pid, readapi_pid;
-
-static int setup(void **state)
-{
-    (void)state;
-    treset_state();
-    tsvc_start_all(&writer_pid, &projector_pid, &readapi_pid);
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    (void)state;
-    /* SIGTERM must drain and exit 0 */
-    assert_int_equal(tsvc_stop(writer_pid, SIGTERM, 10000), 0);
-    assert_int_equal(tsvc_stop(projector_pid, SIGTERM, 10000), 0);
-    assert_int_equal(tsvc_stop(readapi_pid, SIGTERM, 10000), 0);
-    return 0;
-}
-
-static json_t *post(const char *path, const char *body, int expect_status)
-{
-    struct thttp_resp r;
-    json_t *doc;
-
-    if (thttp_request(&r, "POST", tenv("WRITER_URL"), path, body, NULL, 10000) != 0)
-        tfail("POST %s: no response", path);
-    if (r.status != expect_status)
-        tfail("POST %s %s: status %d, expected %d: %s", path, body, r.status, expect_status,
-              r.body);
-    doc = thttp_json(&r);
-    if (doc == NULL)
-        tfail("POST %s: body is not JSON: %s", path, r.body);
-    thttp_resp_release(&r);
-    return doc;
-}
-
-static json_t *get(const char *path, int expect_status)
-{
-    struct thttp_resp r;
-    json_t *doc;
-
-    if (thttp_request(&r, "GET", tenv("READAPI_URL"), path, NULL, NULL, 15000) != 0)
-        tfail("GET %s: no response", path);
-    if (r.status != expect_status)
-        tfail("GET %s: status %d, expected %d: %s", path, r.status, expect_status, r.body);
-    doc = thttp_json(&r);
-    if (doc == NULL)
-        tfail("GET %s: body is not JSON: %s", path, r.body);
-    thttp_resp_release(&r);
-    return doc;
-}
+#include "treadapi.h"
+#include "tstack.h"
+#include "twriter.h"
 
 static char account_id[64];
 static long long final_version;
@@ -88,7 +37,7 @@ static void test_commands_reach_read_model(void **state)
     snprintf(body, sizeof body,
              "{\"owner\":\"pipeline-%d\",\"name\":\"main\",\"currency\":\"EUR\",\"overdraft_limit\":500}",
              (int)getpid());
-    doc = post("/accounts", body, 201);
+    doc = tw_post(NULL, "/accounts", body, NULL, 201);
     snprintf(account_id, sizeof account_id, "%s", json_string_value(json_object_get(doc, "account_id")));
     version = json_integer_value(json_object_get(doc, "version"));
     assert_int_equal(version, 1);
@@ -103,7 +52,7 @@ static void test_commands_reach_read_model(void **state)
             snprintf(path, sizeof path, "/accounts/%s/withdrawals", account_id);
             snprintf(body, sizeof body, "{\"amount\":%lld,\"description\":\"too much\"}",
                      balance + 501);
-            doc = post(path, body, 422);
+            doc = tw_post(NULL, path, body, NULL, 422);
             assert_string_equal(json_string_value(json_object_get(doc, "error")), "insufficient_funds");
             json_decref(doc);
             rejected++;
@@ -111,7 +60,7 @@ static void test_commands_reach_read_model(void **state)
         }
         snprintf(path, sizeof path, "/accounts/%s/%s", account_id, deposit ? "deposits" : "withdrawals");
         snprintf(body, sizeof body, "{\"amount\":%lld,\"description\":\"op %d\"}", amount, i);
-        doc = post(path, body, 201);
+        doc = tw_post(NULL, path, body, NULL, 201);
         balance += deposit ? amount : -amount;
         version++;
         assert_int_equal(json_integer_value(json_object_get(doc, "version")), version);
@@ -138,7 +87,7 @@ static void test_commands_reach_read_model(void **state)
 
     /* read-your-writes: bounded wait for the last version */
     snprintf(path, sizeof path, "/accounts/%s?min_version=%lld&wait_ms=10000", account_id, version);
-    doc = get(path, 200);
+    doc = tr_get_ok(NULL, path);
     assert_int_equal(json_integer_value(json_object_get(doc, "version")), version);
     assert_int_equal(json_integer_value(json_object_get(doc, "balance")), balance);
     assert_string_equal(json_string_value(json_object_get(doc, "status")), "open");
@@ -161,7 +110,7 @@ static void test_commands_reach_read_model(void **state)
                 snprintf(path, sizeof path, "/accounts/%s/statement?limit=7", account_id);
             else
                 snprintf(path, sizeof path, "/accounts/%s/statement?limit=7&before=%lld", account_id, before);
-            doc = get(path, 200);
+            doc = tr_get_ok(NULL, path);
             assert_int_equal(json_integer_value(json_object_get(doc, "balance")), balance);
             entries = json_object_get(doc, "entries");
             json_array_foreach(entries, idx, e) {
@@ -232,9 +181,9 @@ static void test_republished_event_has_no_effect(void **state)
     (void)state;
     assert_true(account_id[0] != '\0');
     snprintf(path, sizeof path, "/accounts/%s", account_id);
-    before_doc = get(path, 200);
+    before_doc = tr_get_ok(NULL, path);
     snprintf(path, sizeof path, "/accounts/%s/statement?limit=500", account_id);
-    before_stmt = get(path, 200);
+    before_stmt = tr_get_ok(NULL, path);
     assert_int_equal(json_integer_value(json_object_get(before_doc, "version")), final_version);
 
     {
@@ -275,9 +224,9 @@ static void test_republished_event_has_no_effect(void **state)
     bus_release(&b);
 
     snprintf(path, sizeof path, "/accounts/%s", account_id);
-    after_doc = get(path, 200);
+    after_doc = tr_get_ok(NULL, path);
     snprintf(path, sizeof path, "/accounts/%s/statement?limit=500", account_id);
-    after_stmt = get(path, 200);
+    after_stmt = tr_get_ok(NULL, path);
     assert_true(json_equal(before_doc, after_doc));
     assert_true(json_equal(before_stmt, after_stmt));
     assert_int_equal(json_array_size(json_object_get(after_stmt, "entries")), final_version);
@@ -294,5 +243,5 @@ int main(void)
         cmocka_unit_test(test_commands_reach_read_model),
         cmocka_unit_test(test_republished_event_has_no_effect),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return cmocka_run_group_tests(tests, tstack_group_setup, tstack_group_teardown);
 }

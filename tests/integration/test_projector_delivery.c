@@ -28,16 +28,8 @@ static struct tgen_history hist;
 
 static int setup(void **state)
 {
-    PGconn *pg = NULL;
-    struct err e;
-
     (void)state;
-    treset_state();
-    if (db_connect(&pg, tenv("DATABASE_URL"), 5000, &e) != ST_OK || db_migrate(pg, &e) != ST_OK)
-        tfail("migrate: %s", e.msg);
-    PQfinish(pg);
-    tgen_generate(&hist, ACCOUNTS, EVENTS, 42);
-    tgen_insert(&hist, tenv("DATABASE_URL"));
+    tgen_fresh_store(&hist, ACCOUNTS, EVENTS, 42);
     fprintf(stderr, "generated %ld events over %d accounts\n", hist.n, hist.naccounts);
     return 0;
 }

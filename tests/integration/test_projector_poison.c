@@ -19,31 +19,6 @@
 #include "tstack.h"
 #include "twriter.h"
 
-static pid_t writer_pid, projector_pid, readapi_pid;
-
-static int setup(void **state)
-{
-    (void)state;
-    treset_state();
-    tsvc_start_all(&writer_pid, &projector_pid, &readapi_pid);
-    tstack_guard(writer_pid);
-    tstack_guard(projector_pid);
-    tstack_guard(readapi_pid);
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    (void)state;
-    tstack_unguard(writer_pid);
-    tstack_unguard(projector_pid);
-    tstack_unguard(readapi_pid);
-    assert_int_equal(tsvc_stop(readapi_pid, SIGTERM, 10000), 0);
-    assert_int_equal(tsvc_stop(projector_pid, SIGTERM, 10000), 0); /* graceful: drains, exits 0 */
-    assert_int_equal(tsvc_stop(writer_pid, SIGTERM, 10000), 0);
-    return 0;
-}
-
 /* Inserts an event row directly (as a buggy or newer writer would have) and publishes it. */
 static void inject(PGconn *pg, const char *event_id, const char *stream, int version,
                    const char *type, const char *data)
@@ -192,5 +167,5 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_poison_parked_and_replayed),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return cmocka_run_group_tests(tests, tstack_group_setup, tstack_group_teardown);
 }

@@ -20,76 +20,11 @@
 #include "tcheck.h"
 #include "trebuild.h"
 #include "thttp.h"
+#include "treadapi.h"
 #include "tstack.h"
 #include "twriter.h"
 
-static pid_t writer_pid, projector_pid, readapi_pid;
 static char main_acct[UUID_STR_SIZE];
-
-static int setup(void **state)
-{
-    (void)state;
-    treset_state();
-    tsvc_start_all(&writer_pid, &projector_pid, &readapi_pid);
-    tstack_guard(writer_pid);
-    tstack_guard(projector_pid);
-    tstack_guard(readapi_pid);
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    (void)state;
-    tstack_unguard(writer_pid);
-    tstack_unguard(projector_pid);
-    tstack_unguard(readapi_pid);
-    assert_int_equal(tsvc_stop(readapi_pid, SIGTERM, 10000), 0);
-    assert_int_equal(tsvc_stop(projector_pid, SIGTERM, 10000), 0);
-    assert_int_equal(tsvc_stop(writer_pid, SIGTERM, 10000), 0);
-    return 0;
-}
-
-/* GET on the read API; the status into *status; the body parsed (NULL when not JSON). */
-static json_t *rget(const char *path, int *status, char *retry_after, size_t ra_len)
-{
-    struct thttp_resp r;
-    json_t *doc;
-
-    if (thttp_request(&r, "GET", tenv("READAPI_URL"), path, NULL, NULL, 15000) != 0)
-        tfail("GET %s: no response", path);
-    *status = r.status;
-    if (retry_after != NULL && thttp_header(&r, "Retry-After", retry_after, ra_len) == NULL)
-        retry_after[0] = '\0';
-    doc = thttp_json(&r);
-    thttp_resp_release(&r);
-    return doc;
-}
-
-static json_t *rget_ok(const char *path)
-{
-    int status = 0;
-    json_t *doc = rget(path, &status, NULL, 0);
-    if (status != 200 || doc == NULL)
-        tfail("GET %s: status %d", path, status);
-    return doc;
-}
-
-static void expect_error(const char *method, const char *path, int status, const char *code)
-{
-    struct thttp_resp r;
-    json_t *doc;
-
-    if (thttp_request(&r, method, tenv("READAPI_URL"), path, NULL, NULL, 15000) != 0)
-        tfail("%s %s: no response", method, path);
-    if (r.status != status)
-        tfail("%s %s: status %d, expected %d: %s", method, path, r.status, status, r.body);
-    doc = thttp_json(&r);
-    assert_non_null(doc);
-    assert_string_equal(tw_str(doc, "error"), code);
-    assert_non_null(tw_str(doc, "message"));
-    json_decref(doc);
-    thttp_resp_release(&r);
-}
 
 static void test_endpoints_and_errors(void **state)
 {
@@ -103,7 +38,7 @@ static void test_endpoints_and_errors(void **state)
     v = tw_int(doc, "version");
     json_decref(doc);
     snprintf(path, sizeof path, "/accounts/%s?min_version=%lld&wait_ms=5000", main_acct, (long long)v);
-    doc = rget_ok(path);
+    doc = tr_get_ok(NULL, path);
     assert_string_equal(tw_str(doc, "account_id"), main_acct);
     assert_string_equal(tw_str(doc, "owner"), "readapi-owner");
     assert_string_equal(tw_str(doc, "name"), "main");
@@ -115,25 +50,25 @@ static void test_endpoints_and_errors(void **state)
     assert_non_null(tw_str(doc, "updated_at"));
     json_decref(doc);
 
-    expect_error("GET", "/accounts/6b3f0c1e-2a4d-4b8e-9c1f-0123456789ab", 404, "account_not_found");
-    expect_error("GET", "/accounts/6b3f0c1e-2a4d-4b8e-9c1f-0123456789ab/statement", 404,
+    tr_expect_error("GET", NULL, "/accounts/6b3f0c1e-2a4d-4b8e-9c1f-0123456789ab", 404, "account_not_found");
+    tr_expect_error("GET", NULL, "/accounts/6b3f0c1e-2a4d-4b8e-9c1f-0123456789ab/statement", 404,
                  "account_not_found");
-    expect_error("GET", "/accounts/not-a-uuid", 400, "invalid_field");
-    expect_error("GET", "/accounts/not-a-uuid/statement", 400, "invalid_field");
-    expect_error("GET", "/nowhere", 404, "not_found");
+    tr_expect_error("GET", NULL, "/accounts/not-a-uuid", 400, "invalid_field");
+    tr_expect_error("GET", NULL, "/accounts/not-a-uuid/statement", 400, "invalid_field");
+    tr_expect_error("GET", NULL, "/nowhere", 404, "not_found");
     snprintf(path, sizeof path, "/accounts/%s", main_acct);
-    expect_error("POST", path, 405, "method_not_allowed");
-    expect_error("DELETE", path, 405, "method_not_allowed");
+    tr_expect_error("POST", NULL, path, 405, "method_not_allowed");
+    tr_expect_error("DELETE", NULL, path, 405, "method_not_allowed");
     snprintf(path, sizeof path, "/accounts/%s/statement?limit=0", main_acct);
-    expect_error("GET", path, 400, "invalid_field");
+    tr_expect_error("GET", NULL, path, 400, "invalid_field");
     snprintf(path, sizeof path, "/accounts/%s/statement?limit=501", main_acct);
-    expect_error("GET", path, 400, "invalid_field");
+    tr_expect_error("GET", NULL, path, 400, "invalid_field");
     snprintf(path, sizeof path, "/accounts/%s/statement?before=x", main_acct);
-    expect_error("GET", path, 400, "invalid_field");
+    tr_expect_error("GET", NULL, path, 400, "invalid_field");
     snprintf(path, sizeof path, "/accounts/%s?min_version=-1", main_acct);
-    expect_error("GET", path, 400, "invalid_field");
+    tr_expect_error("GET", NULL, path, 400, "invalid_field");
     snprintf(path, sizeof path, "/accounts/%s?min_version=1&wait_ms=10001", main_acct);
-    expect_error("GET", path, 400, "invalid_field");
+    tr_expect_error("GET", NULL, path, 400, "invalid_field");
 
     /* not yet projected: 503 with the projected version and Retry-After, after about wait_ms */
     {
@@ -141,7 +76,7 @@ static void test_endpoints_and_errors(void **state)
         int status = 0;
         int64_t t0 = tnow_ms(), took;
         snprintf(path, sizeof path, "/accounts/%s?min_version=%lld&wait_ms=300", main_acct, (long long)(v + 5));
-        doc = rget(path, &status, ra, sizeof ra);
+        doc = tr_get(NULL, path, &status, ra, sizeof ra);
         took = tnow_ms() - t0;
         assert_int_equal(status, 503);
         assert_string_equal(tw_str(doc, "error"), "not_yet_projected");
@@ -151,18 +86,18 @@ static void test_endpoints_and_errors(void **state)
         json_decref(doc);
         snprintf(path, sizeof path, "/accounts/%s/statement?min_version=%lld&wait_ms=0", main_acct,
                  (long long)(v + 5));
-        doc = rget(path, &status, ra, sizeof ra);
+        doc = tr_get(NULL, path, &status, ra, sizeof ra);
         assert_int_equal(status, 503);
         assert_string_equal(tw_str(doc, "error"), "not_yet_projected");
         json_decref(doc);
     }
 
     /* status endpoints */
-    doc = rget_ok("/healthz");
+    doc = tr_get_ok(NULL, "/healthz");
     json_decref(doc);
-    doc = rget_ok("/readyz");
+    doc = tr_get_ok(NULL, "/readyz");
     json_decref(doc);
-    doc = rget_ok("/projections");
+    doc = tr_get_ok(NULL, "/projections");
     assert_int_equal(tw_int(doc, "current_generation"), 1);
     assert_true(tw_int(doc, "position") >= v);
     assert_true(json_is_object(json_object_get(doc, "stalled_accounts")));
@@ -229,7 +164,7 @@ static void test_pagination(void **state)
         else
             snprintf(path, sizeof path, "/accounts/%s/statement?limit=%d&before=%lld", id, limit,
                      (long long)before);
-        doc = rget_ok(path);
+        doc = tr_get_ok(NULL, path);
         entries = json_object_get(doc, "entries");
         assert_true(json_array_size(entries) <= (size_t)limit);
         json_array_foreach(entries, idx, e) {
@@ -285,7 +220,7 @@ static void test_read_your_writes(void **state)
         snprintf(path, sizeof path, i % 2 ? "/accounts/%s?min_version=%lld&wait_ms=5000"
                                           : "/accounts/%s/statement?limit=1&min_version=%lld&wait_ms=5000",
                  id, (long long)v);
-        r = rget_ok(path);
+        r = tr_get_ok(NULL, path);
         if (i % 2) {
             if (tw_int(r, "version") < v)
                 older++;
@@ -342,12 +277,12 @@ static void *reader(void *arg)
  * (each answer bounded in time), correct answers after, and the read API never exits. */
 static void test_redis_restart(void **state)
 {
+    struct tstack_svcs *svcs = *state;
     pthread_t th[4];
     struct load l;
     long ok_before, ok_after;
     int wst;
 
-    (void)state;
     memset(&l, 0, sizeof l);
     assert_true(main_acct[0] != '\0');
     for (int i = 0; i < 4; i++)
@@ -374,35 +309,10 @@ static void test_redis_restart(void **state)
     assert_int_equal(l.other, 0);     /* never a wrong answer or another error */
     assert_int_equal(l.slow, 0);      /* bounded: no request hung */
     assert_true(ok_after > ok_before);
-    assert_int_equal(waitpid(readapi_pid, &wst, WNOHANG), 0); /* still running */
-    {
-        /* the outage is counted in /metrics */
-        struct thttp_resp r;
-        const char *line;
-        assert_int_equal(thttp_request(&r, "GET", tenv("READAPI_URL"), "/metrics", NULL, NULL, 5000), 0);
-        line = strstr(r.body, "redis_errors_total{service=\"readapi\"} ");
-        assert_non_null(line);
-        assert_true(atof(strchr(line, ' ') + 1) > 0);
-        thttp_resp_release(&r);
-    }
+    assert_int_equal(waitpid(svcs->readapi, &wst, WNOHANG), 0); /* still running */
+    /* the outage is counted in /metrics */
+    assert_true(thttp_metric(NULL, "redis_errors_total{service=\"readapi\"}") > 0);
     assert_int_equal(tcheck_wait_converged(10000, NULL), 0);
-}
-
-static double metric(const char *base, const char *name)
-{
-    struct thttp_resp r;
-    char key[256];
-    const char *line;
-    double v = -1;
-
-    snprintf(key, sizeof key, "%s{service=\"readapi\"} ", name);
-    if (thttp_request(&r, "GET", base, "/metrics", NULL, NULL, 5000) != 0)
-        tfail("GET %s/metrics: no response", base);
-    line = strstr(r.body, key);
-    if (line != NULL)
-        v = atof(line + strlen(key));
-    thttp_resp_release(&r);
-    return v;
 }
 
 /* The cache follows the projector: after each command a plain read (no min_version) shows the
@@ -416,15 +326,15 @@ static void test_cache_follows_the_projector(void **state)
     (void)state;
     tw_open(id, "cache", "main", "EUR", 0);
     snprintf(path, sizeof path, "/accounts/%s?min_version=1", id);
-    json_decref(rget_ok(path)); /* projected, and now cached */
+    json_decref(tr_get_ok(NULL, path)); /* projected, and now cached */
     snprintf(path, sizeof path, "/accounts/%s", id);
-    hits0 = metric(tenv("READAPI_URL"), "readapi_cache_hits_total");
+    hits0 = thttp_metric(NULL, "readapi_cache_hits_total{service=\"readapi\"}");
     for (int i = 0; i < 20; i++) {
-        json_t *r = rget_ok(path);
+        json_t *r = tr_get_ok(NULL, path);
         json_decref(r);
     }
     usleep(300000); /* the listener publishes the counters every 100 ms */
-    hits1 = metric(tenv("READAPI_URL"), "readapi_cache_hits_total");
+    hits1 = thttp_metric(NULL, "readapi_cache_hits_total{service=\"readapi\"}");
     fprintf(stderr, "cache hits over 20 repeated reads: %.0f\n", hits1 - hits0);
     assert_true(hits1 - hits0 >= 15); /* the cache is really in the path */
     for (int i = 0; i < 200; i++) {
@@ -432,7 +342,7 @@ static void test_cache_follows_the_projector(void **state)
         int64_t v = tw_int(w, "version"), t0 = tnow_ms(), took;
         json_decref(w);
         for (;;) {
-            json_t *r = rget_ok(path);
+            json_t *r = tr_get_ok(NULL, path);
             int64_t got = tw_int(r, "version");
             json_decref(r);
             assert_true(got >= seen); /* never backwards */
@@ -455,10 +365,11 @@ static void test_cache_follows_the_projector(void **state)
  * hand edit): a read API with a 300 ms cache lifetime shows what Redis holds within it. */
 static void test_cache_lifetime_bounds_a_lost_notification(void **state)
 {
+    struct tstack_svcs *svcs = *state;
     char id[UUID_STR_SIZE], path[256], env_port[64], url[64], key[128];
     static char env_ttl[] = "READ_CACHE_TTL_MS=300";
     const char *extra[3] = {env_port, env_ttl, NULL};
-    redisContext *rc = trb_redis();
+    redisContext *rc = tredis_open();
     redisReply *rep;
     long gen = trb_get(rc, "rm:current");
     int port = atoi(tenv("READAPI_PORT")) + 5;
@@ -467,7 +378,6 @@ static void test_cache_lifetime_bounds_a_lost_notification(void **state)
     int64_t t0, took;
     pid_t pid;
 
-    (void)state;
     snprintf(env_port, sizeof env_port, "READAPI_PORT=%d", port);
     snprintf(url, sizeof url, "http://127.0.0.1:%d", port);
     pid = tsvc_start("readapi", NULL, extra);
@@ -475,7 +385,7 @@ static void test_cache_lifetime_bounds_a_lost_notification(void **state)
         tfail("second readapi not ready at %s", url);
     tw_open(id, "lost", "main", "EUR", 0);
     snprintf(path, sizeof path, "/accounts/%s?min_version=1", id);
-    r = rget_ok(path); /* primary: waits until projected */
+    r = tr_get_ok(NULL, path); /* primary: waits until projected */
     json_decref(r);
     snprintf(path, sizeof path, "/accounts/%s", id);
     for (int i = 0; i < 3; i++) {
@@ -522,16 +432,16 @@ static void test_cache_lifetime_bounds_a_lost_notification(void **state)
         /* the primary read API (60 s lifetime) still serves what it cached; a projector that
          * starts announces "*", after which it shows what Redis holds */
         static const char *const run[] = {"run", NULL};
-        json_t *doc = rget_ok(path);
+        json_t *doc = tr_get_ok(NULL, path);
         assert_int_equal(tw_int(doc, "balance"), 0);
         json_decref(doc);
-        tstack_unguard(projector_pid);
-        assert_int_equal(tsvc_stop(projector_pid, SIGTERM, 10000), 0);
-        projector_pid = tsvc_start("projector", run, NULL);
-        tstack_guard(projector_pid);
+        tstack_unguard(svcs->projector);
+        assert_int_equal(tsvc_stop(svcs->projector, SIGTERM, 10000), 0);
+        svcs->projector = tsvc_start("projector", run, NULL);
+        tstack_guard(svcs->projector);
         t0 = tnow_ms();
         for (;;) {
-            doc = rget_ok(path);
+            doc = tr_get_ok(NULL, path);
             if (tw_int(doc, "balance") == 424242) {
                 json_decref(doc);
                 break;
@@ -567,5 +477,5 @@ int main(void)
     };
     /* inherited by the services: only notifications keep the cache current */
     setenv("READ_CACHE_TTL_MS", "60000", 1);
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return cmocka_run_group_tests(tests, tstack_group_setup, tstack_group_teardown);
 }

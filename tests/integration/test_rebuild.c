@@ -36,49 +36,26 @@ static long events_n(void)
 #define LOAD_ACCOUNTS 20
 #define LOAD_RATE 100
 
-static pid_t writer_pid, projector_pid, readapi_pid;
+static struct tstack_svcs svcs;
 static struct tgen_history hist;
 static struct trb_load load;
 static redisContext *rc;
 
-static void start_services(void)
-{
-    static const char *const run[] = {"run", NULL};
-
-    writer_pid = tsvc_start("writer", NULL, NULL);
-    projector_pid = tsvc_start("projector", run, NULL);
-    readapi_pid = tsvc_start("readapi", NULL, NULL);
-    tstack_guard(writer_pid);
-    tstack_guard(projector_pid);
-    tstack_guard(readapi_pid);
-}
-
 static int setup(void **state)
 {
-    PGconn *pg = NULL;
-    struct err e;
     int64_t t0;
 
     (void)state;
-    treset_state();
-    if (db_connect(&pg, tenv("DATABASE_URL"), 5000, &e) != ST_OK || db_migrate(pg, &e) != ST_OK)
-        tfail("migrate: %s", e.msg);
-    PQfinish(pg);
     t0 = tnow_ms();
-    tgen_generate(&hist, ACCOUNTS, events_n(), 7);
-    tgen_insert(&hist, tenv("DATABASE_URL"));
+    tgen_fresh_store(&hist, ACCOUNTS, events_n(), 7);
     fprintf(stderr, "inserted %ld events over %d accounts in %lld ms\n", hist.n, hist.naccounts,
             (long long)(tnow_ms() - t0));
     /* an empty Redis with 200,000 events in the store: the projector must build generation 1
      * itself before the read API answers anything but 503 */
     t0 = tnow_ms();
-    start_services();
-    if (!twait_http_ok(tenv("WRITER_URL"), "/healthz", 20000))
-        tfail("writer did not start");
-    if (!twait_http_ok(tenv("READAPI_URL"), "/readyz", 120000))
-        tfail("the projector did not build a first generation");
+    tstack_start_services_within(&svcs, 120000);
     fprintf(stderr, "self-heal at start: generation ready after %lld ms\n", (long long)(tnow_ms() - t0));
-    rc = trb_redis();
+    rc = tredis_open();
     trb_load_open(&load, LOAD_ACCOUNTS, LOAD_RATE);
     return 0;
 }
@@ -86,9 +63,7 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     (void)state;
-    assert_int_equal(tsvc_stop(writer_pid, SIGTERM, 10000), 0);
-    assert_int_equal(tsvc_stop(projector_pid, SIGTERM, 15000), 0);
-    assert_int_equal(tsvc_stop(readapi_pid, SIGTERM, 10000), 0);
+    tstack_stop_services(&svcs, 15000);
     redisFree(rc);
     tgen_release(&hist);
     free(load.ids);
@@ -111,15 +86,6 @@ static void watch_ids(void)
         memcpy(watched[LOAD_ACCOUNTS + i], hist.accounts[i * (ACCOUNTS / 200)], UUID_STR_SIZE);
 }
 
-static void expect_exact(const char *when)
-{
-    struct tcheck_stats st;
-    long bad = tcheck_wait_converged(60000, &st);
-
-    fprintf(stderr, "%s: %ld accounts, %ld events, %ld mismatches\n", when, st.accounts, st.events, bad);
-    assert_int_equal(bad, 0);
-}
-
 /* 1. 200,000 events rebuilt while commands arrive at a steady rate. */
 static void test_rebuild_under_load(void **state)
 {
@@ -134,7 +100,7 @@ static void test_rebuild_under_load(void **state)
     watch_ids();
     before = trb_get(rc, "rm:current");
     assert_true(before > 0);
-    expect_exact("before the rebuild");
+    tcheck_expect_exact("before the rebuild", 60000);
     trb_load_start(&load);
     trb_watch_start(&w, nwatched, watched);
     sleep(1);
@@ -162,7 +128,7 @@ static void test_rebuild_under_load(void **state)
     assert_int_equal(w.regressions, 0);
     assert_int_equal(w.errors, 0);
     free(out);
-    expect_exact("after the rebuild under load");
+    tcheck_expect_exact("after the rebuild under load", 60000);
 }
 
 /* 2. A transaction holds an early position open while later ones commit, during a rebuild. */
@@ -221,7 +187,7 @@ static void test_out_of_order_commits(void **state)
     assert_int_equal(trb_get(rc, "rm:current"), gen);
     snprintf(key, sizeof key, "rm:%ld:a:{%s}", gen, held_id);
     assert_int_equal(trb_hget(rc, key, "v"), 1);
-    expect_exact("after the out-of-order rebuild");
+    tcheck_expect_exact("after the out-of-order rebuild", 60000);
 }
 
 /* 3. --verify reports exactly the accounts a changed fold changes, and none with the real fold. */
@@ -236,7 +202,7 @@ static void test_verify(void **state)
     (void)state;
     for (int i = 0; i < 3; i++)
         json_decref(tw_money(load.ids[changed[i]], "deposits", 250, "altfold bonus"));
-    expect_exact("before verify");
+    tcheck_expect_exact("before verify", 60000);
 
     ec = trb_run("projector_altfold", args, &out);
     fprintf(stderr, "projector_altfold rebuild --verify (exit %d):\n%s", ec, out);
@@ -337,21 +303,21 @@ static void test_rollback_and_interrupted_rebuilds(void **state)
     assert_true(prev > 0);
     /* commands since the switch are in the current generation only: rollback catches up */
     json_decref(tw_money(load.ids[0], "deposits", 5, "after the switch"));
-    expect_exact("before rollback");
+    tcheck_expect_exact("before rollback", 60000);
     ec = trb_run("projector", rollback, &out);
     fprintf(stderr, "projector rollback (exit %d):\n%s", ec, out);
     assert_int_equal(ec, 0);
     free(out);
     assert_int_equal(trb_get(rc, "rm:current"), prev);
     assert_int_equal(trb_get(rc, "rm:previous"), cur);
-    expect_exact("after rollback");
+    tcheck_expect_exact("after rollback", 60000);
     cur = prev;
 
     /* killed half-way: the live generation is untouched and serves exact models */
     start_rebuild_and_kill_halfway(&killed, 1);
     assert_true(killed > 0 && killed != cur);
     assert_int_equal(trb_get(rc, "rm:current"), cur);
-    expect_exact("with a rebuild killed half-way");
+    tcheck_expect_exact("with a rebuild killed half-way", 60000);
     /* run again: resumes from the checkpoint */
     ec = trb_run("projector", rebuild, &out);
     fprintf(stderr, "projector rebuild after the kill (exit %d):\n%s", ec, out);
@@ -361,7 +327,7 @@ static void test_rollback_and_interrupted_rebuilds(void **state)
     free(out);
     resumed_gen = trb_get(rc, "rm:current");
     assert_int_equal(resumed_gen, killed);
-    expect_exact("after the resumed rebuild");
+    tcheck_expect_exact("after the resumed rebuild", 60000);
 
     /* killed half-way again, then abandoned */
     start_rebuild_and_kill_halfway(&killed, 0);
@@ -371,9 +337,9 @@ static void test_rollback_and_interrupted_rebuilds(void **state)
     free(out);
     assert_int_equal(trb_get(rc, "rm:building"), 0);
     snprintf(pattern, sizeof pattern, "rm:%ld:*", killed);
-    assert_int_equal(trb_count_keys(rc, pattern), 0);
+    assert_int_equal(tredis_count_keys(rc, pattern), 0);
     assert_int_equal(trb_get(rc, "rm:current"), resumed_gen);
-    expect_exact("after --abort");
+    tcheck_expect_exact("after --abort", 60000);
 
     /* the previous generation goes only when asked, without blocking Redis */
     prev = trb_get(rc, "rm:previous");
@@ -383,10 +349,10 @@ static void test_rollback_and_interrupted_rebuilds(void **state)
     assert_int_equal(ec, 0);
     free(out);
     snprintf(pattern, sizeof pattern, "rm:%ld:*", prev);
-    assert_int_equal(trb_count_keys(rc, pattern), 0);
+    assert_int_equal(tredis_count_keys(rc, pattern), 0);
     assert_int_equal(trb_get(rc, "rm:previous"), 0);
     assert_int_equal(trb_run("projector", rollback, NULL), 4); /* nothing to roll back to */
-    expect_exact("after drop-generation");
+    tcheck_expect_exact("after drop-generation", 60000);
 }
 
 int main(void)

@@ -28,7 +28,7 @@
 #define EVENTS 50000
 #define LOAD_ACCOUNTS 20
 
-static pid_t writer_pid, projector_pid, readapi_pid;
+static struct tstack_svcs svcs;
 static struct tgen_history hist;
 static struct trb_load load;
 static redisContext *rc;
@@ -37,27 +37,10 @@ static int nwatched;
 
 static int setup(void **state)
 {
-    static const char *const run[] = {"run", NULL};
-    PGconn *pg = NULL;
-    struct err e;
-
     (void)state;
-    treset_state();
-    if (db_connect(&pg, tenv("DATABASE_URL"), 5000, &e) != ST_OK || db_migrate(pg, &e) != ST_OK)
-        tfail("migrate: %s", e.msg);
-    PQfinish(pg);
-    tgen_generate(&hist, ACCOUNTS, EVENTS, 11);
-    tgen_insert(&hist, tenv("DATABASE_URL"));
-    writer_pid = tsvc_start("writer", NULL, NULL);
-    projector_pid = tsvc_start("projector", run, NULL);
-    readapi_pid = tsvc_start("readapi", NULL, NULL);
-    tstack_guard(writer_pid);
-    tstack_guard(projector_pid);
-    tstack_guard(readapi_pid);
-    if (!twait_http_ok(tenv("WRITER_URL"), "/healthz", 20000) ||
-        !twait_http_ok(tenv("READAPI_URL"), "/readyz", 120000))
-        tfail("services did not become ready");
-    rc = trb_redis();
+    tgen_fresh_store(&hist, ACCOUNTS, EVENTS, 11);
+    tstack_start_services_within(&svcs, 120000);
+    rc = tredis_open();
     trb_load_open(&load, LOAD_ACCOUNTS, 100);
     nwatched = LOAD_ACCOUNTS + 100;
     watched = calloc((size_t)nwatched, sizeof *watched);
@@ -71,9 +54,7 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     (void)state;
-    assert_int_equal(tsvc_stop(writer_pid, SIGTERM, 10000), 0);
-    assert_int_equal(tsvc_stop(projector_pid, SIGTERM, 15000), 0);
-    assert_int_equal(tsvc_stop(readapi_pid, SIGTERM, 10000), 0);
+    tstack_stop_services(&svcs, 15000);
     redisFree(rc);
     tgen_release(&hist);
     free(load.ids);
@@ -87,15 +68,6 @@ static void flushdb(void)
     if (r == NULL || r->type == REDIS_REPLY_ERROR)
         tfail("flushdb");
     freeReplyObject(r);
-}
-
-static void expect_exact(const char *when)
-{
-    struct tcheck_stats st;
-    long bad = tcheck_wait_converged(60000, &st);
-
-    fprintf(stderr, "%s: %ld accounts, %ld events, %ld mismatches\n", when, st.accounts, st.events, bad);
-    assert_int_equal(bad, 0);
 }
 
 /* 5. FLUSHDB while commands arrive: the running projector notices and rebuilds by itself. */
@@ -130,7 +102,7 @@ static void test_flushed_under_load(void **state)
     assert_int_equal(w.regressions, 0); /* no wrong (older, or zero) balances either */
     assert_int_equal(w.errors, 0);
     fprintf(stderr, "load sent %ld commands\n", load.sent);
-    expect_exact("after the self-heal under load");
+    tcheck_expect_exact("after the self-heal under load", 60000);
 }
 
 /* Keys flushed and rm:current recreated by hand pointing at an empty generation: the read API
@@ -144,8 +116,8 @@ static void test_current_recreated_empty(void **state)
     redisReply *rep;
 
     (void)state;
-    assert_int_equal(tsvc_stop(projector_pid, SIGTERM, 15000), 0);
-    tstack_unguard(projector_pid);
+    assert_int_equal(tsvc_stop(svcs.projector, SIGTERM, 15000), 0);
+    tstack_unguard(svcs.projector);
     flushdb();
     rep = redisCommand(rc, "SET rm:current 42");
     freeReplyObject(rep);
@@ -160,12 +132,12 @@ static void test_current_recreated_empty(void **state)
     assert_string_equal(json_string_value(json_object_get(doc, "error")), "read_model_unavailable");
     json_decref(doc);
     thttp_resp_release(&r);
-    projector_pid = tsvc_start("projector", run, NULL);
-    tstack_guard(projector_pid);
+    svcs.projector = tsvc_start("projector", run, NULL);
+    tstack_guard(svcs.projector);
     if (!twait_http_ok(tenv("READAPI_URL"), "/readyz", 60000))
         tfail("the projector did not rebuild");
     assert_true(trb_get(rc, "rm:current") != 42);
-    expect_exact("after the rebuild at start");
+    tcheck_expect_exact("after the rebuild at start", 60000);
 }
 
 int main(void)

@@ -85,11 +85,11 @@ void tfail(const char *fmt, ...)
 static const char *const tenv_exported[] = {"DATABASE_URL", "NATS_URL",    "REDIS_URL",
                                              "WRITER_PORT", "READAPI_PORT", NULL};
 
-pid_t tsvc_start(const char *binary, const char *const *args, const char *const *extra_env)
+pid_t tsvc_spawn(const char *binary, const char *const *args, const char *const *extra_env, int out_fd)
 {
     const char *bindir = getenv("CQRS_BIN_DIR");
-    const char *stackdir = tenv("STACK_DIR");
-    char path[1024], logpath[1024];
+    const char *vals[sizeof tenv_exported / sizeof tenv_exported[0]];
+    char path[1024];
     const char *argv[16];
     int argc = 0;
     pid_t pid;
@@ -97,33 +97,50 @@ pid_t tsvc_start(const char *binary, const char *const *args, const char *const 
     if (bindir == NULL)
         tfail("CQRS_BIN_DIR is not set");
     snprintf(path, sizeof path, "%s/%s", bindir, binary);
-    snprintf(logpath, sizeof logpath, "%s/logs/test-%s.log", stackdir != NULL ? stackdir : "/tmp",
-             binary);
     argv[argc++] = path;
     for (int i = 0; args != NULL && args[i] != NULL && argc < 15; i++)
         argv[argc++] = args[i];
     argv[argc] = NULL;
+    /* looked up before the fork: the child only sets and execs */
+    for (int i = 0; tenv_exported[i] != NULL; i++)
+        vals[i] = tenv(tenv_exported[i]);
     pid = fork();
     if (pid < 0)
         tfail("fork: %s", strerror(errno));
     if (pid == 0) {
-        int fd = open(logpath, O_WRONLY | O_CREAT | O_APPEND, 0644);
         /* a test that aborts must not leave services holding the stack's ports */
         prctl(PR_SET_PDEATHSIG, SIGKILL);
-        if (fd >= 0) {
-            dup2(fd, 1);
-            dup2(fd, 2);
-            close(fd);
+        if (out_fd >= 0) {
+            dup2(out_fd, 1);
+            dup2(out_fd, 2);
+            close(out_fd);
         }
         for (int i = 0; tenv_exported[i] != NULL; i++)
-            if (tenv(tenv_exported[i]) != NULL)
-                setenv(tenv_exported[i], tenv(tenv_exported[i]), 1);
+            if (vals[i] != NULL)
+                setenv(tenv_exported[i], vals[i], 1);
         setenv("LOG_LEVEL", "info", 1);
         for (int i = 0; extra_env != NULL && extra_env[i] != NULL; i++)
             putenv((char *)extra_env[i]);
         execv(path, (char *const *)argv);
         _exit(127);
     }
+    return pid;
+}
+
+pid_t tsvc_start(const char *binary, const char *const *args, const char *const *extra_env)
+{
+    const char *stackdir = tenv("STACK_DIR");
+    char logpath[1024];
+    int fd;
+    pid_t pid;
+
+    snprintf(logpath, sizeof logpath, "%s/logs/test-%s.log", stackdir != NULL ? stackdir : "/tmp",
+             binary);
+    /* close-on-exec here: only the child's stdout and stderr keep it */
+    fd = open(logpath, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    pid = tsvc_spawn(binary, args, extra_env, fd);
+    if (fd >= 0)
+        close(fd);
     return pid;
 }
 
@@ -168,7 +185,7 @@ bool twait_http_ok(const char *base, const char *path, int timeout_ms)
     return false;
 }
 
-void tsvc_start_all(pid_t *writer, pid_t *projector, pid_t *readapi)
+void tsvc_start_all(pid_t *writer, pid_t *projector, pid_t *readapi, int ready_timeout_ms)
 {
     static const char *const run[] = {"run", NULL};
 
@@ -180,7 +197,7 @@ void tsvc_start_all(pid_t *writer, pid_t *projector, pid_t *readapi)
     if (!twait_http_ok(tenv("READAPI_URL"), "/healthz", 20000))
         tfail("readapi did not become healthy at %s", tenv("READAPI_URL"));
     /* ready: Redis reachable and a current generation (the projector creates it at start) */
-    if (!twait_http_ok(tenv("READAPI_URL"), "/readyz", 20000))
+    if (!twait_http_ok(tenv("READAPI_URL"), "/readyz", ready_timeout_ms))
         tfail("readapi did not become ready at %s", tenv("READAPI_URL"));
 }
 
@@ -220,6 +237,22 @@ redisContext *tredis_open(void)
         tfail("select redis database %d", db);
     freeReplyObject(r);
     return rc;
+}
+
+long tredis_count_keys(redisContext *rc, const char *pattern)
+{
+    char cursor[32] = "0";
+    long n = 0;
+
+    do {
+        redisReply *r = redisCommand(rc, "SCAN %s MATCH %s COUNT 1000", cursor, pattern);
+        if (r == NULL || r->type != REDIS_REPLY_ARRAY)
+            tfail("scan failed");
+        snprintf(cursor, sizeof cursor, "%s", r->element[0]->str);
+        n += (long)r->element[1]->elements;
+        freeReplyObject(r);
+    } while (strcmp(cursor, "0") != 0);
+    return n;
 }
 
 void treset_read_side(void)

@@ -1,6 +1,11 @@
 /* Oracle: fold the event store with the production fold and compare with Redis. */
 #include "tcheck.h"
 
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
 #include <hiredis/hiredis.h>
 #include <libpq-fe.h>
 #include <stdio.h>
@@ -72,11 +77,11 @@ long tcheck_readmodels(struct tcheck_stats *stats, int verbose)
     redisContext *rc = tredis_open();
     PGresult *res;
     redisReply *r;
-    long gen, mismatches = 0, accounts = 0, redis_accounts = 0;
+    long gen, mismatches = 0, accounts = 0, redis_accounts;
     int printed = 0, rows;
     struct folded f;
     struct err e;
-    char cursor[32] = "0";
+    char pattern[64];
 
     if (PQstatus(pg) != CONNECTION_OK)
         tfail("connect to postgres: %s", PQerrorMessage(pg));
@@ -127,14 +132,8 @@ long tcheck_readmodels(struct tcheck_stats *stats, int verbose)
     PQfinish(pg);
 
     /* nothing in Redis that the event store does not have */
-    do {
-        r = redisCommand(rc, "SCAN %s MATCH rm:%ld:a:* COUNT 1000", cursor, gen);
-        if (r == NULL || r->type != REDIS_REPLY_ARRAY)
-            tfail("scan failed");
-        snprintf(cursor, sizeof cursor, "%s", r->element[0]->str);
-        redis_accounts += (long)r->element[1]->elements;
-        freeReplyObject(r);
-    } while (strcmp(cursor, "0") != 0);
+    snprintf(pattern, sizeof pattern, "rm:%ld:a:*", gen);
+    redis_accounts = tredis_count_keys(rc, pattern);
     if (redis_accounts != accounts) {
         if (verbose)
             fprintf(stderr, "  redis holds %ld accounts, the event store %ld\n", redis_accounts,
@@ -164,4 +163,13 @@ long tcheck_wait_converged(int timeout_ms, struct tcheck_stats *stats)
     if (bad != 0)
         tcheck_readmodels(stats, 1);
     return bad;
+}
+
+void tcheck_expect_exact(const char *when, int timeout_ms)
+{
+    struct tcheck_stats st;
+    long bad = tcheck_wait_converged(timeout_ms, &st);
+
+    fprintf(stderr, "%s: %ld accounts, %ld events, %ld mismatches\n", when, st.accounts, st.events, bad);
+    assert_int_equal(bad, 0);
 }

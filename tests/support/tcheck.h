@@ -16,5 +16,8 @@ long tcheck_readmodels(struct tcheck_stats *stats, int verbose);
 /* Repeats tcheck_readmodels until it finds no mismatch or timeout_ms passes; returns the last
  * mismatch count (printing the differences when it is not 0). */
 long tcheck_wait_converged(int timeout_ms, struct tcheck_stats *stats);
+/* tcheck_wait_converged with its figures printed under the label when, and a cmocka assertion
+ * that no mismatch is left after timeout_ms. */
+void tcheck_expect_exact(const char *when, int timeout_ms);
 
 #endif

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "account.h"
+#include "db.h"
 #include "jsonx.h"
 #include "support.h"
 
@@ -256,4 +257,17 @@ void tgen_release(struct tgen_history *h)
     free(h->events);
     free(h->accounts);
     memset(h, 0, sizeof *h);
+}
+
+void tgen_fresh_store(struct tgen_history *h, int naccounts, long nevents, uint64_t seed)
+{
+    PGconn *pg = NULL;
+    struct err e;
+
+    treset_state();
+    if (db_connect(&pg, tenv("DATABASE_URL"), 5000, &e) != ST_OK || db_migrate(pg, &e) != ST_OK)
+        tfail("migrate: %s", e.msg);
+    PQfinish(pg);
+    tgen_generate(h, naccounts, nevents, seed);
+    tgen_insert(h, tenv("DATABASE_URL"));
 }

@@ -4,6 +4,7 @@
 #include "trebuild.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <jansson.h>
 #include <signal.h>
 #include <stdio.h>
@@ -17,41 +18,19 @@
 #include "thttp.h"
 #include "twriter.h"
 
-static const char *const exported[] = {"DATABASE_URL", "NATS_URL", "REDIS_URL", "WRITER_PORT",
-                                       "READAPI_PORT", NULL};
-
 int trb_run(const char *binary, const char *const *args, char **out)
 {
-    const char *bindir = getenv("CQRS_BIN_DIR");
-    char path[1024];
-    const char *argv[16];
-    int fds[2], argc = 0, wst = 0;
+    int fds[2], wst = 0;
     size_t len = 0, cap = 4096;
     char *buf = malloc(cap);
     pid_t pid;
 
-    if (bindir == NULL || buf == NULL)
-        tfail("CQRS_BIN_DIR is not set");
-    snprintf(path, sizeof path, "%s/%s", bindir, binary);
-    argv[argc++] = path;
-    for (int i = 0; args != NULL && args[i] != NULL && argc < 15; i++)
-        argv[argc++] = args[i];
-    argv[argc] = NULL;
-    if (pipe(fds) != 0)
+    if (buf == NULL)
+        tfail("out of memory");
+    /* close-on-exec: the child keeps only its stdout and stderr on the pipe */
+    if (pipe2(fds, O_CLOEXEC) != 0)
         tfail("pipe: %s", strerror(errno));
-    pid = fork();
-    if (pid == 0) {
-        dup2(fds[1], 1);
-        dup2(fds[1], 2);
-        close(fds[0]);
-        close(fds[1]);
-        for (int i = 0; exported[i] != NULL; i++)
-            if (tenv(exported[i]) != NULL)
-                setenv(exported[i], tenv(exported[i]), 1);
-        setenv("LOG_LEVEL", "info", 1);
-        execv(path, (char *const *)argv);
-        _exit(127);
-    }
+    pid = tsvc_spawn(binary, args, NULL, fds[1]);
     close(fds[1]);
     for (;;) {
         ssize_t n;
@@ -88,11 +67,6 @@ int trb_wait(pid_t pid, int timeout_ms)
     return -1;
 }
 
-redisContext *trb_redis(void)
-{
-    return tredis_open();
-}
-
 static long reply_long(redisReply *r)
 {
     long v = 0;
@@ -115,22 +89,6 @@ long trb_get(redisContext *rc, const char *key)
 long trb_hget(redisContext *rc, const char *key, const char *field)
 {
     return reply_long(redisCommand(rc, "HGET %s %s", key, field));
-}
-
-long trb_count_keys(redisContext *rc, const char *pattern)
-{
-    char cursor[32] = "0";
-    long n = 0;
-
-    do {
-        redisReply *r = redisCommand(rc, "SCAN %s MATCH %s COUNT 1000", cursor, pattern);
-        if (r == NULL || r->type != REDIS_REPLY_ARRAY)
-            tfail("scan failed");
-        snprintf(cursor, sizeof cursor, "%s", r->element[0]->str);
-        n += (long)r->element[1]->elements;
-        freeReplyObject(r);
-    } while (strcmp(cursor, "0") != 0);
-    return n;
 }
 
 void trb_load_open(struct trb_load *l, int n, int rate_per_s)

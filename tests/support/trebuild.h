@@ -15,13 +15,9 @@ int trb_run(const char *binary, const char *const *args, char **out);
 /* Waits for a child started with tsvc_start; returns its exit status, -1 on timeout. */
 int trb_wait(pid_t pid, int timeout_ms);
 
-/* A connection to the stack's Redis database (caller redisFree-s). */
-redisContext *trb_redis(void);
 /* Integer value of GET key (0 when missing), and of HGET key field. */
 long trb_get(redisContext *rc, const char *key);
 long trb_hget(redisContext *rc, const char *key, const char *field);
-/* Number of keys matching pattern (SCAN). */
-long trb_count_keys(redisContext *rc, const char *pattern);
 
 /* Steady writer load: deposits at about rate_per_s, round robin over n accounts opened here. */
 struct trb_load {

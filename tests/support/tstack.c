@@ -141,3 +141,48 @@ void tstack_unguard(pid_t pid)
         if (guarded[i] == pid)
             guarded[i] = 0;
 }
+
+void tstack_start_services_within(struct tstack_svcs *s, int ready_timeout_ms)
+{
+    tsvc_start_all(&s->writer, &s->projector, &s->readapi, ready_timeout_ms);
+    tstack_guard(s->writer);
+    tstack_guard(s->projector);
+    tstack_guard(s->readapi);
+}
+
+void tstack_start_services(struct tstack_svcs *s)
+{
+    tstack_start_services_within(s, 20000);
+}
+
+void tstack_stop_services(struct tstack_svcs *s, int projector_timeout_ms)
+{
+    int readapi, projector, writer;
+
+    tstack_unguard(s->writer);
+    tstack_unguard(s->projector);
+    tstack_unguard(s->readapi);
+    /* SIGTERM must drain and exit 0 */
+    readapi = tsvc_stop(s->readapi, SIGTERM, 10000);
+    projector = tsvc_stop(s->projector, SIGTERM, projector_timeout_ms);
+    writer = tsvc_stop(s->writer, SIGTERM, 10000);
+    if (readapi != 0 || projector != 0 || writer != 0)
+        tfail("services did not exit 0 on SIGTERM: readapi %d, projector %d (within %d ms), writer %d",
+              readapi, projector, projector_timeout_ms, writer);
+}
+
+static struct tstack_svcs group_svcs;
+
+int tstack_group_setup(void **state)
+{
+    treset_state();
+    tstack_start_services(&group_svcs);
+    *state = &group_svcs;
+    return 0;
+}
+
+int tstack_group_teardown(void **state)
+{
+    tstack_stop_services(*state, 10000);
+    return 0;
+}

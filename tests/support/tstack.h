@@ -20,4 +20,24 @@ void tstack_up(void);
 void tstack_guard(pid_t pid);
 void tstack_unguard(pid_t pid);
 
+/* The three services of a test: writer, projector (run) and read API. */
+struct tstack_svcs {
+    pid_t writer, projector, readapi;
+};
+/* Starts the three (tsvc_start_all: waits until they serve, the read API ready within 20 s)
+ * and guards them. A test that restarts one of them stores the new pid in the struct (and
+ * guards it). _within: the read API ready within ready_timeout_ms (a first generation to
+ * build from a large event store). */
+void tstack_start_services(struct tstack_svcs *s);
+void tstack_start_services_within(struct tstack_svcs *s, int ready_timeout_ms);
+/* Unguards the three, SIGTERMs them (read API, projector, writer) and fails the test unless
+ * each drains and exits 0 within its timeout: projector_timeout_ms for the projector, 10 s for
+ * the others. All three are stopped before a failure is reported. */
+void tstack_stop_services(struct tstack_svcs *s, int projector_timeout_ms);
+/* cmocka group fixtures for tests of the three services from an empty state: treset_state and
+ * tstack_start_services, *state (the group's, which cmocka passes to every test) pointing at
+ * the struct tstack_svcs; the teardown stops them (tstack_stop_services, projector 10 s). */
+int tstack_group_setup(void **state);
+int tstack_group_teardown(void **state);
+
 #endif
