@@ -233,52 +233,6 @@ cleanup:
     return st;
 }
 
-status db_stream_events(PGconn *conn, const char *stream_id, int64_t from, int64_t to,
-                        struct event **out, int *count, struct err *e)
-{
-    status st = ST_OK;
-    PGresult *res = NULL;
-    struct event *evs = NULL;
-    char from_s[24], to_s[24];
-    const char *p[3] = {stream_id, from_s, to_s};
-    char msg[200];
-    int n;
-
-    *out = NULL;
-    *count = 0;
-    snprintf(from_s, sizeof from_s, "%lld", (long long)from);
-    snprintf(to_s, sizeof to_s, "%lld", (long long)to);
-    res = PQexecParams(conn,
-                       "SELECT " DB_EVENT_COLUMNS " FROM events WHERE stream_id = $1::uuid "
-                       "AND stream_version BETWEEN $2::bigint AND $3::bigint ORDER BY stream_version",
-                       3, NULL, p, NULL, NULL, 0);
-    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
-        st = err_setr(e, ST_UNAVAILABLE, "store_unavailable", "read stream '%s': %s", stream_id,
-                      db_error(msg, sizeof msg, conn, res));
-        goto cleanup;
-    }
-    n = PQntuples(res);
-    if (n > 0) {
-        evs = calloc((size_t)n, sizeof *evs);
-        if (evs == NULL) {
-            st = err_set(e, ST_INTERNAL, "out of memory reading stream '%s'", stream_id);
-            goto cleanup;
-        }
-    }
-    for (int i = 0; i < n; i++) {
-        st = db_event_from_row(&evs[i], res, i, 0, e);
-        if (st != ST_OK)
-            goto cleanup;
-    }
-    *out = evs;
-    *count = n;
-    evs = NULL;
-cleanup:
-    PQclear(res);
-    free(evs);
-    return st;
-}
-
 const char *db_error(char *buf, size_t len, const PGconn *conn, const PGresult *res)
 {
     const char *msg = res != NULL ? PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY) : NULL;

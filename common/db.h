@@ -26,11 +26,6 @@ status db_migrate(PGconn *conn, struct err *e) WUR;
  * upcasting its data. A row that does not decode: ST_INVALID, reason "poison". */
 status db_event_from_row(struct event *ev, const PGresult *res, int row, int col, struct err *e) WUR;
 
-/* Events of one stream with versions in [from, to], in version order, into a malloc'd array
- * (*out, caller frees; *count set). Fewer rows than asked is not an error. */
-status db_stream_events(PGconn *conn, const char *stream_id, int64_t from, int64_t to,
-                        struct event **out, int *count, struct err *e) WUR;
-
 /* One-line text of a failure for messages and logs: the result's primary message when res
  * carries one, else the connection's error, newlines flattened. Written to buf; returns buf. */
 const char *db_error(char *buf, size_t len, const PGconn *conn, const PGresult *res);

@@ -249,7 +249,10 @@ static const char begin_lua[] =
     "           'total', 0, 'events_per_s', 0, 'eta_s', 0, 'started_at_ms', ARGV[2],\n"
     "           'updated_at_ms', ARGV[2], 'cursor', '0:0')\n"
     "redis.call('HSET', 'rm:' .. g .. ':checkpoint', 'position', 0, 'events', 0, 'at_ms', ARGV[2])\n"
-    "return {g, '0:0', 0, 0, tonumber(b or '0') or 0}\n";
+    "local stale = 0\n"
+    "if b and b ~= redis.call('GET', 'rm:current') and b ~= redis.call('GET', 'rm:previous') then\n"
+    "  stale = tonumber(b) or 0 end\n"
+    "return {g, '0:0', 0, 0, stale}\n";
 
 static const char switch_lua[] =
     "if redis.call('GET', 'rm:building') ~= ARGV[1] then return -1 end\n"
@@ -269,11 +272,14 @@ static const char switch_lua[] =
     "return dropped\n";
 
 static const char rollback_lua[] =
-    "if redis.call('GET', 'rm:previous') ~= ARGV[1] then return 0 end\n"
-    "if redis.call('EXISTS', 'rm:building') == 1 then return 0 end\n"
-    "if redis.call('EXISTS', 'rm:' .. ARGV[1] .. ':checkpoint') == 0 then return 0 end\n"
+    "if redis.call('GET', 'rm:previous') ~= ARGV[1] then return {0} end\n"
+    "if redis.call('EXISTS', 'rm:building') == 1 then return {0} end\n"
+    "if redis.call('EXISTS', 'rm:' .. ARGV[1] .. ':checkpoint') == 0 then return {0} end\n"
     "redis.call('SET', 'rm:building', ARGV[1])\n"
-    "return 1\n";
+    "redis.call('DEL', 'rm:rebuild')\n"
+    "redis.call('HSET', 'rm:rebuild', 'gen', ARGV[1], 'state', 'building', 'mode', 'rollback',\n"
+    "           'done', 0, 'total', 0, 'started_at_ms', ARGV[2], 'updated_at_ms', ARGV[2])\n"
+    "return {1, redis.call('GET', 'rm:' .. ARGV[1] .. ':tail') or ''}\n";
 
 const char *rm_begin_script(void)
 {

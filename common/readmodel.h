@@ -136,12 +136,14 @@ status rm_load_gens(redisContext *c, struct rm_gens *out, struct err *e) WUR;
  *   begin:    KEYS none; ARGV mode, now_ms. Resumes the rebuild in progress when rm:building
  *             and rm:rebuild agree (reply {gen, cursor, done, 1}); otherwise allocates a new
  *             generation, creates its checkpoint, sets rm:building and rm:rebuild (reply
- *             {gen, "0:0", 0, 0, stale}, stale = an abandoned building generation to drop, or 0)
+ *             {gen, "0:0", 0, 0, stale}, stale = an abandoned building generation to drop, or 0;
+ *             never the current or previous one, e.g. a dead rollback's target)
  *   switch:   ARGV gen, now_ms. If rm:building == gen: rm:previous = rm:current (when valid),
  *             rm:current = gen, DEL rm:building; reply the generation that stopped being
  *             previous (to drop, 0 when none), else -1
  *   rollback: ARGV previous, now_ms. If rm:previous == previous and no rebuild is running: it
- *             becomes rm:building so a catch-up can run before the switch; reply 1, else 0 */
+ *             becomes rm:building so a catch-up can run before the switch, and rm:rebuild
+ *             says so (mode rollback) in the same step; reply {1, its tail cursor}, else {0} */
 const char *rm_begin_script(void);
 const char *rm_switch_script(void);
 const char *rm_rollback_script(void);

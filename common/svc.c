@@ -53,3 +53,10 @@ int64_t svc_mono_ms(void)
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
+
+void svc_pause_ms(int ms)
+{
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+
+    (void)nanosleep(&ts, NULL); /* a signal ends it early: the caller's loop then sees the stop */
+}

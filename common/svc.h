@@ -16,6 +16,8 @@ void svc_signals_install(int block);
 void svc_wait_stop(void);
 /* Main thread: sleeps ms, or less when SIGTERM/SIGINT arrives (needs svc_signals_install(1)). */
 void svc_sleep(int ms);
+/* Sleeps ms in any thread, or less when a signal arrives (loops poll svc_stop_requested). */
+void svc_pause_ms(int ms);
 /* Milliseconds of CLOCK_MONOTONIC: for deadlines and durations, never for timestamps. */
 int64_t svc_mono_ms(void);
 

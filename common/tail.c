@@ -7,44 +7,6 @@
 
 #include "db.h"
 
-status tail_fetch(PGconn *conn, struct tail_cursor *cursor, int limit, struct event *out,
-                  int *count, struct err *e)
-{
-    char tx[32], pos[32], lim[16];
-    const char *params[3] = {tx, pos, lim};
-    PGresult *res = NULL;
-    status st = ST_OK;
-    int n;
-
-    *count = 0;
-    snprintf(tx, sizeof tx, "%" PRIu64, cursor->tx_id);
-    snprintf(pos, sizeof pos, "%" PRId64, cursor->position);
-    snprintf(lim, sizeof lim, "%d", limit);
-    res = PQexecParams(conn,
-                       "SELECT " DB_EVENT_COLUMNS ", tx_id::text FROM events e "
-                       "WHERE (tx_id, position) > ($1::text::xid8, $2::bigint) "
-                       "AND tx_id < pg_snapshot_xmin(pg_current_snapshot()) "
-                       "ORDER BY e.tx_id, e.position LIMIT $3::int" /* e.: not the text output column */,
-                       3, NULL, params, NULL, NULL, 0);
-    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
-        st = err_set(e, ST_UNAVAILABLE, "read events after %s:%s: %s", tx, pos,
-                     PQresultErrorMessage(res));
-        goto cleanup;
-    }
-    n = PQntuples(res);
-    for (int i = 0; i < n; i++) {
-        st = db_event_from_row(&out[i], res, i, 0, e);
-        if (st != ST_OK)
-            goto cleanup;
-        cursor->tx_id = strtoull(PQgetvalue(res, i, 9), NULL, 10);
-        cursor->position = out[i].position;
-        *count = i + 1;
-    }
-cleanup:
-    PQclear(res);
-    return st;
-}
-
 status tail_remaining(PGconn *conn, const struct tail_cursor *cursor, int64_t *remaining,
                       int64_t *head, struct err *e)
 {

@@ -18,10 +18,6 @@ struct tail_cursor {
     int64_t position; /* last row's position */
 };
 
-/* Reads up to limit events after cursor into out (caller's array of limit), sets *count, and
- * advances *cursor past them. *count 0: caught up with the horizon. */
-status tail_fetch(PGconn *conn, struct tail_cursor *cursor, int limit, struct event *out,
-                  int *count, struct err *e) WUR;
 /* The number of events after cursor (for progress), and the store's head position. */
 status tail_remaining(PGconn *conn, const struct tail_cursor *cursor, int64_t *remaining,
                       int64_t *head, struct err *e) WUR;

@@ -3,6 +3,7 @@
 #include "engine.h"
 
 #include <inttypes.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -103,16 +104,30 @@ void pj_drop_pg(struct pj *p)
     p->pg = NULL;
 }
 
+status pj_redis_failed(struct pj *p, const redisReply *r, struct err *e, const char *fmt, ...)
+{
+    char what[200];
+    va_list ap;
+    status st;
+
+    va_start(ap, fmt);
+    vsnprintf(what, sizeof what, fmt, ap);
+    va_end(ap);
+    st = err_setr(e, ST_UNAVAILABLE, "read_model_unavailable", "redis %s: %s", what,
+                  r == NULL ? (p->rc != NULL ? p->rc->errstr : "not connected")
+                  : r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply");
+    if (r == NULL)
+        pj_drop_redis(p); /* the connection is gone or out of step */
+    return st;
+}
+
 static status load_script(struct pj *p, struct err *e)
 {
     redisReply *r = redisCommand(p->rc, "SCRIPT LOAD %s", rm_apply_script());
     status st = ST_OK;
 
     if (r == NULL || r->type != REDIS_REPLY_STRING || r->len >= sizeof p->sha) {
-        st = err_setr(e, ST_UNAVAILABLE, "read_model_unavailable", "redis script load: %s",
-                      r == NULL ? p->rc->errstr : r->type == REDIS_REPLY_ERROR ? r->str : "bad reply");
-        if (r == NULL)
-            pj_drop_redis(p);
+        st = pj_redis_failed(p, r, e, "script load");
     } else {
         memcpy(p->sha, r->str, r->len + 1);
     }
@@ -295,7 +310,7 @@ static void gq_add(void *ctx, const char *id, int64_t lo, int64_t hi)
 /* Reads every gap of the batch's accounts in ONE query (instead of one per account and hole)
  * and hands each account its rows. A gap the pool does not cover is still read on its own in
  * the fold (gap_events), so this is only ever an optimisation. */
-static status prefetch_gaps(struct pj *p, struct acct *accts, int na, struct err *e)
+static status prefetch_gaps(struct pj *p, struct acct *accts, int na, unsigned flags, struct err *e)
 {
     struct gap_query q;
     const char *params[3];
@@ -310,7 +325,7 @@ static status prefetch_gaps(struct pj *p, struct acct *accts, int na, struct err
         pj_items_free(accts[i].gap, accts[i].ngap);
         accts[i].gap = NULL;
         accts[i].ngap = 0;
-        if (accts[i].need_read && !accts[i].stalled)
+        if (accts[i].need_read && (!accts[i].stalled || (flags & PJ_IGNORE_STALLED)))
             gap_ranges(&accts[i], gq_add, &q);
     }
     if (q.count == 0 || q.failed)
@@ -401,12 +416,8 @@ static status stall(struct pj *p, const char *account_id, const char *event_id, 
         return err_set(e, ST_INTERNAL, "out of memory");
     /* NX: the first stuck event is the one an operator must look at; later ones follow it */
     r = redisCommand(p->rc, "HSETNX %s %s %s", RM_STALLED_KEY, account_id, rec);
-    if (r == NULL || r->type == REDIS_REPLY_ERROR) {
-        st = err_setr(e, ST_UNAVAILABLE, "read_model_unavailable", "stall '%s': %s", account_id,
-                      r != NULL ? r->str : p->rc->errstr);
-        if (r == NULL)
-            pj_drop_redis(p);
-    }
+    if (r == NULL || r->type == REDIS_REPLY_ERROR)
+        st = pj_redis_failed(p, r, e, "stall '%s'", account_id);
     freeReplyObject(r);
     free(rec);
     return st;
@@ -429,10 +440,7 @@ status pj_park(struct pj *p, struct pj_item *it, const char *reason, struct err 
         return err_set(e, ST_INTERNAL, "out of memory");
     r = redisCommand(p->rc, "HSET %s %s %s", RM_PARKED_KEY, it->ev.event_id, rec);
     if (r == NULL || r->type == REDIS_REPLY_ERROR) {
-        st = err_setr(e, ST_UNAVAILABLE, "read_model_unavailable", "park '%s': %s", it->ev.event_id,
-                      r != NULL ? r->str : p->rc->errstr);
-        if (r == NULL)
-            pj_drop_redis(p);
+        st = pj_redis_failed(p, r, e, "park '%s'", it->ev.event_id);
         goto cleanup;
     }
     log_warn("parked poison event event=%s account=%s version=%" PRId64 " seq=%" PRIu64 ": %s",
@@ -505,7 +513,7 @@ static status fold_account(struct pj *p, struct acct *a, unsigned flags, struct 
     struct pj_item *gap = NULL;
     int ngap = 0, stopped = 0, owned = 0;
     status st = ST_OK;
-    struct err fe;
+    struct err fe = {0};
 
     acct_reset_fold(a);
     a->new_version = a->applied;
@@ -516,6 +524,9 @@ static status fold_account(struct pj *p, struct acct *a, unsigned flags, struct 
     if (a->cur_doc != NULL) {
         if (account_view_from_json(&view, a->cur_doc, strlen(a->cur_doc), &fe) != ST_OK ||
             view.version != a->applied || strcmp(view.account_id, a->id) != 0) {
+            if (fe.msg[0] == '\0')
+                err_set(&fe, ST_INVALID, "document of version %" PRId64 " or account '%s'",
+                        view.version, view.account_id);
             log_error("account=%s read model document unreadable at version %" PRId64 ": %s", a->id,
                       a->applied, fe.msg);
             a->stop = STOP_POISON;
@@ -795,6 +806,12 @@ cleanup:
     return st;
 }
 
+/* The batch wrote this account: settled (not left contended) with a newer version. */
+static int wrote(const struct acct *a)
+{
+    return !a->need_read && a->nent > 0 && a->new_version > a->applied;
+}
+
 static status publish_applied(struct pj *p, struct acct *accts, int na, struct err *e)
 {
     size_t len = 1;
@@ -803,7 +820,7 @@ static status publish_applied(struct pj *p, struct acct *accts, int na, struct e
     status st = ST_OK;
 
     for (int i = 0; i < na; i++)
-        if (accts[i].nent > 0 && accts[i].new_version > accts[i].applied)
+        if (wrote(&accts[i]))
             len += strlen(accts[i].id) + 24;
     if (len == 1)
         return ST_OK;
@@ -811,7 +828,7 @@ static status publish_applied(struct pj *p, struct acct *accts, int na, struct e
     if (msg == NULL)
         return err_set(e, ST_INTERNAL, "out of memory");
     for (int i = 0; i < na; i++)
-        if (accts[i].nent > 0 && accts[i].new_version > accts[i].applied)
+        if (wrote(&accts[i]))
             (void)pj_applied_append(msg, len, accts[i].id, accts[i].new_version);
     r = redisCommand(p->rc, "PUBLISH %s %s", RM_APPLIED_CHANNEL, msg);
     if (r == NULL) {
@@ -875,7 +892,7 @@ static status process_gen(struct pj *p, long gen, struct pj_item **items, int n,
         }
         st = read_accounts(p, gen, accts, na, e);
         if (st == ST_OK)
-            st = prefetch_gaps(p, accts, na, e);
+            st = prefetch_gaps(p, accts, na, flags, e);
         if (st != ST_OK)
             goto cleanup;
         for (int i = 0; i < na; i++) {
@@ -914,21 +931,41 @@ cleanup:
     return st;
 }
 
-status pj_process_gen(struct pj *p, long gen, struct pj_item **items, int n, unsigned flags,
+/* The pointer array the passes sort, so the caller's items keep their order. */
+static struct pj_item **item_ptrs(struct pj_item *items, int n, struct err *e)
+{
+    struct pj_item **ptrs = calloc((size_t)n + 1, sizeof *ptrs);
+
+    if (ptrs == NULL) {
+        err_set(e, ST_INTERNAL, "out of memory for %d items", n);
+        return NULL;
+    }
+    for (int i = 0; i < n; i++)
+        ptrs[i] = &items[i];
+    return ptrs;
+}
+
+status pj_process_gen(struct pj *p, long gen, struct pj_item *items, int n, unsigned flags,
                       int *gone, struct err *e)
 {
+    struct pj_item **ptrs;
     status st = pj_redis(p, e);
 
     if (st != ST_OK)
         return st;
-    return process_gen(p, gen, items, n, flags, 0, gone, e);
+    ptrs = item_ptrs(items, n, e);
+    if (ptrs == NULL)
+        return ST_INTERNAL;
+    st = process_gen(p, gen, ptrs, n, flags, 0, gone, e);
+    free(ptrs);
+    return st;
 }
 
 /* The live path. The building generation goes FIRST: at every instant it holds at least what the
  * current one holds for any account the live path touched, so a switch can never make a reader
  * see an account go back in version. Only items the building generation took reach the
  * current one; the others are redelivered (NAK) and both passes run again (idempotent). */
-status pj_process(struct pj *p, struct pj_item **items, int n, unsigned flags, struct err *e)
+static status process_live(struct pj *p, struct pj_item **items, int n, unsigned flags, struct err *e)
 {
     struct rm_gens g;
     struct pj_item **sub = NULL;
@@ -995,6 +1032,18 @@ status pj_process(struct pj *p, struct pj_item **items, int n, unsigned flags, s
 cleanup:
     free(sub);
     free(bdisp);
+    return st;
+}
+
+status pj_process(struct pj *p, struct pj_item *items, int n, unsigned flags, struct err *e)
+{
+    struct pj_item **ptrs = item_ptrs(items, n, e);
+    status st;
+
+    if (ptrs == NULL)
+        return ST_INTERNAL;
+    st = process_live(p, ptrs, n, flags, e);
+    free(ptrs);
     return st;
 }
 
@@ -1097,10 +1146,7 @@ status pj_lease(struct pj *p, const char *key, const char *token, int ttl_ms, in
     *held = 0;
     r = redisCommand(p->rc, "EVAL %s 1 %s %s %d", lease_lua, key, token, ttl_ms);
     if (r == NULL || r->type == REDIS_REPLY_ERROR) {
-        st = err_setr(e, ST_UNAVAILABLE, "read_model_unavailable", "lease '%s': %s", key,
-                      r != NULL ? r->str : p->rc->errstr);
-        if (r == NULL)
-            pj_drop_redis(p);
+        st = pj_redis_failed(p, r, e, "lease '%s'", key);
     } else {
         *held = r->type == REDIS_REPLY_INTEGER && r->integer == 1;
     }
@@ -1126,7 +1172,7 @@ status pj_sweep(struct pj *p, int limit, int *count, struct err *e)
     struct rm_gens g;
     redisReply *r = NULL;
     PGresult *res = NULL;
-    struct pj_item *items = NULL, **ptrs = NULL;
+    struct pj_item *items = NULL;
     int n = 0, lease = 0, caught_up = 0;
     status st;
 
@@ -1162,16 +1208,14 @@ status pj_sweep(struct pj *p, int limit, int *count, struct err *e)
                      (long long)pj_now_ms());
     PQclear(res);
     res = NULL;
-    if (r == NULL) {
-        st = err_setr(e, ST_UNAVAILABLE, "read_model_unavailable", "head: %s", p->rc->errstr);
-        pj_drop_redis(p);
+    if (r == NULL || r->type == REDIS_REPLY_ERROR) {
+        st = pj_redis_failed(p, r, e, "head");
         goto cleanup;
     }
     freeReplyObject(r);
     r = redisCommand(p->rc, "GET %s", tkey);
-    if (r == NULL) {
-        st = err_setr(e, ST_UNAVAILABLE, "read_model_unavailable", "tail cursor: %s", p->rc->errstr);
-        pj_drop_redis(p);
+    if (r == NULL || r->type == REDIS_REPLY_ERROR) {
+        st = pj_redis_failed(p, r, e, "tail cursor");
         goto cleanup;
     }
     if (r->type == REDIS_REPLY_STRING) {
@@ -1186,14 +1230,7 @@ status pj_sweep(struct pj *p, int limit, int *count, struct err *e)
     if (st != ST_OK || n == 0)
         goto cleanup;
     tail_cursor_format(&cur, cur_s, sizeof cur_s);
-    ptrs = calloc((size_t)n, sizeof *ptrs);
-    if (ptrs == NULL) {
-        st = err_set(e, ST_INTERNAL, "out of memory");
-        goto cleanup;
-    }
-    for (int i = 0; i < n; i++)
-        ptrs[i] = &items[i];
-    st = pj_process(p, ptrs, n, 0, e);
+    st = pj_process(p, items, n, 0, e);
     if (st != ST_OK)
         goto cleanup;
     for (int i = 0; i < n; i++)
@@ -1203,16 +1240,15 @@ status pj_sweep(struct pj *p, int limit, int *count, struct err *e)
         goto cleanup; /* switched meanwhile: this cursor belongs to the old generation */
     rm_key_checkpoint(ckey, sizeof ckey, g.current);
     r = redisCommand(p->rc, "EVAL %s 2 %s %s %s %s", cursor_cas_lua, tkey, ckey, old_s, cur_s);
-    if (r == NULL) {
-        st = err_setr(e, ST_UNAVAILABLE, "read_model_unavailable", "tail cursor: %s", p->rc->errstr);
-        pj_drop_redis(p);
+    if (r == NULL || r->type != REDIS_REPLY_INTEGER) {
+        st = pj_redis_failed(p, r, e, "tail cursor");
         goto cleanup;
     }
-    *count = n;
+    /* not moved (another sweeper, or the generation went): no "more to do" from here */
+    *count = r->integer == 1 ? n : 0;
 cleanup:
     freeReplyObject(r);
     PQclear(res);
-    free(ptrs);
     pj_items_free(items, n);
     return st;
 }

@@ -38,17 +38,21 @@ status pj_pg(struct pj *p, struct err *e) WUR;
 /* Drops a connection after a failure so the next pj_redis/pj_pg reconnects. */
 void pj_drop_redis(struct pj *p);
 void pj_drop_pg(struct pj *p);
+/* A failed or unexpected Redis reply as ST_UNAVAILABLE "redis <what>: <why>"; a NULL reply
+ * (connection lost) also drops the connection. */
+status pj_redis_failed(struct pj *p, const redisReply *r, struct err *e, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
 
 /* Projects items (any order, duplicates allowed) into the building generation (when a rebuild
  * runs) and then the current one, and sets each item's disp. Poison is parked
  * and its account stalled on the way. ST_OK: every disp is final and may be acted on.
  * ST_UNAVAILABLE: Redis or Postgres failed; nothing may be acknowledged (retry the batch: it is
- * idempotent). The items are only reordered through the pointer array. */
-status pj_process(struct pj *p, struct pj_item **items, int n, unsigned flags, struct err *e) WUR;
+ * idempotent). The array keeps its order. */
+status pj_process(struct pj *p, struct pj_item *items, int n, unsigned flags, struct err *e) WUR;
 
 /* Same as pj_process for one generation only (the rebuild's writes): the same read, fold and
  * compare-and-set. *gone is set when gen does not exist (dropped, aborted, flushed). */
-status pj_process_gen(struct pj *p, long gen, struct pj_item **items, int n, unsigned flags,
+status pj_process_gen(struct pj *p, long gen, struct pj_item *items, int n, unsigned flags,
                       int *gone, struct err *e) WUR;
 
 /* Reads up to limit events after *cursor in commit-safe order (tx_id, position) below the

@@ -35,23 +35,15 @@
  * natsSubscription_Fetch keeps a pull open until the whole batch arrives or wait_ms passes, so
  * under a light load every event waited up to wait_ms: here a no-wait pull with an expiry asks
  * the server to wait for the first message only. */
-static natsStatus fetch(natsSubscription *sub, natsMsgList *list, int batch, int wait_ms,
-                        jsErrCode *jerr)
+static natsStatus fetch(natsSubscription *sub, natsMsgList *list, int batch, int wait_ms)
 {
     jsFetchRequest req;
 
-    *jerr = 0;
     jsFetchRequest_Init(&req);
     req.Batch = batch;
     req.NoWait = true;
     req.Expires = (int64_t)wait_ms * 1000000;
     return natsSubscription_FetchRequest(list, sub, &req);
-}
-
-static void sleep_ms(int ms)
-{
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
 }
 
 /* Sleeps ms in slices, telling JetStream the batch in hand is still being worked on so it is
@@ -66,7 +58,7 @@ static void wait_in_progress(natsMsgList *list, int ms, int ack_wait_ms, int64_t
                 (void)natsMsg_InProgress(list->Msgs[i], NULL);
             *last_progress = svc_mono_ms();
         }
-        sleep_ms(100);
+        svc_pause_ms(100);
     }
 }
 
@@ -143,13 +135,12 @@ static uint64_t msg_seq(natsMsg *m)
 static void handle_batch(struct pj *p, const struct cfg *c, natsMsgList *list)
 {
     struct pj_item *items = calloc((size_t)list->Count, sizeof *items);
-    struct pj_item **ptrs = calloc((size_t)list->Count, sizeof *ptrs);
     int64_t last_progress = svc_mono_ms();
     struct err e;
     status st = ST_UNAVAILABLE;
     long ack = 0, term = 0, nak = 0;
 
-    if (items == NULL || ptrs == NULL) {
+    if (items == NULL) {
         log_error("out of memory for a batch of %d: redelivering", list->Count);
         for (int i = 0; i < list->Count; i++)
             (void)natsMsg_Nak(list->Msgs[i], NULL);
@@ -158,11 +149,10 @@ static void handle_batch(struct pj *p, const struct cfg *c, natsMsgList *list)
     for (int i = 0; i < list->Count; i++) {
         natsMsg *m = list->Msgs[i];
         pj_item_decode(&items[i], natsMsg_GetData(m), (size_t)natsMsg_GetDataLength(m), msg_seq(m));
-        ptrs[i] = &items[i];
     }
     for (int attempt = 0;; attempt++) {
         err_clear(&e);
-        st = pj_process(p, ptrs, list->Count, 0, &e);
+        st = pj_process(p, items, list->Count, 0, &e);
         if (st == ST_OK)
             break;
         log_warn("batch of %d not applied (attempt %d): %s", list->Count, attempt + 1, e.msg);
@@ -200,7 +190,6 @@ cleanup:
         for (int i = 0; i < list->Count; i++)
             pj_item_release(&items[i]);
     free(items);
-    free(ptrs);
 }
 
 /* ---- self-healing: a rebuild in a thread when there is no valid current generation ---- */
@@ -280,14 +269,14 @@ static int cmd_run(const struct cfg *c)
             break;
         log_warn("postgres not ready (attempt %d): %s", attempt + 1, e.msg);
         pj_drop_pg(&p);
-        sleep_ms(pj_backoff_ms(attempt, BACKOFF_MAX_MS));
+        svc_pause_ms(pj_backoff_ms(attempt, BACKOFF_MAX_MS));
     }
     for (attempt = 0; !svc_stop_requested; attempt++) {
         err_clear(&e);
         if (pj_redis(&p, &e) == ST_OK)
             break;
         log_warn("redis not ready (attempt %d): %s", attempt + 1, e.msg);
-        sleep_ms(pj_backoff_ms(attempt, BACKOFF_MAX_MS));
+        svc_pause_ms(pj_backoff_ms(attempt, BACKOFF_MAX_MS));
     }
     for (attempt = 0; !svc_stop_requested; attempt++) {
         err_clear(&e);
@@ -299,7 +288,7 @@ static int cmd_run(const struct cfg *c)
         natsSubscription_Destroy(sub);
         sub = NULL;
         bus_release(&b);
-        sleep_ms(pj_backoff_ms(attempt, BACKOFF_MAX_MS));
+        svc_pause_ms(pj_backoff_ms(attempt, BACKOFF_MAX_MS));
     }
     if (!svc_stop_requested)
         log_info("running: consumer %s on stream %s", BUS_CONSUMER, BUS_STREAM);
@@ -307,7 +296,6 @@ static int cmd_run(const struct cfg *c)
 
     while (!svc_stop_requested) {
         natsMsgList list = {0};
-        jsErrCode jerr = 0;
         natsStatus ns;
         int64_t now = svc_mono_ms();
 
@@ -330,12 +318,12 @@ static int cmd_run(const struct cfg *c)
             last_applied = p.applied;
             last_stats = now;
         }
-        ns = fetch(sub, &list, c->projector_batch, sweep_more ? 20 : FETCH_WAIT_MS, &jerr);
+        ns = fetch(sub, &list, c->projector_batch, sweep_more ? 20 : FETCH_WAIT_MS);
         if (ns == NATS_OK && list.Count > 0)
             handle_batch(&p, c, &list);
         else if (ns != NATS_OK && ns != NATS_TIMEOUT && ns != NATS_NOT_FOUND) {
-            log_warn("fetch: %s (%d)", natsStatus_GetText(ns), (int)jerr);
-            sleep_ms(500);
+            log_warn("fetch: %s", natsStatus_GetText(ns));
+            svc_pause_ms(500);
         }
         natsMsgList_Destroy(&list);
     }
@@ -516,7 +504,7 @@ static status catch_up(struct pj *p, const char *id, int *poison, int64_t *appli
                        struct err *e)
 {
     struct rm_account acc = {0};
-    struct pj_item *items = NULL, **ptrs = NULL;
+    struct pj_item *items = NULL;
     int n = 0;
     status st;
 
@@ -527,14 +515,7 @@ static status catch_up(struct pj *p, const char *id, int *poison, int64_t *appli
     if (st != ST_OK)
         goto cleanup;
     if (n > 0) {
-        ptrs = calloc((size_t)n, sizeof *ptrs);
-        if (ptrs == NULL) {
-            st = err_set(e, ST_INTERNAL, "out of memory");
-            goto cleanup;
-        }
-        for (int i = 0; i < n; i++)
-            ptrs[i] = &items[i];
-        st = pj_process(p, ptrs, n, PJ_IGNORE_STALLED, e);
+        st = pj_process(p, items, n, PJ_IGNORE_STALLED, e);
         if (st != ST_OK)
             goto cleanup;
         for (int i = 0; i < n; i++)
@@ -550,7 +531,6 @@ static status catch_up(struct pj *p, const char *id, int *poison, int64_t *appli
     *applied = acc.version;
 cleanup:
     rm_account_release(&acc);
-    free(ptrs);
     pj_items_free(items, n);
     return st;
 }

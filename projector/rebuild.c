@@ -45,31 +45,15 @@ static const char unlease_lua[] =
     "return 0\n";
 
 static const char unbuild_lua[] =
-    "if ARGV[1] == '' or redis.call('GET', 'rm:building') == ARGV[1] then\n"
+    "if redis.call('GET', 'rm:building') == ARGV[1] then\n"
     "  redis.call('DEL', 'rm:building')\n"
     "  return 1\n"
     "end\n"
     "return 0\n";
 
-static void sleep_ms(int ms)
-{
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
-
 static const char *mode_name(enum rb_mode m)
 {
     return m == RB_VERIFY ? "verify" : m == RB_ROLLBACK ? "rollback" : "switch";
-}
-
-static status redis_failed(struct pj *p, redisReply *r, const char *what, struct err *e)
-{
-    status st = err_setr(e, ST_UNAVAILABLE, "read_model_unavailable", "redis %s: %s", what,
-                         r == NULL ? (p->rc != NULL ? p->rc->errstr : "not connected")
-                         : r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply");
-    if (r == NULL)
-        pj_drop_redis(p);
-    return st;
 }
 
 /* ---- progress ---- */
@@ -165,7 +149,7 @@ static status progress_step(struct pj *p, struct progress *pg, const struct tail
     argv[12] = ttl_s;
     r = redisCommandArgv(p->rc, 13, argv, NULL);
     if (r == NULL || r->type != REDIS_REPLY_INTEGER)
-        st = redis_failed(p, r, "rebuild progress", e);
+        st = pj_redis_failed(p, r, e, "rebuild progress");
     else if (r->integer == 0)
         st = err_set(e, ST_CONFLICT, "generation %ld is no longer being built (aborted, or redis was flushed)", pg->gen);
     else if (r->integer < 0)
@@ -197,7 +181,7 @@ static status scan_accounts(struct pj *p, long gen, struct idset *set, struct er
     do {
         redisReply *r = redisCommand(p->rc, "SCAN %s MATCH %s COUNT 1000", cursor, pattern);
         if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements != 2) {
-            st = redis_failed(p, r, "scan accounts", e);
+            st = pj_redis_failed(p, r, e, "scan accounts");
             freeReplyObject(r);
             return st;
         }
@@ -419,7 +403,7 @@ static status verify(struct pj *p, long live, long built, const struct rb_opts *
             nbad += bad[i];
         if (nbad == 0)
             break;
-        sleep_ms(300);
+        svc_pause_ms(300);
         for (long i = 0; i < set.n && st == ST_OK; i++)
             if (bad[i])
                 st = compare_chunk(p, live, built, &set, i, i + 1, bad, pass == 2 ? o->out : NULL,
@@ -461,7 +445,7 @@ static status take_lease(struct pj *p, const struct rb_opts *o, const char *toke
                     RM_REBUILD_LEASE_KEY);
             said = 1;
         }
-        sleep_ms(250);
+        svc_pause_ms(250);
     }
 }
 
@@ -481,7 +465,7 @@ static status start(struct pj *p, const struct rb_opts *o, long *gen, struct tai
 {
     struct rm_gens g;
     redisReply *r = NULL;
-    char now_s[24], key[RM_KEY_SIZE];
+    char now_s[24];
     status st;
 
     snprintf(now_s, sizeof now_s, "%" PRId64, pj_now_ms());
@@ -496,34 +480,20 @@ static status start(struct pj *p, const struct rb_opts *o, long *gen, struct tai
             return err_set(e, ST_CONFLICT, "generation %ld is being built: finish it or run 'projector rebuild --abort' first",
                            g.building);
         r = redisCommand(p->rc, "EVAL %s 0 %ld %s", rm_rollback_script(), g.previous, now_s);
-        if (r == NULL || r->type != REDIS_REPLY_INTEGER) {
-            st = redis_failed(p, r, "rollback", e);
+        if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements < 1 ||
+            r->element[0]->type != REDIS_REPLY_INTEGER) {
+            st = pj_redis_failed(p, r, e, "rollback");
             goto cleanup;
         }
-        if (r->integer != 1) {
+        if (r->element[0]->integer != 1 || r->elements != 2) {
             st = err_set(e, ST_CONFLICT, "the generations changed under the rollback; try again");
             goto cleanup;
         }
-        freeReplyObject(r);
         *gen = g.previous;
-        rm_key_tail(key, sizeof key, *gen);
-        r = redisCommand(p->rc, "GET %s", key);
-        if (r == NULL) {
-            st = redis_failed(p, r, "rollback cursor", e);
-            goto cleanup;
-        }
+        /* its catch-up starts where its own sweep stopped */
         memset(cur, 0, sizeof *cur);
-        if (r->type == REDIS_REPLY_STRING && tail_cursor_parse(cur, r->str) != ST_OK)
+        if (r->element[1]->type == REDIS_REPLY_STRING && tail_cursor_parse(cur, r->element[1]->str) != ST_OK)
             memset(cur, 0, sizeof *cur);
-        freeReplyObject(r);
-        r = redisCommand(p->rc, "DEL %s", RM_REBUILD_KEY);
-        freeReplyObject(r);
-        r = redisCommand(p->rc, "HSET %s gen %ld state building mode rollback done 0 total 0 started_at_ms %s updated_at_ms %s",
-                         RM_REBUILD_KEY, *gen, now_s, now_s);
-        if (r == NULL || r->type == REDIS_REPLY_ERROR) {
-            st = redis_failed(p, r, "rollback state", e);
-            goto cleanup;
-        }
         *done = 0;
         goto cleanup;
     }
@@ -531,7 +501,7 @@ static status start(struct pj *p, const struct rb_opts *o, long *gen, struct tai
         return err_set(e, ST_NOT_FOUND, "there is no current generation to verify against");
     r = redisCommand(p->rc, "EVAL %s 0 %s %s", rm_begin_script(), mode_name(o->mode), now_s);
     if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements != 5) {
-        st = redis_failed(p, r, "begin rebuild", e);
+        st = pj_redis_failed(p, r, e, "begin rebuild");
         goto cleanup;
     }
     *gen = (long)r->element[0]->integer;
@@ -565,7 +535,7 @@ status rb_run(const struct cfg *c, const struct rb_opts *o, struct rb_result *re
     struct pj p;
     struct progress pg;
     struct tail_cursor cur = {0, 0}, before;
-    struct pj_item *items = NULL, **ptrs = NULL;
+    struct pj_item *items = NULL;
     char token[UUID_STR_SIZE], key[RM_KEY_SIZE], cur_s[64];
     int batch = o->batch > 0 ? o->batch : RB_BATCH;
     int leased = 0, waiting_said = 0, retries = 0, n = 0;
@@ -610,15 +580,7 @@ status rb_run(const struct cfg *c, const struct rb_opts *o, struct rb_result *re
         before = cur;
         st = pj_tail_read(&p, &cur, batch, &items, &n, &caught_up, e);
         if (st == ST_OK && n > 0) {
-            free(ptrs);
-            ptrs = calloc((size_t)n, sizeof *ptrs);
-            if (ptrs == NULL) {
-                st = err_set(e, ST_INTERNAL, "out of memory");
-                goto cleanup;
-            }
-            for (int i = 0; i < n; i++)
-                ptrs[i] = &items[i];
-            st = pj_process_gen(&p, gen, ptrs, n, PJ_IGNORE_STALLED, &gone, e);
+            st = pj_process_gen(&p, gen, items, n, PJ_IGNORE_STALLED, &gone, e);
             if (st == ST_OK && gone) {
                 st = err_set(e, ST_CONFLICT, "generation %ld was dropped under the rebuild (--abort, or redis flushed)", gen);
                 goto cleanup;
@@ -646,7 +608,7 @@ status rb_run(const struct cfg *c, const struct rb_opts *o, struct rb_result *re
             pj_items_free(items, n);
             items = NULL;
             n = 0;
-            sleep_ms(pj_backoff_ms(retries, 5000));
+            svc_pause_ms(pj_backoff_ms(retries, 5000));
             continue;
         }
         retries = 0;
@@ -667,7 +629,7 @@ status rb_run(const struct cfg *c, const struct rb_opts *o, struct rb_result *re
              * open. Skipping ahead would lose its rows, so wait for it. */
             if (!waiting_said++)
                 log_info("rebuild of generation %ld waits for an open transaction below the horizon", gen);
-            sleep_ms(50);
+            svc_pause_ms(50);
         }
     }
     pg.total = pg.done;
@@ -683,6 +645,10 @@ status rb_run(const struct cfg *c, const struct rb_opts *o, struct rb_result *re
         if (st != ST_OK)
             goto cleanup;
         r = redisCommand(p.rc, "EVAL %s 0 %ld", unbuild_lua, gen);
+        if (r == NULL || r->type != REDIS_REPLY_INTEGER) {
+            st = pj_redis_failed(&p, r, e, "unname the verified generation");
+            goto cleanup;
+        }
         freeReplyObject(r);
         r = NULL;
         st = rm_drop_generation(p.rc, gen, NULL, e);
@@ -697,13 +663,13 @@ status rb_run(const struct cfg *c, const struct rb_opts *o, struct rb_result *re
     tail_cursor_format(&cur, cur_s, sizeof cur_s);
     r = redisCommand(p.rc, "SET %s %s", key, cur_s);
     if (r == NULL || r->type == REDIS_REPLY_ERROR) {
-        st = redis_failed(&p, r, "tail cursor", e);
+        st = pj_redis_failed(&p, r, e, "tail cursor");
         goto cleanup;
     }
     freeReplyObject(r);
     r = redisCommand(p.rc, "EVAL %s 0 %ld %lld", rm_switch_script(), gen, (long long)pj_now_ms());
     if (r == NULL || r->type != REDIS_REPLY_INTEGER) {
-        st = redis_failed(&p, r, "switch", e);
+        st = pj_redis_failed(&p, r, e, "switch");
         goto cleanup;
     }
     if (r->integer < 0) {
@@ -724,87 +690,67 @@ cleanup:
     if (leased)
         release_lease(&p, token);
     pj_items_free(items, n);
-    free(ptrs);
+    pj_release(&p);
+    return st;
+}
+
+/* Both scripts take a generation's name away and, in the same step, say whether its keys may
+ * go: {gen, 1} to drop, {gen, 0} to keep, {0, 0} when there was none. Deciding inside the
+ * script means a switch or rollback between a read and the drop cannot hand us a generation
+ * that has become current (or a rollback's target) meanwhile. */
+static const char abort_lua[] =
+    "local b = redis.call('GET', 'rm:building')\n"
+    "local mode = redis.call('HGET', 'rm:rebuild', 'mode')\n"
+    "redis.call('DEL', 'rm:building', 'rm:rebuild')\n"
+    "if not b then return {0, 0} end\n"
+    "if mode == 'rollback' or b == redis.call('GET', 'rm:current') or\n"
+    "   b == redis.call('GET', 'rm:previous') then return {tonumber(b), 0} end\n"
+    "return {tonumber(b), 1}\n";
+
+static const char unprevious_lua[] =
+    "local p = redis.call('GET', 'rm:previous')\n"
+    "if not p then return {0, 0} end\n"
+    "redis.call('DEL', 'rm:previous')\n"
+    "if p == redis.call('GET', 'rm:current') or p == redis.call('GET', 'rm:building') then\n"
+    "  return {tonumber(p), 0} end\n"
+    "return {tonumber(p), 1}\n";
+
+static status unname_and_drop(const struct cfg *c, const char *script, const char *what, long *gen,
+                              long *removed, struct err *e)
+{
+    struct pj p;
+    redisReply *r = NULL;
+    status st;
+
+    *gen = 0;
+    *removed = 0;
+    pj_init(&p, c);
+    st = pj_redis(&p, e);
+    if (st != ST_OK)
+        goto cleanup;
+    r = redisCommand(p.rc, "EVAL %s 0", script);
+    if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
+        r->element[0]->type != REDIS_REPLY_INTEGER || r->element[1]->type != REDIS_REPLY_INTEGER) {
+        st = pj_redis_failed(&p, r, e, "%s", what);
+        goto cleanup;
+    }
+    *gen = (long)r->element[0]->integer;
+    if (*gen > 0 && r->element[1]->integer == 1)
+        st = rm_drop_generation(p.rc, *gen, removed, e);
+cleanup:
+    freeReplyObject(r);
     pj_release(&p);
     return st;
 }
 
 status rb_abort(const struct cfg *c, long *gen, long *removed, struct err *e)
 {
-    struct pj p;
-    redisReply *r = NULL;
-    int keep_keys = 0;
-    status st;
-
-    *gen = 0;
-    *removed = 0;
-    pj_init(&p, c);
-    st = pj_redis(&p, e);
-    if (st != ST_OK)
-        goto cleanup;
-    r = redisCommand(p.rc, "GET %s", RM_BUILDING_KEY);
-    if (r == NULL || r->type == REDIS_REPLY_ERROR) {
-        st = redis_failed(&p, r, "abort", e);
-        goto cleanup;
-    }
-    if (r->type == REDIS_REPLY_STRING)
-        *gen = strtol(r->str, NULL, 10);
-    freeReplyObject(r);
-    r = redisCommand(p.rc, "HGET %s mode", RM_REBUILD_KEY);
-    /* a rollback's target is the previous generation: its keys stay */
-    keep_keys = r != NULL && r->type == REDIS_REPLY_STRING && strcmp(r->str, "rollback") == 0;
-    freeReplyObject(r);
-    /* first the names (the live projector stops writing there at its next batch, the running
-     * rebuild at its next step), then the keys */
-    r = redisCommand(p.rc, "EVAL %s 0 %s", unbuild_lua, "");
-    if (r == NULL || r->type == REDIS_REPLY_ERROR) {
-        st = redis_failed(&p, r, "abort", e);
-        goto cleanup;
-    }
-    freeReplyObject(r);
-    r = redisCommand(p.rc, "DEL %s", RM_REBUILD_KEY);
-    if (r == NULL || r->type == REDIS_REPLY_ERROR) {
-        st = redis_failed(&p, r, "abort", e);
-        goto cleanup;
-    }
-    if (*gen > 0 && !keep_keys)
-        st = rm_drop_generation(p.rc, *gen, removed, e);
-cleanup:
-    freeReplyObject(r);
-    pj_release(&p);
-    return st;
+    /* the live projector stops writing there at its next batch, a running rebuild at its next
+     * step (its generation is gone) */
+    return unname_and_drop(c, abort_lua, "abort", gen, removed, e);
 }
-
-static const char unprevious_lua[] =
-    "local p = redis.call('GET', 'rm:previous')\n"
-    "if not p then return 0 end\n"
-    "if p == redis.call('GET', 'rm:current') or p == redis.call('GET', 'rm:building') then\n"
-    "  redis.call('DEL', 'rm:previous') return 0 end\n"
-    "redis.call('DEL', 'rm:previous')\n"
-    "return tonumber(p)\n";
 
 status rb_drop_previous(const struct cfg *c, long *gen, long *removed, struct err *e)
 {
-    struct pj p;
-    redisReply *r = NULL;
-    status st;
-
-    *gen = 0;
-    *removed = 0;
-    pj_init(&p, c);
-    st = pj_redis(&p, e);
-    if (st != ST_OK)
-        goto cleanup;
-    r = redisCommand(p.rc, "EVAL %s 0", unprevious_lua);
-    if (r == NULL || r->type != REDIS_REPLY_INTEGER) {
-        st = redis_failed(&p, r, "drop previous", e);
-        goto cleanup;
-    }
-    *gen = (long)r->integer;
-    if (*gen > 0)
-        st = rm_drop_generation(p.rc, *gen, removed, e);
-cleanup:
-    freeReplyObject(r);
-    pj_release(&p);
-    return st;
+    return unname_and_drop(c, unprevious_lua, "drop previous", gen, removed, e);
 }

@@ -230,7 +230,7 @@ void rc_set_gen(struct rcache *c, long gen)
         rc_clear(c);
 }
 
-void rc_apply_message(struct rcache *c, const char *msg, size_t len)
+int rc_apply_message(struct rcache *c, const char *msg, size_t len)
 {
     size_t i = 0;
 
@@ -249,8 +249,8 @@ void rc_apply_message(struct rcache *c, const char *msg, size_t len)
             i++;
         idlen = i - start;
         if (i == len || msg[i] != ':' || idlen == 0 || idlen >= sizeof id) {
-            rc_clear(c); /* "*" (a switch) or something this reader does not understand */
-            return;
+            rc_clear(c); /* "*" or something this reader does not understand */
+            return 1;
         }
         memcpy(id, msg + start, idlen);
         id[idlen] = '\0';
@@ -258,10 +258,11 @@ void rc_apply_message(struct rcache *c, const char *msg, size_t len)
             v = v * 10 + (msg[i] - '0');
         if (digits == 0 || (i < len && msg[i] != ' ')) {
             rc_clear(c);
-            return;
+            return 1;
         }
         rc_invalidate(c, id, v);
     }
+    return 0;
 }
 
 void rc_stats(struct rcache *c, struct rc_stats *out)

@@ -48,8 +48,9 @@ int rc_fill_commit(struct rcache *c, const char *id, struct rc_ticket t, long ge
 /* The account reached version: entries below it go. */
 void rc_invalidate(struct rcache *c, const char *id, int64_t version);
 /* Applies one rm:applied message: "<id>:<version> ..." invalidates those accounts, "*" (a
- * generation switch) clears everything. Anything unparsable clears everything too. */
-void rc_apply_message(struct rcache *c, const char *msg, size_t len);
+ * generation switch, a projector that connected) clears everything, and so does anything
+ * unparsable. Returns 1 when it cleared everything. */
+int rc_apply_message(struct rcache *c, const char *msg, size_t len);
 /* The generation readers see now; a change clears, 0 disables the cache. */
 void rc_set_gen(struct rcache *c, long gen);
 void rc_clear(struct rcache *c);

@@ -79,7 +79,7 @@ static void serve_account(const struct ra_query *q, struct http_response *resp)
 {
     int64_t deadline = svc_mono_ms() + q->wait_ms;
     /* taken before the read, so a batch landing in between still wakes the wait below */
-    uint64_t seen = q->min_version > 0 ? rs_wait_applied(0, 0) : 0;
+    uint64_t seen = q->min_version > 0 ? rs_applied_seq() : 0;
     struct err e = {0};
 
     for (;;) {

@@ -415,6 +415,16 @@ static volatile int listener_stop;
 static pthread_t listener_thread;
 static int listener_started;
 
+uint64_t rs_applied_seq(void)
+{
+    uint64_t seq;
+
+    pthread_mutex_lock(&applied_mu);
+    seq = applied_seq;
+    pthread_mutex_unlock(&applied_mu);
+    return seq;
+}
+
 uint64_t rs_wait_applied(uint64_t seen, int timeout_ms)
 {
     struct timespec deadline;
@@ -493,14 +503,13 @@ static void *listener_main(void *arg)
         if (ctx != NULL && probe != NULL)
             r = redisCommand(ctx, "SUBSCRIBE %s", RM_APPLIED_CHANNEL);
         if (r == NULL || r->type != REDIS_REPLY_ARRAY || probe_generation(probe, &e) != ST_OK) {
-            struct timespec ts = {0, 200 * 1000000L};
             freeReplyObject(r);
             if (ctx != NULL)
                 redisFree(ctx);
             if (probe != NULL)
                 redisFree(probe);
             rc_set_gen(cache, 0);
-            nanosleep(&ts, NULL);
+            svc_pause_ms(200);
             continue;
         }
         freeReplyObject(r);
@@ -512,15 +521,11 @@ static void *listener_main(void *arg)
             void *reply = NULL;
             if (redisGetReply(ctx, &reply) == REDIS_OK) {
                 redisReply *m = reply;
-                int is_switch = 0;
                 if (m->type == REDIS_REPLY_ARRAY && m->elements == 3 &&
-                    m->element[2]->type == REDIS_REPLY_STRING) {
-                    rc_apply_message(cache, m->element[2]->str, m->element[2]->len);
-                    is_switch = m->element[2]->len == 1 && m->element[2]->str[0] == '*';
-                }
+                    m->element[2]->type == REDIS_REPLY_STRING &&
+                    rc_apply_message(cache, m->element[2]->str, m->element[2]->len))
+                    last_probe = 0; /* cleared (a switch?): learn the generation now */
                 freeReplyObject(reply);
-                if (is_switch)
-                    last_probe = 0; /* learn the new generation now */
                 wake_all();
             } else if (ctx->err == REDIS_ERR_IO && (errno == EAGAIN || errno == EWOULDBLOCK)) {
                 ctx->err = 0; /* a read timeout: keep listening */

@@ -39,6 +39,8 @@ void rs_statement_release(struct rs_statement *s);
 /* Read-your-writes: blocks until a projector batch lands (rm:applied) or timeout_ms passes.
  * Returns the wake-up sequence seen; pass the previous value to wait for a newer one. */
 uint64_t rs_wait_applied(uint64_t seen, int timeout_ms);
+/* The wake-up sequence now (taken before a read that may have to wait). */
+uint64_t rs_applied_seq(void);
 /* Starts the thread that listens on rm:applied. */
 status rs_start_listener(struct err *e) WUR;
 void rs_stop_listener(void);

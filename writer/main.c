@@ -40,6 +40,7 @@ static void handle_command(struct writer *w, const struct cmd_route *rt,
     struct store_meta m;
     struct store_reply out = {0};
     struct err e = {0};
+    char scope[128];
     const char *key = http_header(req, "Idempotency-Key");
     const char *corr = http_header(req, "X-Correlation-Id");
 
@@ -60,7 +61,9 @@ static void handle_command(struct writer *w, const struct cmd_route *rt,
     if (corr == NULL || !uuid_parse(corr, strlen(corr), m.correlation_id))
         memcpy(m.correlation_id, m.command_id, sizeof m.correlation_id);
     m.idempotency_key = key;
-    m.route = rt->route;
+    /* the account of the path belongs to the request: one key sent to two accounts is reuse */
+    snprintf(scope, sizeof scope, "%s %s", rt->route, rt->account_id);
+    m.scope = scope;
     m.body = req->body;
     m.body_len = req->body_len;
     if (c.kind == CMD_OPEN)

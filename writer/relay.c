@@ -44,6 +44,7 @@ struct relay {
     bool *acked;
     int next_hint;
     char last_error[160];
+    int64_t bad_position; /* the undecodable row last logged (logged once, not every round) */
 };
 
 /* Sleeps up to ms, or less when stopping. */
@@ -233,8 +234,9 @@ static status delete_acked(struct relay *r, int *acked, struct err *e)
 }
 
 /* One round: read a batch, publish it, wait (bounded) for the acks, delete the acked rows.
- * *published: rows read; *failed: rows not acked. */
-static status relay_round(struct relay *r, int *published, int *failed, struct err *e)
+ * *nread: rows read; *failed: rows published but not acked (a row that does not decode is
+ * neither: it stays in the outbox, logged, and does not hold the others back). */
+static status relay_round(struct relay *r, int *nread, int *failed, struct err *e)
 {
     PGresult *res = NULL;
     char lim[16];
@@ -243,9 +245,9 @@ static status relay_round(struct relay *r, int *published, int *failed, struct e
     char msg[200];
     natsStatus ns;
     status st = ST_OK;
-    int rows, acked = 0;
+    int rows, acked = 0, skipped = 0;
 
-    *published = *failed = 0;
+    *nread = *failed = 0;
     snprintf(lim, sizeof lim, "%d", r->cfg->relay_batch);
     res = PQexecParams(r->pg,
                        "SELECT " DB_EVENT_COLUMNS " FROM (SELECT position FROM outbox ORDER BY position "
@@ -279,8 +281,11 @@ static status relay_round(struct relay *r, int *published, int *failed, struct e
 
         if (db_event_from_row(&ev, res, i, 0, &de) != ST_OK) {
             /* a row this binary cannot encode stays in the outbox, visibly */
-            log_error("relay: event at position %lld does not decode: %s",
-                      (long long)r->positions[i], de.msg);
+            if (r->positions[i] != r->bad_position)
+                log_error("relay: event at position %lld does not decode (left in the outbox): %s",
+                          (long long)r->positions[i], de.msg);
+            r->bad_position = r->positions[i];
+            skipped++;
             continue;
         }
         payload = event_encode(&ev);
@@ -297,10 +302,11 @@ static status relay_round(struct relay *r, int *published, int *failed, struct e
         natsMsg_Destroy(msg); /* NULL (a no-op) once the library took it */
         free(payload);
         if (ns != NATS_OK) {
+            pthread_mutex_lock(&r->mu); /* on_ack writes it too, from the NATS thread */
             snprintf(r->last_error, sizeof r->last_error, "publish: %s", natsStatus_GetText(ns));
+            pthread_mutex_unlock(&r->mu);
             break; /* the rest waits for the next round */
         }
-        (*published)++;
     }
 
     jsPubOptions_Init(&po);
@@ -312,14 +318,22 @@ static status relay_round(struct relay *r, int *published, int *failed, struct e
         natsMsgList pending;
         if (js_PublishAsyncGetPendingList(&pending, r->js) == NATS_OK)
             natsMsgList_Destroy(&pending);
+        pthread_mutex_lock(&r->mu);
         if (r->last_error[0] == '\0')
             snprintf(r->last_error, sizeof r->last_error, "waiting for acks: %s", natsStatus_GetText(ns));
+        pthread_mutex_unlock(&r->mu);
     }
     st = delete_acked(r, &acked, e);
-    *failed = rows - acked;
-    if (st == ST_OK && *failed > 0)
+    *nread = rows;
+    *failed = rows - skipped - acked;
+    if (st == ST_OK && *failed > 0) {
+        char why[sizeof r->last_error];
+        pthread_mutex_lock(&r->mu);
+        memcpy(why, r->last_error, sizeof why);
+        pthread_mutex_unlock(&r->mu);
         st = err_setr(e, ST_UNAVAILABLE, "bus_unavailable", "%d of %d events not acked: %s", *failed,
-                      rows, r->last_error);
+                      rows, why);
+    }
 cleanup:
     pthread_mutex_lock(&r->mu);
     r->n = 0;
@@ -336,7 +350,7 @@ static void *relay_main(void *arg)
 
     while (!r->stopping) {
         struct err e = {0};
-        int published = 0, failed = 0;
+        int nread = 0, failed = 0;
         status st = ensure_pg(r, &e);
 
         if (st == ST_CONFLICT) {
@@ -351,7 +365,7 @@ static void *relay_main(void *arg)
         if (st == ST_OK && natsConnection_Status(r->bus.conn) != NATS_CONN_STATUS_CONNECTED)
             st = err_setr(&e, ST_UNAVAILABLE, "bus_unavailable", "nats is reconnecting");
         if (st == ST_OK)
-            st = relay_round(r, &published, &failed, &e);
+            st = relay_round(r, &nread, &failed, &e);
         if (st != ST_OK) {
             log_warn("relay: %s (retrying in %d ms)", e.msg, backoff);
             if (r->pg != NULL && db_broken(r->pg))
@@ -367,10 +381,10 @@ static void *relay_main(void *arg)
             continue;
         }
         backoff = BACKOFF_MIN_MS;
-        if (published > 0)
-            log_debug("relay: published %d events", published);
+        if (nread > 0)
+            log_debug("relay: round of %d rows", nread);
         /* a full batch means more is waiting: go again at once */
-        if (published < r->cfg->relay_batch)
+        if (nread < r->cfg->relay_batch)
             wait_notify(r);
     }
     drop_bus(r);

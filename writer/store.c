@@ -15,7 +15,6 @@
 #include "jsonx.h"
 #include "uuid.h"
 
-#define TS_UTC "to_char(%s AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"
 #define REQUEST_HASH "encode(sha256(convert_to($2, 'UTF8')), 'hex')"
 #define MAX_ATTEMPTS 3 /* serialization failures and deadlocks are retried */
 
@@ -614,11 +613,11 @@ static status execute_one(struct store *s, const struct command *c, const struct
 
     memset(out, 0, sizeof *out);
     if (m->idempotency_key != NULL) {
-        size_t rl = strlen(m->route);
+        size_t rl = strlen(m->scope);
         hash_input = malloc(rl + 1 + m->body_len + 1);
         if (hash_input == NULL)
             return err_set(e, ST_INTERNAL, "out of memory");
-        memcpy(hash_input, m->route, rl);
+        memcpy(hash_input, m->scope, rl);
         hash_input[rl] = '\n';
         memcpy(hash_input + rl + 1, m->body, m->body_len);
         hash_input[rl + 1 + m->body_len] = '\0';
@@ -932,8 +931,11 @@ static status batch_transact(PGconn *conn, struct pending **batch, int n, bool *
         }
     }
     if (PQntuples(res) != nev || strtol(PQgetvalue(res, 0, 3), NULL, 10) != ntouched) {
-        *definite = false; /* committed, but not what was asked: report, never retry */
-        st = err_set(e, ST_INTERNAL, "batch wrote %d events and %s accounts, expected %d and %d",
+        /* committed, but not what was asked: a 500 that says so, never a retry hint */
+        *definite = false;
+        st = err_set(e, ST_INTERNAL,
+                     "the batch committed %d events and %s account updates where %d and %d were "
+                     "expected: check the account before sending this command again",
                      PQntuples(res), PQntuples(res) > 0 ? PQgetvalue(res, 0, 3) : "?", nev, ntouched);
         goto cleanup;
     }
@@ -996,6 +998,9 @@ static void run_batch(struct store *s, struct pending **batch, int n)
     }
     for (int i = 0; i < n; i++) {
         struct pending *p = batch[i];
+        bool committed = !definite && be.code == ST_INTERNAL; /* see batch_transact */
+        if (committed && !p->decided && p->st != ST_OK)
+            continue; /* its rejection stands: the state it was decided on is committed */
         free(p->out->body);
         memset(p->out, 0, sizeof *p->out);
         err_clear(p->e);
@@ -1003,7 +1008,7 @@ static void run_batch(struct store *s, struct pending **batch, int n)
             p->st = execute_one(s, p->c, p->m, p->out, p->e); /* on its own, so no command fails another */
         } else {
             *p->e = be;
-            if (!definite)
+            if (!definite && !committed)
                 err_setr(p->e, ST_UNAVAILABLE, "store_unavailable", "outcome unknown: %s", be.msg);
             p->st = p->e->code;
         }

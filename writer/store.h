@@ -14,7 +14,7 @@ struct store_meta {
     char command_id[UUID_STR_SIZE];
     char correlation_id[UUID_STR_SIZE];
     const char *idempotency_key; /* NULL or checked with cmd_check_idempotency_key */
-    const char *route;           /* with the body, what an idempotency key is bound to */
+    const char *scope;           /* route and account: with the body, what a key is bound to */
     const char *body;
     size_t body_len;
 };

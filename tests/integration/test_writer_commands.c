@@ -402,6 +402,10 @@ static void test_rejections(void **state)
     tw_reject(NULL, path, "{\"amount\":8}", "Idempotency-Key: rej-key-1\r\n", 422, "idempotency_key_reused");
     path_of(path, sizeof path, c, "withdrawals");
     tw_reject(NULL, path, "{\"amount\":7}", "Idempotency-Key: rej-key-1\r\n", 422, "idempotency_key_reused");
+    /* ... or the same route and body for another account: not a replay of c's deposit */
+    path_of(path, sizeof path, a, "deposits");
+    tw_reject(NULL, path, "{\"amount\":7}", "Idempotency-Key: rej-key-1\r\n", 422, "idempotency_key_reused");
+    path_of(path, sizeof path, c, "withdrawals");
     /* a rejected command keeps no key (tw_reject counts the idempotency_keys rows) */
     tw_reject(NULL, path, "{\"amount\":1000}", "Idempotency-Key: rej-key-2\r\n", 422, "insufficient_funds");
 

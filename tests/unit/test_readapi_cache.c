@@ -105,15 +105,15 @@ static void test_notifications(void **state)
     rc_invalidate(c, A, 3);
     assert_int_equal(get(c, A, 0, 1, NULL), 3);
     snprintf(msg, sizeof msg, "%s:4 %s:9", A, B);
-    rc_apply_message(c, msg, strlen(msg));
+    assert_int_equal(rc_apply_message(c, msg, strlen(msg)), 0);
     assert_int_equal(get(c, A, 0, 1, NULL), -1);
     assert_int_equal(get(c, B, 0, 1, NULL), 9);
     /* a switch clears everything */
-    rc_apply_message(c, "*", 1);
+    assert_int_equal(rc_apply_message(c, "*", 1), 1);
     assert_int_equal(get(c, B, 0, 1, NULL), -1);
     /* an unreadable message clears rather than guess */
     assert_true(fill(c, B, 7, 9, "{}", 0));
-    rc_apply_message(c, B ":x", strlen(B) + 2);
+    assert_int_equal(rc_apply_message(c, B ":x", strlen(B) + 2), 1);
     assert_int_equal(get(c, B, 0, 1, NULL), -1);
     assert_true(fill(c, B, 7, 9, "{}", 0));
     rc_apply_message(c, "", 0); /* nothing: nothing changes */
