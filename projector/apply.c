@@ -1,0 +1,440 @@
+/* Apply: the fold of one account's items onto what Redis holds, and the compare-and-set script
+ * call that writes it (one read round trip and one write round trip per batch round). */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "account.h"
+#include "log.h"
+#include "pass.h"
+#include "rds.h"
+#include "readmodel.h"
+
+/* Why several workers on one consumer build the same read models as one:
+ * - Every write is a compare-and-set on the account's applied version, done inside one Lua
+ *   script (rm_apply_script): the version check, the list append, the doc and the checkpoint
+ *   change together or not at all, so no interleaving of workers can tear an account.
+ * - A worker folds from what Redis holds (doc at version v), never from its own memory, and
+ *   only ever writes versions v+1..w contiguously: events it lacks are read from Postgres (gap
+ *   repair), so the result for each version is the fold of the event store's history, whoever
+ *   computes it. Two workers computing the same versions produce the same bytes.
+ * - When another worker got there first the script writes nothing and returns the version it
+ *   holds; this worker re-reads that account and re-folds (PJ_MAX_CAS_ROUNDS), and what it had
+ *   already seen becomes a duplicate (stream_version <= applied): acked, no effect.
+ * - A message is acked only after the script confirmed (or the event was already applied), so a
+ *   crash at any point leaves the message to be redelivered and re-judged the same way. */
+
+static void acct_reset_fold(struct acct *a)
+{
+    for (int i = 0; i < a->nent; i++)
+        free(a->entries[i]);
+    a->nent = 0;
+    free(a->doc);
+    a->doc = NULL;
+    a->stop = STOP_NONE;
+    a->new_version = 0;
+    a->max_pos = 0;
+}
+
+void ap_acct_release(struct acct *a)
+{
+    acct_reset_fold(a);
+    pj_items_free(a->gap, a->ngap);
+    a->gap = NULL;
+    a->ngap = 0;
+    free(a->entries);
+    free(a->cur_doc);
+    a->entries = NULL;
+    a->cur_doc = NULL;
+}
+
+/* ---- fold ---- */
+
+static status push_entry(struct acct *a, const struct statement_entry *en, int64_t position,
+                         struct err *e)
+{
+    char *s;
+
+    if (a->nent == a->cap) {
+        int cap = a->cap ? a->cap * 2 : 16;
+        char **v = realloc(a->entries, (size_t)cap * sizeof *v);
+        if (v == NULL)
+            return err_set(e, ST_INTERNAL, "out of memory");
+        a->entries = v;
+        a->cap = cap;
+    }
+    s = statement_entry_to_json(en);
+    if (s == NULL)
+        return err_set(e, ST_INTERNAL, "out of memory");
+    a->entries[a->nent++] = s;
+    if (position > a->max_pos)
+        a->max_pos = position;
+    return ST_OK;
+}
+
+/* Applies one event to view; poison parks it (the item's disp becomes PJ_TERM when it is a
+ * message) and stops the account's fold. */
+static status fold_one(struct pj *p, struct acct *a, struct account_view *view, struct pj_item *it,
+                       int *stopped, struct err *e)
+{
+    struct statement_entry en;
+    struct err fe;
+    status st;
+
+    *stopped = 0;
+    if (!it->ok) {
+        fe = it->why;
+    } else {
+        st = proj_evolve(view, &it->ev, &en, &fe);
+        if (st == ST_OK)
+            return push_entry(a, &en, it->ev.position, e);
+        if (st != ST_INVALID)
+            return err_set(e, st, "fold '%s': %s", it->ev.event_id, fe.msg);
+    }
+    st = pj_park(p, it, fe.msg, e);
+    if (st != ST_OK)
+        return st;
+    it->disp = PJ_TERM;
+    a->stop = STOP_POISON;
+    *stopped = 1;
+    return ST_OK;
+}
+
+status ap_fold_account(struct pj *p, struct acct *a, unsigned flags, struct err *e)
+{
+    struct account_view view;
+    struct pj_item *gap = NULL;
+    int ngap = 0, stopped = 0, owned = 0;
+    status st = ST_OK;
+    struct err fe = {0};
+
+    acct_reset_fold(a);
+    a->new_version = a->applied;
+    if (a->stalled && !(flags & PJ_IGNORE_STALLED)) {
+        a->stop = STOP_POISON; /* everything acked: it is in Postgres and replay-parked catches up */
+        return ST_OK;
+    }
+    if (a->cur_doc != NULL) {
+        if (account_view_from_json(&view, a->cur_doc, strlen(a->cur_doc), &fe) != ST_OK ||
+            view.version != a->applied || strcmp(view.account_id, a->id) != 0) {
+            if (fe.msg[0] == '\0')
+                err_set(&fe, ST_INVALID, "document of version %" PRId64 " or account '%s'",
+                        view.version, view.account_id);
+            log_error("account=%s read model document unreadable at version %" PRId64 ": %s", a->id,
+                      a->applied, fe.msg);
+            a->stop = STOP_POISON;
+            return pj_stall(p, a->id, a->n > 0 ? a->it[0]->ev.event_id : "", "read model document unreadable", e);
+        }
+    } else {
+        account_view_init(&view, a->id);
+    }
+    for (int i = 0; i < a->n && !stopped; i++) {
+        struct pj_item *it = a->it[i];
+        int64_t u = it->ev.stream_version;
+
+        if (u <= view.version)
+            continue;
+        if (it->disp == PJ_TERM) {
+            a->stop = STOP_POISON; /* parked before the read: nothing after it may be applied */
+            break;
+        }
+        if (u > view.version + 1) {
+            /* a gap: the missing versions are committed (u is), so Postgres has them */
+            st = rp_gap_events(p, a, view.version + 1, u - 1, &gap, &ngap, &owned, e);
+            if (st != ST_OK)
+                goto cleanup;
+            for (int k = 0; k < ngap && !stopped; k++) {
+                if (gap[k].ev.stream_version != view.version + 1)
+                    break;
+                st = fold_one(p, a, &view, &gap[k], &stopped, e);
+                if (st != ST_OK)
+                    goto cleanup;
+                if (!stopped)
+                    p->gap_events++;
+            }
+            if (owned)
+                pj_items_free(gap, ngap);
+            gap = NULL;
+            ngap = 0;
+            if (stopped)
+                break;
+            if (view.version != u - 1) {
+                a->stop = STOP_MISSING;
+                break;
+            }
+        }
+        st = fold_one(p, a, &view, it, &stopped, e);
+        if (st != ST_OK)
+            goto cleanup;
+    }
+    a->new_version = view.version;
+    if (a->nent > 0) {
+        a->doc = account_view_to_json(&view);
+        if (a->doc == NULL)
+            st = err_set(e, ST_INTERNAL, "out of memory");
+    }
+cleanup:
+    if (owned)
+        pj_items_free(gap, ngap);
+    return st;
+}
+
+/* Final dispositions once the account's new version is durable in Redis. */
+void ap_settle(struct pj *p, struct acct *a)
+{
+    for (int i = 0; i < a->n; i++) {
+        struct pj_item *it = a->it[i];
+        if (it->disp == PJ_TERM)
+            continue;
+        if (it->ev.stream_version <= a->applied) {
+            it->disp = PJ_ACK;
+            p->duplicates++;
+        } else if (it->ev.stream_version <= a->new_version || a->stop == STOP_POISON) {
+            it->disp = PJ_ACK;
+        } else {
+            it->disp = PJ_NAK;
+        }
+    }
+    a->need_read = 0;
+}
+
+
+static char *reply_dup(const redisReply *r)
+{
+    return r->type == REDIS_REPLY_STRING ? strndup(r->str, r->len) : NULL;
+}
+
+/* One round trip: every pending account's v, doc and stall flag in generation gen. */
+status ap_read_accounts(struct pj *p, long gen, struct acct *accts, int na, struct err *e)
+{
+    int nc = 0, k = 0, pending = 0;
+    status st = ST_OK;
+    int *argc = NULL;
+    const char *(*argv)[4] = NULL;
+    const char *const **cmds = NULL;
+    redisReply **rep = NULL;
+    char (*keys)[RM_KEY_SIZE] = NULL;
+
+    for (int i = 0; i < na; i++)
+        pending += accts[i].need_read;
+    nc = 2 * pending;
+    argc = calloc((size_t)nc, sizeof *argc);
+    argv = calloc((size_t)nc, sizeof *argv);
+    cmds = calloc((size_t)nc, sizeof *cmds);
+    rep = calloc((size_t)nc, sizeof *rep);
+    keys = calloc((size_t)pending + 1, sizeof *keys);
+    if (argc == NULL || argv == NULL || cmds == NULL || rep == NULL || keys == NULL) {
+        st = err_set(e, ST_INTERNAL, "out of memory");
+        goto cleanup;
+    }
+    for (int i = 0, j = 0; i < na; i++) {
+        if (!accts[i].need_read)
+            continue;
+        j++;
+        argc[k] = 4;
+        argv[k][0] = "HMGET";
+        argv[k][1] = keys[j]; /* filled below once the generation is known */
+        argv[k][2] = "v";
+        argv[k][3] = "doc";
+        k++;
+        argc[k] = 3;
+        argv[k][0] = "HGET";
+        argv[k][1] = RM_STALLED_KEY;
+        argv[k][2] = accts[i].id;
+        k++;
+    }
+    for (int i = 0; i < nc; i++)
+        cmds[i] = argv[i];
+    for (int i = 0, j = 0; i < na; i++)
+        if (accts[i].need_read)
+            rm_key_account(keys[++j], RM_KEY_SIZE, gen, accts[i].id);
+    st = rds_pipeline(p->rc, nc, argc, cmds, NULL, rep, e);
+    if (st != ST_OK) {
+        pj_drop_redis(p);
+        goto cleanup;
+    }
+    k = 0;
+    for (int i = 0; i < na; i++) {
+        struct acct *a = &accts[i];
+        redisReply *h, *s;
+        if (!a->need_read)
+            continue;
+        h = rep[k++];
+        s = rep[k++];
+        if (h->type != REDIS_REPLY_ARRAY || h->elements != 2 || s->type == REDIS_REPLY_ERROR) {
+            st = err_setr(e, ST_UNAVAILABLE, "read_model_unavailable", "redis read of '%s': %s", a->id,
+                          h->type == REDIS_REPLY_ERROR ? h->str : s->type == REDIS_REPLY_ERROR ? s->str : "unexpected reply");
+            goto cleanup;
+        }
+        free(a->cur_doc);
+        a->cur_doc = NULL;
+        a->applied = h->element[0]->type == REDIS_REPLY_STRING ? strtoll(h->element[0]->str, NULL, 10) : 0;
+        if (h->element[1]->type == REDIS_REPLY_STRING) {
+            a->cur_doc = reply_dup(h->element[1]);
+            if (a->cur_doc == NULL) {
+                st = err_set(e, ST_INTERNAL, "out of memory");
+                goto cleanup;
+            }
+        }
+        a->stalled = s->type == REDIS_REPLY_STRING;
+    }
+cleanup:
+    if (rep != NULL)
+        rds_replies_free(rep, nc);
+    free(argc);
+    free(argv);
+    free(cmds);
+    free(rep);
+    free(keys);
+    return st;
+}
+
+/* One round trip: an EVALSHA per account that has something to write. */
+status ap_apply_accounts(struct pj *p, long gen, struct acct *accts, int na, int *reload,
+                             int *gone, struct err *e)
+{
+    int nc = 0;
+    status st = ST_OK;
+    int64_t now = pj_now_ms();
+    int *argc = NULL, *which = NULL;
+    const char ***argv = NULL;
+    size_t **lens = NULL;
+    struct rm_apply_buf *bufs = NULL;
+    struct rm_apply *ap = NULL;
+    redisReply **rep = NULL;
+
+    *reload = 0;
+    for (int i = 0; i < na; i++)
+        nc += accts[i].need_read && accts[i].nent > 0;
+    if (nc == 0)
+        return ST_OK;
+    argc = calloc((size_t)nc, sizeof *argc);
+    which = calloc((size_t)nc, sizeof *which);
+    argv = calloc((size_t)nc, sizeof *argv);
+    lens = calloc((size_t)nc, sizeof *lens);
+    bufs = calloc((size_t)nc, sizeof *bufs);
+    ap = calloc((size_t)nc, sizeof *ap);
+    rep = calloc((size_t)nc, sizeof *rep);
+    if (argc == NULL || which == NULL || argv == NULL || lens == NULL || bufs == NULL || ap == NULL ||
+        rep == NULL) {
+        st = err_set(e, ST_INTERNAL, "out of memory");
+        goto cleanup;
+    }
+    for (int i = 0, j = 0; i < na; i++) {
+        struct acct *a = &accts[i];
+        if (!a->need_read || a->nent == 0)
+            continue;
+        which[j] = i;
+        ap[j] = (struct rm_apply){a->id, a->applied, a->new_version, a->doc, a->max_pos, now, a->nent,
+                                  a->entries};
+        argv[j] = calloc((size_t)rm_apply_argc(&ap[j]), sizeof *argv[j]);
+        lens[j] = calloc((size_t)rm_apply_argc(&ap[j]), sizeof *lens[j]);
+        if (argv[j] == NULL || lens[j] == NULL) {
+            st = err_set(e, ST_INTERNAL, "out of memory");
+            goto cleanup;
+        }
+        argc[j] = rm_apply_argv(&ap[j], gen, p->sha, &bufs[j], argv[j], lens[j]);
+        if (argc[j] < 0) {
+            st = err_set(e, ST_INTERNAL, "inconsistent apply for '%s'", a->id);
+            goto cleanup;
+        }
+        j++;
+    }
+    st = rds_pipeline(p->rc, nc, argc, (const char *const *const *)argv, (const size_t *const *)lens,
+                      rep, e);
+    if (st != ST_OK) {
+        pj_drop_redis(p);
+        goto cleanup;
+    }
+    for (int j = 0; j < nc; j++) {
+        struct acct *a = &accts[which[j]];
+        int64_t held = 0;
+        switch (rm_apply_reply(rep[j], &held)) {
+        case RM_APPLIED:
+            p->applied += a->nent;
+            ap_settle(p, a);
+            break;
+        case RM_CONFLICT:
+            /* another worker (or a rebuild) moved it: re-read and re-fold */
+            p->conflicts++;
+            log_debug("account=%s holds version %" PRId64 ", expected %" PRId64 ": re-reading", a->id,
+                      held, a->applied);
+            break;
+        case RM_FAILED:
+            if (rep[j]->type == REDIS_REPLY_ERROR && strncmp(rep[j]->str, "NOSCRIPT", 8) == 0) {
+                *reload = 1; /* the server lost its scripts (restart, SCRIPT FLUSH) */
+            } else if (rep[j]->type == REDIS_REPLY_ERROR && strncmp(rep[j]->str, "RMNOGEN", 7) == 0) {
+                /* the generation was dropped or flushed under us: nothing of this pass counts */
+                *gone = 1;
+                a->need_read = 0;
+            } else if (rep[j]->type == REDIS_REPLY_ERROR && strncmp(rep[j]->str, "RM", 2) == 0) {
+                log_error("account=%s cannot be applied: %s", a->id, rep[j]->str);
+                st = pj_stall(p, a->id, a->it[0]->ev.event_id, rep[j]->str, e);
+                if (st != ST_OK)
+                    goto cleanup;
+                a->stop = STOP_POISON;
+                a->new_version = a->applied;
+                ap_settle(p, a);
+            } else {
+                st = err_setr(e, ST_UNAVAILABLE, "read_model_unavailable", "apply '%s': %s", a->id,
+                              rep[j]->type == REDIS_REPLY_ERROR ? rep[j]->str : "unexpected reply");
+                goto cleanup;
+            }
+            break;
+        }
+    }
+cleanup:
+    if (rep != NULL)
+        rds_replies_free(rep, nc);
+    for (int j = 0; argv != NULL && j < nc; j++) {
+        free(argv[j]);
+        free(lens[j]);
+    }
+    free(argc);
+    free(which);
+    free(argv);
+    free(lens);
+    free(bufs);
+    free(ap);
+    free(rep);
+    return st;
+}
+
+/* The batch wrote this account: settled (not left contended) with a newer version. */
+static int wrote(const struct acct *a)
+{
+    return !a->need_read && a->nent > 0 && a->new_version > a->applied;
+}
+
+status ap_publish_applied(struct pj *p, struct acct *accts, int na, struct err *e)
+{
+    size_t len = 1;
+    char *msg = NULL;
+    redisReply *r = NULL;
+    status st = ST_OK;
+
+    for (int i = 0; i < na; i++)
+        if (wrote(&accts[i]))
+            len += strlen(accts[i].id) + 24;
+    if (len == 1)
+        return ST_OK;
+    msg = calloc(1, len);
+    if (msg == NULL)
+        return err_set(e, ST_INTERNAL, "out of memory");
+    for (int i = 0; i < na; i++)
+        if (wrote(&accts[i]))
+            (void)pj_applied_append(msg, len, accts[i].id, accts[i].new_version);
+    r = redisCommand(p->rc, "PUBLISH %s %s", RM_APPLIED_CHANNEL, msg);
+    if (r == NULL) {
+        /* the writes are durable; waiters fall back to their timeout */
+        st = err_setr(e, ST_UNAVAILABLE, "read_model_unavailable", "publish: %s", p->rc->errstr);
+        pj_drop_redis(p);
+    }
+    freeReplyObject(r);
+    free(msg);
+    return st;
+}
+
+/* One pass over generation gen: read, fold, compare-and-set, re-read the contended. *gone is set
+ * when the generation does not exist (any more): the dispositions then mean nothing. */

@@ -1,0 +1,64 @@
+/* Parking: a poison event is kept in rm:parked and its account stalled in rm:stalled. */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "log.h"
+#include "pass.h"
+#include "readmodel.h"
+#include "uuid.h"
+
+/* ---- parking ---- */
+
+status pj_stall(struct pj *p, const char *account_id, const char *event_id, const char *reason,
+                    struct err *e)
+{
+    char now[40];
+    char *rec = NULL;
+    redisReply *r = NULL;
+    status st = ST_OK;
+
+    pj_now_iso(now, sizeof now);
+    rec = pj_stall_record(event_id, reason, now);
+    if (rec == NULL)
+        return err_set(e, ST_INTERNAL, "out of memory");
+    /* NX: the first stuck event is the one an operator must look at; later ones follow it */
+    r = redisCommand(p->rc, "HSETNX %s %s %s", RM_STALLED_KEY, account_id, rec);
+    if (r == NULL || r->type == REDIS_REPLY_ERROR)
+        st = pj_redis_failed(p, r, e, "stall '%s'", account_id);
+    freeReplyObject(r);
+    free(rec);
+    return st;
+}
+
+status pj_park(struct pj *p, struct pj_item *it, const char *reason, struct err *e)
+{
+    char now[40];
+    char *rec = NULL;
+    redisReply *r = NULL;
+    status st = ST_OK;
+
+    if (p->rc == NULL)
+        return err_setr(e, ST_UNAVAILABLE, "read_model_unavailable", "redis: not connected");
+    if (it->ev.event_id[0] == '\0')
+        uuid_generate(it->ev.event_id); /* nothing to key it by: the record carries the sequence */
+    pj_now_iso(now, sizeof now);
+    rec = pj_park_record(&it->ev, reason, now, it->payload, it->payload_len, it->seq);
+    if (rec == NULL)
+        return err_set(e, ST_INTERNAL, "out of memory");
+    r = redisCommand(p->rc, "HSET %s %s %s", RM_PARKED_KEY, it->ev.event_id, rec);
+    if (r == NULL || r->type == REDIS_REPLY_ERROR) {
+        st = pj_redis_failed(p, r, e, "park '%s'", it->ev.event_id);
+        goto cleanup;
+    }
+    log_warn("parked poison event event=%s account=%s version=%" PRId64 " seq=%" PRIu64 ": %s",
+             it->ev.event_id, it->ev.stream_id[0] ? it->ev.stream_id : "-", it->ev.stream_version,
+             it->seq, reason);
+    p->parked++;
+    if (it->ev.stream_id[0] != '\0')
+        st = pj_stall(p, it->ev.stream_id, it->ev.event_id, reason, e);
+cleanup:
+    freeReplyObject(r);
+    free(rec);
+    return st;
+}

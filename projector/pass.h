@@ -1,0 +1,66 @@
+/* One projection pass over a batch, shared by its files: the per-account working state that
+ * engine.c (the pass), apply.c (read, fold, compare-and-set) and repair.c (gaps) hand around. */
+#ifndef PROJECTOR_PASS_H
+#define PROJECTOR_PASS_H
+
+#include <hiredis/hiredis.h>
+#include <libpq-fe.h>
+#include <stdint.h>
+
+#include "engine.h"
+
+#define PJ_ROW_RAW_COL 9 /* row_to_json(e) after DB_EVENT_COLUMNS */
+
+enum acct_stop { STOP_NONE = 0, STOP_MISSING, STOP_POISON };
+
+struct acct {
+    const char *id;
+    struct pj_item **it; /* this account's items, sorted by version */
+    int n;
+    int need_read;
+    int tries;
+    /* read */
+    int64_t applied;
+    int stalled;
+    char *cur_doc; /* doc held by Redis (malloc'd) */
+    /* fold */
+    enum acct_stop stop;
+    int64_t new_version;
+    int64_t max_pos;
+    char *doc;
+    char **entries;
+    int nent, cap;
+    /* gap events prefetched for this round (one query for the whole batch), by version */
+    struct pj_item *gap;
+    int ngap;
+};
+
+/* engine.c: (re)loads the apply script into p->sha. */
+status pj_load_script(struct pj *p, struct err *e) WUR;
+
+/* apply.c: one round of a pass. ap_read_accounts reads v, doc and stall flag of every account
+ * with need_read; ap_fold_account folds its items (gaps from repair.c) onto that; ap_apply_accounts
+ * sends the compare-and-set scripts; ap_settle sets dispositions once the version is durable. */
+status ap_read_accounts(struct pj *p, long gen, struct acct *accts, int na, struct err *e) WUR;
+status ap_fold_account(struct pj *p, struct acct *a, unsigned flags, struct err *e) WUR;
+status ap_apply_accounts(struct pj *p, long gen, struct acct *accts, int na, int *reload,
+                         int *gone, struct err *e) WUR;
+void ap_settle(struct pj *p, struct acct *a);
+/* PUBLISHes the accounts the pass wrote on rm:applied. */
+status ap_publish_applied(struct pj *p, struct acct *accts, int na, struct err *e) WUR;
+/* Frees what the pass allocated in a (not a itself). */
+void ap_acct_release(struct acct *a);
+
+/* repair.c: Postgres rows as items (*out malloc'd, pj_items_free). */
+status pj_rows_to_items(const PGresult *res, struct pj_item **out, int *n, struct err *e) WUR;
+/* Reads every gap of the pending accounts in one query into each account's gap pool. */
+status rp_prefetch_gaps(struct pj *p, struct acct *accts, int na, unsigned flags, struct err *e) WUR;
+/* Versions from..to of a's stream: from the pool (*owned 0) or read now (*owned 1: caller frees). */
+status rp_gap_events(struct pj *p, struct acct *a, int64_t from, int64_t to, struct pj_item **out,
+                     int *n, int *owned, struct err *e) WUR;
+
+/* park.c: stalls account_id in rm:stalled (the first cause is kept). */
+status pj_stall(struct pj *p, const char *account_id, const char *event_id, const char *reason,
+                struct err *e) WUR;
+
+#endif
