@@ -1,4 +1,5 @@
-/* The writer's Postgres side: a pool of connections and one transaction per command. */
+/* The writer's Postgres side: commands run in one transaction each, or grouped into a
+ * batch that commits as one (writer/pool, single, batch, sql, idem, reply). */
 #ifndef WRITER_STORE_H
 #define WRITER_STORE_H
 
@@ -13,6 +14,8 @@ struct store;
 struct store_meta {
     char command_id[UUID_STR_SIZE];
     char correlation_id[UUID_STR_SIZE];
+    const char *principal;       /* the caller (a token's sub): scopes its idempotency keys;
+                                  * NULL or "" when the service runs without authentication */
     const char *idempotency_key; /* NULL or checked with cmd_check_idempotency_key */
     const char *scope;           /* route and account: with the body, what a key is bound to */
     const char *body;

@@ -1,0 +1,26 @@
+/* Group commit: concurrent commands that batch share one transaction and one WAL flush. */
+#ifndef WRITER_GROUP_H
+#define WRITER_GROUP_H
+
+#include <stdbool.h>
+
+#include "command.h"
+#include "pool.h"
+#include "status.h"
+#include "store.h"
+
+struct group;
+
+/* A group commit running its transactions on p (p must outlive it). Caller frees with group_free. */
+status group_create(struct group **out, struct pool *p, struct err *e) WUR;
+void group_free(struct group **b);
+
+/* Whether c (with its metadata) may run in a batch. */
+bool group_accepts(const struct command *c, const struct store_meta *m);
+
+/* Queues c and returns once the batch that carried it committed (or c ran on its own after
+ * a batch failure); the contract of store_execute. */
+status group_execute(struct group *b, const struct command *c, const struct store_meta *m,
+                     struct store_reply *out, struct err *e) WUR;
+
+#endif

@@ -1,0 +1,56 @@
+/* The 2xx body of a committed command, built from its decision. */
+#include "reply.h"
+
+#include <jansson.h>
+
+#include "jsonx.h"
+
+static json_t *leg_json(const struct event *ev, int64_t balance)
+{
+    return json_pack("{s:s, s:s, s:I, s:I, s:I}", "event_id", ev->event_id, "account_id",
+                     ev->stream_id, "version", (json_int_t)ev->stream_version, "position",
+                     (json_int_t)ev->position, "balance", (json_int_t)balance);
+}
+
+status reply_build(const struct command *c, const struct decision *d, struct store_reply *out,
+                   struct err *e)
+{
+    const struct event *ev = &d->events[0];
+    json_t *doc = NULL;
+
+    out->http_status = 201;
+    switch (c->kind) {
+    case CMD_OPEN:
+        doc = json_pack("{s:s, s:I, s:I}", "account_id", ev->stream_id, "version",
+                        (json_int_t)ev->stream_version, "position", (json_int_t)ev->position);
+        break;
+    case CMD_TRANSFER:
+        doc = json_pack("{s:s, s:o, s:o, s:I}", "transfer_id", ev->transfer_id, "from",
+                        leg_json(&d->events[0], d->balance_after[0]), "to",
+                        leg_json(&d->events[1], d->balance_after[1]), "position",
+                        (json_int_t)d->events[1].position);
+        break;
+    case CMD_REVERSE:
+        doc = leg_json(ev, d->balance_after[0]);
+        if (doc != NULL) {
+            json_object_set_new(doc, "reversed_event_id", json_string(ev->reversed_event_id));
+            json_object_set_new(doc, "amount", json_integer(ev->amount));
+            if (d->count > 1)
+                json_object_set_new(doc, "counterparty", leg_json(&d->events[1], d->balance_after[1]));
+        }
+        break;
+    case CMD_CLOSE:
+        out->http_status = 200;
+        doc = leg_json(ev, d->balance_after[0]);
+        if (doc != NULL)
+            json_object_set_new(doc, "status", json_string("closed"));
+        break;
+    default:
+        doc = leg_json(ev, d->balance_after[0]);
+        break;
+    }
+    out->body = jsonx_dump_decref(doc);
+    if (out->body == NULL)
+        return err_set(e, ST_INTERNAL, "out of memory building the reply");
+    return ST_OK;
+}

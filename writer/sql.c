@@ -1,0 +1,229 @@
+/* The statements a command's transaction is built from: session setup, prepared statements,
+ * failures classified into the API's terms, and the reads and writes of one event. */
+#include "sql.h"
+
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "db.h"
+#include "jsonx.h"
+#include "uuid.h"
+
+#define REQUEST_HASH "encode(sha256(convert_to($2, 'UTF8')), 'hex')"
+
+static const struct {
+    const char *name;
+    const char *sql;
+} statements[] = {
+    {"acct_lock", "SELECT owner, name, currency, overdraft_limit, balance, version, status "
+                  "FROM accounts WHERE account_id = $1::uuid FOR UPDATE"},
+    {"acct_insert", "INSERT INTO accounts (account_id, owner, name, currency, overdraft_limit, "
+                    "balance, version, status) VALUES ($1::uuid, $2, $3, $4, $5::bigint, 0, "
+                    "$6::int, 'open')"},
+    {"acct_update", "UPDATE accounts SET balance = $2::bigint, version = $3::int, status = $4, "
+                    "closed_at = CASE WHEN $4 = 'closed' THEN clock_timestamp() END "
+                    "WHERE account_id = $1::uuid"},
+    /* The outbox row goes in with its event: the relay sees both or neither. */
+    {"ev_append", "WITH ins AS (INSERT INTO events (event_id, stream_id, stream_version, type, "
+                  "schema, data, metadata) VALUES ($1::uuid, $2::uuid, $3::int, $4, $5::int, "
+                  "$6::jsonb, $7::jsonb) RETURNING position, event_id, recorded_at), "
+                  "ob AS (INSERT INTO outbox (position, event_id) SELECT position, event_id FROM ins) "
+                  "SELECT position, to_char(recorded_at AT TIME ZONE 'UTC', "
+                  "'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') FROM ins"},
+    {"ev_get", "SELECT " DB_EVENT_COLUMNS " FROM events WHERE event_id = $1::uuid"},
+    {"ev_leg", "SELECT " DB_EVENT_COLUMNS " FROM events WHERE stream_id = $1::uuid "
+               "AND type IN ('TransferSent', 'TransferReceived') AND data->>'transfer_id' = $2"},
+    {"ev_reversed", "SELECT count(*) FROM events WHERE type = 'TransactionReversed' "
+                    "AND data->>'reversed_event_id' = ANY($1::text[])"},
+    {"idem_claim", "INSERT INTO idempotency_keys (key, request_hash, status, response_body) "
+                   "VALUES ($1, " REQUEST_HASH ", 0, '') ON CONFLICT (key) DO NOTHING RETURNING 1"},
+    {"idem_get", "SELECT request_hash = " REQUEST_HASH ", status, response_body "
+                 "FROM idempotency_keys WHERE key = $1"},
+    {"idem_set", "UPDATE idempotency_keys SET status = $2::int, response_body = $3 WHERE key = $1"},
+    {"notify", "SELECT pg_notify('outbox', '')"},
+    /* group commit: the accounts of a batch locked in id order (the order lock_account pairs
+     * use), then every event, outbox row and account update of the batch in one statement */
+    {"batch_lock", "SELECT account_id::text, owner, name, currency, overdraft_limit, balance, version, "
+                   "status FROM accounts WHERE account_id = ANY($1::uuid[]) ORDER BY account_id FOR UPDATE"},
+    {"batch_append", "WITH ins AS (INSERT INTO events (event_id, stream_id, stream_version, type, schema, "
+                     "data, metadata) SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::int[], $4::text[], "
+                     "$5::int[], $6::jsonb[], $7::jsonb[]) RETURNING position, event_id, recorded_at), "
+                     "ob AS (INSERT INTO outbox (position, event_id) SELECT position, event_id FROM ins), "
+                     "up AS (UPDATE accounts a SET balance = u.balance, version = u.version, status = u.status, "
+                     "closed_at = CASE WHEN u.status = 'closed' THEN clock_timestamp() END "
+                     "FROM unnest($8::uuid[], $9::bigint[], $10::int[], $11::text[]) AS u(id, balance, version, status) "
+                     "WHERE a.account_id = u.id RETURNING 1) "
+                     "SELECT event_id::text, position, to_char(recorded_at AT TIME ZONE 'UTC', "
+                     "'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), (SELECT count(*) FROM up) FROM ins"},
+    {"ping", "SELECT 1"},
+};
+
+status sql_session_init(PGconn *conn, struct err *e)
+{
+    for (size_t i = 0; i < sizeof statements / sizeof statements[0]; i++) {
+        PGresult *res = PQprepare(conn, statements[i].name, statements[i].sql, 0, NULL);
+        status st = ST_OK;
+        char msg[200];
+        if (PQresultStatus(res) != PGRES_COMMAND_OK)
+            st = err_setr(e, ST_UNAVAILABLE, "store_unavailable", "prepare '%s': %s",
+                          statements[i].name, db_error(msg, sizeof msg, conn, res));
+        PQclear(res);
+        if (st != ST_OK)
+            return st;
+    }
+    return ST_OK;
+}
+
+status sql_fail(PGconn *conn, const PGresult *res, const char *what, struct err *e)
+{
+    const char *state = res != NULL ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+    const char *constraint = res != NULL ? PQresultErrorField(res, PG_DIAG_CONSTRAINT_NAME) : NULL;
+    char buf[200];
+    const char *msg = db_error(buf, sizeof buf, conn, res);
+
+    if (state == NULL || db_broken(conn) || strncmp(state, "08", 2) == 0 ||
+        strncmp(state, "57", 2) == 0 || strcmp(state, "55P03") == 0 || strncmp(state, "53", 2) == 0)
+        return err_setr(e, ST_UNAVAILABLE, "store_unavailable", "%s: %s", what, msg);
+    if (strcmp(state, "40001") == 0 || strcmp(state, "40P01") == 0)
+        return err_setr(e, ST_CONFLICT, "retry", "%s: %s", what, msg);
+    if (strcmp(state, "23505") == 0 && constraint != NULL) {
+        if (strcmp(constraint, "accounts_owner_name_open") == 0)
+            return err_setr(e, ST_CONFLICT, "name_taken",
+                            "an open account with this owner and name already exists");
+        if (strcmp(constraint, "events_reversed_once") == 0)
+            return err_setr(e, ST_CONFLICT, "already_reversed", "the event is already reversed");
+        if (strcmp(constraint, "events_stream_id_stream_version_key") == 0)
+            return err_setr(e, ST_CONFLICT, "retry", "%s: %s", what, msg);
+    }
+    return err_setr(e, ST_INTERNAL, "internal_error", "%s: %s (%s)", what, msg, state);
+}
+
+status sql_run(PGconn *conn, PGresult **res, const char *name, int n, const char *const *p,
+                  ExecStatusType ok, struct err *e)
+{
+    *res = PQexecPrepared(conn, name, n, p, NULL, NULL, 0);
+    if (PQresultStatus(*res) == ok)
+        return ST_OK;
+    return sql_fail(conn, *res, name, e);
+}
+
+status sql_exec(PGconn *conn, const char *sql, struct err *e)
+{
+    PGresult *res = PQexec(conn, sql);
+    status st = ST_OK;
+
+    if (PQresultStatus(res) != PGRES_COMMAND_OK)
+        st = sql_fail(conn, res, sql, e);
+    PQclear(res);
+    return st;
+}
+
+status sql_lock_account(PGconn *conn, const char *id, struct account_view *v, struct err *e)
+{
+    PGresult *res = NULL;
+    const char *p[1] = {id};
+    status st;
+
+    account_view_init(v, id);
+    st = sql_run(conn, &res, "acct_lock", 1, p, PGRES_TUPLES_OK, e);
+    if (st == ST_OK && PQntuples(res) == 1) {
+        snprintf(v->owner, sizeof v->owner, "%s", PQgetvalue(res, 0, 0));
+        snprintf(v->name, sizeof v->name, "%s", PQgetvalue(res, 0, 1));
+        snprintf(v->currency, sizeof v->currency, "%s", PQgetvalue(res, 0, 2));
+        v->overdraft_limit = strtoll(PQgetvalue(res, 0, 3), NULL, 10);
+        v->balance = strtoll(PQgetvalue(res, 0, 4), NULL, 10);
+        v->version = strtoll(PQgetvalue(res, 0, 5), NULL, 10);
+        v->status = strcmp(PQgetvalue(res, 0, 6), "closed") == 0 ? ACCOUNT_CLOSED : ACCOUNT_OPEN;
+    }
+    PQclear(res);
+    return st;
+}
+
+status sql_read_event(PGconn *conn, const char *stmt, int n, const char *const *p,
+                         struct event *ev, struct err *e)
+{
+    PGresult *res = NULL;
+    status st;
+
+    memset(ev, 0, sizeof *ev);
+    st = sql_run(conn, &res, stmt, n, p, PGRES_TUPLES_OK, e);
+    if (st == ST_OK && PQntuples(res) > 0) {
+        struct err de = {0};
+        if (db_event_from_row(ev, res, 0, 0, &de) != ST_OK)
+            st = err_setr(e, ST_INTERNAL, "internal_error", "stored event: %s", de.msg);
+    }
+    PQclear(res);
+    return st;
+}
+
+status sql_append_event(PGconn *conn, struct event *ev, const struct store_meta *m,
+                           struct err *e)
+{
+    status st = ST_OK;
+    PGresult *res = NULL;
+    json_t *data = NULL, *md = NULL;
+    char *data_s = NULL, *md_s = NULL;
+    char ver[24], schema[12];
+    const char *p[7];
+
+    uuid_generate(ev->event_id);
+    snprintf(ev->command_id, sizeof ev->command_id, "%s", m->command_id);
+    snprintf(ev->correlation_id, sizeof ev->correlation_id, "%s", m->correlation_id);
+    snprintf(ev->idempotency_key, sizeof ev->idempotency_key, "%s",
+             m->idempotency_key != NULL ? m->idempotency_key : "");
+    data = event_data_to_json(ev);
+    md = event_metadata_to_json(ev);
+    data_s = data != NULL ? jsonx_dump(data) : NULL;
+    md_s = md != NULL ? jsonx_dump(md) : NULL;
+    if (data_s == NULL || md_s == NULL) {
+        st = err_set(e, ST_INTERNAL, "out of memory encoding an event");
+        goto cleanup;
+    }
+    snprintf(ver, sizeof ver, "%lld", (long long)ev->stream_version);
+    snprintf(schema, sizeof schema, "%d", ev->schema);
+    p[0] = ev->event_id;
+    p[1] = ev->stream_id;
+    p[2] = ver;
+    p[3] = event_type_name(ev->type);
+    p[4] = schema;
+    p[5] = data_s;
+    p[6] = md_s;
+    st = sql_run(conn, &res, "ev_append", 7, p, PGRES_TUPLES_OK, e);
+    if (st != ST_OK)
+        goto cleanup;
+    ev->position = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
+    snprintf(ev->recorded_at, sizeof ev->recorded_at, "%s", PQgetvalue(res, 0, 1));
+cleanup:
+    PQclear(res);
+    json_decref(data);
+    json_decref(md);
+    free(data_s);
+    free(md_s);
+    return st;
+}
+
+status sql_save_account(PGconn *conn, const struct account_view *before, const struct event *ev,
+                           int64_t balance, struct err *e)
+{
+    PGresult *res = NULL;
+    char ver[24], bal[24], od[24];
+    status st;
+
+    snprintf(ver, sizeof ver, "%lld", (long long)ev->stream_version);
+    if (ev->type == EV_ACCOUNT_OPENED) {
+        const char *p[6] = {ev->stream_id, ev->owner, ev->name, ev->currency, od, ver};
+        snprintf(od, sizeof od, "%lld", (long long)ev->overdraft_limit);
+        st = sql_run(conn, &res, "acct_insert", 6, p, PGRES_COMMAND_OK, e);
+    } else {
+        const char *p[4] = {ev->stream_id, bal, ver,
+                            ev->type == EV_ACCOUNT_CLOSED || before->status == ACCOUNT_CLOSED ? "closed" : "open"};
+        snprintf(bal, sizeof bal, "%lld", (long long)balance);
+        st = sql_run(conn, &res, "acct_update", 4, p, PGRES_COMMAND_OK, e);
+        if (st == ST_OK && strcmp(PQcmdTuples(res), "1") != 0)
+            st = err_set(e, ST_INTERNAL, "account '%s' vanished during its update", ev->stream_id);
+    }
+    PQclear(res);
+    return st;
+}
