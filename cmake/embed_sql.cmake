@@ -1,5 +1,6 @@
 # Writes OUT: a C array of {name, sql} for every file in FILES (sorted: the order they apply in).
 set(content "/* Generated from the sql/ folder by cmake/embed_sql.cmake; do not edit. */\n#include \"migrations.h\"\n\n")
+string(REPLACE "," ";" FILES "${FILES}")
 set(entries "")
 set(i 0)
 foreach(f ${FILES})

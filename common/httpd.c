@@ -11,6 +11,7 @@
 #include <time.h>
 
 #include "jsonx.h"
+#include "log.h"
 #include "metrics.h"
 
 #define MAX_HEADERS 8
@@ -46,6 +47,31 @@ const char *http_header(const struct http_request *r, const char *name)
 const char *http_query(const struct http_request *r, const char *name)
 {
     return MHD_lookup_connection_value((struct MHD_Connection *)r->priv, MHD_GET_ARGUMENT_KIND, name);
+}
+
+struct query_walk {
+    int (*fn)(void *ctx, const char *name, const char *value);
+    void *ctx;
+    int rc;
+};
+
+static enum MHD_Result query_visit(void *cls, enum MHD_ValueKind kind, const char *key,
+                                   const char *value)
+{
+    struct query_walk *w = cls;
+
+    (void)kind;
+    w->rc = w->fn(w->ctx, key, value);
+    return w->rc == 0 ? MHD_YES : MHD_NO;
+}
+
+int http_query_each(const struct http_request *r,
+                    int (*fn)(void *ctx, const char *name, const char *value), void *ctx)
+{
+    struct query_walk w = {fn, ctx, 0};
+
+    MHD_get_connection_values((struct MHD_Connection *)r->priv, MHD_GET_ARGUMENT_KIND, query_visit, &w);
+    return w.rc;
 }
 
 void http_reply(struct http_response *resp, int status, char *body)
@@ -215,6 +241,21 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     }
 }
 
+/* libmicrohttpd's own messages (refused connections, FD_SETSIZE, bad requests) go through the
+ * service's logger, with its time, level and service name, instead of bare lines on stderr. */
+static void mhd_log(void *cls, const char *fmt, va_list ap)
+{
+    char msg[512];
+    size_t len;
+
+    (void)cls;
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    len = strlen(msg);
+    while (len > 0 && (msg[len - 1] == '\n' || msg[len - 1] == '\r'))
+        msg[--len] = '\0';
+    log_warn("libmicrohttpd: %s", msg);
+}
+
 status http_server_start(struct http_server **out, const struct http_server_opts *o, struct err *e)
 {
     struct http_server *srv;
@@ -236,7 +277,8 @@ status http_server_start(struct http_server **out, const struct http_server_opts
     else
         flags |= MHD_USE_EPOLL;
     srv->daemon = MHD_start_daemon(
-        flags, (uint16_t)o->port, NULL, NULL, on_request, srv, MHD_OPTION_SOCK_ADDR,
+        flags, (uint16_t)o->port, NULL, NULL, on_request, srv, MHD_OPTION_EXTERNAL_LOGGER, mhd_log,
+        srv, MHD_OPTION_SOCK_ADDR,
         (struct sockaddr *)&addr, MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv,
         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)60, MHD_OPTION_CONNECTION_LIMIT, (unsigned)1024,
         MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(64 * 1024), MHD_OPTION_LISTEN_BACKLOG_SIZE,

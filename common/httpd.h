@@ -21,6 +21,10 @@ struct http_server;
 const char *http_header(const struct http_request *r, const char *name);
 /* Query parameter; NULL when absent. Valid during the handler call. */
 const char *http_query(const struct http_request *r, const char *name);
+/* Calls fn for every query parameter in the order sent (value NULL when given without '=')
+ * until fn returns non-zero; returns that value, or 0. */
+int http_query_each(const struct http_request *r,
+                    int (*fn)(void *ctx, const char *name, const char *value), void *ctx);
 
 /* Sets the status and the JSON body; takes ownership of body (malloc'd, may be NULL: empty). */
 void http_reply(struct http_response *resp, int status, char *body);

@@ -24,8 +24,8 @@ status jsonx_str(const json_t *obj, const char *key, char *dst, size_t dstsz, si
         return err_setr(e, ST_INVALID, "invalid_field", "'%s' is longer than %zu bytes", key,
                         max_len);
     if (n < min_len)
-        return err_setr(e, ST_INVALID, "invalid_field", "'%s' must be at least %zu characters", key,
-                        min_len);
+        return err_setr(e, ST_INVALID, "invalid_field", "'%s' must be at least %zu character%s", key,
+                        min_len, min_len == 1 ? "" : "s");
     memcpy(dst, json_string_value(v), n);
     dst[n] = '\0';
     return ST_OK;

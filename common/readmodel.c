@@ -157,22 +157,36 @@ static const char read_account_lua[] =
     "local g = redis.call('GET', 'rm:current')\n"
     "if not g or redis.call('EXISTS', 'rm:' .. g .. ':checkpoint') == 0 then return {} end\n"
     "local h = redis.call('HMGET', 'rm:' .. g .. ':a:{' .. ARGV[1] .. '}', 'v', 'doc')\n"
-    "return {g, h[1], h[2]}\n";
+    "return {g, h[1], h[2], redis.call('HGET', 'rm:stalled', ARGV[1])}\n";
 
+/* The page is the versions lo..hi of the statement clipped to 1..v, at most limit of them, from
+ * the top (desc) or the bottom (asc): cursors and time bounds are both version bounds by then. */
 static const char read_statement_lua[] =
     "local g = redis.call('GET', 'rm:current')\n"
     "if not g or redis.call('EXISTS', 'rm:' .. g .. ':checkpoint') == 0 then return {} end\n"
     "local h = redis.call('HMGET', 'rm:' .. g .. ':a:{' .. ARGV[1] .. '}', 'v', 'doc')\n"
-    "if not h[1] then return {g, false, false, 0, {}} end\n"
+    "local stalled = redis.call('HGET', 'rm:stalled', ARGV[1])\n"
+    "if not h[1] then return {g, false, false, stalled, 0, 0, {}} end\n"
     "local v = tonumber(h[1])\n"
-    "local before = tonumber(ARGV[3])\n"
-    "if before == 0 or before > v + 1 then before = v + 1 end\n"
-    "local hi = before - 1\n"
-    "local lo = hi - tonumber(ARGV[2]) + 1\n"
-    "if lo < 1 then lo = 1 end\n"
+    "local lo = math.max(tonumber(ARGV[3]), 1)\n"
+    "local hi = tonumber(ARGV[4])\n"
+    "if hi == 0 or hi > v then hi = v end\n"
+    "local limit = tonumber(ARGV[2])\n"
+    "if ARGV[5] == 'asc' then hi = math.min(hi, lo + limit - 1) else lo = math.max(lo, hi - limit + 1) end\n"
     "local entries = {}\n"
-    "if hi >= 1 then entries = redis.call('LRANGE', 'rm:' .. g .. ':s:{' .. ARGV[1] .. '}', lo - 1, hi - 1) end\n"
-    "return {g, h[1], h[2], lo, entries}\n";
+    "if lo <= hi then entries = redis.call('LRANGE', 'rm:' .. g .. ':s:{' .. ARGV[1] .. '}', lo - 1, hi - 1)\n"
+    "else lo = 0; hi = 0 end\n"
+    "return {g, h[1], h[2], stalled, lo, hi, entries}\n";
+
+/* The documents of several accounts (an owner's page) from one generation. */
+static const char read_accounts_lua[] =
+    "local g = redis.call('GET', 'rm:current')\n"
+    "if not g or redis.call('EXISTS', 'rm:' .. g .. ':checkpoint') == 0 then return {} end\n"
+    "local out = {g}\n"
+    "for i = 1, #ARGV do\n"
+    "  out[i + 1] = redis.call('HGET', 'rm:' .. g .. ':a:{' .. ARGV[i] .. '}', 'doc')\n"
+    "end\n"
+    "return out\n";
 
 static const char read_status_lua[] =
     "local g = redis.call('GET', 'rm:current')\n"
@@ -194,6 +208,11 @@ const char *rm_read_account_script(void)
 const char *rm_read_statement_script(void)
 {
     return read_statement_lua;
+}
+
+const char *rm_read_accounts_script(void)
+{
+    return read_accounts_lua;
 }
 
 const char *rm_read_status_script(void)

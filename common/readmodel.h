@@ -97,14 +97,19 @@ enum rm_apply_result rm_apply_reply(const redisReply *r, int64_t *current);
 /* The read API's scripts (static text), each one round trip with the generation read inside,
  * so an answer never mixes generations. A generation without its checkpoint hash counts as no
  * model. Replies:
- *   account   (ARGV id):                    {} when no model, else {gen, v|nil, doc|nil}
- *   statement (ARGV id, limit, before|0):   {} when no model, else {gen, v|nil, doc|nil,
- *                                            lowest version in entries, entries oldest first}
+ *   account   (ARGV id):       {} when no model, else {gen, v|nil, doc|nil, stalled|nil}
+ *   statement (ARGV id, limit, lo, hi|0, "asc"|"desc"): {} when no model, else {gen, v|nil,
+ *              doc|nil, stalled|nil, first, last, entries of versions first..last oldest first}:
+ *              the versions lo..hi clipped to 1..v, at most limit of them from the top (desc)
+ *              or the bottom (asc); first = last = 0 when none
+ *   accounts  (ARGV id...):      {} when no model, else {gen, doc|nil per id}
  *   status    (no ARGV): {current|false, building|false, current checkpoint pairs, building
  *              checkpoint pairs, rm:head pairs, rm:stalled pairs, rm:rebuild pairs,
- *              parked count, previous|false, current checkpoint exists 0/1} */
+ *              parked count, previous|false, current checkpoint exists 0/1}
+ * stalled is the account's rm:stalled record (JSON) when a parked event holds it back. */
 const char *rm_read_account_script(void);
 const char *rm_read_statement_script(void);
+const char *rm_read_accounts_script(void);
 const char *rm_read_status_script(void);
 
 /* Read helpers. Each is one round trip and never keeps a reply past the call. */

@@ -12,19 +12,22 @@
 #include <sys/time.h>
 #include <time.h>
 
+#include "account.h"
 #include "cache.h"
 #include "jsonx.h"
 #include "log.h"
 #include "metrics.h"
+#include "query.h"
 #include "readmodel.h"
 #include "svc.h"
 
-enum { SCRIPT_ACCOUNT, SCRIPT_STATEMENT, SCRIPT_PROJECTIONS, SCRIPT_COUNT };
+enum { SCRIPT_ACCOUNT, SCRIPT_STATEMENT, SCRIPT_ACCOUNTS, SCRIPT_PROJECTIONS, SCRIPT_COUNT };
 /* The read scripts belong to the layout (common/readmodel.c); the API only runs them. */
 static const char *script_text(int idx)
 {
     return idx == SCRIPT_ACCOUNT     ? rm_read_account_script()
            : idx == SCRIPT_STATEMENT ? rm_read_statement_script()
+           : idx == SCRIPT_ACCOUNTS  ? rm_read_accounts_script()
                                      : rm_read_status_script();
 }
 
@@ -150,15 +153,26 @@ static void conn_drop(struct rconn *rc)
  * reply (Redis restarted) reloads once. */
 static redisReply *run_script(int idx, int argc, const char **argv, struct err *e)
 {
+    const char *small_args[8];
+    size_t small_lens[8];
+    const char **args = small_args;
+    size_t *lens = small_lens;
+    redisReply *r = NULL;
+
+    if (argc + 3 > 8) {
+        args = calloc((size_t)argc + 3, sizeof *args);
+        lens = calloc((size_t)argc + 3, sizeof *lens);
+        if (args == NULL || lens == NULL) {
+            err_set(e, ST_INTERNAL, "out of memory");
+            goto cleanup;
+        }
+    }
     for (int attempt = 0; attempt < 2; attempt++) {
         struct rconn *rc = conn_get(e);
-        const char *args[8];
-        size_t lens[8];
-        redisReply *r;
 
         if (rc == NULL) {
             redis_error();
-            return NULL;
+            goto cleanup;
         }
         args[0] = "EVALSHA";
         args[1] = rc->sha[idx];
@@ -178,15 +192,21 @@ static redisReply *run_script(int idx, int argc, const char **argv, struct err *
             int noscript = strncmp(r->str, "NOSCRIPT", 8) == 0;
             err_setr(e, ST_UNAVAILABLE, "read_model_unavailable", "redis: %s", r->str);
             freeReplyObject(r);
+            r = NULL;
             redis_error();
             conn_drop(rc);
             if (noscript)
                 continue;
-            return NULL;
+            goto cleanup;
         }
-        return r;
+        goto cleanup;
     }
-    return NULL;
+cleanup:
+    if (args != small_args) {
+        free(args);
+        free(lens);
+    }
+    return r;
 }
 
 static char *dup_str(const redisReply *r)
@@ -215,6 +235,11 @@ static status fill_account(struct rs_account *out, const redisReply *r, struct e
     if (r->elements == 0)
         return ST_OK; /* no current generation */
     out->gen = (long)reply_int(r->element[0]);
+    if (r->elements >= 4 && r->element[3]->type == REDIS_REPLY_STRING) {
+        out->stalled = dup_str(r->element[3]);
+        if (out->stalled == NULL)
+            return err_set(e, ST_INTERNAL, "out of memory");
+    }
     if (r->elements >= 3 && r->element[2]->type == REDIS_REPLY_STRING) {
         out->version = reply_int(r->element[1]);
         out->doc = dup_str(r->element[2]);
@@ -224,7 +249,7 @@ static status fill_account(struct rs_account *out, const redisReply *r, struct e
     return ST_OK;
 }
 
-static status read_account(struct rs_account *out, const char *id, struct err *e)
+status rs_account_fresh(struct rs_account *out, const char *id, struct err *e)
 {
     const char *argv[1] = {id};
     redisReply *r = run_script(SCRIPT_ACCOUNT, 1, argv, e);
@@ -235,6 +260,8 @@ static status read_account(struct rs_account *out, const char *id, struct err *e
         return e != NULL ? e->code : ST_UNAVAILABLE;
     st = fill_account(out, r, e);
     freeReplyObject(r);
+    if (st != ST_OK)
+        rs_account_release(out);
     return st;
 }
 
@@ -249,30 +276,33 @@ status rs_account(struct rs_account *out, const char *id, int64_t min_version, s
             return ST_OK;
         t = rc_fill_begin(cache, id);
     }
-    st = read_account(out, id, e);
-    if (st == ST_OK && cache != NULL && out->doc != NULL)
+    st = rs_account_fresh(out, id, e);
+    /* a stalled account is not cached: its marker must go as soon as the stall is lifted */
+    if (st == ST_OK && cache != NULL && out->doc != NULL && out->stalled == NULL)
         (void)rc_fill_commit(cache, id, t, out->gen, out->version, out->doc, svc_mono_ms());
     return st;
 }
 
-status rs_statement(struct rs_statement *out, const char *id, int limit, int64_t before,
-                    struct err *e)
+status rs_statement(struct rs_statement *out, const char *id, int limit, int64_t lo, int64_t hi,
+                    int asc, struct err *e)
 {
-    char lim[16], bef[24];
-    const char *argv[3] = {id, lim, bef};
+    char lim[16], los[24], his[24];
+    const char *argv[5] = {id, lim, los, his, asc ? "asc" : "desc"};
     redisReply *r;
     status st = ST_OK;
 
     memset(out, 0, sizeof *out);
     snprintf(lim, sizeof lim, "%d", limit);
-    snprintf(bef, sizeof bef, "%lld", (long long)before);
-    r = run_script(SCRIPT_STATEMENT, 3, argv, e);
+    snprintf(los, sizeof los, "%lld", (long long)lo);
+    snprintf(his, sizeof his, "%lld", (long long)hi);
+    r = run_script(SCRIPT_STATEMENT, 5, argv, e);
     if (r == NULL)
         return e != NULL ? e->code : ST_UNAVAILABLE;
     st = fill_account(&out->acc, r, e);
-    if (st == ST_OK && r->elements >= 5 && out->acc.doc != NULL) {
-        const redisReply *list = r->element[4];
-        out->low = reply_int(r->element[3]);
+    if (st == ST_OK && r->elements >= 7 && out->acc.doc != NULL) {
+        const redisReply *list = r->element[6];
+        out->first = reply_int(r->element[4]);
+        out->last = reply_int(r->element[5]);
         if (list->type == REDIS_REPLY_ARRAY && list->elements > 0) {
             out->entries = calloc(list->elements, sizeof *out->entries);
             if (out->entries == NULL) {
@@ -292,6 +322,95 @@ status rs_statement(struct rs_statement *out, const char *id, int limit, int64_t
 cleanup:
     freeReplyObject(r);
     return st;
+}
+
+/* Time of the entry of version ver (1-based) of id in gen, in microseconds. */
+static status entry_time(struct rconn *rc, long gen, const char *id, int64_t ver, int64_t *us,
+                         struct err *e)
+{
+    char key[RM_KEY_SIZE];
+    struct statement_entry en;
+    redisReply *r;
+    status st = ST_OK;
+
+    rm_key_statement(key, sizeof key, gen, id);
+    r = redisCommand(rc->ctx, "LINDEX %s %lld", key, (long long)(ver - 1));
+    if (r == NULL) {
+        err_setr(e, ST_UNAVAILABLE, "read_model_unavailable", "redis: %s", rc->ctx->errstr);
+        conn_drop(rc);
+        redis_error();
+        return ST_UNAVAILABLE;
+    }
+    if (r->type != REDIS_REPLY_STRING) {
+        /* the generation was dropped under us (a rollback or drop-generation): try again */
+        st = err_setr(e, ST_UNAVAILABLE, "read_model_unavailable",
+                      "the read model generation changed during the request");
+        goto cleanup;
+    }
+    if (statement_entry_from_json(&en, r->str, r->len, e) != ST_OK ||
+        ra_parse_time(en.at, us) != ST_OK) {
+        st = err_set(e, ST_INTERNAL, "statement entry %lld of '%s' has no readable time",
+                     (long long)ver, id);
+        goto cleanup;
+    }
+cleanup:
+    freeReplyObject(r);
+    return st;
+}
+
+status rs_statement_seek(int64_t *out, long gen, const char *id, int64_t v, int64_t t_us,
+                         struct err *e)
+{
+    struct rconn *rc = conn_get(e);
+    int64_t lo = 1, hi = v + 1;
+
+    if (rc == NULL) {
+        redis_error();
+        return e != NULL ? e->code : ST_UNAVAILABLE;
+    }
+    /* invariant: every version below lo is earlier than t, every version from hi on is not */
+    while (lo < hi) {
+        int64_t mid = lo + (hi - lo) / 2, at;
+        status st = entry_time(rc, gen, id, mid, &at, e);
+        if (st != ST_OK)
+            return st;
+        if (at < t_us)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    *out = lo;
+    return ST_OK;
+}
+
+status rs_accounts(char **docs, long *gen, const char *const *ids, int n, struct err *e)
+{
+    redisReply *r;
+
+    *gen = 0;
+    for (int i = 0; i < n; i++)
+        docs[i] = NULL;
+    r = run_script(SCRIPT_ACCOUNTS, n, (const char **)ids, e);
+    if (r == NULL)
+        return e != NULL ? e->code : ST_UNAVAILABLE;
+    if (r->type != REDIS_REPLY_ARRAY || (r->elements != 0 && r->elements != (size_t)n + 1)) {
+        freeReplyObject(r);
+        return err_setr(e, ST_UNAVAILABLE, "read_model_unavailable", "unexpected reply from redis");
+    }
+    if (r->elements > 0) {
+        *gen = (long)reply_int(r->element[0]);
+        for (int i = 0; i < n; i++) {
+            if (r->element[i + 1]->type != REDIS_REPLY_STRING)
+                continue;
+            docs[i] = dup_str(r->element[i + 1]);
+            if (docs[i] == NULL) {
+                freeReplyObject(r);
+                return err_set(e, ST_INTERNAL, "out of memory");
+            }
+        }
+    }
+    freeReplyObject(r);
+    return ST_OK;
 }
 
 static json_t *pairs_to_object(const redisReply *r)
@@ -380,7 +499,7 @@ status rs_ready(struct err *e)
 {
     struct rs_account a;
     char zero[] = "00000000-0000-0000-0000-000000000000";
-    status st = read_account(&a, zero, e);
+    status st = rs_account_fresh(&a, zero, e);
 
     if (st != ST_OK)
         return st;
@@ -394,6 +513,8 @@ void rs_account_release(struct rs_account *a)
 {
     free(a->doc);
     a->doc = NULL;
+    free(a->stalled);
+    a->stalled = NULL;
 }
 
 void rs_statement_release(struct rs_statement *s)
@@ -476,11 +597,22 @@ static void publish_cache_metrics(void)
 /* Which generation readers see now (0: none): the cache follows it. */
 static status probe_generation(redisContext *probe, struct err *e)
 {
+    static long long stalled_seen = -1;
     struct rm_gens g;
     status st = rm_load_gens(probe, &g, e);
+    redisReply *r;
 
     if (st == ST_OK)
         rc_set_gen(cache, g.current);
+    /* A stall is not announced on rm:applied, and a stalled account's document is served with
+     * its marker: when the set of stalled accounts changes size, cached documents start over. */
+    r = st == ST_OK ? redisCommand(probe, "HLEN %s", RM_STALLED_KEY) : NULL;
+    if (r != NULL && r->type == REDIS_REPLY_INTEGER) {
+        if (r->integer != stalled_seen && stalled_seen != -1)
+            rc_clear(cache);
+        stalled_seen = r->integer;
+    }
+    freeReplyObject(r);
     publish_cache_metrics();
     return st;
 }

@@ -11,13 +11,14 @@ struct rs_account {
     long gen;        /* 0: no current generation (read model unavailable) */
     int64_t version; /* 0 with doc NULL: account not in the read model */
     char *doc;       /* malloc'd JSON body of GET /accounts/{id}, or NULL */
+    char *stalled;   /* malloc'd rm:stalled record {"event_id","reason","since"}, or NULL */
 };
 
 struct rs_statement {
     struct rs_account acc;
-    int64_t low;     /* lowest version in entries (0 when none) */
+    int64_t first, last; /* versions of entries[0] and the last entry (0 when none) */
     int nentries;
-    char **entries;  /* malloc'd JSON strings, oldest first */
+    char **entries;      /* malloc'd entry strings of the layout, oldest first */
 };
 
 /* Remembers the settings and makes the document cache; connections are made lazily per thread. */
@@ -26,9 +27,20 @@ void rs_fini(void);
 /* Loads one account: from the cache when it holds a current document at or above min_version,
  * else in one Redis round trip. ST_UNAVAILABLE when Redis fails (bounded by timeouts). */
 status rs_account(struct rs_account *out, const char *id, int64_t min_version, struct err *e) WUR;
-/* Loads the account and the page of limit entries below before (0: newest) in one round trip. */
-status rs_statement(struct rs_statement *out, const char *id, int limit, int64_t before,
-                    struct err *e) WUR;
+/* Loads one account from Redis (never the cache), with its stall record. */
+status rs_account_fresh(struct rs_account *out, const char *id, struct err *e) WUR;
+/* Loads the account and, in one round trip, the page of at most limit entries of versions
+ * lo..hi (hi 0: the newest) from the top (asc 0) or the bottom (asc 1). */
+status rs_statement(struct rs_statement *out, const char *id, int limit, int64_t lo, int64_t hi,
+                    int asc, struct err *e) WUR;
+/* The first version of account id in generation gen (of v versions) whose entry's time is at
+ * or after t_us (microseconds since the epoch); v + 1 when none. A binary search over the
+ * statement, which is in time order: about log2(v) round trips. */
+status rs_statement_seek(int64_t *out, long gen, const char *id, int64_t v, int64_t t_us,
+                         struct err *e) WUR;
+/* The documents of n accounts from one generation: docs[i] malloc'd or NULL (not projected);
+ * *gen 0 when there is no current generation. The caller frees each docs[i]. */
+status rs_accounts(char **docs, long *gen, const char *const *ids, int n, struct err *e) WUR;
 /* Status document of GET /projections (malloc'd JSON) into *out. */
 status rs_projections(char **out, struct err *e) WUR;
 /* PING and current generation present. */

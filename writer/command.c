@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "jsonx.h"
 #include "uuid.h"
@@ -70,6 +71,36 @@ status cmd_route(struct cmd_route *r, const char *path, struct err *e)
     return err_setr(e, ST_NOT_FOUND, "not_found", "no route for '%.200s'", path);
 }
 
+/* Active ISO 4217 codes (sorted for bsearch), without XXX ("no currency": an account holds
+ * money of some currency). */
+static const char iso4217[][4] = {
+    "AED", "AFN", "ALL", "AMD", "ANG", "AOA", "ARS", "AUD", "AWG", "AZN", "BAM", "BBD", "BDT",
+    "BGN", "BHD", "BIF", "BMD", "BND", "BOB", "BOV", "BRL", "BSD", "BTN", "BWP", "BYN", "BZD",
+    "CAD", "CDF", "CHE", "CHF", "CHW", "CLF", "CLP", "CNY", "COP", "COU", "CRC", "CUC", "CUP",
+    "CVE", "CZK", "DJF", "DKK", "DOP", "DZD", "EGP", "ERN", "ETB", "EUR", "FJD", "FKP", "GBP",
+    "GEL", "GHS", "GIP", "GMD", "GNF", "GTQ", "GYD", "HKD", "HNL", "HTG", "HUF", "IDR", "ILS",
+    "INR", "IQD", "IRR", "ISK", "JMD", "JOD", "JPY", "KES", "KGS", "KHR", "KMF", "KPW", "KRW",
+    "KWD", "KYD", "KZT", "LAK", "LBP", "LKR", "LRD", "LSL", "LYD", "MAD", "MDL", "MGA", "MKD",
+    "MMK", "MNT", "MOP", "MRU", "MUR", "MVR", "MWK", "MXN", "MXV", "MYR", "MZN", "NAD", "NGN",
+    "NIO", "NOK", "NPR", "NZD", "OMR", "PAB", "PEN", "PGK", "PHP", "PKR", "PLN", "PYG", "QAR",
+    "RON", "RSD", "RUB", "RWF", "SAR", "SBD", "SCR", "SDG", "SEK", "SGD", "SHP", "SLE", "SLL",
+    "SOS", "SRD", "SSP", "STN", "SVC", "SYP", "SZL", "THB", "TJS", "TMT", "TND", "TOP", "TRY",
+    "TTD", "TWD", "TZS", "UAH", "UGX", "USD", "USN", "UYI", "UYU", "UYW", "UZS", "VED", "VES",
+    "VND", "VUV", "WST", "XAF", "XAG", "XAU", "XBA", "XBB", "XBC", "XBD", "XCD", "XCG", "XDR",
+    "XOF", "XPD", "XPF", "XPT", "XSU", "XTS", "XUA", "YER", "ZAR", "ZMW", "ZWG", "ZWL",
+};
+
+static int cmp_code(const void *a, const void *b)
+{
+    return memcmp(a, b, 3);
+}
+
+int cmd_currency_known(const char *code)
+{
+    return strlen(code) == 3 &&
+           bsearch(code, iso4217, sizeof iso4217 / sizeof iso4217[0], sizeof iso4217[0], cmp_code) != NULL;
+}
+
 /* Optional field: absent is fine, anything else must be valid. */
 static status opt(status st)
 {
@@ -107,12 +138,10 @@ status cmd_parse(struct command *c, enum cmd_kind kind, const char *account_id, 
             (st = jsonx_str(doc, "currency", c->currency, sizeof c->currency, 3, 3, true, e)) != ST_OK ||
             (st = opt(jsonx_int(doc, "overdraft_limit", &c->overdraft_limit, 0, INT64_MAX, false, e))) != ST_OK)
             goto cleanup;
-        for (int i = 0; i < 3; i++) {
-            if (c->currency[i] < 'A' || c->currency[i] > 'Z') {
-                st = err_setr(e, ST_INVALID, "invalid_field",
-                              "'currency' must be 3 upper-case letters (ISO 4217)");
-                goto cleanup;
-            }
+        if (!cmd_currency_known(c->currency)) {
+            st = err_setr(e, ST_INVALID, "invalid_field",
+                          "'currency' must be an ISO 4217 code in upper case, such as EUR");
+            goto cleanup;
         }
         break;
     case CMD_DEPOSIT:
@@ -210,7 +239,8 @@ int cmd_bearer_ok(const char *authorization, const char *token)
     size_t tn = strlen(token), an;
     unsigned char diff = 0;
 
-    if (authorization == NULL || tn == 0 || strncmp(authorization, prefix, sizeof prefix - 1) != 0)
+    /* the scheme name is case-insensitive (RFC 7235 section 2.1) */
+    if (authorization == NULL || tn == 0 || strncasecmp(authorization, prefix, sizeof prefix - 1) != 0)
         return 0;
     authorization += sizeof prefix - 1;
     an = strlen(authorization);

@@ -63,6 +63,9 @@ status cmd_parse_if_match(int64_t *version, const char *header, struct err *e) W
 /* Checks an Idempotency-Key value: 1..IDEMPOTENCY_KEY_MAX printable ASCII bytes. */
 status cmd_check_idempotency_key(const char *key, struct err *e) WUR;
 
+/* 1 when code is an active ISO 4217 currency code (upper case). */
+int cmd_currency_known(const char *code);
+
 /* Constant-time check of "Authorization: Bearer <token>" against token (non-empty). */
 int cmd_bearer_ok(const char *authorization, const char *token);
 

@@ -154,7 +154,9 @@ status decide_reversal(const struct account_view *acc, const struct event *targe
             return err_set(e, ST_INTERNAL, "transfer '%s' has no other leg", target->transfer_id);
         break;
     default:
-        return err_setr(e, ST_REJECTED, "not_reversible", "a %s event cannot be reversed",
+        /* "an AccountOpened event", "a TransactionReversed event" */
+        return err_setr(e, ST_REJECTED, "not_reversible", "%s %s event cannot be reversed",
+                        strchr("AEIOU", event_type_name(target->type)[0]) != NULL ? "an" : "a",
                         event_type_name(target->type));
     }
     if (reversed)

@@ -10,7 +10,8 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    static const char *const params[] = {"min_version", "wait_ms", "limit", "before"};
+    static const char *const params[] = {"min_version", "wait_ms", "limit", "before",
+                                         "after", "order", "from", "to"};
     struct cmd_route r;
     struct ra_query q;
     struct err e;
@@ -33,8 +34,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             abort();
         break;
     case 2:
-        if (ra_parse_path(&q, "/healthz", &e) == ST_OK &&
-            ra_parse_param(&q, params[(size > 1 ? data[1] : 0) % 4], s, &e) == ST_OK &&
+        if (ra_parse_path(&q, "/accounts/0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0/statement", &e) == ST_OK &&
+            ra_parse_param(&q, params[(size > 1 ? data[1] : 0) % 8], s, &e) == ST_OK &&
             (q.limit < 1 || q.limit > RA_LIMIT_MAX || q.wait_ms < 0 || q.wait_ms > RA_WAIT_MAX_MS ||
              q.min_version < 0 || q.before < 0))
             abort();

@@ -60,15 +60,15 @@ static void test_endpoints_and_errors(void **state)
     tr_expect_error("POST", NULL, path, 405, "method_not_allowed");
     tr_expect_error("DELETE", NULL, path, 405, "method_not_allowed");
     snprintf(path, sizeof path, "/accounts/%s/statement?limit=0", main_acct);
-    tr_expect_error("GET", NULL, path, 400, "invalid_field");
+    tr_expect_error("GET", NULL, path, 400, "invalid_query");
     snprintf(path, sizeof path, "/accounts/%s/statement?limit=501", main_acct);
-    tr_expect_error("GET", NULL, path, 400, "invalid_field");
+    tr_expect_error("GET", NULL, path, 400, "invalid_query");
     snprintf(path, sizeof path, "/accounts/%s/statement?before=x", main_acct);
-    tr_expect_error("GET", NULL, path, 400, "invalid_field");
+    tr_expect_error("GET", NULL, path, 400, "invalid_query");
     snprintf(path, sizeof path, "/accounts/%s?min_version=-1", main_acct);
-    tr_expect_error("GET", NULL, path, 400, "invalid_field");
+    tr_expect_error("GET", NULL, path, 400, "invalid_query");
     snprintf(path, sizeof path, "/accounts/%s?min_version=1&wait_ms=10001", main_acct);
-    tr_expect_error("GET", NULL, path, 400, "invalid_field");
+    tr_expect_error("GET", NULL, path, 400, "invalid_query");
 
     /* not yet projected: 503 with the projected version and Retry-After, after about wait_ms */
     {

@@ -72,6 +72,11 @@ static const struct parse_case parse_cases[] = {
     {CMD_OPEN, "{\"owner\":\"ann\",\"name\":\"main\",\"currency\":\"eur\"}", ST_INVALID, "invalid_field"},
     {CMD_OPEN, "{\"owner\":\"ann\",\"name\":\"main\",\"currency\":\"EURO\"}", ST_INVALID, "invalid_field"},
     {CMD_OPEN, "{\"owner\":\"ann\",\"name\":\"main\",\"currency\":\"E1R\"}", ST_INVALID, "invalid_field"},
+    {CMD_OPEN, "{\"owner\":\"ann\",\"name\":\"main\",\"currency\":\"XYZ\"}", ST_INVALID, "invalid_field"},
+    {CMD_OPEN, "{\"owner\":\"ann\",\"name\":\"main\",\"currency\":\"XXX\"}", ST_INVALID, "invalid_field"},
+    {CMD_OPEN, "{\"owner\":\"ann\",\"name\":\"main\",\"currency\":\"JPY\"}", ST_OK, NULL},
+    {CMD_OPEN, "{\"owner\":\"ann\",\"name\":\"main\",\"currency\":\"AED\"}", ST_OK, NULL},
+    {CMD_OPEN, "{\"owner\":\"ann\",\"name\":\"main\",\"currency\":\"ZWL\"}", ST_OK, NULL},
     {CMD_OPEN, "{\"owner\":\"\",\"name\":\"main\",\"currency\":\"EUR\"}", ST_INVALID, "invalid_field"},
     {CMD_OPEN, "{\"owner\":\"" LONG129 "\",\"name\":\"main\",\"currency\":\"EUR\"}", ST_INVALID, "invalid_field"},
     {CMD_OPEN, "{\"owner\":\"ann\",\"currency\":\"EUR\"}", ST_INVALID, "invalid_field"},
@@ -181,6 +186,8 @@ static void test_idempotency_key_and_bearer(void **state)
     assert_false(cmd_bearer_ok("Bearer s3cretx", "s3cret"));
     assert_false(cmd_bearer_ok("Bearer S3cret", "s3cret"));
     assert_false(cmd_bearer_ok("Basic s3cret", "s3cret"));
+    assert_true(cmd_bearer_ok("bearer s3cret", "s3cret")); /* RFC 7235: scheme case-insensitive */
+    assert_true(cmd_bearer_ok("BEARER s3cret", "s3cret"));
     assert_false(cmd_bearer_ok(NULL, "s3cret"));
     assert_false(cmd_bearer_ok("Bearer ", ""));
 }

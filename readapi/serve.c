@@ -1,0 +1,389 @@
+/* The read API's answers. Accounts and statements come from the Redis read model (one script
+ * per read, so an answer never mixes generations); events, transfers and an owner's account ids
+ * come from the event store (readapi/lookup.c), since they never change once written. */
+#include "serve.h"
+
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "jsonx.h"
+#include "log.h"
+#include "lookup.h"
+#include "rstore.h"
+#include "svc.h"
+
+/* A growable string; every append checks the allocation. */
+struct sbuf {
+    char *p;
+    size_t len, cap;
+    int failed;
+};
+
+static void sb_add(struct sbuf *b, const char *s, size_t n)
+{
+    if (b->failed)
+        return;
+    if (b->len + n + 1 > b->cap) {
+        size_t cap = b->cap == 0 ? 1024 : b->cap;
+        char *np;
+        while (cap < b->len + n + 1)
+            cap *= 2;
+        np = realloc(b->p, cap);
+        if (np == NULL) {
+            b->failed = 1;
+            return;
+        }
+        b->p = np;
+        b->cap = cap;
+    }
+    memcpy(b->p + b->len, s, n);
+    b->len += n;
+    b->p[b->len] = '\0';
+}
+
+static void sb_str(struct sbuf *b, const char *s)
+{
+    sb_add(b, s, strlen(s));
+}
+
+static void sb_int(struct sbuf *b, int64_t n)
+{
+    char num[24];
+    snprintf(num, sizeof num, "%lld", (long long)n);
+    sb_str(b, num);
+}
+
+/* The finished string (caller frees), NULL when an allocation failed. */
+static char *sb_take(struct sbuf *b)
+{
+    if (b->failed) {
+        free(b->p);
+        return NULL;
+    }
+    return b->p != NULL ? b->p : strdup("");
+}
+
+static void reply_status_error(struct http_response *resp, const struct err *e)
+{
+    if (e->code == ST_UNAVAILABLE) {
+        /* the detail names hosts and library errors: it goes to the log, not the body */
+        int store = strcmp(e->reason, "store_unavailable") == 0;
+        log_warn("%s unavailable: %s", store ? "event store" : "read model", e->msg);
+        http_set_header(resp, "Retry-After", "1");
+        http_reply_error(resp, 503, store ? "store_unavailable" : "read_model_unavailable",
+                         "the %s is unavailable; nothing was changed, retry later",
+                         store ? "event store" : "read model");
+    } else if (e->code == ST_NOT_FOUND) {
+        http_reply_error(resp, 404, e->reason[0] != '\0' ? e->reason : "not_found", "%s", e->msg);
+    } else {
+        http_reply_error(resp, 500, "internal_error", "%s", e->msg);
+    }
+}
+
+static void reply_no_model(struct http_response *resp)
+{
+    http_set_header(resp, "Retry-After", "1");
+    http_reply_error(resp, 503, "read_model_unavailable",
+                     "no read model generation is current (a rebuild may be running)");
+}
+
+static void reply_not_yet(struct http_response *resp, const struct ra_query *q, int64_t projected)
+{
+    json_t *doc = json_pack("{s:s, s:s, s:I, s:I}", "error", "not_yet_projected", "message",
+                            "the read model has not reached the requested version yet",
+                            "projected_version", (json_int_t)projected, "min_version",
+                            (json_int_t)q->min_version);
+    http_set_header(resp, "Retry-After", "1");
+    http_reply(resp, 503, jsonx_dump_decref(doc));
+}
+
+/* The account waits behind a parked event: no amount of waiting reaches min_version until an
+ * operator replays or discards it, so the answer is at once and invites no retry. */
+static void reply_stalled(struct http_response *resp, const struct ra_query *q, int64_t projected,
+                          const char *stalled)
+{
+    json_t *rec = json_loads(stalled, 0, NULL);
+    json_t *doc = json_pack("{s:s, s:s, s:I, s:I, s:o}", "error", "account_stalled", "message",
+                            "the account's projection is stopped behind a parked event; an "
+                            "operator must replay or discard it",
+                            "projected_version", (json_int_t)projected, "min_version",
+                            (json_int_t)q->min_version, "stalled",
+                            rec != NULL ? rec : json_null());
+    http_reply(resp, 409, jsonx_dump_decref(doc));
+}
+
+/* Adds the Account-Stalled header (the parked event's id). */
+static void stalled_header(struct http_response *resp, const char *stalled)
+{
+    json_t *rec = json_loads(stalled, 0, NULL);
+    const char *ev = json_string_value(json_object_get(rec, "event_id"));
+
+    http_set_header(resp, "Account-Stalled", ev != NULL ? ev : "unknown");
+    json_decref(rec);
+}
+
+/* doc with ,"stalled":<stalled> before its closing brace (a copy; caller frees). */
+static char *with_stalled(const char *doc, const char *stalled)
+{
+    struct sbuf b = {0};
+    size_t len = strlen(doc);
+
+    while (len > 0 && doc[len - 1] != '}')
+        len--;
+    if (len == 0)
+        return NULL;
+    sb_add(&b, doc, len - 1);
+    sb_str(&b, ",\"stalled\":");
+    sb_str(&b, stalled);
+    sb_str(&b, "}");
+    return sb_take(&b);
+}
+
+static int64_t doc_balance(const char *doc)
+{
+    json_t *d = json_loads(doc, 0, NULL);
+    int64_t balance = json_integer_value(json_object_get(d, "balance"));
+    json_decref(d);
+    return balance;
+}
+
+/* Statement page as JSON. Entries are stored as the JSON the API returns and copied as they
+ * are: the order of the page (newest or oldest first) is the query's. */
+static char *statement_body(const struct ra_query *q, const struct rs_statement *s, int64_t next)
+{
+    struct sbuf b = {0};
+
+    sb_str(&b, "{\"account_id\":\"");
+    sb_str(&b, q->account_id);
+    sb_str(&b, "\",\"balance\":");
+    sb_int(&b, doc_balance(s->acc.doc));
+    sb_str(&b, ",\"version\":");
+    sb_int(&b, s->acc.version);
+    sb_str(&b, ",\"order\":\"");
+    sb_str(&b, q->order == RA_ASC ? "asc" : "desc");
+    sb_str(&b, "\",\"entries\":[");
+    for (int k = 0; k < s->nentries; k++) {
+        int i = q->order == RA_ASC ? k : s->nentries - 1 - k;
+        if (k > 0)
+            sb_str(&b, ",");
+        sb_str(&b, s->entries[i]);
+    }
+    sb_str(&b, q->order == RA_ASC ? "],\"next_after\":" : "],\"next_before\":");
+    if (next > 0)
+        sb_int(&b, next);
+    else
+        sb_str(&b, "null");
+    if (s->acc.stalled != NULL) {
+        sb_str(&b, ",\"stalled\":");
+        sb_str(&b, s->acc.stalled);
+    }
+    sb_str(&b, "}");
+    return sb_take(&b);
+}
+
+/* The statement page of q: the time range becomes a version range by binary search over the
+ * statement (entries are in time order), then the cursor narrows it, then one script reads the
+ * page. *next is the cursor of the following page (0: none). */
+static status load_statement(const struct ra_query *q, struct rs_statement *s, int64_t *next,
+                             struct err *e)
+{
+    int64_t lo = 1, hi = INT64_MAX, v;
+    status st;
+
+    *next = 0;
+    memset(s, 0, sizeof *s);
+    if (q->from_us != INT64_MIN || q->to_us != INT64_MAX) {
+        struct rs_account a;
+        st = rs_account_fresh(&a, q->account_id, e);
+        if (st != ST_OK || a.gen == 0 || a.doc == NULL) {
+            s->acc = a; /* no model or no account: said by the caller */
+            return st;
+        }
+        if (q->from_us != INT64_MIN)
+            st = rs_statement_seek(&lo, a.gen, q->account_id, a.version, q->from_us, e);
+        if (st == ST_OK && q->to_us != INT64_MAX) {
+            st = rs_statement_seek(&hi, a.gen, q->account_id, a.version, q->to_us, e);
+            hi--;
+        }
+        rs_account_release(&a);
+        if (st != ST_OK)
+            return st;
+    }
+    if (q->order == RA_DESC && q->before > 0 && q->before - 1 < hi)
+        hi = q->before - 1;
+    if (q->order == RA_ASC && q->after + 1 > lo)
+        lo = q->after + 1;
+    /* the script takes 0 as "the newest" and reads nothing for hi < lo */
+    st = rs_statement(s, q->account_id, q->limit, lo, hi == INT64_MAX ? 0 : (hi < 1 ? -1 : hi),
+                      q->order == RA_ASC, e);
+    if (st != ST_OK || s->acc.doc == NULL)
+        return st;
+    v = s->acc.version;
+    if (hi > v)
+        hi = v;
+    if (s->nentries > 0) {
+        if (q->order == RA_DESC && s->first > lo)
+            *next = s->first;
+        if (q->order == RA_ASC && s->last < hi)
+            *next = s->last;
+    }
+    return ST_OK;
+}
+
+void ra_serve_account(const struct ra_query *q, struct http_response *resp)
+{
+    int64_t deadline = svc_mono_ms() + q->wait_ms;
+    /* taken before the read, so a batch landing in between still wakes the wait below */
+    uint64_t seen = q->min_version > 0 ? rs_applied_seq() : 0;
+    struct err e = {0};
+
+    for (;;) {
+        struct rs_statement s;
+        int64_t next = 0;
+        status st;
+
+        memset(&s, 0, sizeof s);
+        if (q->route == RA_ACCOUNT)
+            st = rs_account(&s.acc, q->account_id, q->min_version, &e);
+        else
+            st = load_statement(q, &s, &next, &e);
+        if (st != ST_OK) {
+            reply_status_error(resp, &e);
+            rs_statement_release(&s);
+            return;
+        }
+        if (s.acc.gen == 0) {
+            reply_no_model(resp);
+            rs_statement_release(&s);
+            return;
+        }
+        if (s.acc.doc != NULL && s.acc.version >= q->min_version) {
+            char *body;
+            if (q->route == RA_STATEMENT) {
+                body = statement_body(q, &s, next);
+            } else if (s.acc.stalled != NULL) {
+                body = with_stalled(s.acc.doc, s.acc.stalled);
+            } else {
+                body = s.acc.doc;
+                s.acc.doc = NULL;
+            }
+            if (s.acc.stalled != NULL)
+                stalled_header(resp, s.acc.stalled);
+            if (q->route == RA_ACCOUNT) {
+                /* the version is the entity tag: a writer command's If-Match takes it back */
+                char etag[32];
+                snprintf(etag, sizeof etag, "\"%lld\"", (long long)s.acc.version);
+                http_set_header(resp, "ETag", etag);
+            }
+            if (body == NULL) {
+                err_set(&e, ST_INTERNAL, "out of memory");
+                reply_status_error(resp, &e);
+            } else {
+                http_reply(resp, 200, body);
+            }
+            rs_statement_release(&s);
+            return;
+        }
+        if (s.acc.stalled != NULL && s.acc.doc != NULL) {
+            reply_stalled(resp, q, s.acc.version, s.acc.stalled);
+            rs_statement_release(&s);
+            return;
+        }
+        rs_statement_release(&s);
+        if (q->min_version == 0) {
+            http_reply_error(resp, 404, "account_not_found", "account '%s' does not exist",
+                             q->account_id);
+            return;
+        }
+        if (svc_mono_ms() >= deadline) {
+            reply_not_yet(resp, q, s.acc.version);
+            return;
+        }
+        {
+            int64_t left = deadline - svc_mono_ms();
+            /* a bounded fallback wake-up covers a lost notification */
+            seen = rs_wait_applied(seen, left < 100 ? (int)left : 100);
+        }
+    }
+}
+
+void ra_serve_owner_accounts(const struct ra_query *q, struct http_response *resp)
+{
+    struct lk_owner_page page;
+    struct err e = {0};
+    struct sbuf b = {0};
+    char **docs = NULL;
+    const char **ids = NULL;
+    long gen = 0;
+    status st;
+    char *body;
+
+    st = lk_owner_accounts(&page, q->owner, q->after, q->limit, &e);
+    if (st != ST_OK) {
+        reply_status_error(resp, &e);
+        return;
+    }
+    docs = calloc((size_t)page.n + 1, sizeof *docs);
+    ids = calloc((size_t)page.n + 1, sizeof *ids);
+    if (docs == NULL || ids == NULL) {
+        err_set(&e, ST_INTERNAL, "out of memory");
+        reply_status_error(resp, &e);
+        goto cleanup;
+    }
+    for (int i = 0; i < page.n; i++)
+        ids[i] = page.ids[i];
+    if (page.n > 0) {
+        st = rs_accounts(docs, &gen, ids, page.n, &e);
+        if (st != ST_OK) {
+            reply_status_error(resp, &e);
+            goto cleanup;
+        }
+        if (gen == 0) {
+            reply_no_model(resp);
+            goto cleanup;
+        }
+    }
+    /* an account opened a moment ago and not projected yet is left out of its page; the
+     * cursor is the event store's, so paging stays exact */
+    sb_str(&b, "{\"accounts\":[");
+    for (int i = 0, k = 0; i < page.n; i++) {
+        if (docs[i] == NULL)
+            continue;
+        if (k++ > 0)
+            sb_str(&b, ",");
+        sb_str(&b, docs[i]);
+    }
+    sb_str(&b, "],\"next_after\":");
+    if (page.next_after > 0)
+        sb_int(&b, page.next_after);
+    else
+        sb_str(&b, "null");
+    sb_str(&b, "}");
+    body = sb_take(&b);
+    if (body == NULL)
+        http_reply_error(resp, 500, "internal_error", "out of memory");
+    else
+        http_reply(resp, 200, body);
+cleanup:
+    if (docs != NULL)
+        for (int i = 0; i < page.n; i++)
+            free(docs[i]);
+    free(docs);
+    free(ids);
+    lk_owner_page_release(&page);
+}
+
+void ra_serve_lookup(const struct ra_query *q, struct http_response *resp)
+{
+    struct err e = {0};
+    char *body = NULL;
+    status st = q->route == RA_EVENT ? lk_event(&body, q->account_id, &e)
+                                     : lk_transfer(&body, q->account_id, &e);
+
+    if (st != ST_OK)
+        reply_status_error(resp, &e);
+    else
+        http_reply(resp, 200, body);
+}

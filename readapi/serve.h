@@ -1,0 +1,15 @@
+/* The read API's answers: an account, its statement, an owner's accounts, an event, a transfer. */
+#ifndef READAPI_SERVE_H
+#define READAPI_SERVE_H
+
+#include "httpd.h"
+#include "query.h"
+
+/* GET /accounts/{id} and GET /accounts/{id}/statement, with the bounded min_version wait. */
+void ra_serve_account(const struct ra_query *q, struct http_response *resp);
+/* GET /accounts?owner= : the owner's accounts, newest first, documents from the read model. */
+void ra_serve_owner_accounts(const struct ra_query *q, struct http_response *resp);
+/* GET /events/{id} and GET /transfers/{id} from the event store. */
+void ra_serve_lookup(const struct ra_query *q, struct http_response *resp);
+
+#endif
