@@ -24,6 +24,10 @@ struct cfg {
     int projector_ack_wait_ms;
     int projector_max_deliver;
     int relay_batch;      /* outbox rows per publish round */
+    int lock_timeout_ms;  /* writer: wait for an account row lock */
+    int outcome_wait_ms;  /* writer: bound on resolving a lost COMMIT answer */
+    int idempotency_retention_s; /* writer: lifetime of an idempotency record */
+    int relay_bus_giveup_ms;     /* writer: unpublishable this long: the relay lock is released */
     int request_timeout_ms; /* bound on any single dependency call */
     int read_cache_ttl_ms;  /* read API: longest an account document is served from memory */
     int read_cache_slots;   /* read API: account documents kept in memory */

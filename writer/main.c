@@ -1,4 +1,5 @@
 /* writer: the HTTP command API, its Postgres pool and the outbox relay thread. */
+#include <jansson.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -10,6 +11,7 @@
 #include "command.h"
 #include "db.h"
 #include "httpd.h"
+#include "jsonx.h"
 #include "log.h"
 #include "relay.h"
 #include "store.h"
@@ -31,6 +33,33 @@ static void reply_err(struct http_response *resp, const struct err *e)
     if (code == 503)
         http_set_header(resp, "Retry-After", "1");
     http_reply_error(resp, code, e->reason, "%s", e->msg);
+}
+
+/* A 5xx of a command: e->msg (libpq text, hosts) goes to the log, the body says only what
+ * happened and whether sending the command again is safe. */
+static void reply_failure(struct http_response *resp, const struct err *e, const char *command_id)
+{
+    if (e->code == ST_UNAVAILABLE) {
+        http_set_header(resp, "Retry-After", "1");
+        if (strcmp(e->reason, "account_unavailable") == 0)
+            http_reply_error(resp, 503, e->reason,
+                             "the account is held by another operation; nothing was applied, "
+                             "retry later");
+        else
+            http_reply_error(resp, 503, "store_unavailable",
+                             "the event store is unavailable; nothing was applied, retry later");
+        return;
+    }
+    if (strcmp(e->reason, "outcome_unknown") == 0) {
+        json_t *doc = json_pack("{s:s, s:s, s:s}", "error", "outcome_unknown", "message",
+                                "the event store stopped answering after the command was sent: it "
+                                "may or may not have been applied; look for its command_id in the "
+                                "account's events before sending it again without an Idempotency-Key",
+                                "command_id", command_id);
+        http_reply(resp, 500, jsonx_dump_decref(doc));
+        return;
+    }
+    http_reply_error(resp, 500, "internal_error", "internal error; nothing was applied");
 }
 
 static void handle_command(struct writer *w, const struct cmd_route *rt,
@@ -72,10 +101,13 @@ static void handle_command(struct writer *w, const struct cmd_route *rt,
         uuid_generate(c.transfer_id);
 
     if (store_execute(w->store, &c, &m, &out, &e) != ST_OK) {
-        if (e.code == ST_UNAVAILABLE || e.code == ST_INTERNAL)
-            log_warn("command=%s route=\"%s\" account=%s: %s", m.command_id, rt->route, c.account_id,
-                     e.msg);
-        reply_err(resp, &e);
+        if (e.code == ST_UNAVAILABLE || e.code == ST_INTERNAL) {
+            log_warn("command=%s route=\"%s\" account=%s %s: %s", m.command_id, rt->route, c.account_id,
+                     e.reason, e.msg);
+            reply_failure(resp, &e, m.command_id);
+        } else {
+            reply_err(resp, &e);
+        }
         return;
     }
     if (out.replayed)
@@ -107,9 +139,10 @@ static void handle(void *ctx, const struct http_request *req, struct http_respon
         http_reply(resp, 200, strdup("{\"status\":\"ok\"}"));
         return;
     case CMD_READYZ:
-        if (store_ping(w->store, &e) != ST_OK)
-            http_reply_error(resp, 503, "store_unavailable", "%s", e.msg);
-        else
+        if (store_ping(w->store, &e) != ST_OK) {
+            log_warn("readyz: %s", e.msg);
+            http_reply_error(resp, 503, "store_unavailable", "the event store is unavailable");
+        } else
             http_reply(resp, 200, strdup("{\"status\":\"ready\"}"));
         return;
     default:
@@ -176,7 +209,7 @@ int main(int argc, char **argv)
         return 0;
     }
     w.cfg = &cfg;
-    if (store_create(&w.store, cfg.database_url, cfg.pg_pool_size, cfg.request_timeout_ms, &e) != ST_OK) {
+    if (store_create(&w.store, &cfg, &e) != ST_OK) {
         log_error("%s", e.msg);
         goto cleanup;
     }

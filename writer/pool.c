@@ -18,11 +18,14 @@ struct pool {
     int size;
     int timeout_ms;
     char *conninfo;
+    const struct cfg *cfg;
 };
 
-status pool_create(struct pool **out, const char *conninfo, int size, int timeout_ms,
-                   struct err *e)
+status pool_create(struct pool **out, const struct cfg *cfg, struct err *e)
 {
+    const char *conninfo = cfg->database_url;
+    int size = cfg->pg_pool_size;
+
     struct pool *p = calloc(1, sizeof *p);
     pthread_condattr_t ca;
 
@@ -38,7 +41,8 @@ status pool_create(struct pool **out, const char *conninfo, int size, int timeou
         return err_set(e, ST_INTERNAL, "out of memory");
     }
     p->size = size;
-    p->timeout_ms = timeout_ms;
+    p->timeout_ms = cfg->request_timeout_ms;
+    p->cfg = cfg;
     pthread_mutex_init(&p->mu, NULL);
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
@@ -75,9 +79,9 @@ int pool_timeout_ms(const struct pool *p)
     return p->timeout_ms;
 }
 
-const char *pool_conninfo(const struct pool *p)
+const struct cfg *pool_cfg(const struct pool *p)
 {
-    return p->conninfo;
+    return p->cfg;
 }
 
 void pool_discard(struct pool_slot *sl)
@@ -138,7 +142,7 @@ status pool_checkout(struct pool *p, struct pool_slot **out, struct err *e)
     if (sl->conn == NULL) {
         st = db_connect(&sl->conn, p->conninfo, p->timeout_ms, e);
         if (st == ST_OK)
-            st = sql_session_init(sl->conn, e);
+            st = sql_session_init(sl->conn, p->cfg, e);
         if (st != ST_OK) {
             pool_discard(sl);
             pool_checkin(p, sl);

@@ -4,6 +4,7 @@
 
 #include <libpq-fe.h>
 
+#include "cfg.h"
 #include "status.h"
 
 struct pool;
@@ -14,10 +15,10 @@ struct pool_slot {
     int busy;
 };
 
-/* Creates a pool of size connections, opened lazily and replaced when broken. timeout_ms
- * bounds a connect and the wait for a free connection. Caller frees with pool_free. */
-status pool_create(struct pool **out, const char *conninfo, int size, int timeout_ms,
-                   struct err *e) WUR;
+/* Creates a pool of cfg->pg_pool_size connections to cfg->database_url, opened lazily and
+ * replaced when broken; cfg->request_timeout_ms bounds a connect and the wait for a free
+ * connection. cfg must outlive the pool. Caller frees with pool_free. */
+status pool_create(struct pool **out, const struct cfg *cfg, struct err *e) WUR;
 void pool_free(struct pool **p);
 
 /* Waits (bounded) for a free slot and makes sure it holds a working, prepared session.
@@ -33,6 +34,6 @@ void pool_discard(struct pool_slot *sl);
 
 int pool_size(const struct pool *p);
 int pool_timeout_ms(const struct pool *p);
-const char *pool_conninfo(const struct pool *p);
+const struct cfg *pool_cfg(const struct pool *p);
 
 #endif

@@ -10,6 +10,7 @@
 #include "db.h"
 #include "decide.h"
 #include "idem.h"
+#include "outcome.h"
 #include "reply.h"
 #include "sql.h"
 
@@ -65,8 +66,11 @@ static status load_reversal(PGconn *conn, const struct command *c, struct accoun
     return st;
 }
 
+/* *xid: the transaction's id, read before its COMMIT is sent. *commit_lost: the COMMIT was
+ * sent and its answer lost with the connection (the transaction may have committed). */
 static status transact(PGconn *conn, const struct command *c, const struct store_meta *m,
-                       const char *request, struct store_reply *out, struct err *e)
+                       const char *request, struct store_reply *out, char *xid, size_t xid_len,
+                       bool *commit_lost, struct err *e)
 {
     status st;
     struct account_view acc, other;
@@ -130,13 +134,37 @@ static status transact(PGconn *conn, const struct command *c, const struct store
         st = idem_record(conn, m, out, e);
     if (st == ST_OK) {
         PGresult *res = NULL;
-        /* delivered at commit: wakes the relay without polling */
         st = sql_run(conn, &res, "notify", 0, NULL, PGRES_TUPLES_OK, e);
+        if (st == ST_OK)
+            snprintf(xid, xid_len, "%s", PQgetvalue(res, 0, 1));
         PQclear(res);
     }
-    if (st == ST_OK)
+    if (st == ST_OK) {
         st = sql_exec(conn, "COMMIT", e);
+        /* an error answer to COMMIT is a rollback; no answer at all is a question */
+        *commit_lost = st != ST_OK && db_broken(conn);
+    }
     return st;
+}
+
+/* The COMMIT of a command was sent and its answer lost: the truth from Postgres. */
+static status resolve(struct pool *p, const char *xid, struct store_reply *out, struct err *e)
+{
+    const struct cfg *cfg = pool_cfg(p);
+    char cause[sizeof e->msg];
+    struct err re = {0};
+
+    snprintf(cause, sizeof cause, "%s", e->msg);
+    switch (outcome_resolve(cfg->database_url, xid, NULL, NULL, cfg->outcome_wait_ms, &re)) {
+    case OUTCOME_COMMITTED:
+        err_clear(e);
+        return out->body != NULL ? ST_OK : err_set(e, ST_INTERNAL, "committed reply missing");
+    case OUTCOME_ABORTED:
+        return err_setr(e, ST_UNAVAILABLE, "store_unavailable",
+                        "commit answer lost (%s), transaction %s found rolled back", cause, xid);
+    default:
+        return err_setr(e, ST_INTERNAL, "outcome_unknown", "commit answer lost (%s): %s", cause, re.msg);
+    }
 }
 
 status single_execute(struct pool *p, const struct command *c, const struct store_meta *m,
@@ -154,16 +182,22 @@ status single_execute(struct pool *p, const struct command *c, const struct stor
     }
     /* stale pooled connections (after a server restart) each cost one attempt */
     for (int attempt = 1; attempt <= MAX_ATTEMPTS + pool_size(p); attempt++) {
+        char xid[32] = "";
+        bool commit_lost = false;
         st = pool_checkout(p, &sl, e);
         if (st != ST_OK)
             break;
-        st = transact(sl->conn, c, m, request, out, e);
-        if (PQtransactionStatus(sl->conn) != PQTRANS_IDLE) {
+        st = transact(sl->conn, c, m, request, out, xid, sizeof xid, &commit_lost, e);
+        if (!commit_lost && PQtransactionStatus(sl->conn) != PQTRANS_IDLE) {
             PGresult *res = PQexec(sl->conn, "ROLLBACK");
             PQclear(res);
         }
         pool_checkin(p, sl);
         sl = NULL;
+        if (commit_lost) {
+            st = resolve(p, xid, out, e);
+            break;
+        }
         if (st == ST_OK || strcmp(e->reason, "retry") != 0)
             break;
         free(out->body);

@@ -42,11 +42,15 @@ static const struct {
     {"idem_get", "SELECT request_hash = " REQUEST_HASH ", status, response_body "
                  "FROM idempotency_keys WHERE key = $1"},
     {"idem_set", "UPDATE idempotency_keys SET status = $2::int, response_body = $3 WHERE key = $1"},
-    {"notify", "SELECT pg_notify('outbox', '')"},
+    /* delivered at commit: wakes the relay without polling; the xid asks for the outcome of
+     * a COMMIT whose answer is lost */
+    {"notify", "SELECT pg_notify('outbox', ''), pg_current_xact_id()::text"},
+    {"xact_id", "SELECT pg_current_xact_id()::text"},
     /* group commit: the accounts of a batch locked in id order (the order lock_account pairs
-     * use), then every event, outbox row and account update of the batch in one statement */
+     * use), rows held elsewhere skipped, then every event, outbox row and account update of
+     * the batch in one statement */
     {"batch_lock", "SELECT account_id::text, owner, name, currency, overdraft_limit, balance, version, "
-                   "status FROM accounts WHERE account_id = ANY($1::uuid[]) ORDER BY account_id FOR UPDATE"},
+                   "status FROM accounts WHERE account_id = ANY($1::uuid[]) ORDER BY account_id FOR UPDATE SKIP LOCKED"},
     {"batch_append", "WITH ins AS (INSERT INTO events (event_id, stream_id, stream_version, type, schema, "
                      "data, metadata) SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::int[], $4::text[], "
                      "$5::int[], $6::jsonb[], $7::jsonb[]) RETURNING position, event_id, recorded_at), "
@@ -60,8 +64,49 @@ static const struct {
     {"ping", "SELECT 1"},
 };
 
-status sql_session_init(PGconn *conn, struct err *e)
+status sql_keepalive(PGconn *conn, struct err *e)
 {
+    /* the server's side of the keepalives: a writer host that vanished without closing its
+     * sockets loses its sessions, and the row or advisory locks they hold, within ~11 s */
+    PGresult *res = PQexec(conn, "SELECT set_config('tcp_keepalives_idle', '5', false), "
+                                 "set_config('tcp_keepalives_interval', '2', false), "
+                                 "set_config('tcp_keepalives_count', '3', false)");
+    status st = ST_OK;
+    char msg[200];
+
+    if (PQresultStatus(res) != PGRES_TUPLES_OK)
+        st = err_setr(e, ST_UNAVAILABLE, "store_unavailable", "session keepalives: %s",
+                      db_error(msg, sizeof msg, conn, res));
+    PQclear(res);
+    return st;
+}
+
+status sql_session_init(PGconn *conn, const struct cfg *cfg, struct err *e)
+{
+    char lock_ms[16], idle_ms[16];
+    const char *p[2] = {lock_ms, idle_ms};
+    PGresult *res = NULL;
+    status st = ST_OK;
+    char msg[200];
+
+    /* synchronous_commit on whatever the database default says: a 2xx must survive a crash.
+     * lock_timeout: a row held elsewhere fails this command (503, not applied) instead of
+     * holding a pool connection and the group commit. idle_in_transaction: a writer stuck
+     * mid-transaction loses its locks. */
+    snprintf(lock_ms, sizeof lock_ms, "%d", cfg->lock_timeout_ms);
+    snprintf(idle_ms, sizeof idle_ms, "%d", cfg->request_timeout_ms * 2);
+    res = PQexecParams(conn, "SELECT set_config('synchronous_commit', 'on', false), "
+                             "set_config('lock_timeout', $1, false), "
+                             "set_config('idle_in_transaction_session_timeout', $2, false)",
+                       2, NULL, p, NULL, NULL, 0);
+    if (PQresultStatus(res) != PGRES_TUPLES_OK)
+        st = err_setr(e, ST_UNAVAILABLE, "store_unavailable", "session settings: %s",
+                      db_error(msg, sizeof msg, conn, res));
+    PQclear(res);
+    if (st == ST_OK)
+        st = sql_keepalive(conn, e);
+    if (st != ST_OK)
+        return st;
     for (size_t i = 0; i < sizeof statements / sizeof statements[0]; i++) {
         PGresult *res = PQprepare(conn, statements[i].name, statements[i].sql, 0, NULL);
         status st = ST_OK;
@@ -83,8 +128,10 @@ status sql_fail(PGconn *conn, const PGresult *res, const char *what, struct err 
     char buf[200];
     const char *msg = db_error(buf, sizeof buf, conn, res);
 
+    if (state != NULL && strcmp(state, "55P03") == 0 && !db_broken(conn))
+        return err_setr(e, ST_UNAVAILABLE, "account_unavailable", "%s: lock timeout: %s", what, msg);
     if (state == NULL || db_broken(conn) || strncmp(state, "08", 2) == 0 ||
-        strncmp(state, "57", 2) == 0 || strcmp(state, "55P03") == 0 || strncmp(state, "53", 2) == 0)
+        strncmp(state, "57", 2) == 0 || strncmp(state, "53", 2) == 0)
         return err_setr(e, ST_UNAVAILABLE, "store_unavailable", "%s: %s", what, msg);
     if (strcmp(state, "40001") == 0 || strcmp(state, "40P01") == 0)
         return err_setr(e, ST_CONFLICT, "retry", "%s: %s", what, msg);

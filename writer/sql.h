@@ -6,16 +6,22 @@
 #include <libpq-fe.h>
 
 #include "account.h"
+#include "cfg.h"
 #include "event.h"
 #include "status.h"
 #include "store.h"
 
-/* Sets up a fresh session: its settings and every prepared statement. */
-status sql_session_init(PGconn *conn, struct err *e) WUR;
+/* Sets up a fresh command session: synchronous_commit, lock and idle timeouts from cfg,
+ * keepalives, and every prepared statement. */
+status sql_session_init(PGconn *conn, const struct cfg *cfg, struct err *e) WUR;
+
+/* Server-side TCP keepalives for this session (the client side is set by db_connect). */
+status sql_keepalive(PGconn *conn, struct err *e) WUR;
 
 /* Classifies a failed statement (res may be NULL: a send or connection failure) into e:
  * ST_UNAVAILABLE store_unavailable, ST_CONFLICT retry (serialization, deadlock), the API's
- * constraint codes, else ST_INTERNAL. Returns e->code. */
+ * constraint codes, ST_UNAVAILABLE account_unavailable (lock timeout), else ST_INTERNAL.
+ * Returns e->code. */
 status sql_fail(PGconn *conn, const PGresult *res, const char *what, struct err *e);
 
 /* Runs prepared statement name; ok is the expected result status. *res owned by the caller. */

@@ -15,8 +15,7 @@ struct store {
     struct group *group;
 };
 
-status store_create(struct store **out, const char *conninfo, int size, int timeout_ms,
-                    struct err *e)
+status store_create(struct store **out, const struct cfg *cfg, struct err *e)
 {
     struct store *s = calloc(1, sizeof *s);
     status st;
@@ -24,7 +23,7 @@ status store_create(struct store **out, const char *conninfo, int size, int time
     *out = NULL;
     if (s == NULL)
         return err_set(e, ST_INTERNAL, "out of memory");
-    st = pool_create(&s->pool, conninfo, size, timeout_ms, e);
+    st = pool_create(&s->pool, cfg, e);
     if (st == ST_OK)
         st = group_create(&s->group, s->pool, e);
     if (st != ST_OK) {

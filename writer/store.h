@@ -5,6 +5,7 @@
 
 #include <stdbool.h>
 
+#include "cfg.h"
 #include "command.h"
 #include "status.h"
 
@@ -29,16 +30,20 @@ struct store_reply {
     bool replayed; /* an Idempotency-Key replay of the first response */
 };
 
-/* Creates a pool of size connections, opened lazily and replaced when broken. timeout_ms
- * bounds a connect, a statement and the wait for a free connection. Caller frees with
- * store_free. */
-status store_create(struct store **out, const char *conninfo, int size, int timeout_ms,
-                    struct err *e) WUR;
+/* Creates the store on a pool of cfg->pg_pool_size connections (see pool.h); cfg must outlive
+ * it. Caller frees with store_free. */
+status store_create(struct store **out, const struct cfg *cfg, struct err *e) WUR;
 void store_free(struct store **s);
 
 /* Runs c in one transaction and commits before returning ST_OK with the reply. A rejection
  * (business rule, conflict) is an error status with e->reason the API code; nothing is written.
- * ST_UNAVAILABLE: Postgres unreachable or too slow (store_unavailable). */
+ * Failures say what happened, never a guess:
+ *   ST_UNAVAILABLE: certainly not applied (no connection, pool exhausted, lock timeout
+ *     "account_unavailable", statement timeout, COMMIT answer lost but the transaction found
+ *     aborted): safe to send again;
+ *   ST_INTERNAL "outcome_unknown": the COMMIT's answer was lost and Postgres could not say
+ *     within cfg->outcome_wait_ms whether it committed: not safe to send again blindly;
+ *   ST_INTERNAL otherwise: a bug (not applied). */
 status store_execute(struct store *s, const struct command *c, const struct store_meta *m,
                      struct store_reply *out, struct err *e) WUR;
 

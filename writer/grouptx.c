@@ -1,0 +1,342 @@
+/* One batch of group commit as one pipelined transaction in two round trips: BEGIN, the
+ * locks of every account of the batch (in id order) and the xid; then decisions in memory,
+ * and every event, outbox row and account update in one statement, NOTIFY and COMMIT. */
+#include "grouptx.h"
+
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "db.h"
+#include "jsonx.h"
+#include "sql.h"
+#include "uuid.h"
+
+/* A growable string with a Postgres array literal builder; oom sticks. */
+struct sbuf {
+    char *p;
+    size_t len, cap;
+    bool oom;
+};
+
+static void sb_put(struct sbuf *b, const char *s, size_t n)
+{
+    if (b->oom)
+        return;
+    if (b->len + n + 1 > b->cap) {
+        size_t cap = b->cap ? b->cap : 1024;
+        char *np;
+        while (cap < b->len + n + 1)
+            cap *= 2;
+        np = realloc(b->p, cap);
+        if (np == NULL) {
+            b->oom = true;
+            return;
+        }
+        b->p = np;
+        b->cap = cap;
+    }
+    memcpy(b->p + b->len, s, n);
+    b->len += n;
+    b->p[b->len] = '\0';
+}
+
+static void arr_item(struct sbuf *b, const char *s)
+{
+    sb_put(b, b->len == 0 ? "{\"" : ",\"", 2);
+    for (const char *q = s; *q != '\0';) {
+        size_t run = strcspn(q, "\"\\");
+        sb_put(b, q, run);
+        q += run;
+        if (*q != '\0') {
+            char esc[2] = {'\\', *q};
+            sb_put(b, esc, 2);
+            q++;
+        }
+    }
+    sb_put(b, "\"", 1);
+}
+
+static void arr_close(struct sbuf *b)
+{
+    sb_put(b, b->len == 0 ? "{}" : "}", b->len == 0 ? 2 : 1);
+}
+
+static int cmp_id(const void *a, const void *b)
+{
+    return strcmp(a, b);
+}
+
+/* Reads every result of a pipeline up to its sync; the first failure goes to e. keep[i]
+ * (keep may be NULL) receives the result of statement i when every statement up to it met its
+ * expected status (the caller PQclears them). */
+static status pipeline_collect(PGconn *conn, int nstmts, const ExecStatusType *ok, PGresult **keep,
+                               struct err *e)
+{
+    status st = ST_OK;
+
+    for (int i = 0; i < nstmts; i++) {
+        PGresult *res = PQgetResult(conn), *extra;
+        if (res == NULL) {
+            if (st == ST_OK)
+                st = sql_fail(conn, NULL, "pipeline", e);
+            return st;
+        }
+        if (PQresultStatus(res) != ok[i] && st == ST_OK)
+            st = sql_fail(conn, res, "batch", e);
+        if (keep != NULL && st == ST_OK)
+            keep[i] = res;
+        else
+            PQclear(res);
+        while ((extra = PQgetResult(conn)) != NULL) /* the NULL that ends each statement */
+            PQclear(extra);
+    }
+    {
+        PGresult *sync = PQgetResult(conn);
+        if (PQresultStatus(sync) != PGRES_PIPELINE_SYNC && st == ST_OK)
+            st = sql_fail(conn, sync, "pipeline sync", e);
+        PQclear(sync);
+    }
+    return st;
+}
+
+static void clear_all(PGresult **res, int n)
+{
+    for (int i = 0; i < n; i++) {
+        PQclear(res[i]);
+        res[i] = NULL;
+    }
+}
+
+void grouptx_positions(struct pending **batch, int n, const PGresult *res)
+{
+    for (int r = 0; r < PQntuples(res); r++) {
+        const char *id = PQgetvalue(res, r, 0);
+        for (int i = 0; i < n; i++)
+            for (int k = 0; batch[i]->decided && k < batch[i]->d.count; k++) {
+                struct event *ev = &batch[i]->d.events[k];
+                if (strcmp(ev->event_id, id) == 0) {
+                    ev->position = strtoll(PQgetvalue(res, r, 1), NULL, 10);
+                    snprintf(ev->recorded_at, sizeof ev->recorded_at, "%s", PQgetvalue(res, r, 2));
+                }
+            }
+    }
+}
+
+enum grouptx_end grouptx_run(PGconn *conn, struct pending **batch, int n, char *xid, size_t xid_len,
+                             char **event_ids, struct err *e)
+{
+    enum grouptx_end end = GTX_NOT_COMMITTED;
+    status st = ST_OK;
+    PGresult *res = NULL, *r1[3] = {NULL, NULL, NULL}, *r2[3] = {NULL, NULL, NULL};
+    char (*ids)[UUID_STR_SIZE] = NULL;
+    struct account_view *accs = NULL;
+    struct event **evs = NULL;
+    struct sbuf a[12]; /* 0: locked ids; 1-7: event columns; 8-11: account columns */
+    int nids = 0, nev = 0, ntouched = 0;
+    bool *touched = NULL, in_pipeline = false;
+
+    *event_ids = NULL;
+    xid[0] = '\0';
+    memset(a, 0, sizeof a);
+    ids = calloc((size_t)n, sizeof *ids);
+    accs = calloc((size_t)n, sizeof *accs);
+    evs = calloc((size_t)n * DECISION_MAX, sizeof *evs);
+    touched = calloc((size_t)n, sizeof *touched);
+    if (ids == NULL || accs == NULL || evs == NULL || touched == NULL) {
+        st = err_set(e, ST_INTERNAL, "out of memory");
+        goto cleanup;
+    }
+    for (int i = 0; i < n; i++)
+        memcpy(ids[i], batch[i]->c->account_id, UUID_STR_SIZE);
+    qsort(ids, (size_t)n, sizeof *ids, cmp_id);
+    for (int i = 0; i < n; i++)
+        if (nids == 0 || strcmp(ids[nids - 1], ids[i]) != 0)
+            memmove(ids[nids++], ids[i], UUID_STR_SIZE);
+    for (int i = 0; i < nids; i++) {
+        arr_item(&a[0], ids[i]);
+        account_view_init(&accs[i], ids[i]);
+    }
+    arr_close(&a[0]);
+    if (a[0].oom) {
+        st = err_set(e, ST_INTERNAL, "out of memory");
+        goto cleanup;
+    }
+
+    /* round trip 1: BEGIN, the locks, the xid (to ask for the outcome if COMMIT's answer is
+     * lost). Rows locked elsewhere are skipped: their commands run on their own, so one held
+     * account never stalls a batch (nor the queue behind it). */
+    if (PQenterPipelineMode(conn) != 1) {
+        st = sql_fail(conn, NULL, "pipeline", e);
+        goto cleanup;
+    }
+    in_pipeline = true;
+    {
+        const char *p[1] = {a[0].p};
+        static const ExecStatusType ok[3] = {PGRES_COMMAND_OK, PGRES_TUPLES_OK, PGRES_TUPLES_OK};
+        if (PQsendQueryParams(conn, "BEGIN", 0, NULL, NULL, NULL, NULL, 0) != 1 ||
+            PQsendQueryPrepared(conn, "batch_lock", 1, p, NULL, NULL, 0) != 1 ||
+            PQsendQueryPrepared(conn, "xact_id", 0, NULL, NULL, NULL, 0) != 1 || PQpipelineSync(conn) != 1) {
+            st = sql_fail(conn, NULL, "send batch locks", e);
+            goto cleanup;
+        }
+        st = pipeline_collect(conn, 3, ok, r1, e);
+        if (st != ST_OK)
+            goto cleanup;
+        snprintf(xid, xid_len, "%s", PQgetvalue(r1[2], 0, 0));
+        res = r1[1];
+        r1[1] = NULL;
+    }
+    for (int r = 0; r < PQntuples(res); r++) {
+        const char *id = PQgetvalue(res, r, 0);
+        char(*hit)[UUID_STR_SIZE] = bsearch(id, ids, (size_t)nids, sizeof *ids, cmp_id);
+        struct account_view *v;
+        if (hit == NULL)
+            continue;
+        v = &accs[hit - ids];
+        snprintf(v->owner, sizeof v->owner, "%s", PQgetvalue(res, r, 1));
+        snprintf(v->name, sizeof v->name, "%s", PQgetvalue(res, r, 2));
+        snprintf(v->currency, sizeof v->currency, "%s", PQgetvalue(res, r, 3));
+        v->overdraft_limit = strtoll(PQgetvalue(res, r, 4), NULL, 10);
+        v->balance = strtoll(PQgetvalue(res, r, 5), NULL, 10);
+        v->version = strtoll(PQgetvalue(res, r, 6), NULL, 10);
+        v->status = strcmp(PQgetvalue(res, r, 7), "closed") == 0 ? ACCOUNT_CLOSED : ACCOUNT_OPEN;
+        touched[hit - ids] = true; /* locked; reset below to mean "written" */
+    }
+    PQclear(res);
+    res = NULL;
+    for (int i = 0; i < n; i++) {
+        char(*hit)[UUID_STR_SIZE] = bsearch(batch[i]->c->account_id, ids, (size_t)nids, sizeof *ids, cmp_id);
+        /* missing or held by another session: decided on its own (a 404, or a lock wait) */
+        batch[i]->alone = !touched[hit - ids];
+    }
+    for (int i = 0; i < nids; i++)
+        touched[i] = false;
+
+    /* decisions in arrival order, each on the state the earlier ones left */
+    for (int i = 0; i < n; i++) {
+        struct pending *p = batch[i];
+        char(*hit)[UUID_STR_SIZE] = bsearch(p->c->account_id, ids, (size_t)nids, sizeof *ids, cmp_id);
+        struct account_view *v = &accs[hit - ids];
+        if (p->alone)
+            continue;
+        p->st = decide(v, p->c, &p->d, p->e);
+        if (p->st != ST_OK)
+            continue; /* rejected: nothing of it is written */
+        p->decided = true;
+        for (int k = 0; k < p->d.count; k++) {
+            struct event *ev = &p->d.events[k];
+            uuid_generate(ev->event_id);
+            snprintf(ev->command_id, sizeof ev->command_id, "%s", p->m->command_id);
+            snprintf(ev->correlation_id, sizeof ev->correlation_id, "%s", p->m->correlation_id);
+            ev->idempotency_key[0] = '\0';
+            v->version = ev->stream_version;
+            v->balance = p->d.balance_after[k];
+            if (ev->type == EV_ACCOUNT_CLOSED)
+                v->status = ACCOUNT_CLOSED;
+            evs[nev++] = ev;
+        }
+        touched[hit - ids] = true;
+    }
+    if (nev == 0) {
+        end = GTX_COMMITTED; /* nothing to write: rejections and commands to run alone */
+        goto cleanup;        /* the caller rolls back */
+    }
+
+    for (int i = 0; i < nev; i++) {
+        const struct event *ev = evs[i];
+        json_t *data = event_data_to_json(ev), *md = event_metadata_to_json(ev);
+        char *ds = data != NULL ? jsonx_dump(data) : NULL, *ms = md != NULL ? jsonx_dump(md) : NULL;
+        char ver[24], schema[12];
+        snprintf(ver, sizeof ver, "%lld", (long long)ev->stream_version);
+        snprintf(schema, sizeof schema, "%d", ev->schema);
+        arr_item(&a[1], ev->event_id);
+        arr_item(&a[2], ev->stream_id);
+        arr_item(&a[3], ver);
+        arr_item(&a[4], event_type_name(ev->type));
+        arr_item(&a[5], schema);
+        if (ds == NULL || ms == NULL)
+            a[6].oom = true;
+        else {
+            arr_item(&a[6], ds);
+            arr_item(&a[7], ms);
+        }
+        json_decref(data);
+        json_decref(md);
+        free(ds);
+        free(ms);
+    }
+    for (int i = 0; i < nids; i++) {
+        char bal[24], ver[24];
+        if (!touched[i])
+            continue;
+        ntouched++;
+        snprintf(bal, sizeof bal, "%lld", (long long)accs[i].balance);
+        snprintf(ver, sizeof ver, "%lld", (long long)accs[i].version);
+        arr_item(&a[8], accs[i].account_id);
+        arr_item(&a[9], bal);
+        arr_item(&a[10], ver);
+        arr_item(&a[11], accs[i].status == ACCOUNT_CLOSED ? "closed" : "open");
+    }
+    for (int i = 1; i <= 11; i++)
+        arr_close(&a[i]);
+    for (int i = 0; i <= 11; i++)
+        if (a[i].oom) {
+            st = err_set(e, ST_INTERNAL, "out of memory encoding a batch");
+            goto cleanup;
+        }
+    *event_ids = a[1].p; /* what to look for when the COMMIT's answer is lost */
+    a[1].p = NULL;
+    /* round trip 2: everything written, the relay notified, committed */
+    {
+        const char *p[11] = {*event_ids, a[2].p, a[3].p, a[4].p, a[5].p, a[6].p, a[7].p,
+                             a[8].p, a[9].p, a[10].p, a[11].p};
+        static const ExecStatusType ok[3] = {PGRES_TUPLES_OK, PGRES_TUPLES_OK, PGRES_COMMAND_OK};
+        if (PQsendQueryPrepared(conn, "batch_append", 11, p, NULL, NULL, 0) != 1 ||
+            PQsendQueryPrepared(conn, "notify", 0, NULL, NULL, NULL, 0) != 1 ||
+            PQsendQueryParams(conn, "COMMIT", 0, NULL, NULL, NULL, NULL, 0) != 1 || PQpipelineSync(conn) != 1) {
+            /* some of it may have reached the server: only Postgres can say */
+            st = sql_fail(conn, NULL, "send batch", e);
+            end = db_broken(conn) ? GTX_COMMIT_LOST : GTX_NOT_COMMITTED;
+            goto cleanup;
+        }
+        st = pipeline_collect(conn, 3, ok, r2, e);
+        if (st != ST_OK) {
+            /* a statement error aborts the rest, COMMIT included; a broken connection may
+             * have lost the answer to a COMMIT that happened */
+            end = db_broken(conn) ? GTX_COMMIT_LOST : GTX_NOT_COMMITTED;
+            goto cleanup;
+        }
+        res = r2[0];
+        r2[0] = NULL;
+    }
+    if (PQntuples(res) != nev || strtol(PQgetvalue(res, 0, 3), NULL, 10) != ntouched) {
+        /* committed, but not what was asked: a 500 that says so, never a retry hint */
+        end = GTX_COMMITTED_WRONG;
+        st = err_setr(e, ST_INTERNAL, "outcome_unknown",
+                      "the batch committed %d events and %s account updates where %d and %d were "
+                      "expected",
+                      PQntuples(res), PQntuples(res) > 0 ? PQgetvalue(res, 0, 3) : "?", nev, ntouched);
+        goto cleanup;
+    }
+    grouptx_positions(batch, n, res);
+    end = GTX_COMMITTED;
+cleanup:
+    PQclear(res);
+    clear_all(r1, 3);
+    clear_all(r2, 3);
+    /* fails when results were left unread: the caller then drops the connection */
+    if (in_pipeline && PQpipelineStatus(conn) != PQ_PIPELINE_OFF)
+        (void)PQexitPipelineMode(conn);
+    for (int i = 0; i <= 11; i++)
+        free(a[i].p);
+    free(ids);
+    free(accs);
+    free(evs);
+    free(touched);
+    if (st != ST_OK && end == GTX_COMMITTED)
+        end = GTX_NOT_COMMITTED; /* failed before anything was sent for the COMMIT */
+    return end;
+}
+

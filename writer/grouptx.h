@@ -1,0 +1,49 @@
+/* One batch of group commit as one pipelined transaction in two round trips. */
+#ifndef WRITER_GROUPTX_H
+#define WRITER_GROUPTX_H
+
+#include <libpq-fe.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "command.h"
+#include "decide.h"
+#include "status.h"
+#include "store.h"
+
+/* A queued command: its caller's thread waits on cv until done. */
+struct pending {
+    const struct command *c;
+    const struct store_meta *m;
+    struct store_reply *out;
+    struct err *e;
+    status st;
+    bool done;
+    pthread_cond_t cv;
+    struct pending *next;
+    /* filled while the batch runs */
+    struct decision d;
+    bool decided; /* events decided and written by the batch */
+    bool alone;   /* its account was missing or held elsewhere: it runs on its own */
+};
+
+enum grouptx_end {
+    GTX_COMMITTED,       /* decided commands committed (or nothing needed writing) */
+    GTX_NOT_COMMITTED,   /* certainly nothing committed (e says why) */
+    GTX_COMMIT_LOST,     /* the COMMIT may have been sent and its answer was lost: ask by xid */
+    GTX_COMMITTED_WRONG, /* committed, but not what was asked (outcome_unknown) */
+};
+
+/* Runs the batch: each command is decided (p->decided, p->d) or rejected (p->st, p->e) or
+ * marked alone. xid receives the transaction id once known; *event_ids (malloc'd, caller
+ * frees; may be NULL) the uuid[] literal of the events written. The caller rolls back or
+ * drops the connection when it is not idle afterwards. */
+enum grouptx_end grouptx_run(PGconn *conn, struct pending **batch, int n, char *xid, size_t xid_len,
+                             char **event_ids, struct err *e);
+
+/* Sets the positions and times of the batch's events from rows "event_id, position,
+ * recorded_at". */
+void grouptx_positions(struct pending **batch, int n, const PGresult *res);
+
+#endif
