@@ -27,6 +27,7 @@ static char (*ids)[40];
 static int nids;
 static const char *opt_url, *opt_read_url, *opt_path = "/", *opt_method = "GET", *opt_body;
 static int opt_conns = 32, opt_lanes = 48;
+static const char *auth_token; /* $API_TOKEN (the stack's admin token), sent when set */
 static double opt_duration = 10, opt_rate;
 
 static int64_t now_ns(void)
@@ -103,8 +104,10 @@ static int conn_request(struct conn *c, const char *method, const char *path, co
             return 0;
         n = snprintf(req, sizeof req,
                      "%s %s HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-                     "Content-Length: %zu\r\n\r\n%s",
-                     method, path, blen, body != NULL ? body : "");
+                     "%s%s%sContent-Length: %zu\r\n\r\n%s",
+                     method, path, auth_token != NULL ? "Authorization: Bearer " : "",
+                     auth_token != NULL ? auth_token : "", auth_token != NULL ? "\r\n" : "", blen,
+                     body != NULL ? body : "");
         if (send(c->fd, req, (size_t)n, MSG_NOSIGNAL) != n)
             goto reconnect;
         c->have = 0;
@@ -336,6 +339,10 @@ int main(int argc, char **argv)
     struct worker *ws;
     struct samples all = {0}, all2 = {0};
     long ok = 0, errors = 0, not_yet = 0;
+
+    auth_token = getenv("API_TOKEN");
+    if (auth_token != NULL && auth_token[0] == '\0')
+        auth_token = NULL;
     double secs;
 
     if (!e2e && strcmp(mode, "load") != 0) {

@@ -35,7 +35,28 @@ static const struct cfg_entry cfg_table[] = {
     {"WRITER_PORT", CFG_INT, I(writer_port), "8080", 1, 65535, "writer HTTP port"},
     {"READAPI_PORT", CFG_INT, I(readapi_port), "8081", 1, 65535, "read API HTTP port"},
     {"LOG_LEVEL", CFG_LEVEL, I(log_level), "info", 0, 3, "debug, info, warn or error"},
-    {"API_TOKEN", CFG_STR, S(api_token), "", 0, 0, "bearer token required by the writer (empty: none)"},
+    {"API_TOKEN", CFG_STR, S(api_token), "", 0, 0,
+     "static bearer token with the admin scope, for scripts (empty: none)"},
+    {"METRICS_TOKEN", CFG_STR, S(metrics_token), "", 0, 0,
+     "bearer token that may read /metrics only (empty: none)"},
+    {"JWT_SECRET", CFG_STR, S(jwt_secret), "", 0, 0, "HS256 key of the bearer JWTs (empty: none)"},
+    {"JWT_PUBLIC_KEY_FILE", CFG_STR, S(jwt_public_key_file), "", 0, 0,
+     "PEM public key verifying RS256/ES256 bearer JWTs (empty: none)"},
+    {"JWT_ISSUER", CFG_STR, S(jwt_issuer), "", 0, 0, "required 'iss' of a JWT (empty: not checked)"},
+    {"JWT_AUDIENCE", CFG_STR, S(jwt_audience), "", 0, 0,
+     "required 'aud' of a JWT (empty: not checked)"},
+    {"JWT_LEEWAY_S", CFG_INT, I(jwt_leeway_s), "30", 0, 300, "clock skew allowed on exp and nbf"},
+    {"AUTH", CFG_STR, S(auth_mode), "auto", 1, 0,
+     "auto (tokens when configured; none configured: loopback only), on, or off (no "
+     "authentication, explicitly)"},
+    {"HTTP_MAX_CONNECTIONS", CFG_INT, I(http_max_connections), "4096", 16, 60000,
+     "connections an HTTP service holds at once"},
+    {"HTTP_PER_IP_CONNECTIONS", CFG_INT, I(http_per_ip_connections), "256", 0, 60000,
+     "connections from one client address (0: no limit)"},
+    {"HTTP_TIMEOUT_S", CFG_INT, I(http_timeout_s), "15", 1, 3600,
+     "a connection idle (or a request arriving slower) this long is closed"},
+    {"HTTP_MAX_WAITERS", CFG_INT, I(http_max_waiters), "4096", 0, 60000,
+     "concurrent min_version waits (beyond: 503 at once)"},
     {"PG_POOL_SIZE", CFG_INT, I(pg_pool_size), "8", 1, 256, "writer Postgres connections"},
     {"HTTP_THREADS", CFG_INT, I(http_threads), "0", 0, 256,
      "HTTP worker threads (0: one per connection)"},
@@ -135,6 +156,11 @@ status cfg_load(struct cfg *c, char *errs, size_t errs_len)
             append(errs, errs_len, "REDIS_URL: %s\n", e.msg);
             st = ST_INVALID;
         }
+    }
+    if (strcmp(c->auth_mode, "auto") != 0 && strcmp(c->auth_mode, "on") != 0 &&
+        strcmp(c->auth_mode, "off") != 0) {
+        append(errs, errs_len, "AUTH: '%s' is not one of auto, on, off\n", c->auth_mode);
+        st = ST_INVALID;
     }
     if (strncmp(c->nats_url, "nats://", 7) != 0 && strncmp(c->nats_url, "tls://", 6) != 0 &&
         c->nats_url[0] != '\0') {

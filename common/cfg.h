@@ -17,7 +17,18 @@ struct cfg {
     int writer_port;
     int readapi_port;
     int log_level;        /* enum log_level */
-    char api_token[256];  /* empty: no auth */
+    char api_token[256];  /* static admin bearer token for scripts (empty: none) */
+    char metrics_token[256]; /* bearer token that may read /metrics only (empty: none) */
+    char jwt_secret[512];    /* HS256 key (empty: none) */
+    char jwt_public_key_file[512]; /* PEM public key for RS256/ES256 (empty: none) */
+    char jwt_issuer[256];    /* required iss (empty: not checked) */
+    char jwt_audience[256];  /* required in aud (empty: not checked) */
+    int jwt_leeway_s;        /* clock skew allowed on exp/nbf */
+    char auth_mode[8];       /* "auto", "on" or "off" */
+    int http_max_connections;   /* connections an HTTP service holds at once */
+    int http_per_ip_connections; /* of which from one client address */
+    int http_timeout_s;         /* idle/slow connection timeout */
+    int http_max_waiters;       /* concurrent min_version waits (beyond: 503 at once) */
     int pg_pool_size;     /* writer: Postgres connections for commands */
     int http_threads;     /* worker threads of an HTTP service */
     int projector_batch;  /* messages fetched per pull */

@@ -2,8 +2,12 @@
 #ifndef COMMON_HTTPD_H
 #define COMMON_HTTPD_H
 
+#include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
+#include "auth.h"
+#include "reqid.h"
 #include "status.h"
 
 struct http_request {
@@ -11,6 +15,10 @@ struct http_request {
     const char *path;   /* without the query string */
     const char *body;   /* NUL-terminated copy of the body ("" when none) */
     size_t body_len;
+    const char *request_id;          /* the caller's X-Request-Id (sanitised) or a new one */
+    const struct auth_principal *who; /* the caller; scopes 0 when not authenticated */
+    int64_t started_ms;              /* svc_mono_ms() when the request arrived (deadlines) */
+    int resumed;                     /* times this request was called again after http_defer */
     void *priv; /* the server's; do not touch */
 };
 
@@ -28,7 +36,8 @@ int http_query_each(const struct http_request *r,
 
 /* Sets the status and the JSON body; takes ownership of body (malloc'd, may be NULL: empty). */
 void http_reply(struct http_response *resp, int status, char *body);
-/* Contract error body {"error":code,"message":...}. */
+/* Contract error body {"error":code,"message":...,"request_id":...}. The message is for the
+ * caller: never a host, port, SQL state or library text (those go to the log). */
 void http_reply_error(struct http_response *resp, int status, const char *code, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 /* Adds a response header (name and value copied; at most 8 headers). */
@@ -38,7 +47,18 @@ void http_set_content_type(struct http_response *resp, const char *content_type)
 /* Metrics label for this request (static string, e.g. "GET /accounts/{id}"). */
 void http_set_route(struct http_response *resp, const char *route);
 
-/* Called from several threads at once; must set a reply. */
+/* The caller must be authenticated and hold every scope of need: otherwise answers 401
+ * unauthorized (no or a refused token) or 403 forbidden (a scope missing) and returns false. */
+bool http_require(const struct http_request *req, struct http_response *resp, unsigned need);
+
+/* Read-your-writes without a thread per waiter: instead of replying, the handler asks to be
+ * called again (same request, resumed + 1) after http_server_wake or at wake_at_ms
+ * (svc_mono_ms clock), whichever comes first; the connection is parked meanwhile. Returns
+ * false (the handler must reply, 503) when the server holds max_waiters parked requests, is
+ * stopping, or runs a thread per connection. */
+bool http_defer(const struct http_request *req, struct http_response *resp, int64_t wake_at_ms);
+
+/* Called from several threads at once; must set a reply (or http_defer). */
 typedef void (*http_handler_fn)(void *ctx, const struct http_request *req, struct http_response *resp);
 
 struct http_server_opts {
@@ -47,12 +67,19 @@ struct http_server_opts {
     int threads;        /* 0: a thread per connection (for handlers that block); > 0: a pool */
     size_t max_body;    /* larger bodies get 413 body_too_large without reaching the handler */
     const char *service; /* metrics label */
+    const struct auth *auth; /* authenticates every request (GET /metrics: METRICS or ADMIN) */
+    int max_connections;     /* 0: 1024 */
+    int per_ip_connections;  /* 0: no per-address limit */
+    int timeout_s;           /* idle or slow connection; 0: 15 */
+    int max_waiters;         /* parked requests (http_defer); 0: none */
     http_handler_fn handler;
     void *ctx;
 };
 
 /* Starts listening; *out owned by the caller (http_server_stop). */
 status http_server_start(struct http_server **out, const struct http_server_opts *o, struct err *e) WUR;
+/* Calls every parked request's handler again (thread-safe; e.g. a projector batch landed). */
+void http_server_wake(struct http_server *s);
 /* Stops accepting, lets requests in flight finish, frees *s and clears the pointer. */
 void http_server_stop(struct http_server **s);
 

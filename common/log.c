@@ -9,6 +9,12 @@
 
 static char log_service[32] = "cqrs";
 static enum log_level log_min = LOG_LVL_INFO;
+static _Thread_local const char *log_request_id;
+
+void log_set_request_id(const char *id)
+{
+    log_request_id = id;
+}
 
 void log_init(const char *service, enum log_level level)
 {
@@ -45,6 +51,10 @@ void log_write(enum log_level level, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(line + n, sizeof line - (size_t)n, fmt, ap);
     va_end(ap);
+    if (log_request_id != NULL) {
+        size_t used = strlen(line);
+        snprintf(line + used, sizeof line - used, " req=%s", log_request_id);
+    }
     /* one fputs per line keeps lines from different threads whole */
     strncat(line, "\n", sizeof line - strlen(line) - 1);
     fputs(line, stderr);

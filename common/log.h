@@ -8,6 +8,9 @@ enum log_level { LOG_LVL_DEBUG = 0, LOG_LVL_INFO, LOG_LVL_WARN, LOG_LVL_ERROR };
 void log_init(const char *service, enum log_level level);
 /* Parses "debug", "info", "warn", "error"; returns -1 when unknown. */
 int log_level_parse(const char *s);
+/* The request the calling thread works on (NULL: none): appended to its log lines as
+ * req=<id> until cleared. id must stay valid until then. */
+void log_set_request_id(const char *id);
 void log_write(enum log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 #define log_debug(...) log_write(LOG_LVL_DEBUG, __VA_ARGS__)

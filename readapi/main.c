@@ -8,6 +8,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "auth.h"
 #include "cfg.h"
 #include "httpd.h"
 #include "jsonx.h"
@@ -18,15 +19,17 @@
 #include "serve.h"
 #include "svc.h"
 
+/* The detail (hosts, ports, Redis errors) goes to the log under the request id, never into
+ * the body. */
 static void reply_status_error(struct http_response *resp, const struct err *e)
 {
+    log_warn("%s", e->msg);
     if (e->code == ST_UNAVAILABLE) {
-        log_warn("read model unavailable: %s", e->msg);
         http_set_header(resp, "Retry-After", "1");
         http_reply_error(resp, 503, "read_model_unavailable",
-                         "the read model is unavailable; retry later");
+                         "the read model is not reachable; retry later");
     } else {
-        http_reply_error(resp, 500, "internal_error", "%s", e->msg);
+        http_reply_error(resp, 500, "internal_error", "the request could not be served");
     }
 }
 
@@ -65,13 +68,10 @@ static int take_param(void *ctx, const char *name, const char *value)
     return ra_parse_param(w->q, name, value, w->e) != ST_OK;
 }
 
-/* Whether the caller may list owner's accounts. Every caller may until authentication lands
- * (issue 16): then a token reads only its own subject's accounts. */
+/* A token lists only its own subject's accounts (admin: anyone's). */
 static int may_read_owner(const struct http_request *req, const char *owner)
 {
-    (void)req;
-    (void)owner;
-    return 1;
+    return auth_owns(req->who, owner);
 }
 
 static void handle(void *ctx, const struct http_request *req, struct http_response *resp)
@@ -104,12 +104,25 @@ static void handle(void *ctx, const struct http_request *req, struct http_respon
     }
     switch (q.route) {
     case RA_HEALTHZ:
+    case RA_READYZ:
+        break;
+    case RA_PROJECTIONS:
+        if (!http_require(req, resp, AUTH_ADMIN))
+            return;
+        break;
+    default:
+        if (!http_require(req, resp, AUTH_READ))
+            return;
+        break;
+    }
+    switch (q.route) {
+    case RA_HEALTHZ:
         http_reply(resp, 200, strdup("{\"status\":\"ok\"}"));
         break;
     case RA_READYZ:
         if (rs_ready(&e) != ST_OK) {
             log_warn("not ready: %s", e.msg);
-            http_reply_error(resp, 503, "read_model_unavailable", "no current read model generation");
+            http_reply_error(resp, 503, "read_model_unavailable", "the read model is not reachable");
         } else {
             http_reply(resp, 200, strdup("{\"status\":\"ready\"}"));
         }
@@ -130,12 +143,17 @@ static void handle(void *ctx, const struct http_request *req, struct http_respon
         break;
     case RA_EVENT:
     case RA_TRANSFER:
-        ra_serve_lookup(&q, resp);
+        ra_serve_lookup(req, &q, resp);
         break;
     default:
-        ra_serve_account(&q, resp);
+        ra_serve_account(req, &q, resp);
         break;
     }
+}
+
+static void wake_waiters(void *srv)
+{
+    http_server_wake(srv);
 }
 
 int main(int argc, char **argv)
@@ -144,6 +162,7 @@ int main(int argc, char **argv)
     char errs[4096];
     struct http_server *srv = NULL;
     struct http_server_opts o;
+    struct auth *auth = NULL;
     struct err e = {0};
 
     if (argc > 1 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)) {
@@ -155,36 +174,51 @@ int main(int argc, char **argv)
         fprintf(stderr, "readapi: invalid configuration:\n%s", errs);
         return 2;
     }
+    if (auth_create(&auth, &cfg, &e) != ST_OK) {
+        fprintf(stderr, "readapi: invalid configuration:\n%s\n", e.msg);
+        return 2;
+    }
     log_init("readapi", (enum log_level)cfg.log_level);
     /* Only the main thread takes SIGTERM/SIGINT: block them before any thread starts. */
     svc_signals_install(1);
     if (rs_init(&cfg, &e) != ST_OK || lk_init(&cfg, &e) != ST_OK || rs_start_listener(&e) != ST_OK) {
         log_error("%s", e.msg);
         rs_fini();
+        auth_free(&auth);
         return 1;
     }
 
     o = (struct http_server_opts){.bind = cfg.http_bind,
                                   .port = cfg.readapi_port,
-                                  .threads = cfg.http_threads,
+                                  /* a pool: waits park their connection, never a thread */
+                                  .threads = cfg.http_threads > 0 ? cfg.http_threads : 4,
                                   .max_body = 4096,
                                   .service = "readapi",
                                   .handler = handle,
-                                  .ctx = NULL};
+                                  .ctx = NULL,
+                                  .auth = auth,
+                                  .max_connections = cfg.http_max_connections,
+                                  .per_ip_connections = cfg.http_per_ip_connections,
+                                  .timeout_s = cfg.http_timeout_s,
+                                  .max_waiters = cfg.http_max_waiters};
     if (http_server_start(&srv, &o, &e) != ST_OK) {
         log_error("%s", e.msg);
         rs_stop_listener();
         rs_fini();
+        auth_free(&auth);
         return 1;
     }
-    log_info("listening on %s:%d redis=%s:%d", cfg.http_bind, cfg.readapi_port, cfg.redis_host,
-             cfg.redis_port);
+    rs_on_applied(wake_waiters, srv);
+    log_info("listening on %s:%d redis=%s:%d auth=%s", cfg.http_bind, cfg.readapi_port,
+             cfg.redis_host, cfg.redis_port, auth_mode_str(auth));
     svc_wait_stop();
     log_info("stopping: draining requests");
+    rs_on_applied(NULL, NULL);
     http_server_stop(&srv);
     rs_stop_listener();
     rs_fini();
     lk_fini();
+    auth_free(&auth);
     log_info("stopped");
     return 0;
 }

@@ -568,11 +568,24 @@ uint64_t rs_wait_applied(uint64_t seen, int timeout_ms)
     return seq;
 }
 
+static void (*applied_fn)(void *);
+static void *applied_arg;
+
+void rs_on_applied(void (*fn)(void *), void *arg)
+{
+    pthread_mutex_lock(&applied_mu);
+    applied_fn = fn;
+    applied_arg = arg;
+    pthread_mutex_unlock(&applied_mu);
+}
+
 static void wake_all(void)
 {
     pthread_mutex_lock(&applied_mu);
     applied_seq++;
     pthread_cond_broadcast(&applied_cv);
+    if (applied_fn != NULL)
+        applied_fn(applied_arg);
     pthread_mutex_unlock(&applied_mu);
 }
 

@@ -53,6 +53,9 @@ void rs_statement_release(struct rs_statement *s);
 uint64_t rs_wait_applied(uint64_t seen, int timeout_ms);
 /* The wake-up sequence now (taken before a read that may have to wait). */
 uint64_t rs_applied_seq(void);
+/* fn(arg) is called (from the listener thread) after every rm:applied notification and
+ * reconnection; NULL removes it. */
+void rs_on_applied(void (*fn)(void *), void *arg);
 /* Starts the thread that listens on rm:applied. */
 status rs_start_listener(struct err *e) WUR;
 void rs_stop_listener(void);

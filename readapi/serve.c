@@ -78,7 +78,8 @@ static void reply_status_error(struct http_response *resp, const struct err *e)
     } else if (e->code == ST_NOT_FOUND) {
         http_reply_error(resp, 404, e->reason[0] != '\0' ? e->reason : "not_found", "%s", e->msg);
     } else {
-        http_reply_error(resp, 500, "internal_error", "%s", e->msg);
+        log_error("%s", e->msg);
+        http_reply_error(resp, 500, "internal_error", "the request could not be served");
     }
 }
 
@@ -232,81 +233,122 @@ static status load_statement(const struct ra_query *q, struct rs_statement *s, i
     return ST_OK;
 }
 
-void ra_serve_account(const struct ra_query *q, struct http_response *resp)
+/* The owner of an account document, or "" when it has none. */
+static void doc_owner(const char *doc, char *owner, size_t len)
 {
-    int64_t deadline = svc_mono_ms() + q->wait_ms;
-    /* taken before the read, so a batch landing in between still wakes the wait below */
-    uint64_t seen = q->min_version > 0 ? rs_applied_seq() : 0;
+    json_t *d = json_loads(doc, 0, NULL);
+    const char *o = json_string_value(json_object_get(d, "owner"));
+
+    snprintf(owner, len, "%s", o != NULL ? o : "");
+    json_decref(d);
+}
+
+static bool owns_doc(const struct http_request *req, const char *doc)
+{
+    char owner[AUTH_SUB_MAX + 2];
+
+    if (req->who->scopes & AUTH_ADMIN)
+        return true;
+    doc_owner(doc, owner, sizeof owner);
+    return auth_owns(req->who, owner);
+}
+
+/* Whether the caller may read account_id (its read model names the owner); false also when
+ * the account is not in the read model or Redis fails (the caller then answers 404). */
+static bool may_read_account(const struct http_request *req, const char *account_id)
+{
+    struct rs_account a;
     struct err e = {0};
+    bool ok;
 
-    for (;;) {
-        struct rs_statement s;
-        int64_t next = 0;
-        status st;
+    if (req->who->scopes & AUTH_ADMIN)
+        return true;
+    if (account_id == NULL || rs_account(&a, account_id, 0, &e) != ST_OK)
+        return false;
+    ok = a.doc != NULL && owns_doc(req, a.doc);
+    rs_account_release(&a);
+    return ok;
+}
 
-        memset(&s, 0, sizeof s);
-        if (q->route == RA_ACCOUNT)
-            st = rs_account(&s.acc, q->account_id, q->min_version, &e);
-        else
-            st = load_statement(q, &s, &next, &e);
-        if (st != ST_OK) {
-            reply_status_error(resp, &e);
-            rs_statement_release(&s);
-            return;
-        }
-        if (s.acc.gen == 0) {
-            reply_no_model(resp);
-            rs_statement_release(&s);
-            return;
-        }
-        if (s.acc.doc != NULL && s.acc.version >= q->min_version) {
-            char *body;
-            if (q->route == RA_STATEMENT) {
-                body = statement_body(q, &s, next);
-            } else if (s.acc.stalled != NULL) {
-                body = with_stalled(s.acc.doc, s.acc.stalled);
-            } else {
-                body = s.acc.doc;
-                s.acc.doc = NULL;
-            }
-            if (s.acc.stalled != NULL)
-                stalled_header(resp, s.acc.stalled);
-            if (q->route == RA_ACCOUNT) {
-                /* the version is the entity tag: a writer command's If-Match takes it back */
-                char etag[32];
-                snprintf(etag, sizeof etag, "\"%lld\"", (long long)s.acc.version);
-                http_set_header(resp, "ETag", etag);
-            }
-            if (body == NULL) {
-                err_set(&e, ST_INTERNAL, "out of memory");
-                reply_status_error(resp, &e);
-            } else {
-                http_reply(resp, 200, body);
-            }
-            rs_statement_release(&s);
-            return;
-        }
-        if (s.acc.stalled != NULL && s.acc.doc != NULL) {
-            reply_stalled(resp, q, s.acc.version, s.acc.stalled);
-            rs_statement_release(&s);
-            return;
-        }
-        rs_statement_release(&s);
-        if (q->min_version == 0) {
-            http_reply_error(resp, 404, "account_not_found", "account '%s' does not exist",
-                             q->account_id);
-            return;
-        }
-        if (svc_mono_ms() >= deadline) {
-            reply_not_yet(resp, q, s.acc.version);
-            return;
-        }
-        {
-            int64_t left = deadline - svc_mono_ms();
-            /* a bounded fallback wake-up covers a lost notification */
-            seen = rs_wait_applied(seen, left < 100 ? (int)left : 100);
-        }
+/* Loads, and while min_version is not reached parks the request until the projector's next
+ * applied batch (no thread held, no polling), up to wait_ms from its arrival. Another owner's
+ * account is answered exactly like one that does not exist (404): a token learns nothing about
+ * accounts it may not read. */
+void ra_serve_account(const struct http_request *req, const struct ra_query *q,
+                      struct http_response *resp)
+{
+    int64_t deadline = req->started_ms + q->wait_ms, now;
+    struct err e = {0};
+    struct rs_statement s;
+    int64_t next = 0;
+    status st;
+
+    memset(&s, 0, sizeof s);
+    if (q->route == RA_ACCOUNT)
+        st = rs_account(&s.acc, q->account_id, q->min_version, &e);
+    else
+        st = load_statement(q, &s, &next, &e);
+    if (st != ST_OK) {
+        reply_status_error(resp, &e);
+        goto cleanup;
     }
+    if (s.acc.gen == 0) {
+        reply_no_model(resp);
+        goto cleanup;
+    }
+    if (s.acc.doc != NULL && !owns_doc(req, s.acc.doc)) {
+        http_reply_error(resp, 404, "account_not_found", "account '%s' does not exist",
+                         q->account_id);
+        goto cleanup;
+    }
+    if (s.acc.doc != NULL && s.acc.version >= q->min_version) {
+        char *body;
+        if (q->route == RA_STATEMENT) {
+            body = statement_body(q, &s, next);
+        } else if (s.acc.stalled != NULL) {
+            body = with_stalled(s.acc.doc, s.acc.stalled);
+        } else {
+            body = s.acc.doc;
+            s.acc.doc = NULL;
+        }
+        if (s.acc.stalled != NULL)
+            stalled_header(resp, s.acc.stalled);
+        if (q->route == RA_ACCOUNT) {
+            /* the version is the entity tag: a writer command's If-Match takes it back */
+            char etag[32];
+            snprintf(etag, sizeof etag, "\"%lld\"", (long long)s.acc.version);
+            http_set_header(resp, "ETag", etag);
+        }
+        if (body == NULL) {
+            err_set(&e, ST_INTERNAL, "out of memory");
+            reply_status_error(resp, &e);
+        } else {
+            http_reply(resp, 200, body);
+        }
+        goto cleanup;
+    }
+    if (s.acc.stalled != NULL && s.acc.doc != NULL) {
+        reply_stalled(resp, q, s.acc.version, s.acc.stalled);
+        goto cleanup;
+    }
+    if (q->min_version == 0) {
+        http_reply_error(resp, 404, "account_not_found", "account '%s' does not exist",
+                         q->account_id);
+        goto cleanup;
+    }
+    now = svc_mono_ms();
+    if (now >= deadline) {
+        reply_not_yet(resp, q, s.acc.version);
+        goto cleanup;
+    }
+    /* woken by every applied batch; a bounded fallback covers a lost notification */
+    if (!http_defer(req, resp, deadline - now < 1000 ? deadline : now + 1000)) {
+        http_set_header(resp, "Retry-After", "1");
+        http_reply_error(resp, 503, "too_many_waiters",
+                         "too many requests are waiting for the projection; retry later");
+    }
+cleanup:
+    rs_statement_release(&s);
 }
 
 void ra_serve_owner_accounts(const struct ra_query *q, struct http_response *resp)
@@ -375,15 +417,43 @@ cleanup:
     lk_owner_page_release(&page);
 }
 
-void ra_serve_lookup(const struct ra_query *q, struct http_response *resp)
+/* An event is readable with its account; a transfer with either of its accounts. Anything
+ * else is answered as if it did not exist. */
+static bool may_read_lookup(const struct http_request *req, const struct ra_query *q, const char *body)
+{
+    json_t *d;
+    bool ok;
+
+    if (req->who->scopes & AUTH_ADMIN)
+        return true;
+    d = json_loads(body, 0, NULL);
+    if (q->route == RA_EVENT)
+        ok = may_read_account(req, json_string_value(json_object_get(d, "stream_id")));
+    else
+        ok = may_read_account(req, json_string_value(json_object_get(json_object_get(d, "from"), "account_id"))) ||
+             may_read_account(req, json_string_value(json_object_get(json_object_get(d, "to"), "account_id")));
+    json_decref(d);
+    return ok;
+}
+
+void ra_serve_lookup(const struct http_request *req, const struct ra_query *q,
+                     struct http_response *resp)
 {
     struct err e = {0};
     char *body = NULL;
     status st = q->route == RA_EVENT ? lk_event(&body, q->account_id, &e)
                                      : lk_transfer(&body, q->account_id, &e);
 
-    if (st != ST_OK)
+    if (st != ST_OK) {
         reply_status_error(resp, &e);
-    else
+    } else if (!may_read_lookup(req, q, body)) {
+        free(body);
+        if (q->route == RA_EVENT)
+            http_reply_error(resp, 404, "event_not_found", "event '%s' does not exist", q->account_id);
+        else
+            http_reply_error(resp, 404, "transfer_not_found", "transfer '%s' does not exist",
+                             q->account_id);
+    } else {
         http_reply(resp, 200, body);
+    }
 }

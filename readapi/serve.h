@@ -5,11 +5,15 @@
 #include "httpd.h"
 #include "query.h"
 
-/* GET /accounts/{id} and GET /accounts/{id}/statement, with the bounded min_version wait. */
-void ra_serve_account(const struct ra_query *q, struct http_response *resp);
+/* GET /accounts/{id} and GET /accounts/{id}/statement, with the bounded min_version wait
+ * (http_defer); another owner's account is 404. */
+void ra_serve_account(const struct http_request *req, const struct ra_query *q,
+                      struct http_response *resp);
 /* GET /accounts?owner= : the owner's accounts, newest first, documents from the read model. */
 void ra_serve_owner_accounts(const struct ra_query *q, struct http_response *resp);
-/* GET /events/{id} and GET /transfers/{id} from the event store. */
-void ra_serve_lookup(const struct ra_query *q, struct http_response *resp);
+/* GET /events/{id} and GET /transfers/{id} from the event store, for a caller who may read
+ * the account (a transfer: either account); otherwise 404. */
+void ra_serve_lookup(const struct http_request *req, const struct ra_query *q,
+                     struct http_response *resp);
 
 #endif

@@ -233,23 +233,6 @@ status cmd_check_idempotency_key(const char *key, struct err *e)
     return ST_OK;
 }
 
-int cmd_bearer_ok(const char *authorization, const char *token)
-{
-    static const char prefix[] = "Bearer ";
-    size_t tn = strlen(token), an;
-    unsigned char diff = 0;
-
-    /* the scheme name is case-insensitive (RFC 7235 section 2.1) */
-    if (authorization == NULL || tn == 0 || strncasecmp(authorization, prefix, sizeof prefix - 1) != 0)
-        return 0;
-    authorization += sizeof prefix - 1;
-    an = strlen(authorization);
-    /* Time depends only on the token's length, never on where the first difference is. */
-    for (size_t i = 0; i < tn; i++)
-        diff |= (unsigned char)(token[i] ^ (i < an ? authorization[i] : 0));
-    return diff == 0 && an == tn;
-}
-
 int cmd_http_status(status st)
 {
     switch (st) {

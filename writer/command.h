@@ -66,9 +66,6 @@ status cmd_check_idempotency_key(const char *key, struct err *e) WUR;
 /* 1 when code is an active ISO 4217 currency code (upper case). */
 int cmd_currency_known(const char *code);
 
-/* Constant-time check of "Authorization: Bearer <token>" against token (non-empty). */
-int cmd_bearer_ok(const char *authorization, const char *token);
-
 /* HTTP status for an error status (400, 401, 404, 409, 422, 503, 500). */
 int cmd_http_status(status st);
 

@@ -7,6 +7,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "auth.h"
 #include "cfg.h"
 #include "command.h"
 #include "db.h"
@@ -26,13 +27,29 @@ struct writer {
     struct store *store;
 };
 
+/* 5xx details (hosts, ports, SQL states, library text) go to the log under the request id;
+ * the body says only what the caller can act on. */
 static void reply_err(struct http_response *resp, const struct err *e)
 {
     int code = cmd_http_status(e->code);
 
-    if (code == 503)
+    if (code == 503) {
+        log_warn("%s", e->msg);
         http_set_header(resp, "Retry-After", "1");
-    http_reply_error(resp, code, e->reason, "%s", e->msg);
+        http_reply_error(resp, code, e->reason[0] != '\0' ? e->reason : "store_unavailable",
+                         "the event store is not reachable; nothing was applied, retry later");
+    } else if (code >= 500) {
+        log_error("%s", e->msg);
+        if (strcmp(e->reason, "outcome_unknown") == 0)
+            http_reply_error(resp, code, e->reason,
+                             "the command may or may not have been applied: read the account "
+                             "before retrying");
+        else
+            http_reply_error(resp, code, e->reason[0] != '\0' ? e->reason : "internal_error",
+                             "the command could not be served");
+    } else {
+        http_reply_error(resp, code, e->reason, "%s", e->msg);
+    }
 }
 
 /* A 5xx of a command: e->msg (libpq text, hosts) goes to the log, the body says only what
@@ -73,11 +90,8 @@ static void handle_command(struct writer *w, const struct cmd_route *rt,
     const char *key = http_header(req, "Idempotency-Key");
     const char *corr = http_header(req, "X-Correlation-Id");
 
-    if (w->cfg->api_token[0] != '\0' && !cmd_bearer_ok(http_header(req, "Authorization"), w->cfg->api_token)) {
-        http_set_header(resp, "WWW-Authenticate", "Bearer");
-        http_reply_error(resp, 401, "unauthorized", "a valid bearer token is required");
+    if (!http_require(req, resp, AUTH_WRITE))
         return;
-    }
     if (cmd_parse(&c, rt->kind, rt->account_id, req->body, req->body_len, &e) != ST_OK ||
         cmd_parse_if_match(&c.expected_version, http_header(req, "If-Match"), &e) != ST_OK ||
         (key != NULL && cmd_check_idempotency_key(key, &e) != ST_OK)) {
@@ -95,6 +109,11 @@ static void handle_command(struct writer *w, const struct cmd_route *rt,
     m.scope = scope;
     m.body = req->body;
     m.body_len = req->body_len;
+    /* an account is opened for the caller only (admin: for anyone) */
+    if (c.kind == CMD_OPEN && !auth_owns(req->who, c.owner)) {
+        http_reply_error(resp, 403, "forbidden", "a token may open accounts only for its own owner");
+        return;
+    }
     if (c.kind == CMD_OPEN)
         uuid_generate(c.account_id);
     if (c.kind == CMD_TRANSFER)
@@ -183,6 +202,7 @@ int main(int argc, char **argv)
     struct http_server *srv = NULL;
     struct relay *relay = NULL;
     struct http_server_opts o;
+    struct auth *auth = NULL;
     struct err e = {0};
     int rc = 1;
 
@@ -200,12 +220,17 @@ int main(int argc, char **argv)
         fprintf(stderr, "writer: invalid configuration:\n%s", errs);
         return 2;
     }
+    if (auth_create(&auth, &cfg, &e) != ST_OK) {
+        fprintf(stderr, "writer: invalid configuration:\n%s\n", e.msg);
+        return 2;
+    }
     log_init("writer", (enum log_level)cfg.log_level);
     /* Only the main thread takes SIGTERM/SIGINT: they are blocked before any thread starts. */
     svc_signals_install(1);
 
     if (prepare_database(&cfg) != 0) {
         log_info("stopped before the database was ready");
+        auth_free(&auth);
         return 0;
     }
     w.cfg = &cfg;
@@ -223,13 +248,18 @@ int main(int argc, char **argv)
                                   .max_body = MAX_BODY,
                                   .service = "writer",
                                   .handler = handle,
-                                  .ctx = &w};
+                                  .ctx = &w,
+                                  .auth = auth,
+                                  .max_connections = cfg.http_max_connections,
+                                  .per_ip_connections = cfg.http_per_ip_connections,
+                                  .timeout_s = cfg.http_timeout_s,
+                                  .max_waiters = cfg.http_max_waiters};
     if (http_server_start(&srv, &o, &e) != ST_OK) {
         log_error("%s", e.msg);
         goto cleanup;
     }
     log_info("listening on %s:%d pool=%d auth=%s", cfg.http_bind, cfg.writer_port, cfg.pg_pool_size,
-             cfg.api_token[0] != '\0' ? "bearer" : "none");
+             auth_mode_str(auth));
     svc_wait_stop();
     log_info("stopping: draining requests");
     rc = 0;
@@ -237,6 +267,7 @@ cleanup:
     http_server_stop(&srv);
     relay_stop(&relay);
     store_free(&w.store);
+    auth_free(&auth);
     if (rc == 0)
         log_info("stopped");
     return rc;

@@ -481,7 +481,7 @@ static void test_bearer_token(void **state)
     doc = tw_post(base, "/accounts", body, "Authorization: Bearer s3cret-t0ken\r\n", 201);
     assert_int_equal(tw_int(doc, "version"), 1);
     json_decref(doc);
-    /* the stack's writer has no token */
+    /* the stack's writer takes the stack's API_TOKEN (the test client's default) */
     snprintf(body, sizeof body, "{\"owner\":\"%s\",\"name\":\"no-auth\",\"currency\":\"EUR\"}", owner);
     json_decref(tw_post(NULL, "/accounts", body, NULL, 201));
     tstack_unguard(pid);

@@ -82,8 +82,9 @@ void tfail(const char *fmt, ...)
     abort();
 }
 
-static const char *const tenv_exported[] = {"DATABASE_URL", "NATS_URL",    "REDIS_URL",
-                                             "WRITER_PORT", "READAPI_PORT", NULL};
+static const char *const tenv_exported[] = {"DATABASE_URL", "NATS_URL",   "REDIS_URL",
+                                             "WRITER_PORT",  "READAPI_PORT", "JWT_SECRET",
+                                             "API_TOKEN",    NULL};
 
 pid_t tsvc_spawn(const char *binary, const char *const *args, const char *const *extra_env, int out_fd)
 {

@@ -1,5 +1,6 @@
 /* Blocking HTTP/1.1 client: Connection: close, Content-Length bodies (what our services send). */
 #include "thttp.h"
+#include "ttoken.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -49,6 +50,17 @@ static int parse_base(const char *base, char *host, size_t hlen, int *port)
 int thttp_request(struct thttp_resp *out, const char *method, const char *base, const char *path,
                   const char *body, const char *extra_headers, int timeout_ms)
 {
+    /* the stack's admin token unless the caller brings its own Authorization */
+    const char *auth = extra_headers != NULL && strcasestr(extra_headers, "Authorization:") != NULL
+                           ? ""
+                           : ttoken_admin_header();
+    return thttp_request_as(out, method, base, path, body, extra_headers, auth, timeout_ms);
+}
+
+int thttp_request_as(struct thttp_resp *out, const char *method, const char *base, const char *path,
+                     const char *body, const char *extra_headers, const char *auth_line,
+                     int timeout_ms)
+{
     long long deadline = mono_ms() + timeout_ms;
     char host[128];
     int port, fd = -1, rc = -1;
@@ -86,7 +98,8 @@ int thttp_request(struct thttp_resp *out, const char *method, const char *base, 
                       "%s %s HTTP/1.1\r\nHost: %s:%d\r\nConnection: close\r\n%s%s%s"
                       "Content-Length: %zu\r\n\r\n",
                       method, path, host, port, body != NULL ? "Content-Type: application/json\r\n" : "",
-                      extra_headers != NULL ? extra_headers : "", "", blen);
+                      extra_headers != NULL ? extra_headers : "", auth_line != NULL ? auth_line : "",
+                      blen);
     if (reqlen < 0 || reqlen >= 16384)
         goto cleanup;
     memcpy(req + reqlen, body != NULL ? body : "", blen);

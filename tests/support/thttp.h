@@ -17,6 +17,11 @@ struct thttp_resp {
  * Returns 0 when a response was read, -1 otherwise (out->status 0). */
 int thttp_request(struct thttp_resp *out, const char *method, const char *base, const char *path,
                   const char *body, const char *extra_headers, int timeout_ms);
+/* The stack's API_TOKEN (admin) is sent unless extra_headers carry an Authorization. */
+/* As thttp_request with auth_line ("Authorization: ...\r\n", "" or NULL: none) as given. */
+int thttp_request_as(struct thttp_resp *out, const char *method, const char *base, const char *path,
+                     const char *body, const char *extra_headers, const char *auth_line,
+                     int timeout_ms);
 void thttp_resp_release(struct thttp_resp *r);
 /* Parsed body (new reference) or NULL. */
 json_t *thttp_json(const struct thttp_resp *r);
