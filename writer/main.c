@@ -103,6 +103,7 @@ static void handle_command(struct writer *w, const struct cmd_route *rt,
     /* a caller's correlation id is kept only when it is a UUID (the envelope's type) */
     if (corr == NULL || !uuid_parse(corr, strlen(corr), m.correlation_id))
         memcpy(m.correlation_id, m.command_id, sizeof m.correlation_id);
+    m.principal = req->who->sub;
     m.idempotency_key = key;
     /* the account of the path belongs to the request: one key sent to two accounts is reuse */
     snprintf(scope, sizeof scope, "%s %s", rt->route, rt->account_id);
