@@ -13,6 +13,7 @@
 #include "db.h"
 #include "httpd.h"
 #include "jsonx.h"
+#include "janitor.h"
 #include "log.h"
 #include "relay.h"
 #include "store.h"
@@ -195,6 +196,38 @@ static int prepare_database(const struct cfg *cfg)
     return -1;
 }
 
+/* `writer dead-letters`: one line per dead-lettered outbox row, oldest first. */
+static int list_dead_letters(const struct cfg *cfg)
+{
+    PGconn *pg = NULL;
+    PGresult *res = NULL;
+    struct err e = {0};
+    char msg[200];
+    int rc = 1;
+
+    if (db_connect(&pg, cfg->database_url, cfg->request_timeout_ms, &e) != ST_OK) {
+        fprintf(stderr, "writer: %s\n", e.msg);
+        return 1;
+    }
+    res = PQexec(pg, "SELECT d.position, d.event_id, e.stream_id, e.type, e.schema, "
+                     "to_char(d.moved_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), d.reason "
+                     "FROM outbox_dead_letters d JOIN events e USING (position) ORDER BY d.position");
+    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+        fprintf(stderr, "writer: list dead letters: %s\n", db_error(msg, sizeof msg, pg, res));
+        goto cleanup;
+    }
+    printf("%d dead-lettered events\n", PQntuples(res));
+    for (int i = 0; i < PQntuples(res); i++)
+        printf("position=%s event_id=%s stream_id=%s type=%s schema=%s moved_at=%s reason=\"%s\"\n",
+               PQgetvalue(res, i, 0), PQgetvalue(res, i, 1), PQgetvalue(res, i, 2), PQgetvalue(res, i, 3),
+               PQgetvalue(res, i, 4), PQgetvalue(res, i, 5), PQgetvalue(res, i, 6));
+    rc = 0;
+cleanup:
+    PQclear(res);
+    PQfinish(pg);
+    return rc;
+}
+
 int main(int argc, char **argv)
 {
     static struct cfg cfg;
@@ -202,15 +235,24 @@ int main(int argc, char **argv)
     struct writer w = {0};
     struct http_server *srv = NULL;
     struct relay *relay = NULL;
+    struct janitor *janitor = NULL;
     struct http_server_opts o;
     struct auth *auth = NULL;
     struct err e = {0};
     int rc = 1;
 
     if (argc > 1 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)) {
-        fprintf(stderr, "usage: writer\n");
+        fprintf(stderr, "usage: writer                 serve the command API and relay the outbox\n"
+                        "       writer dead-letters    list the outbox rows the relay could not encode\n");
         cfg_usage();
         return 0;
+    }
+    if (argc == 2 && strcmp(argv[1], "dead-letters") == 0) {
+        if (cfg_load(&cfg, errs, sizeof errs) != ST_OK) {
+            fprintf(stderr, "writer: invalid configuration:\n%s", errs);
+            return 2;
+        }
+        return list_dead_letters(&cfg);
     }
     if (argc > 1) {
         fprintf(stderr, "writer: unexpected argument '%s' (configuration is read from the environment)\n",
@@ -239,7 +281,7 @@ int main(int argc, char **argv)
         log_error("%s", e.msg);
         goto cleanup;
     }
-    if (relay_start(&relay, &cfg, &e) != ST_OK) {
+    if (relay_start(&relay, &cfg, &e) != ST_OK || janitor_start(&janitor, &cfg, &e) != ST_OK) {
         log_error("%s", e.msg);
         goto cleanup;
     }
@@ -267,6 +309,7 @@ int main(int argc, char **argv)
 cleanup:
     http_server_stop(&srv);
     relay_stop(&relay);
+    janitor_stop(&janitor);
     store_free(&w.store);
     auth_free(&auth);
     if (rc == 0)

@@ -10,11 +10,15 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "bus.h"
 #include "db.h"
+#include "jsonx.h"
 #include "log.h"
+#include "metrics.h"
+#include "sql.h"
 
 /* Only the holder of this session lock relays, so events leave in outbox order from one
  * publisher; "outbxrly" in ASCII. */
@@ -44,8 +48,19 @@ struct relay {
     bool *acked;
     int next_hint;
     char last_error[160];
-    int64_t bad_position; /* the undecodable row last logged (logged once, not every round) */
+    /* rows of the round that do not decode: moved to outbox_dead_letters */
+    int nbad;
+    int64_t *bad_positions;
+    char (*bad_reasons)[256];
+    int64_t bus_failing_since; /* ms; 0 while the bus works */
 };
+
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
 
 /* Sleeps up to ms, or less when stopping. */
 static void relay_sleep(struct relay *r, int ms)
@@ -107,8 +122,13 @@ static status ensure_pg(struct relay *r, struct err *e)
         drop_pg(r);
     if (r->pg == NULL) {
         st = db_connect(&r->pg, r->cfg->database_url, r->cfg->request_timeout_ms, e);
-        if (st != ST_OK)
+        /* the lock session of a relay whose host vanished dies within the keepalive bound */
+        if (st == ST_OK)
+            st = sql_keepalive(r->pg, e);
+        if (st != ST_OK) {
+            drop_pg(r);
             return st;
+        }
     }
     if (r->locked)
         return ST_OK;
@@ -233,6 +253,56 @@ static status delete_acked(struct relay *r, int *acked, struct err *e)
     return st;
 }
 
+/* Moves the round's undecodable rows from the outbox to outbox_dead_letters, with their
+ * reasons, in one statement; logs once per move, not every round. */
+static status move_dead(struct relay *r, struct err *e)
+{
+    json_t *pos = json_array(), *why = json_array();
+    char *ps = NULL, *ws = NULL, msg[200];
+    PGresult *res = NULL;
+    status st = ST_OK;
+
+    for (int i = 0; i < r->nbad && pos != NULL && why != NULL; i++) {
+        json_array_append_new(pos, json_integer(r->bad_positions[i]));
+        json_array_append_new(why, json_string(r->bad_reasons[i]));
+    }
+    ps = pos != NULL ? jsonx_dump(pos) : NULL;
+    ws = why != NULL ? jsonx_dump(why) : NULL;
+    if (ps == NULL || ws == NULL) {
+        st = err_set(e, ST_INTERNAL, "out of memory");
+        goto cleanup;
+    }
+    {
+        const char *p[2] = {ps, ws};
+        res = PQexecParams(r->pg,
+                           "WITH bad AS (SELECT p::bigint AS position, w AS reason FROM "
+                           "jsonb_array_elements_text($1::jsonb) WITH ORDINALITY a(p, n) JOIN "
+                           "jsonb_array_elements_text($2::jsonb) WITH ORDINALITY b(w, n) USING (n)), "
+                           "gone AS (DELETE FROM outbox o USING bad WHERE o.position = bad.position "
+                           "RETURNING o.position, o.event_id, bad.reason) "
+                           "INSERT INTO outbox_dead_letters (position, event_id, reason) "
+                           "SELECT position, event_id, reason FROM gone ON CONFLICT (position) DO NOTHING",
+                           2, NULL, p, NULL, NULL, 0);
+    }
+    if (PQresultStatus(res) != PGRES_COMMAND_OK) {
+        st = err_setr(e, ST_UNAVAILABLE, "store_unavailable", "move to dead letters: %s",
+                      db_error(msg, sizeof msg, r->pg, res));
+        goto cleanup;
+    }
+    metrics_counter_add("writer_outbox_dead_lettered_total",
+                        "outbox rows moved to outbox_dead_letters (undecodable)", (double)r->nbad);
+    log_error("relay: %d undecodable events moved to the dead letters (first at position %lld: %s); "
+              "see `writer dead-letters`",
+              r->nbad, (long long)r->bad_positions[0], r->bad_reasons[0]);
+cleanup:
+    PQclear(res);
+    json_decref(pos);
+    json_decref(why);
+    free(ps);
+    free(ws);
+    return st;
+}
+
 /* One round: read a batch, publish it, wait (bounded) for the acks, delete the acked rows.
  * *nread: rows read; *failed: rows published but not acked (a row that does not decode is
  * neither: it stays in the outbox, logged, and does not hold the others back). */
@@ -248,6 +318,7 @@ static status relay_round(struct relay *r, int *nread, int *failed, struct err *
     int rows, acked = 0, skipped = 0;
 
     *nread = *failed = 0;
+    r->nbad = 0;
     snprintf(lim, sizeof lim, "%d", r->cfg->relay_batch);
     res = PQexecParams(r->pg,
                        "SELECT " DB_EVENT_COLUMNS " FROM (SELECT position FROM outbox ORDER BY position "
@@ -280,11 +351,10 @@ static status relay_round(struct relay *r, int *nread, int *failed, struct err *
         natsMsg *msg = NULL;
 
         if (db_event_from_row(&ev, res, i, 0, &de) != ST_OK) {
-            /* a row this binary cannot encode stays in the outbox, visibly */
-            if (r->positions[i] != r->bad_position)
-                log_error("relay: event at position %lld does not decode (left in the outbox): %s",
-                          (long long)r->positions[i], de.msg);
-            r->bad_position = r->positions[i];
+            /* a row this binary cannot encode goes to the dead letters after this round */
+            r->bad_positions[r->nbad] = r->positions[i];
+            snprintf(r->bad_reasons[r->nbad], sizeof r->bad_reasons[0], "%s", de.msg);
+            r->nbad++;
             skipped++;
             continue;
         }
@@ -324,6 +394,8 @@ static status relay_round(struct relay *r, int *nread, int *failed, struct err *
         pthread_mutex_unlock(&r->mu);
     }
     st = delete_acked(r, &acked, e);
+    if (st == ST_OK && r->nbad > 0)
+        st = move_dead(r, e);
     *nread = rows;
     *failed = rows - skipped - acked;
     if (st == ST_OK && *failed > 0) {
@@ -342,6 +414,22 @@ cleanup:
     return st;
 }
 
+/* The bus failed this round: a relay that holds the outbox lock but has not been able to
+ * publish for RELAY_BUS_GIVEUP_MS lets it go, so a standby whose NATS works takes over. */
+static void bus_failed(struct relay *r)
+{
+    int64_t now = mono_ms();
+
+    if (r->bus_failing_since == 0)
+        r->bus_failing_since = now;
+    if (r->locked && now - r->bus_failing_since >= r->cfg->relay_bus_giveup_ms) {
+        log_warn("relay: nats unusable for %lld ms: releasing the outbox lock to a standby",
+                 (long long)(now - r->bus_failing_since));
+        drop_pg(r);
+        drop_bus(r);
+    }
+}
+
 static void *relay_main(void *arg)
 {
     struct relay *r = arg;
@@ -351,21 +439,33 @@ static void *relay_main(void *arg)
     while (!r->stopping) {
         struct err e = {0};
         int nread = 0, failed = 0;
-        status st = ensure_pg(r, &e);
+        /* NATS first: only a relay that can publish competes for (or keeps) the outbox lock */
+        status st = ensure_bus(r, &e);
 
-        if (st == ST_CONFLICT) {
-            if (!warned_busy)
-                log_info("relay: standing by, %s", e.msg);
-            warned_busy = true;
-            relay_sleep(r, LOCK_POLL_MS);
-            continue;
-        }
-        if (st == ST_OK)
-            st = ensure_bus(r, &e);
         if (st == ST_OK && natsConnection_Status(r->bus.conn) != NATS_CONN_STATUS_CONNECTED)
             st = err_setr(&e, ST_UNAVAILABLE, "bus_unavailable", "nats is reconnecting");
-        if (st == ST_OK)
-            st = relay_round(r, &nread, &failed, &e);
+        if (st != ST_OK) {
+            bus_failed(r);
+            /* reconnecting to NATS is cheap: try every second, not at the 5 s backoff */
+            if (backoff > 1000)
+                backoff = 1000;
+        } else {
+            st = ensure_pg(r, &e);
+            if (st == ST_CONFLICT) {
+                if (!warned_busy)
+                    log_info("relay: standing by, %s", e.msg);
+                warned_busy = true;
+                r->bus_failing_since = 0;
+                relay_sleep(r, LOCK_POLL_MS);
+                continue;
+            }
+            if (st == ST_OK)
+                st = relay_round(r, &nread, &failed, &e);
+            if (failed > 0)
+                bus_failed(r);
+            else if (st == ST_OK)
+                r->bus_failing_since = 0;
+        }
         if (st != ST_OK) {
             log_warn("relay: %s (retrying in %d ms)", e.msg, backoff);
             if (r->pg != NULL && db_broken(r->pg))
@@ -376,7 +476,8 @@ static void *relay_main(void *arg)
             if (failed > 0 && r->js != NULL &&
                 natsConnection_Status(r->bus.conn) == NATS_CONN_STATUS_CONNECTED)
                 drop_bus(r);
-            relay_sleep(r, backoff);
+            /* holding the lock while failing: look again soon, the give-up bound must hold */
+            relay_sleep(r, r->locked && r->bus_failing_since != 0 && backoff > 500 ? 500 : backoff);
             backoff = backoff * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : backoff * 2;
             continue;
         }
@@ -405,8 +506,11 @@ status relay_start(struct relay **out, const struct cfg *cfg, struct err *e)
     r->positions = calloc(n, sizeof *r->positions);
     r->ids = calloc(n, sizeof *r->ids);
     r->acked = calloc(n, sizeof *r->acked);
+    r->bad_positions = calloc(n, sizeof *r->bad_positions);
+    r->bad_reasons = calloc(n, sizeof *r->bad_reasons);
     pthread_mutex_init(&r->mu, NULL);
-    if (r->positions == NULL || r->ids == NULL || r->acked == NULL || pipe2(r->wake, O_CLOEXEC) != 0) {
+    if (r->positions == NULL || r->ids == NULL || r->acked == NULL || r->bad_positions == NULL ||
+        r->bad_reasons == NULL || pipe2(r->wake, O_CLOEXEC) != 0) {
         relay_stop(&r);
         return err_set(e, ST_INTERNAL, "relay setup: %s", strerror(errno));
     }
@@ -440,6 +544,8 @@ void relay_stop(struct relay **rp)
     free(r->positions);
     free(r->ids);
     free(r->acked);
+    free(r->bad_positions);
+    free(r->bad_reasons);
     free(r);
     *rp = NULL;
 }

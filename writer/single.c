@@ -69,8 +69,8 @@ static status load_reversal(PGconn *conn, const struct command *c, struct accoun
 /* *xid: the transaction's id, read before its COMMIT is sent. *commit_lost: the COMMIT was
  * sent and its answer lost with the connection (the transaction may have committed). */
 static status transact(PGconn *conn, const struct command *c, const struct store_meta *m,
-                       const char *request, struct store_reply *out, char *xid, size_t xid_len,
-                       bool *commit_lost, struct err *e)
+                       const char *request, int retention_s, struct store_reply *out, char *xid,
+                       size_t xid_len, bool *commit_lost, struct err *e)
 {
     status st;
     struct account_view acc, other;
@@ -88,7 +88,7 @@ static status transact(PGconn *conn, const struct command *c, const struct store
     if (st != ST_OK)
         return st;
     if (m->idempotency_key != NULL) {
-        st = idem_claim(conn, m, request, &replay, out, e);
+        st = idem_claim(conn, m, request, retention_s, &replay, out, e);
         if (st != ST_OK || replay)
             return st; /* the caller rolls back: nothing of this request is kept */
     }
@@ -187,7 +187,8 @@ status single_execute(struct pool *p, const struct command *c, const struct stor
         st = pool_checkout(p, &sl, e);
         if (st != ST_OK)
             break;
-        st = transact(sl->conn, c, m, request, out, xid, sizeof xid, &commit_lost, e);
+        st = transact(sl->conn, c, m, request, pool_cfg(p)->idempotency_retention_s, out, xid, sizeof xid,
+                      &commit_lost, e);
         if (!commit_lost && PQtransactionStatus(sl->conn) != PQTRANS_IDLE) {
             PGresult *res = PQexec(sl->conn, "ROLLBACK");
             PQclear(res);

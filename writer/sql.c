@@ -37,11 +37,17 @@ static const struct {
                "AND type IN ('TransferSent', 'TransferReceived') AND data->>'transfer_id' = $2"},
     {"ev_reversed", "SELECT count(*) FROM events WHERE type = 'TransactionReversed' "
                     "AND data->>'reversed_event_id' = ANY($1::text[])"},
-    {"idem_claim", "INSERT INTO idempotency_keys (key, request_hash, status, response_body) "
-                   "VALUES ($1, " REQUEST_HASH ", 0, '') ON CONFLICT (key) DO NOTHING RETURNING 1"},
+    /* $1 key, $2 request text, $3 principal; a record past its retention ($4 s) counts as
+     * absent (the background purge may not have reached it yet) */
+    {"idem_claim", "INSERT INTO idempotency_keys AS k (principal, key, request_hash, status, response_body) "
+                   "VALUES ($3, $1, " REQUEST_HASH ", 0, '') ON CONFLICT (principal, key) DO UPDATE "
+                   "SET request_hash = EXCLUDED.request_hash, status = 0, response_body = '', "
+                   "created_at = clock_timestamp() "
+                   "WHERE k.created_at < clock_timestamp() - make_interval(secs => $4::int) RETURNING 1"},
     {"idem_get", "SELECT request_hash = " REQUEST_HASH ", status, response_body "
-                 "FROM idempotency_keys WHERE key = $1"},
-    {"idem_set", "UPDATE idempotency_keys SET status = $2::int, response_body = $3 WHERE key = $1"},
+                 "FROM idempotency_keys WHERE principal = $3 AND key = $1"},
+    {"idem_set", "UPDATE idempotency_keys SET status = $2::int, response_body = $3 "
+                 "WHERE principal = $4 AND key = $1"},
     /* delivered at commit: wakes the relay without polling; the xid asks for the outcome of
      * a COMMIT whose answer is lost */
     {"notify", "SELECT pg_notify('outbox', ''), pg_current_xact_id()::text"},

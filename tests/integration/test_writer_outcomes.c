@@ -16,6 +16,7 @@
 
 #include "support.h"
 #include "thttp.h"
+#include "treadapi.h"
 #include "tstack.h"
 #include "twriter.h"
 
@@ -318,6 +319,58 @@ static void test_locked_account_fails_alone(void **state)
     stop_writer();
 }
 
+/* A replay whose body differs only in JSON formatting is the same request; a key past
+ * IDEMPOTENCY_RETENTION_S is purged in the background and then a new request. */
+static void test_idempotency_canonical_and_retention(void **state)
+{
+    const char *extra[] = {"IDEMPOTENCY_RETENTION_S=2", NULL};
+    char id[UUID_STR_SIZE], path[128];
+    const char *hdr = "Idempotency-Key: canon-1\r\n";
+    PGconn *pg = tw_pg();
+    json_t *first, *again;
+    struct thttp_resp r;
+    char rep[16];
+    int64_t t0;
+
+    (void)state;
+    start_writer(extra);
+    tw_open(id, "idem", "canon", "EUR", 0);
+    snprintf(path, sizeof path, "/accounts/%s/deposits", id);
+    first = tw_post(tenv("WRITER_URL"), path, "{\"amount\":5,\"description\":\"once\"}", hdr, 201);
+    /* reordered keys, other white space: replayed */
+    assert_int_equal(thttp_request(&r, "POST", tenv("WRITER_URL"), path,
+                                   "{ \"description\" : \"once\",\n  \"amount\": 5 }", hdr, 10000), 0);
+    assert_int_equal(r.status, 201);
+    assert_non_null(thttp_header(&r, "Idempotent-Replayed", rep, sizeof rep));
+    again = thttp_json(&r);
+    assert_string_equal(tw_str(again, "event_id"), tw_str(first, "event_id"));
+    json_decref(again);
+    thttp_resp_release(&r);
+    /* another body under the key: refused */
+    tw_reject(tenv("WRITER_URL"), path, "{\"amount\":6,\"description\":\"once\"}", hdr, 422,
+              "idempotency_key_reused");
+    assert_int_equal(events_with(pg, "once"), 1);
+
+    /* past the retention the record is purged (the janitor runs every retention period) */
+    t0 = tnow_ms();
+    while (tw_scalar(pg, "SELECT count(*) FROM idempotency_keys WHERE key = 'canon-1'", NULL, NULL) != 0 &&
+           tnow_ms() - t0 < 15000)
+        usleep(100000);
+    fprintf(stderr, "idempotency: key purged %lld ms after its retention began\n", (long long)(tnow_ms() - t0));
+    assert_int_equal(tw_scalar(pg, "SELECT count(*) FROM idempotency_keys WHERE key = 'canon-1'", NULL, NULL), 0);
+    assert_true(thttp_metric(tenv("WRITER_URL"), "writer_idempotency_keys_purged_total{service=\"writer\"}") >= 1);
+    /* and the key is new again */
+    assert_int_equal(thttp_request(&r, "POST", tenv("WRITER_URL"), path, "{\"amount\":5,\"description\":\"once\"}",
+                                   hdr, 10000), 0);
+    assert_int_equal(r.status, 201);
+    assert_null(thttp_header(&r, "Idempotent-Replayed", rep, sizeof rep));
+    thttp_resp_release(&r);
+    assert_int_equal(events_with(pg, "once"), 2);
+    json_decref(first);
+    PQfinish(pg);
+    stop_writer();
+}
+
 static int reset_sync(void **state)
 {
     PGconn *pg = tw_pg();
@@ -332,6 +385,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_teardown(test_commit_answer_lost, reset_sync),
         cmocka_unit_test(test_locked_account_fails_alone),
+        cmocka_unit_test(test_idempotency_canonical_and_retention),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
