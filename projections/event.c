@@ -158,7 +158,7 @@ status event_metadata_from_json(struct event *ev, const json_t *md, struct err *
 {
     struct err fe;
 
-    ev->command_id[0] = ev->correlation_id[0] = ev->idempotency_key[0] = '\0';
+    ev->command_id[0] = ev->correlation_id[0] = ev->idempotency_key[0] = ev->principal[0] = '\0';
     if (md == NULL || json_is_null(md))
         return ST_OK;
     if (!json_is_object(md))
@@ -166,7 +166,9 @@ status event_metadata_from_json(struct event *ev, const json_t *md, struct err *
     if (jsonx_uuid(md, "command_id", ev->command_id, false, &fe) == ST_INVALID ||
         jsonx_uuid(md, "correlation_id", ev->correlation_id, false, &fe) == ST_INVALID ||
         jsonx_str(md, "idempotency_key", ev->idempotency_key, sizeof ev->idempotency_key, 0,
-                  IDEMPOTENCY_KEY_MAX, false, &fe) == ST_INVALID)
+                  IDEMPOTENCY_KEY_MAX, false, &fe) == ST_INVALID ||
+        jsonx_str(md, "principal", ev->principal, sizeof ev->principal, 0, OWNER_MAX, false, &fe) ==
+            ST_INVALID)
         return poison(e, &fe);
     return ST_OK;
 }
@@ -251,6 +253,7 @@ json_t *event_metadata_to_json(const struct event *ev)
     jsonx_set_nonempty(md, "command_id", ev->command_id);
     jsonx_set_nonempty(md, "correlation_id", ev->correlation_id);
     jsonx_set_nonempty(md, "idempotency_key", ev->idempotency_key);
+    jsonx_set_nonempty(md, "principal", ev->principal);
     return md;
 }
 

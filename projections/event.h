@@ -63,6 +63,7 @@ struct event {
     char command_id[UUID_STR_SIZE];
     char correlation_id[UUID_STR_SIZE];
     char idempotency_key[IDEMPOTENCY_KEY_MAX + 1];
+    char principal[OWNER_MAX + 1]; /* who sent the command (a token's sub); "" before auth */
 };
 
 /* Static name of a type ("AccountOpened"); "unknown" for EV_UNKNOWN. */

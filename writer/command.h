@@ -33,6 +33,9 @@ struct command {
     char account_id[UUID_STR_SIZE]; /* path id; open: chosen by the caller; transfer: "from" */
     /* open */
     char owner[OWNER_MAX + 1];
+    /* the caller's owner when it may act only on its own accounts ("": any, an admin): the
+     * account a command acts on (a transfer's "from") must be this owner's */
+    char actor[OWNER_MAX + 1];
     char name[ACCOUNT_NAME_MAX + 1];
     char currency[4];
     int64_t overdraft_limit;

@@ -8,7 +8,9 @@
 static status check_open(const struct account_view *acc, const struct command *c, bool check_version,
                          struct err *e)
 {
-    if (acc->status == ACCOUNT_NONE)
+    /* another owner's account is answered as one that does not exist: nothing about it leaks */
+    if (acc->status == ACCOUNT_NONE ||
+        (check_version && c->actor[0] != '\0' && strcmp(acc->owner, c->actor) != 0))
         return err_setr(e, ST_NOT_FOUND, "account_not_found", "account '%s' does not exist",
                         acc->account_id);
     if (acc->status == ACCOUNT_CLOSED)

@@ -231,6 +231,8 @@ enum grouptx_end grouptx_run(PGconn *conn, struct pending **batch, int n, char *
             snprintf(ev->command_id, sizeof ev->command_id, "%s", p->m->command_id);
             snprintf(ev->correlation_id, sizeof ev->correlation_id, "%s", p->m->correlation_id);
             ev->idempotency_key[0] = '\0';
+            snprintf(ev->principal, sizeof ev->principal, "%s",
+                     p->m->principal != NULL ? p->m->principal : "");
             v->version = ev->stream_version;
             v->balance = p->d.balance_after[k];
             if (ev->type == EV_ACCOUNT_CLOSED)

@@ -111,6 +111,8 @@ static void handle_command(struct writer *w, const struct cmd_route *rt,
     m.scope = scope;
     m.body = req->body;
     m.body_len = req->body_len;
+    if (!(req->who->scopes & AUTH_ADMIN))
+        snprintf(c.actor, sizeof c.actor, "%s", req->who->sub);
     /* an account is opened for the caller only (admin: for anyone) */
     if (c.kind == CMD_OPEN && !auth_owns(req->who, c.owner)) {
         http_reply_error(resp, 403, "forbidden", "a token may open accounts only for its own owner");

@@ -12,6 +12,17 @@ static json_t *leg_json(const struct event *ev, int64_t balance)
                      (json_int_t)ev->position, "balance", (json_int_t)balance);
 }
 
+/* The counterparty's leg: its balance only for an admin (c->actor ""), since a caller may read
+ * only its own accounts and the counterparty is usually someone else's. */
+static json_t *other_leg_json(const struct command *c, const struct event *ev, int64_t balance)
+{
+    json_t *leg = leg_json(ev, balance);
+
+    if (leg != NULL && c->actor[0] != '\0')
+        json_object_del(leg, "balance");
+    return leg;
+}
+
 status reply_build(const struct command *c, const struct decision *d, struct store_reply *out,
                    struct err *e)
 {
@@ -27,7 +38,7 @@ status reply_build(const struct command *c, const struct decision *d, struct sto
     case CMD_TRANSFER:
         doc = json_pack("{s:s, s:o, s:o, s:I}", "transfer_id", ev->transfer_id, "from",
                         leg_json(&d->events[0], d->balance_after[0]), "to",
-                        leg_json(&d->events[1], d->balance_after[1]), "position",
+                        other_leg_json(c, &d->events[1], d->balance_after[1]), "position",
                         (json_int_t)d->events[1].position);
         break;
     case CMD_REVERSE:
@@ -36,7 +47,8 @@ status reply_build(const struct command *c, const struct decision *d, struct sto
             json_object_set_new(doc, "reversed_event_id", json_string(ev->reversed_event_id));
             json_object_set_new(doc, "amount", json_integer(ev->amount));
             if (d->count > 1)
-                json_object_set_new(doc, "counterparty", leg_json(&d->events[1], d->balance_after[1]));
+                json_object_set_new(doc, "counterparty",
+                                    other_leg_json(c, &d->events[1], d->balance_after[1]));
         }
         break;
     case CMD_CLOSE:

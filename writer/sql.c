@@ -226,6 +226,7 @@ status sql_append_event(PGconn *conn, struct event *ev, const struct store_meta 
     snprintf(ev->correlation_id, sizeof ev->correlation_id, "%s", m->correlation_id);
     snprintf(ev->idempotency_key, sizeof ev->idempotency_key, "%s",
              m->idempotency_key != NULL ? m->idempotency_key : "");
+    snprintf(ev->principal, sizeof ev->principal, "%s", m->principal != NULL ? m->principal : "");
     data = event_data_to_json(ev);
     md = event_metadata_to_json(ev);
     data_s = data != NULL ? jsonx_dump(data) : NULL;
