@@ -1,5 +1,5 @@
 /* Group commit.
- * Deposits, withdrawals and closes without an Idempotency-Key that arrive while other batches
+ * Deposits, withdrawals, closes and transfers without an Idempotency-Key that arrive while batches
  * are in flight queue up; whoever finds a free leader slot takes the queue and runs it as one
  * transaction in two round trips (BEGIN + lock, then events/outbox/accounts + notify + COMMIT),
  * so N concurrent commands share one WAL flush. Every guarantee of the one-command path holds:
@@ -157,7 +157,8 @@ static void run_batch(struct group *s, struct pending **batch, int n)
 bool group_accepts(const struct command *c, const struct store_meta *m)
 {
     return m->idempotency_key == NULL &&
-           (c->kind == CMD_DEPOSIT || c->kind == CMD_WITHDRAW || c->kind == CMD_CLOSE);
+           (c->kind == CMD_DEPOSIT || c->kind == CMD_WITHDRAW || c->kind == CMD_CLOSE ||
+            c->kind == CMD_TRANSFER);
 }
 status group_execute(struct group *s, const struct command *c, const struct store_meta *m,
                      struct store_reply *out, struct err *e)

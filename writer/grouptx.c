@@ -124,6 +124,13 @@ void grouptx_positions(struct pending **batch, int n, const PGresult *res)
     }
 }
 
+/* Index of id in the sorted, de-duplicated ids (every id looked up is there). */
+static int find(char (*ids)[UUID_STR_SIZE], int nids, const char *id)
+{
+    char(*hit)[UUID_STR_SIZE] = bsearch(id, ids, (size_t)nids, sizeof *ids, cmp_id);
+    return (int)(hit - ids);
+}
+
 enum grouptx_end grouptx_run(PGconn *conn, struct pending **batch, int n, char *xid, size_t xid_len,
                              char **event_ids, struct err *e)
 {
@@ -140,20 +147,28 @@ enum grouptx_end grouptx_run(PGconn *conn, struct pending **batch, int n, char *
     *event_ids = NULL;
     xid[0] = '\0';
     memset(a, 0, sizeof a);
-    ids = calloc((size_t)n, sizeof *ids);
-    accs = calloc((size_t)n, sizeof *accs);
+    /* a transfer has two accounts */
+    ids = calloc((size_t)n * 2, sizeof *ids);
+    accs = calloc((size_t)n * 2, sizeof *accs);
     evs = calloc((size_t)n * DECISION_MAX, sizeof *evs);
-    touched = calloc((size_t)n, sizeof *touched);
+    touched = calloc((size_t)n * 2, sizeof *touched);
     if (ids == NULL || accs == NULL || evs == NULL || touched == NULL) {
         st = err_set(e, ST_INTERNAL, "out of memory");
         goto cleanup;
     }
-    for (int i = 0; i < n; i++)
-        memcpy(ids[i], batch[i]->c->account_id, UUID_STR_SIZE);
-    qsort(ids, (size_t)n, sizeof *ids, cmp_id);
-    for (int i = 0; i < n; i++)
-        if (nids == 0 || strcmp(ids[nids - 1], ids[i]) != 0)
-            memmove(ids[nids++], ids[i], UUID_STR_SIZE);
+    for (int i = 0; i < n; i++) {
+        memcpy(ids[nids++], batch[i]->c->account_id, UUID_STR_SIZE);
+        if (batch[i]->c->kind == CMD_TRANSFER)
+            memcpy(ids[nids++], batch[i]->c->to, UUID_STR_SIZE);
+    }
+    qsort(ids, (size_t)nids, sizeof *ids, cmp_id);
+    {
+        int all = nids;
+        nids = 0;
+        for (int i = 0; i < all; i++)
+            if (nids == 0 || strcmp(ids[nids - 1], ids[i]) != 0)
+                memmove(ids[nids++], ids[i], UUID_STR_SIZE);
+    }
     for (int i = 0; i < nids; i++) {
         arr_item(&a[0], ids[i]);
         account_view_init(&accs[i], ids[i]);
@@ -207,9 +222,9 @@ enum grouptx_end grouptx_run(PGconn *conn, struct pending **batch, int n, char *
     PQclear(res);
     res = NULL;
     for (int i = 0; i < n; i++) {
-        char(*hit)[UUID_STR_SIZE] = bsearch(batch[i]->c->account_id, ids, (size_t)nids, sizeof *ids, cmp_id);
         /* missing or held by another session: decided on its own (a 404, or a lock wait) */
-        batch[i]->alone = !touched[hit - ids];
+        batch[i]->alone = !touched[find(ids, nids, batch[i]->c->account_id)] ||
+                          (batch[i]->c->kind == CMD_TRANSFER && !touched[find(ids, nids, batch[i]->c->to)]);
     }
     for (int i = 0; i < nids; i++)
         touched[i] = false;
@@ -217,16 +232,20 @@ enum grouptx_end grouptx_run(PGconn *conn, struct pending **batch, int n, char *
     /* decisions in arrival order, each on the state the earlier ones left */
     for (int i = 0; i < n; i++) {
         struct pending *p = batch[i];
-        char(*hit)[UUID_STR_SIZE] = bsearch(p->c->account_id, ids, (size_t)nids, sizeof *ids, cmp_id);
-        struct account_view *v = &accs[hit - ids];
         if (p->alone)
             continue;
-        p->st = decide(v, p->c, &p->d, p->e);
+        if (p->c->kind == CMD_TRANSFER)
+            p->st = decide_transfer(&accs[find(ids, nids, p->c->account_id)], &accs[find(ids, nids, p->c->to)],
+                                    p->c, &p->d, p->e);
+        else
+            p->st = decide(&accs[find(ids, nids, p->c->account_id)], p->c, &p->d, p->e);
         if (p->st != ST_OK)
             continue; /* rejected: nothing of it is written */
         p->decided = true;
         for (int k = 0; k < p->d.count; k++) {
             struct event *ev = &p->d.events[k];
+            int at = find(ids, nids, ev->stream_id);
+            struct account_view *v = &accs[at];
             uuid_generate(ev->event_id);
             snprintf(ev->command_id, sizeof ev->command_id, "%s", p->m->command_id);
             snprintf(ev->correlation_id, sizeof ev->correlation_id, "%s", p->m->correlation_id);
@@ -238,8 +257,8 @@ enum grouptx_end grouptx_run(PGconn *conn, struct pending **batch, int n, char *
             if (ev->type == EV_ACCOUNT_CLOSED)
                 v->status = ACCOUNT_CLOSED;
             evs[nev++] = ev;
+            touched[at] = true;
         }
-        touched[hit - ids] = true;
     }
     if (nev == 0) {
         end = GTX_COMMITTED; /* nothing to write: rejections and commands to run alone */
