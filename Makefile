@@ -9,7 +9,10 @@ FUZZ_SMOKE_SECONDS ?= 15
 # the stack `make up`, `demo` and `down` work on (scripts/stack names: dev, test, h1..h5, ...)
 STACK ?= dev
 
-.PHONY: all setup build up down demo test test-unit test-asan fuzz fuzz-smoke valgrind bench clean
+# the HA topology's stack (scripts/stack --topology ha)
+HA_STACK ?= ha
+
+.PHONY: all setup build up up-ha down demo test test-unit test-asan fuzz fuzz-smoke valgrind bench clean
 
 all: build
 
@@ -23,6 +26,12 @@ build: setup
 up: build
 	scripts/stack up --name $(STACK)
 	scripts/stack services-up --name $(STACK)
+
+# The highly available topology: 3 NATS nodes, Redis + replica + 3 Sentinels, Postgres under
+# pg_auto_failover, 2 writers and 2 read APIs behind haproxy, 2 projectors (README).
+up-ha: build
+	scripts/stack up --name $(HA_STACK) --topology ha
+	scripts/stack services-up --name $(HA_STACK)
 
 # `make down` stops the dev stack and every other stack under .stack/ (test, bench, ...);
 # `make down STACK=x` only x.

@@ -3,21 +3,48 @@
 
 #include <string.h>
 
+#define BUS_MAX_SERVERS 16
+
+/* Splits a comma-separated URL list into buf (modified in place); returns the count. */
+static int split_servers(char *buf, const char **out, int max)
+{
+    int n = 0;
+    char *save = NULL;
+
+    for (char *tok = strtok_r(buf, ",", &save); tok != NULL && n < max; tok = strtok_r(NULL, ",", &save)) {
+        while (*tok == ' ')
+            tok++;
+        if (*tok != '\0')
+            out[n++] = tok;
+    }
+    return n;
+}
+
 status bus_connect(struct bus *b, const char *url, const char *name, int timeout_ms, struct err *e)
 {
     status st = ST_OK;
     natsStatus ns;
     natsOptions *opts = NULL;
     jsOptions jo;
+    char list[1024];
+    const char *servers[BUS_MAX_SERVERS];
+    int nservers;
 
     memset(b, 0, sizeof *b);
+    if (strlen(url) >= sizeof list)
+        return err_set(e, ST_INVALID, "nats url list longer than %zu bytes", sizeof list - 1);
+    memcpy(list, url, strlen(url) + 1);
+    nservers = split_servers(list, servers, BUS_MAX_SERVERS);
+    if (nservers == 0)
+        return err_set(e, ST_INVALID, "no nats url in '%s'", url);
     if (natsOptions_Create(&opts) != NATS_OK) {
         st = err_set(e, ST_INTERNAL, "nats options: out of memory");
         goto cleanup;
     }
     /* The first connect fails fast (no RetryOnFailedConnect) so the caller owns the backoff;
-     * once connected, the library reconnects forever on its own. */
-    ns = natsOptions_SetURL(opts, url);
+     * once connected, the library reconnects forever on its own, to any server of the list (a
+     * cluster node that dies hands its clients to the others). */
+    ns = natsOptions_SetServers(opts, servers, nservers);
     if (ns == NATS_OK)
         ns = natsOptions_SetName(opts, name);
     if (ns == NATS_OK)
@@ -53,6 +80,15 @@ cleanup:
     return st;
 }
 
+status bus_connect_cfg(struct bus *b, const struct cfg *c, const char *name, struct err *e)
+{
+    status st = bus_connect(b, c->nats_url, name, c->request_timeout_ms, e);
+
+    if (st == ST_OK)
+        b->replicas = c->nats_replicas;
+    return st;
+}
+
 status bus_ensure_stream(struct bus *b, struct err *e)
 {
     status st = ST_OK;
@@ -75,6 +111,7 @@ status bus_ensure_stream(struct bus *b, struct err *e)
     sc.Subjects = subjects;
     sc.SubjectsLen = 1;
     sc.Storage = js_FileStorage;
+    sc.Replicas = b->replicas > 0 ? b->replicas : 1;
     sc.Duplicates = (int64_t)BUS_DUPLICATE_WINDOW_MS * 1000000; /* nanoseconds */
     jerr = 0;
     ns = js_AddStream(&si, b->js, &sc, NULL, &jerr);

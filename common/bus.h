@@ -4,6 +4,7 @@
 
 #include <nats/nats.h>
 
+#include "cfg.h"
 #include "status.h"
 
 #define BUS_STREAM "EVENTS"
@@ -15,13 +16,19 @@
 struct bus {
     natsConnection *conn;
     jsCtx *js;
+    int replicas; /* of the stream bus_ensure_stream creates (0: 1) */
 };
 
-/* Connects (reconnecting forever in the background once connected) and creates the JetStream
- * context. timeout_ms bounds the first connect and every JetStream API call. */
+/* Connects to url, one or several comma-separated server URLs (reconnecting forever in the
+ * background once connected, to any of them) and creates the JetStream context. timeout_ms
+ * bounds the first connect and every JetStream API call. */
 status bus_connect(struct bus *b, const char *url, const char *name, int timeout_ms,
                    struct err *e) WUR;
-/* Creates the EVENTS stream (file storage, subjects events.>, duplicate window) if missing. */
+/* The same with the NATS_URL and request timeout of c; streams it creates get c's
+ * NATS_REPLICAS. */
+status bus_connect_cfg(struct bus *b, const struct cfg *c, const char *name, struct err *e) WUR;
+/* Creates the EVENTS stream (file storage, subjects events.>, duplicate window, b->replicas
+ * replicas) if missing. */
 status bus_ensure_stream(struct bus *b, struct err *e) WUR;
 /* Destroys the context and the connection; safe on a zeroed struct. */
 void bus_release(struct bus *b);

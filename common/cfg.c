@@ -28,9 +28,16 @@ struct cfg_entry {
 static const struct cfg_entry cfg_table[] = {
     {"DATABASE_URL", CFG_STR, S(database_url), "postgresql://cqrs@127.0.0.1:25432/cqrs", 1, 0,
      "libpq connection string or URI"},
-    {"NATS_URL", CFG_STR, S(nats_url), "nats://127.0.0.1:24222", 1, 0, "NATS server URL"},
+    {"NATS_URL", CFG_STR, S(nats_url), "nats://127.0.0.1:24222", 1, 0,
+     "NATS server URL, or several comma-separated (a cluster)"},
+    {"NATS_REPLICAS", CFG_INT, I(nats_replicas), "1", 1, 5,
+     "replicas of the JetStream stream and buckets the services create (3 in a cluster)"},
     {"REDIS_URL", CFG_STR, S(redis_url), "redis://127.0.0.1:26379/0", 1, 0,
-     "redis://host:port/db"},
+     "redis://host:port/db (with REDIS_SENTINELS only the db counts)"},
+    {"REDIS_SENTINELS", CFG_STR, S(redis_sentinels), "", 0, 0,
+     "comma-separated host:port of Redis Sentinels: the master is asked of them (empty: REDIS_URL)"},
+    {"REDIS_MASTER_NAME", CFG_STR, S(redis_master_name), "", 0, 0,
+     "the master name the Sentinels monitor (required with REDIS_SENTINELS)"},
     {"HTTP_BIND", CFG_STR, S(http_bind), "127.0.0.1", 1, 0, "address the HTTP services listen on"},
     {"WRITER_PORT", CFG_INT, I(writer_port), "8080", 1, 65535, "writer HTTP port"},
     {"READAPI_PORT", CFG_INT, I(readapi_port), "8081", 1, 65535, "read API HTTP port"},
@@ -162,12 +169,62 @@ status cfg_load(struct cfg *c, char *errs, size_t errs_len)
         append(errs, errs_len, "AUTH: '%s' is not one of auto, on, off\n", c->auth_mode);
         st = ST_INVALID;
     }
-    if (strncmp(c->nats_url, "nats://", 7) != 0 && strncmp(c->nats_url, "tls://", 6) != 0 &&
-        c->nats_url[0] != '\0') {
-        append(errs, errs_len, "NATS_URL: '%s' must start with nats:// or tls://\n", c->nats_url);
-        st = ST_INVALID;
+    if (c->redis_sentinels[0] != '\0') {
+        struct err e;
+        if (cfg_parse_hostports(c->redis_sentinels, c->redis_sentinel, CFG_MAX_SENTINELS,
+                                &c->redis_sentinel_count, &e) != ST_OK) {
+            append(errs, errs_len, "REDIS_SENTINELS: %s\n", e.msg);
+            st = ST_INVALID;
+        }
+        if (c->redis_master_name[0] == '\0') {
+            append(errs, errs_len, "REDIS_MASTER_NAME: must be set with REDIS_SENTINELS\n");
+            st = ST_INVALID;
+        }
+    }
+    for (const char *u = c->nats_url; *u != '\0';) {
+        const char *end = strchr(u, ',');
+        size_t len = end != NULL ? (size_t)(end - u) : strlen(u);
+        while (len > 0 && *u == ' ')
+            u++, len--;
+        if (!(len > 7 && strncmp(u, "nats://", 7) == 0) && !(len > 6 && strncmp(u, "tls://", 6) == 0)) {
+            append(errs, errs_len, "NATS_URL: '%.*s' must start with nats:// or tls://\n", (int)len, u);
+            st = ST_INVALID;
+            break;
+        }
+        u = end != NULL ? end + 1 : u + len;
     }
     return st;
+}
+
+status cfg_parse_hostports(const char *list, struct cfg_hostport *out, int max, int *count,
+                           struct err *e)
+{
+    const char *p = list;
+
+    *count = 0;
+    while (*p != '\0') {
+        const char *end = strchr(p, ','), *colon;
+        size_t len = end != NULL ? (size_t)(end - p) : strlen(p);
+        char *stop;
+        long port;
+
+        colon = memchr(p, ':', len);
+        if (colon == NULL || colon == p || (size_t)(colon - p) >= sizeof out[0].host)
+            return err_set(e, ST_INVALID, "'%.*s' is not host:port", (int)len, p);
+        if (*count == max)
+            return err_set(e, ST_INVALID, "more than %d entries", max);
+        port = strtol(colon + 1, &stop, 10);
+        if (stop == colon + 1 || stop != p + len || port < 1 || port > 65535)
+            return err_set(e, ST_INVALID, "bad port in '%.*s'", (int)len, p);
+        memcpy(out[*count].host, p, (size_t)(colon - p));
+        out[*count].host[colon - p] = '\0';
+        out[*count].port = (int)port;
+        (*count)++;
+        p = end != NULL ? end + 1 : p + len;
+    }
+    if (*count == 0)
+        return err_set(e, ST_INVALID, "empty list");
+    return ST_OK;
 }
 
 void cfg_usage(void)

@@ -6,13 +6,25 @@
 
 #include "status.h"
 
+#define CFG_MAX_SENTINELS 8
+
+struct cfg_hostport {
+    char host[128];
+    int port;
+};
+
 struct cfg {
     char database_url[1024];
-    char nats_url[512];
+    char nats_url[512];   /* one URL or several, comma-separated */
+    int nats_replicas;    /* of the stream (and buckets) the services create */
     char redis_url[512];
     char redis_host[256]; /* parsed from redis_url */
     int redis_port;
     int redis_db;
+    char redis_sentinels[512]; /* empty: redis_host:redis_port is the server */
+    char redis_master_name[128];
+    struct cfg_hostport redis_sentinel[CFG_MAX_SENTINELS]; /* parsed from redis_sentinels */
+    int redis_sentinel_count;
     char http_bind[64];   /* address the HTTP services listen on */
     int writer_port;
     int readapi_port;
@@ -50,6 +62,11 @@ status cfg_load(struct cfg *c, char *errs, size_t errs_len) WUR;
 
 /* Prints the variables, defaults and bounds (for --help). */
 void cfg_usage(void);
+
+/* Parses "host:port,host:port,..." into out (at most max entries); ST_INVALID when malformed
+ * or empty. */
+status cfg_parse_hostports(const char *list, struct cfg_hostport *out, int max, int *count,
+                           struct err *e) WUR;
 
 /* Parses redis://host:port/db into parts; returns ST_INVALID on a malformed URL. */
 status cfg_parse_redis_url(const char *url, char *host, size_t host_len, int *port, int *db,

@@ -48,9 +48,79 @@ cleanup:
     return st;
 }
 
+/* Asks one Sentinel for the master's address. */
+static status sentinel_master(const struct cfg_hostport *s, const char *name, int timeout_ms,
+                              char *host, size_t host_len, int *port, struct err *e)
+{
+    status st = ST_OK;
+    redisContext *ctx = NULL;
+    redisReply *r = NULL;
+
+    st = rds_connect(&ctx, s->host, s->port, 0, timeout_ms, e);
+    if (st != ST_OK)
+        return st;
+    r = redisCommand(ctx, "SENTINEL get-master-addr-by-name %s", name);
+    if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
+        r->element[0]->type != REDIS_REPLY_STRING || r->element[1]->type != REDIS_REPLY_STRING ||
+        r->element[0]->len >= host_len) {
+        st = err_setr(e, ST_UNAVAILABLE, "read_model_unavailable",
+                      "sentinel '%s:%d' does not know master '%s'", s->host, s->port, name);
+        goto cleanup;
+    }
+    memcpy(host, r->element[0]->str, r->element[0]->len + 1);
+    *port = atoi(r->element[1]->str);
+cleanup:
+    freeReplyObject(r);
+    redisFree(ctx);
+    return st;
+}
+
+/* Is the server a master right now? A Sentinel's answer can be a moment old (a failover in
+ * progress, a restarted old master not yet turned into a replica): ROLE is the server's own. */
+static status check_master(redisContext *ctx, const char *host, int port, struct err *e)
+{
+    redisReply *r = redisCommand(ctx, "ROLE");
+    status st = ST_OK;
+
+    if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements < 1 ||
+        r->element[0]->type != REDIS_REPLY_STRING || strcmp(r->element[0]->str, "master") != 0)
+        st = err_setr(e, ST_UNAVAILABLE, "read_model_unavailable",
+                      "redis '%s:%d' named master by the sentinels is not a master (yet)", host, port);
+    freeReplyObject(r);
+    return st;
+}
+
+status rds_open(redisContext **out, const struct cfg *c, int timeout_ms, struct err *e)
+{
+    /* the Sentinel that answered last is asked first: a dead one costs a connect each time */
+    static _Atomic int first;
+    char host[256];
+    int port = 0;
+    status st = ST_UNAVAILABLE;
+
+    if (c->redis_sentinel_count == 0)
+        return rds_connect(out, c->redis_host, c->redis_port, c->redis_db, timeout_ms, e);
+    *out = NULL;
+    for (int k = 0; k < c->redis_sentinel_count && st != ST_OK; k++) {
+        int i = (first + k) % c->redis_sentinel_count;
+        st = sentinel_master(&c->redis_sentinel[i], c->redis_master_name,
+                             timeout_ms < 1000 ? timeout_ms : 1000, host, sizeof host, &port, e);
+        if (st == ST_OK)
+            first = i;
+    }
+    if (st != ST_OK)
+        return st;
+    st = rds_connect(out, host, port, c->redis_db, timeout_ms, e);
+    if (st == ST_OK)
+        st = check_master(*out, host, port, e);
+    if (st != ST_OK)
+        rds_free(out);
+    return st;
+}
+
 status rds_connect_cfg(redisContext **out, const struct cfg *c, struct err *e)
 {
-    return rds_connect(out, c->redis_host, c->redis_port, c->redis_db, c->request_timeout_ms, e);
+    return rds_open(out, c, c->request_timeout_ms, e);
 }
 
 void rds_free(redisContext **ctx)

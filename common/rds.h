@@ -12,7 +12,11 @@
  * *out (rds_free). */
 status rds_connect(redisContext **out, const char *host, int port, int db, int timeout_ms,
                    struct err *e) WUR;
-/* Same with the host, port and database of c and its request_timeout_ms. */
+/* The server of c: with REDIS_SENTINELS the master the Sentinels name (asked again at every
+ * call, so a reconnect follows a failover) and only once it answers ROLE as master; else
+ * REDIS_URL's host and port. Selects c's database; timeout_ms bounds connect and commands. */
+status rds_open(redisContext **out, const struct cfg *c, int timeout_ms, struct err *e) WUR;
+/* rds_open with c's request_timeout_ms. */
 status rds_connect_cfg(redisContext **out, const struct cfg *c, struct err *e) WUR;
 /* Frees *ctx (NULL-safe) and clears the caller's pointer. */
 void rds_free(redisContext **ctx);

@@ -118,7 +118,7 @@ static int cmd_run(const struct cfg *c)
     }
     for (attempt = 0; !svc_stop_requested; attempt++) {
         err_clear(&e);
-        if (bus_connect(&b, c->nats_url, "projector", c->request_timeout_ms, &e) == ST_OK &&
+        if (bus_connect_cfg(&b, c, "projector", &e) == ST_OK &&
             bus_ensure_stream(&b, &e) == ST_OK && cs_ensure_consumer(&b, c, &e) == ST_OK &&
             cs_subscribe(&sub, &b, &e) == ST_OK)
             break;

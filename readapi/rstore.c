@@ -18,6 +18,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "query.h"
+#include "rds.h"
 #include "readmodel.h"
 #include "svc.h"
 
@@ -82,29 +83,11 @@ static void redis_error(void)
 
 static redisContext *connect_redis(struct err *e)
 {
-    int timeout = rs_cfg->request_timeout_ms < 1000 ? rs_cfg->request_timeout_ms : 1000;
-    redisContext *ctx = redisConnectWithTimeout(rs_cfg->redis_host, rs_cfg->redis_port, ms_tv(timeout));
-    redisReply *r;
+    redisContext *ctx = NULL;
 
-    if (ctx == NULL || ctx->err) {
-        err_setr(e, ST_UNAVAILABLE, "read_model_unavailable", "unable to connect to redis %s:%d: %s",
-                 rs_cfg->redis_host, rs_cfg->redis_port, ctx != NULL ? ctx->errstr : "out of memory");
-        if (ctx != NULL)
-            redisFree(ctx);
+    /* the shared helper: Sentinel discovery and the ROLE check at every (re)connect */
+    if (rds_open(&ctx, rs_cfg, rs_cfg->request_timeout_ms < 1000 ? rs_cfg->request_timeout_ms : 1000, e) != ST_OK)
         return NULL;
-    }
-    redisSetTimeout(ctx, ms_tv(timeout));
-    if (rs_cfg->redis_db != 0) {
-        r = redisCommand(ctx, "SELECT %d", rs_cfg->redis_db);
-        if (r == NULL || r->type == REDIS_REPLY_ERROR) {
-            freeReplyObject(r);
-            redisFree(ctx);
-            err_setr(e, ST_UNAVAILABLE, "read_model_unavailable", "unable to select redis db %d",
-                     rs_cfg->redis_db);
-            return NULL;
-        }
-        freeReplyObject(r);
-    }
     return ctx;
 }
 

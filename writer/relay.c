@@ -165,7 +165,7 @@ static status ensure_bus(struct relay *r, struct err *e)
 
     if (r->js != NULL)
         return ST_OK;
-    st = bus_connect(&r->bus, r->cfg->nats_url, "writer-relay", r->cfg->request_timeout_ms, e);
+    st = bus_connect_cfg(&r->bus, r->cfg, "writer-relay", e);
     if (st == ST_OK)
         st = bus_ensure_stream(&r->bus, e);
     if (st != ST_OK) {

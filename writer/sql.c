@@ -67,7 +67,8 @@ static const struct {
                      "WHERE a.account_id = u.id RETURNING 1) "
                      "SELECT event_id::text, position, to_char(recorded_at AT TIME ZONE 'UTC', "
                      "'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), (SELECT count(*) FROM up) FROM ins"},
-    {"ping", "SELECT 1"},
+    /* no row on a server in recovery: a standby (or a demoted primary) is not a store */
+    {"ping", "SELECT 1 WHERE NOT pg_is_in_recovery()"},
 };
 
 status sql_keepalive(PGconn *conn, struct err *e)

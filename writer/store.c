@@ -64,6 +64,8 @@ status store_ping(struct store *s, struct err *e)
     if (st != ST_OK)
         return st;
     st = sql_run(sl->conn, &res, "ping", 0, NULL, PGRES_TUPLES_OK, e);
+    if (st == ST_OK && PQntuples(res) != 1)
+        st = err_setr(e, ST_UNAVAILABLE, "store_unavailable", "the database is read-only (in recovery)");
     PQclear(res);
     pool_checkin(s->pool, sl);
     return st;

@@ -10,7 +10,8 @@
 #include "cfg.h"
 
 static const char *const vars[] = {"DATABASE_URL", "NATS_URL", "REDIS_URL", "WRITER_PORT", "READAPI_PORT",
-                                   "LOG_LEVEL", "API_TOKEN", "HTTP_THREADS", "PROJECTOR_BATCH", NULL};
+                                   "LOG_LEVEL", "API_TOKEN", "HTTP_THREADS", "PROJECTOR_BATCH", "NATS_REPLICAS",
+                                   "REDIS_SENTINELS", "REDIS_MASTER_NAME", NULL};
 
 static int clear_env(void **state)
 {
@@ -105,6 +106,41 @@ static void test_redis_urls(void **state)
     }
 }
 
+/* The HA topology's settings: a NATS server list, replicas, Sentinels with a master name. */
+static void test_cluster_settings(void **state)
+{
+    struct cfg c;
+    char errs[2048];
+
+    (void)state;
+    assert_int_equal(cfg_load(&c, errs, sizeof errs), ST_OK);
+    assert_int_equal(c.nats_replicas, 1);
+    assert_int_equal(c.redis_sentinel_count, 0);
+    setenv("NATS_URL", "nats://127.0.0.1:1,nats://127.0.0.1:2, tls://h:3", 1);
+    setenv("NATS_REPLICAS", "3", 1);
+    setenv("REDIS_SENTINELS", "127.0.0.1:29020,s2:29021,s3:29022", 1);
+    setenv("REDIS_MASTER_NAME", "cqrs", 1);
+    assert_int_equal(cfg_load(&c, errs, sizeof errs), ST_OK);
+    assert_int_equal(c.nats_replicas, 3);
+    assert_int_equal(c.redis_sentinel_count, 3);
+    assert_string_equal(c.redis_sentinel[1].host, "s2");
+    assert_int_equal(c.redis_sentinel[2].port, 29022);
+    /* each URL of the list is checked; sentinels need a master name; ports are ports */
+    setenv("NATS_URL", "nats://127.0.0.1:1,127.0.0.1:2", 1);
+    setenv("NATS_REPLICAS", "6", 1);
+    setenv("REDIS_SENTINELS", "127.0.0.1:29020,s2", 1);
+    unsetenv("REDIS_MASTER_NAME");
+    assert_int_equal(cfg_load(&c, errs, sizeof errs), ST_INVALID);
+    assert_non_null(strstr(errs, "NATS_URL: '127.0.0.1:2'"));
+    assert_non_null(strstr(errs, "NATS_REPLICAS:"));
+    assert_non_null(strstr(errs, "REDIS_SENTINELS: 's2' is not host:port"));
+    assert_non_null(strstr(errs, "REDIS_MASTER_NAME:"));
+    setenv("REDIS_SENTINELS", "h:0", 1);
+    setenv("REDIS_MASTER_NAME", "cqrs", 1);
+    assert_int_equal(cfg_load(&c, errs, sizeof errs), ST_INVALID);
+    assert_non_null(strstr(errs, "REDIS_SENTINELS: bad port"));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -112,6 +148,7 @@ int main(void)
         cmocka_unit_test_setup(test_values_read, clear_env),
         cmocka_unit_test_setup(test_every_bad_value_reported, clear_env),
         cmocka_unit_test_setup(test_redis_urls, clear_env),
+        cmocka_unit_test_setup(test_cluster_settings, clear_env),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
