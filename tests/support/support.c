@@ -82,9 +82,10 @@ void tfail(const char *fmt, ...)
     abort();
 }
 
-static const char *const tenv_exported[] = {"DATABASE_URL", "NATS_URL",   "REDIS_URL",
-                                             "WRITER_PORT",  "READAPI_PORT", "JWT_SECRET",
-                                             "API_TOKEN",    NULL};
+static const char *const tenv_exported[] = {"DATABASE_URL",  "NATS_URL",        "REDIS_URL",
+                                             "WRITER_PORT",   "READAPI_PORT",    "JWT_SECRET",
+                                             "API_TOKEN",     "NATS_REPLICAS",   "REDIS_SENTINELS",
+                                             "REDIS_MASTER_NAME", NULL};
 
 pid_t tsvc_spawn(const char *binary, const char *const *args, const char *const *extra_env, int out_fd)
 {
@@ -222,6 +223,33 @@ void treset_state(void)
     treset_read_side();
 }
 
+void tsentinel_master(char *host, size_t host_len, int *port)
+{
+    struct cfg_hostport s[CFG_MAX_SENTINELS];
+    int n = 0;
+    struct err e;
+
+    if (cfg_parse_hostports(tenv("REDIS_SENTINELS"), s, CFG_MAX_SENTINELS, &n, &e) != ST_OK)
+        tfail("REDIS_SENTINELS: %s", e.msg);
+    for (int i = 0; i < n; i++) {
+        redisContext *c = redisConnect(s[i].host, s[i].port);
+        redisReply *r = c != NULL && !c->err
+                            ? redisCommand(c, "SENTINEL get-master-addr-by-name %s", tenv("REDIS_MASTER_NAME"))
+                            : NULL;
+        int ok = r != NULL && r->type == REDIS_REPLY_ARRAY && r->elements == 2;
+        if (ok) {
+            snprintf(host, host_len, "%s", r->element[0]->str);
+            *port = atoi(r->element[1]->str);
+        }
+        freeReplyObject(r);
+        if (c != NULL)
+            redisFree(c);
+        if (ok)
+            return;
+    }
+    tfail("no sentinel of '%s' names the master", tenv("REDIS_SENTINELS"));
+}
+
 redisContext *tredis_open(void)
 {
     char host[256];
@@ -232,6 +260,8 @@ redisContext *tredis_open(void)
 
     if (cfg_parse_redis_url(tenv("REDIS_URL"), host, sizeof host, &port, &db, &e) != ST_OK)
         tfail("REDIS_URL: %s", e.msg);
+    if (tenv("REDIS_SENTINELS") != NULL && tenv("REDIS_SENTINELS")[0] != '\0')
+        tsentinel_master(host, sizeof host, &port);
     rc = redisConnect(host, port);
     if (rc == NULL || rc->err)
         tfail("connect to redis %s:%d", host, port);
@@ -271,7 +301,7 @@ void treset_read_side(void)
     freeReplyObject(rep);
     redisFree(rc);
 
-    if (bus_connect(&b, tenv("NATS_URL"), "test-reset", 5000, &e) != ST_OK)
+    if (bus_connect(&b, tenv("NATS_URL"), "test-reset", 10000, &e) != ST_OK)
         tfail("connect to nats: %s", e.msg);
     {
         jsErrCode jerr = 0;

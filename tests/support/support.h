@@ -38,6 +38,9 @@ void treset_state(void);
 /* A Redis connection to the stack's REDIS_URL with its database selected; aborts the test
  * when Redis does not answer. Caller redisFree-s. */
 struct redisContext *tredis_open(void);
+/* The Redis master's address as the stack's REDIS_SENTINELS name it (REDIS_MASTER_NAME); aborts
+ * the test when no Sentinel answers. */
+void tsentinel_master(char *host, size_t host_len, int *port);
 /* Number of keys matching pattern (SCAN, so Redis is never blocked); aborts the test when a
  * SCAN fails. */
 long tredis_count_keys(struct redisContext *rc, const char *pattern);
