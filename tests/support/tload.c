@@ -85,6 +85,7 @@ struct tload {
     pthread_mutex_t mu;
     struct shared shared[SHARED_MAX];
     int nshared;
+    char last_acked[UUID_STR_SIZE]; /* the account of the latest acknowledged command */
     int64_t run_t0;
     struct client cl[MAX_CLIENTS];
     pthread_t th[MAX_CLIENTS], rth[MAX_READERS];
@@ -128,6 +129,7 @@ static void note_ack(struct tload *l, const char *id, int64_t version)
         return;
     pthread_mutex_lock(&l->mu);
     s = find_shared(l, id);
+    snprintf(l->last_acked, sizeof l->last_acked, "%s", id);
     if (s != NULL) {
         s->ver[s->next] = version;
         s->at[s->next] = tnow_ms();
@@ -393,7 +395,14 @@ static void *reader_main(void *arg)
         int64_t t0 = tnow_ms(), seen = 0;
         int doc_read = tgen_rand(&rng) % 2, stale = 0;
 
-        random_shared(l, &rng, id);
+        /* half the document reads ask for the account written last: they see the staleness */
+        if (doc_read && tgen_rand(&rng) % 2) {
+            pthread_mutex_lock(&l->mu);
+            snprintf(id, sizeof id, "%s", l->last_acked);
+            pthread_mutex_unlock(&l->mu);
+        } else {
+            random_shared(l, &rng, id);
+        }
         if (id[0] == '\0') {
             usleep(20000);
             continue;
@@ -495,6 +504,8 @@ void tload_window(struct tload *l, int64_t from, int64_t until, struct tload_win
         }
     }
     w->w_outage = wf1 > 0 ? wf1 - (wf0 > from ? wf0 : from) : 0;
+    w->w_first = wf1 > 0 ? (wf0 > from ? wf0 : from) - from : 0;
+    w->w_last = wf1 > 0 ? wf1 - from : 0;
     w->r_outage = rf1 > 0 ? rf1 - (rf0 > from ? rf0 : from) : 0;
 }
 
