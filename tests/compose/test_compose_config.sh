@@ -57,4 +57,30 @@ expect 'published: 8081|127\.0\.0\.1:8081:8081' "the read API port published"
 n="$(printf '%s\n' "$out" | grep -c 'DATABASE_URL: ')"
 [ "$n" -ge 3 ] || fail "DATABASE_URL is set for $n services, expected writer, projector and readapi"
 
-echo "test_compose_config: ok (${COMPOSE[*]}, 6 services)"
+# The HA topology (compose/docker-compose.ha.yml): the same contract as scripts/stack-ha
+HA="$ROOT/compose/docker-compose.ha.yml"
+[ -f "$HA" ] || fail "'$HA' does not exist"
+if ! out="$(env -u LOG_LEVEL "${COMPOSE[@]}" -f "$HA" config 2>&1)"; then
+  printf '%s\n' "$out" >&2
+  fail "'${COMPOSE[*]} -f compose/docker-compose.ha.yml config' failed"
+fi
+services="$(printf '%s\n' "$out" | awk '/^services:/ {in_s = 1; next} /^[^ ]/ {in_s = 0} in_s && /^  [A-Za-z0-9_.-]+:$/ {sub(/:$/, ""); gsub(/ /, ""); print}')"
+for s in nats1 nats2 nats3 redis1 redis2 sentinel1 sentinel2 sentinel3 pg-monitor pg1 pg2 \
+  writer1 writer2 readapi1 readapi2 projector1 projector2 haproxy; do
+  printf '%s\n' "$services" | grep -qx "$s" || fail "HA service '$s' is missing (found: $(echo $services))"
+done
+expect '^ *- --cluster_name$' "a NATS cluster"
+expect 'image: nats:2\.9' "the official nats:2.9 image (HA)"
+expect 'image: haproxy:2\.6' "the official haproxy image"
+expect 'sentinel monitor cqrs redis1 6379 2' "Sentinels watching redis1 with quorum 2"
+expect '^ *- --replicaof$' "a Redis replica"
+expect 'NATS_URL: nats://nats1:4222,nats://nats2:4222,nats://nats3:4222' "the NATS server list"
+expect "NATS_REPLICAS: '?3'?" "stream replicas 3"
+expect 'REDIS_SENTINELS: sentinel1:26379,sentinel2:26379,sentinel3:26379' "REDIS_SENTINELS"
+expect 'REDIS_MASTER_NAME: cqrs' "REDIS_MASTER_NAME"
+expect 'target_session_attrs=read-write' "a multi-host DATABASE_URL following the primary"
+n="$(printf '%s\n' "$out" | grep -c 'REDIS_SENTINELS: ')"
+[ "$n" -ge 6 ] || fail "REDIS_SENTINELS is set for $n services, expected 2 writers, 2 read APIs, 2 projectors"
+grep -q 'option httpchk GET /readyz' "$ROOT/compose/haproxy.cfg" || fail "haproxy checks GET /readyz"
+
+echo "test_compose_config: ok (${COMPOSE[*]}, 6 services; HA topology, 18 services)"
