@@ -212,8 +212,9 @@ void treset_state(void)
         tfail("connect to postgres: %s", PQerrorMessage(pg));
     /* tables exist only after a service ran its migrations once */
     res = PQexec(pg, "DO $$ BEGIN IF to_regclass('outbox_dead_letters') IS NOT NULL THEN "
-                     "TRUNCATE outbox_dead_letters; END IF; "
-                     "IF to_regclass('events') IS NOT NULL THEN "
+                     "TRUNCATE outbox_dead_letters, outbox, events, accounts, idempotency_keys "
+                     "RESTART IDENTITY CASCADE; "
+                     "ELSIF to_regclass('events') IS NOT NULL THEN "
                      "TRUNCATE outbox, events, accounts, idempotency_keys RESTART IDENTITY CASCADE; "
                      "END IF; END $$");
     if (PQresultStatus(res) != PGRES_COMMAND_OK)
