@@ -606,7 +606,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 
 /* libmicrohttpd's own messages (refused connections, FD_SETSIZE, bad requests) go through the
  * service's logger, with its time, level and service name, instead of bare lines on stderr. */
-static void mhd_log(void *cls, const char *fmt, va_list ap)
+__attribute__((format(printf, 2, 0))) static void mhd_log(void *cls, const char *fmt, va_list ap)
 {
     char msg[512];
     size_t len;

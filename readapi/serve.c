@@ -341,8 +341,9 @@ void ra_serve_account(const struct http_request *req, const struct ra_query *q,
         reply_not_yet(resp, q, s.acc.version);
         goto cleanup;
     }
-    /* woken by every applied batch; a bounded fallback covers a lost notification */
-    if (!http_defer(req, resp, deadline - now < 1000 ? deadline : now + 1000)) {
+    /* woken by every applied batch (and by the listener's reconnection); a sparse fallback
+     * covers a lost notification without waking thousands of parked reads every second */
+    if (!http_defer(req, resp, deadline - now < 3000 ? deadline : now + 3000)) {
         http_set_header(resp, "Retry-After", "1");
         http_reply_error(resp, 503, "too_many_waiters",
                          "too many requests are waiting for the projection; retry later");
