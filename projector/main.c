@@ -506,6 +506,14 @@ static int cmd_rebuild(const struct cfg *c, int argc, char **argv)
     for (int i = 2; i < argc; i++) {
         if (strcmp(argv[i], "--verify") == 0) {
             o.mode = RB_VERIFY;
+        } else if (strcmp(argv[i], "--batch") == 0 && i + 1 < argc) {
+            char *end = NULL;
+            long b = strtol(argv[++i], &end, 10);
+            if (end == argv[i] || *end != '\0' || b < 1 || b > 100000) {
+                fprintf(stderr, "projector rebuild: --batch takes 1..100000 events\n");
+                return 2;
+            }
+            o.batch = (int)b;
         } else if (strcmp(argv[i], "--abort") == 0) {
             long gen = 0, removed = 0;
             err_clear(&e);
@@ -581,6 +589,7 @@ static void usage(void)
             "  rebuild --verify        build a generation, compare it with the current one account by\n"
             "                          account, print the differences, drop it; exit 3 when they differ\n"
             "  rebuild --abort         abandon the rebuild in progress and remove its keys\n"
+            "  rebuild --batch N       events per read of the events table (default 5000)\n"
             "  rollback                make the previous generation current again (caught up first)\n"
             "  drop-generation         remove the previous generation (UNLINK over SCAN)\n"
             "exit status: 0 done, 1 failure, 2 usage or configuration, 3 verify found differences,\n"

@@ -1,0 +1,47 @@
+/* Support for the rebuild-hole suites (issue 13): unrelated keys by the million, a deposit load
+ * over many existing accounts, pair checks of a generation, Redis restarted from a snapshot. */
+#ifndef TESTS_THOLES_H
+#define TESTS_THOLES_H
+
+#include <hiredis/hiredis.h>
+#include <pthread.h>
+#include <stdint.h>
+
+#include "uuid.h"
+
+/* n keys "junk:<i>" (DEBUG POPULATE, or pipelined MSET where DEBUG is refused): a keyspace
+ * that makes SCAN slow. */
+void th_populate(redisContext *rc, long n);
+
+/* Deposits from nthreads client threads, round robin over ids (not copied: keep them alive).
+ * 409 (closed account) and 422 answers are counted, not failures. */
+struct th_load {
+    int n, nthreads;
+    char (*ids)[UUID_STR_SIZE];
+    volatile int stop;
+    long sent, ok, refused, failed;
+    char first_failure[256];
+    pthread_t threads[8];
+    pthread_mutex_t mu;
+};
+void th_load_start(struct th_load *l, char (*ids)[UUID_STR_SIZE], int n, int nthreads);
+void th_load_stop(struct th_load *l);
+
+/* Broken accounts of generation gen: a hash whose v differs from its list's LLEN, or a list or
+ * hash without the other. Prints up to 10 of them. */
+long th_broken_pairs(redisContext *rc, long gen);
+
+/* Redis restarted from a snapshot taken now, the writes after it lost (a promoted replica, an
+ * everysec AOF, a restore): th_snapshot turns the AOF off and BGSAVEs (waits for it);
+ * th_restart_from_snapshot kills Redis and starts it again from that file; th_aof_back turns
+ * the AOF on again (rewritten from the data as it is) so later restarts keep what is there. */
+void th_snapshot(redisContext *rc);
+void th_restart_from_snapshot(void);
+void th_aof_back(redisContext *rc);
+
+/* Lines of the projector's test log (logs/test-projector.log) that contain needle, counted
+ * from byte offset from (th_log_size gives the current end). */
+long th_log_size(const char *binary);
+long th_log_count(const char *binary, long from, const char *needle);
+
+#endif
