@@ -247,34 +247,53 @@ status rm_load_gens(redisContext *c, struct rm_gens *out, struct err *e)
     return st;
 }
 
+/* A fresh generation is only allocated here, not named: no worker writes into it (it has no
+ * checkpoint and is in no rm:* name) until rm_open_script, after the caller has removed whatever
+ * keys of that number are left over. Clearing a generation that live workers already write
+ * splits pairs: SCAN may return one key of a pair created during the scan. */
 static const char begin_lua[] =
     "local b = redis.call('GET', 'rm:building')\n"
     "local rb = redis.call('HMGET', 'rm:rebuild', 'gen', 'state', 'cursor', 'done', 'mode')\n"
     "if b and rb[1] == b and rb[2] == 'building' and rb[3] and rb[5] == ARGV[1]\n"
     "   and redis.call('EXISTS', 'rm:' .. b .. ':checkpoint') == 1 then\n"
     "  redis.call('HSET', 'rm:rebuild', 'updated_at_ms', ARGV[2])\n"
-    "  return {tonumber(b), rb[3], tonumber(rb[4] or '0'), 1, 0}\n"
+    "  return {tonumber(b), rb[3], tonumber(rb[4] or '0'), 1, 0, 0, 0}\n"
     "end\n"
-    "local g = tonumber(redis.call('GET', 'rm:genseq') or '0')\n"
+    "local seq = redis.call('GET', 'rm:genseq')\n"
+    "local g = tonumber(seq or '0') or 0\n"
     "for _, k in ipairs({'rm:current', 'rm:building', 'rm:previous'}) do\n"
     "  local v = tonumber(redis.call('GET', k) or '0') or 0\n"
     "  if v > g then g = v end\n"
     "end\n"
     "g = g + 1\n"
+    "local cur, prev = redis.call('GET', 'rm:current'), redis.call('GET', 'rm:previous')\n"
+    "local stale, prep = 0, 0\n"
+    "if b and b ~= cur and b ~= prev then stale = tonumber(b) or 0 end\n"
+    "if rb[2] == 'preparing' and rb[1] and rb[1] ~= b and rb[1] ~= cur and rb[1] ~= prev then\n"
+    "  prep = tonumber(rb[1]) or 0 end\n"
     "redis.call('SET', 'rm:genseq', g)\n"
-    "redis.call('SET', 'rm:building', g)\n"
-    "redis.call('DEL', 'rm:rebuild')\n"
-    "redis.call('HSET', 'rm:rebuild', 'gen', g, 'state', 'building', 'mode', ARGV[1], 'done', 0,\n"
+    "redis.call('DEL', 'rm:building', 'rm:rebuild')\n"
+    "redis.call('HSET', 'rm:rebuild', 'gen', g, 'state', 'preparing', 'mode', ARGV[1], 'done', 0,\n"
     "           'total', 0, 'events_per_s', 0, 'eta_s', 0, 'started_at_ms', ARGV[2],\n"
     "           'updated_at_ms', ARGV[2], 'cursor', '0:0')\n"
-    "redis.call('HSET', 'rm:' .. g .. ':checkpoint', 'position', 0, 'events', 0, 'at_ms', ARGV[2])\n"
-    "local stale = 0\n"
-    "if b and b ~= redis.call('GET', 'rm:current') and b ~= redis.call('GET', 'rm:previous') then\n"
-    "  stale = tonumber(b) or 0 end\n"
-    "return {g, '0:0', 0, 0, stale}\n";
+    "return {g, '0:0', 0, 0, stale, prep, seq and 0 or 1}\n";
 
+static const char open_lua[] =
+    "local rb = redis.call('HMGET', 'rm:rebuild', 'gen', 'state')\n"
+    "if rb[1] ~= ARGV[1] or rb[2] ~= 'preparing' or redis.call('EXISTS', 'rm:building') == 1 then\n"
+    "  return 0 end\n"
+    "redis.call('HSET', 'rm:' .. ARGV[1] .. ':checkpoint', 'position', 0, 'events', 0, 'at_ms', ARGV[2])\n"
+    "redis.call('SET', 'rm:building', ARGV[1])\n"
+    "redis.call('HSET', 'rm:rebuild', 'state', 'building', 'updated_at_ms', ARGV[2])\n"
+    "return 1\n";
+
+/* The rebuild's cursor is compared with the one Redis holds: when Redis came back with writes
+ * lost (a restore, a promoted replica, an everysec AOF), the generation holds only what that
+ * older cursor claims, and the switch must wait for the rebuild to go over the rest again. */
 static const char switch_lua[] =
     "if redis.call('GET', 'rm:building') ~= ARGV[1] then return -1 end\n"
+    "if redis.call('HGET', 'rm:rebuild', 'cursor') ~= ARGV[3] then return -2 end\n"
+    "redis.call('SET', 'rm:' .. ARGV[1] .. ':tail', ARGV[3])\n"
     "local c = redis.call('GET', 'rm:current')\n"
     "local p = redis.call('GET', 'rm:previous')\n"
     "local dropped = 0\n"
@@ -296,13 +315,19 @@ static const char rollback_lua[] =
     "if redis.call('EXISTS', 'rm:' .. ARGV[1] .. ':checkpoint') == 0 then return {0} end\n"
     "redis.call('SET', 'rm:building', ARGV[1])\n"
     "redis.call('DEL', 'rm:rebuild')\n"
+    "local t = redis.call('GET', 'rm:' .. ARGV[1] .. ':tail') or '0:0'\n"
     "redis.call('HSET', 'rm:rebuild', 'gen', ARGV[1], 'state', 'building', 'mode', 'rollback',\n"
-    "           'done', 0, 'total', 0, 'started_at_ms', ARGV[2], 'updated_at_ms', ARGV[2])\n"
-    "return {1, redis.call('GET', 'rm:' .. ARGV[1] .. ':tail') or ''}\n";
+    "           'done', 0, 'total', 0, 'started_at_ms', ARGV[2], 'updated_at_ms', ARGV[2], 'cursor', t)\n"
+    "return {1, t}\n";
 
 const char *rm_begin_script(void)
 {
     return begin_lua;
+}
+
+const char *rm_open_script(void)
+{
+    return open_lua;
 }
 
 const char *rm_switch_script(void)
@@ -385,20 +410,26 @@ cleanup:
     return st;
 }
 
-status rm_clear_generation_data(redisContext *c, long gen, long *removed, struct err *e)
+status rm_check_noeviction(redisContext *c, struct err *e)
 {
-    char pattern[64];
-    status st;
-    long n = 0;
+    redisReply *r = redisCommand(c, "INFO memory");
+    const char *p;
+    char policy[64] = "";
+    status st = ST_OK;
 
-    snprintf(pattern, sizeof pattern, "rm:%ld:[ast]:*", gen);
-    st = scan_unlink(c, pattern, &n, e);
-    if (st == ST_OK) {
-        snprintf(pattern, sizeof pattern, "rm:%ld:tail*", gen);
-        st = scan_unlink(c, pattern, &n, e);
+    if (r == NULL || r->type != REDIS_REPLY_STRING) {
+        st = reply_failed(c, r, "info memory", e);
+        goto cleanup;
     }
-    if (removed != NULL)
-        *removed = n;
+    p = strstr(r->str, "maxmemory_policy:");
+    if (p != NULL)
+        sscanf(p + strlen("maxmemory_policy:"), "%63[^\r\n]", policy);
+    if (strcmp(policy, "noeviction") != 0)
+        st = err_set(e, ST_INVALID,
+                     "Redis maxmemory-policy is '%s': it must be noeviction (an evicting Redis drops "
+                     "one key of an account's pair or a generation's checkpoint)", policy[0] ? policy : "unknown");
+cleanup:
+    freeReplyObject(r);
     return st;
 }
 

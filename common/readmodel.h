@@ -15,7 +15,7 @@
  *   rm:building                string: the generation a rebuild is filling (never served)
  *   rm:previous                string: the generation before the last switch (rollback target)
  *   rm:genseq                  string: the highest generation number ever allocated
- *   rm:rebuild                 hash: gen, state (building|verifying|done|aborted), mode
+ *   rm:rebuild                 hash: gen, state (preparing|building|verifying|done), mode
  *                              (switch|verify|rollback), done, total, events_per_s, eta_s,
  *                              started_at_ms, updated_at_ms, cursor ("tx_id:position", resume)
  *   rm:rebuild:lease           string: token of the one process allowed to rebuild (SET NX PX)
@@ -139,17 +139,26 @@ status rm_load_gens(redisContext *c, struct rm_gens *out, struct err *e) WUR;
 /* Scripts of the generation switches (static text). Each checks what it expects first and
  * changes nothing (reply 0) when another process got there before:
  *   begin:    KEYS none; ARGV mode, now_ms. Resumes the rebuild in progress when rm:building
- *             and rm:rebuild agree (reply {gen, cursor, done, 1}); otherwise allocates a new
- *             generation, creates its checkpoint, sets rm:building and rm:rebuild (reply
- *             {gen, "0:0", 0, 0, stale}, stale = an abandoned building generation to drop, or 0;
- *             never the current or previous one, e.g. a dead rollback's target)
- *   switch:   ARGV gen, now_ms. If rm:building == gen: rm:previous = rm:current (when valid),
- *             rm:current = gen, DEL rm:building; reply the generation that stopped being
- *             previous (to drop, 0 when none), else -1
+ *             and rm:rebuild agree (reply {gen, cursor, done, 1, 0, 0, 0}); otherwise allocates
+ *             a new generation WITHOUT naming it (rm:rebuild state "preparing", no checkpoint,
+ *             rm:building removed) and replies {gen, "0:0", 0, 0, stale, prepared, reused}:
+ *             stale = the abandoned building generation to drop, prepared = one a dead rebuild
+ *             allocated but never opened (drop it too), 0 when none (never the current or
+ *             previous one, e.g. a dead rollback's target); reused = 1 when rm:genseq was
+ *             missing, so keys of that number may be left over (drop them before opening)
+ *   open:     ARGV gen, now_ms. If rm:rebuild is preparing gen and nothing is building: creates
+ *             its checkpoint, names it rm:building (live workers write it from now on); 1, else 0
+ *   switch:   ARGV gen, now_ms, cursor. If rm:building == gen and rm:rebuild's cursor is
+ *             cursor (Redis did not lose the rebuild's last steps): the generation's sweep
+ *             cursor = cursor, rm:previous = rm:current (when valid), rm:current = gen, DEL
+ *             rm:building; reply the generation that stopped being previous (to drop, 0 when
+ *             none); -1 when gen is not building, -2 when the cursor differs (nothing changed)
  *   rollback: ARGV previous, now_ms. If rm:previous == previous and no rebuild is running: it
  *             becomes rm:building so a catch-up can run before the switch, and rm:rebuild
- *             says so (mode rollback) in the same step; reply {1, its tail cursor}, else {0} */
+ *             says so (mode rollback, cursor = its sweep cursor) in the same step; reply
+ *             {1, that cursor}, else {0} */
 const char *rm_begin_script(void);
+const char *rm_open_script(void);
 const char *rm_switch_script(void);
 const char *rm_rollback_script(void);
 
@@ -157,9 +166,9 @@ const char *rm_rollback_script(void);
  * writer can recreate the generation after that), then SCAN MATCH rm:<gen>:* in batches of
  * 1000 with one UNLINK per batch. *removed (may be NULL) counts the keys. */
 status rm_drop_generation(redisContext *c, long gen, long *removed, struct err *e) WUR;
-/* Removes whatever account, statement and tail keys of gen are left over (from a generation of
- * that number whose rm:genseq was lost with a partial flush), keeping its checkpoint. */
-status rm_clear_generation_data(redisContext *c, long gen, long *removed, struct err *e) WUR;
+/* ST_OK when Redis's maxmemory-policy is noeviction, else ST_INVALID naming the policy: any
+ * eviction policy can drop one key of an account's pair or a generation's checkpoint. */
+status rm_check_noeviction(redisContext *c, struct err *e) WUR;
 
 /* Loads v and doc of one account (HMGET: one round trip) into out (caller releases). */
 status rm_load_account(redisContext *c, long gen, const char *id, struct rm_account *out,

@@ -116,6 +116,11 @@ static int cmd_run(const struct cfg *c)
         log_warn("redis not ready (attempt %d): %s", attempt + 1, e.msg);
         svc_pause_ms(pj_backoff_ms(attempt, BACKOFF_MAX_MS));
     }
+    if (p.rc != NULL && rm_check_noeviction(p.rc, &e) == ST_INVALID) {
+        log_error("refusing to start: %s", e.msg);
+        pj_release(&p);
+        return 2;
+    }
     for (attempt = 0; !svc_stop_requested; attempt++) {
         err_clear(&e);
         if (bus_connect_cfg(&b, c, "projector", &e) == ST_OK &&
@@ -290,8 +295,22 @@ static int cmd_status(const struct cfg *c)
         printf("checkpoint:        position %" PRId64 " (nothing applied yet)\n", pos);
     }
     printf("event store head:  %" PRId64 "\n", head);
-    printf("lag:               %" PRId64 " events, %" PRId64 " s\n", head > pos ? head - pos : 0,
-           head > pos ? lag_s : 0);
+    {
+        /* the highest applied position cannot see events held back behind a stall: the
+         * sweep records their count and lowest position in rm:head */
+        redisReply *h = redisCommand(p.rc, "HMGET %s unapplied lowest_unapplied", RM_HEAD_KEY);
+        int64_t unapplied = 0, lowest = 0;
+        if (h != NULL && h->type == REDIS_REPLY_ARRAY && h->elements == 2) {
+            unapplied = h->element[0]->type == REDIS_REPLY_STRING ? strtoll(h->element[0]->str, NULL, 10) : 0;
+            lowest = h->element[1]->type == REDIS_REPLY_STRING ? strtoll(h->element[1]->str, NULL, 10) : 0;
+        }
+        freeReplyObject(h);
+        printf("lag:               %" PRId64 " events, %" PRId64 " s\n", (head > pos ? head - pos : 0) + unapplied,
+               head > pos ? lag_s : 0);
+        if (unapplied > 0)
+            printf("held back:         %" PRId64 " events behind stalled accounts, lowest position %" PRId64 "\n",
+                   unapplied, lowest);
+    }
     printf("parked events:     %zu\n", parked->elements / 2);
     for (size_t i = 0; i + 1 < parked->elements; i += 2) {
         json_t *rec = parse_record(parked->element[i + 1]);
@@ -493,7 +512,7 @@ cleanup:
 static int rebuild_exit(const char *what, status st, const struct err *e)
 {
     fprintf(stderr, "\nprojector %s: %s\n", what, e->msg);
-    return st == ST_CONFLICT || st == ST_NOT_FOUND ? 4 : 1;
+    return st == ST_CONFLICT || st == ST_NOT_FOUND ? 4 : st == ST_INVALID ? 2 : 1;
 }
 
 static int cmd_rebuild(const struct cfg *c, int argc, char **argv)

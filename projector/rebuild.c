@@ -30,10 +30,15 @@
  *   first), or through the new generation's catch-up sweep, which starts at the rebuild's
  *   cursor. */
 
+/* ARGV[11]: the cursor this step continues from. When Redis holds another one it lost our
+ * last steps (restored from a snapshot, a replica promoted, an everysec AOF): reply {cursor,
+ * done} as Redis has them, and the rebuild goes on from there. */
 static const char step_lua[] =
     "if redis.call('GET', 'rm:building') ~= ARGV[1] then return 0 end\n"
     "local l = redis.call('GET', 'rm:rebuild:lease')\n"
     "if l and l ~= ARGV[2] then return -1 end\n"
+    "local rb = redis.call('HMGET', 'rm:rebuild', 'gen', 'cursor', 'done')\n"
+    "if rb[1] ~= ARGV[1] or rb[2] ~= ARGV[11] then return {rb[2] or '0:0', rb[3] or '0'} end\n"
     "redis.call('SET', 'rm:rebuild:lease', ARGV[2], 'PX', ARGV[10])\n"
     "redis.call('HSET', 'rm:rebuild', 'gen', ARGV[1], 'cursor', ARGV[3], 'done', ARGV[4],\n"
     "           'total', ARGV[5], 'events_per_s', ARGV[6], 'eta_s', ARGV[7],\n"
@@ -117,9 +122,12 @@ static status progress_update(struct progress *pg, struct pj *p, const struct ta
 }
 
 /* One round trip per batch: still our generation, still our lease (extended), progress and
- * resume cursor recorded. ST_CONFLICT when the generation was abandoned or the lease lost. */
-static status progress_step(struct pj *p, struct progress *pg, const struct tail_cursor *cur,
-                            const char *token, const char *state, struct err *e)
+ * resume cursor recorded, compare-and-set from held (the cursor Redis holds, as recorded by the
+ * last step). ST_CONFLICT when the generation was abandoned or the lease lost. *rewound is set
+ * (and cur, done and held are what Redis holds) when Redis lost our last steps. */
+static status progress_step(struct pj *p, struct progress *pg, struct tail_cursor *cur, char *held,
+                            size_t held_len, int *rewound, const char *token, const char *state,
+                            struct err *e)
 {
     char gen_s[24], cur_s[64], done_s[24], total_s[24], eps_s[32], eta_s[24], now_s[24], ttl_s[16];
     const char *argv[15];
@@ -147,13 +155,27 @@ static status progress_step(struct pj *p, struct progress *pg, const struct tail
     argv[10] = now_s;
     argv[11] = state;
     argv[12] = ttl_s;
-    r = redisCommandArgv(p->rc, 13, argv, NULL);
-    if (r == NULL || r->type != REDIS_REPLY_INTEGER)
+    argv[13] = held;
+    *rewound = 0;
+    r = redisCommandArgv(p->rc, 14, argv, NULL);
+    if (r != NULL && r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
+        r->element[0]->type == REDIS_REPLY_STRING && r->element[1]->type == REDIS_REPLY_STRING) {
+        log_warn("rebuild of generation %ld: Redis holds cursor %s (%s events), not %s: it lost writes "
+                 "(restored or failed over); continuing from there", pg->gen, r->element[0]->str,
+                 r->element[1]->str, held);
+        if (tail_cursor_parse(cur, r->element[0]->str) != ST_OK)
+            memset(cur, 0, sizeof *cur);
+        tail_cursor_format(cur, held, held_len);
+        pg->done = strtoll(r->element[1]->str, NULL, 10);
+        *rewound = 1;
+    } else if (r == NULL || r->type != REDIS_REPLY_INTEGER)
         st = pj_redis_failed(p, r, e, "rebuild progress");
     else if (r->integer == 0)
         st = err_set(e, ST_CONFLICT, "generation %ld is no longer being built (aborted, or redis was flushed)", pg->gen);
     else if (r->integer < 0)
         st = err_set(e, ST_CONFLICT, "another process took the rebuild lease");
+    else
+        snprintf(held, held_len, "%s", cur_s);
     freeReplyObject(r);
     return st;
 }
@@ -461,7 +483,7 @@ static void release_lease(struct pj *p, const char *token)
 
 /* Sets up the generation to fill and the cursor to start from. */
 static status start(struct pj *p, const struct rb_opts *o, long *gen, struct tail_cursor *cur,
-                    int64_t *done, struct rb_result *res, struct err *e)
+                    char *held, size_t held_len, int64_t *done, struct rb_result *res, struct err *e)
 {
     struct rm_gens g;
     redisReply *r = NULL;
@@ -492,38 +514,53 @@ static status start(struct pj *p, const struct rb_opts *o, long *gen, struct tai
         *gen = g.previous;
         /* its catch-up starts where its own sweep stopped */
         memset(cur, 0, sizeof *cur);
-        if (r->element[1]->type == REDIS_REPLY_STRING && tail_cursor_parse(cur, r->element[1]->str) != ST_OK)
+        if (r->element[1]->type != REDIS_REPLY_STRING || tail_cursor_parse(cur, r->element[1]->str) != ST_OK)
             memset(cur, 0, sizeof *cur);
+        snprintf(held, held_len, "%s", r->element[1]->type == REDIS_REPLY_STRING ? r->element[1]->str : "0:0");
         *done = 0;
         goto cleanup;
     }
     if (o->mode == RB_VERIFY && g.current == 0)
         return err_set(e, ST_NOT_FOUND, "there is no current generation to verify against");
     r = redisCommand(p->rc, "EVAL %s 0 %s %s", rm_begin_script(), mode_name(o->mode), now_s);
-    if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements != 5) {
+    if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements != 7 || r->element[1]->type != REDIS_REPLY_STRING) {
         st = pj_redis_failed(p, r, e, "begin rebuild");
         goto cleanup;
     }
     *gen = (long)r->element[0]->integer;
     if (tail_cursor_parse(cur, r->element[1]->str) != ST_OK)
         memset(cur, 0, sizeof *cur);
+    snprintf(held, held_len, "%s", r->element[1]->str);
     *done = r->element[2]->integer;
     res->resumed = r->element[3]->integer == 1;
-    if (!res->resumed) {
-        long left = 0;
-        /* normally nothing: numbers are never reused while rm:genseq lives */
-        st = rm_clear_generation_data(p->rc, *gen, &left, e);
-        if (st != ST_OK)
-            goto cleanup;
-        if (left > 0)
-            log_warn("generation %ld: removed %ld keys left over from an earlier generation of that number", *gen, left);
-    }
-    if (r->element[4]->integer > 0 && r->element[4]->integer != *gen) {
-        long stale = (long)r->element[4]->integer, removed = 0;
+    for (int k = 4; k <= 5; k++) {
+        long stale = (long)r->element[k]->integer, removed = 0;
+        if (stale <= 0 || stale == *gen)
+            continue;
         st = rm_drop_generation(p->rc, stale, &removed, e);
         if (st != ST_OK)
             goto cleanup;
-        log_info("dropped abandoned building generation %ld (%ld keys)", stale, removed);
+        log_info("dropped abandoned %s generation %ld (%ld keys)", k == 4 ? "building" : "unopened", stale, removed);
+    }
+    if (!res->resumed) {
+        long left = 0;
+        /* rm:genseq was lost (a partial flush): keys of this number may be left over. They go
+         * while nothing can write the generation (no checkpoint, no name), never after. */
+        if (r->element[6]->integer == 1) {
+            st = rm_drop_generation(p->rc, *gen, &left, e);
+            if (st != ST_OK)
+                goto cleanup;
+            if (left > 0)
+                log_warn("generation %ld: removed %ld keys left over from an earlier generation of that number", *gen, left);
+        }
+        freeReplyObject(r);
+        r = redisCommand(p->rc, "EVAL %s 0 %ld %s", rm_open_script(), *gen, now_s);
+        if (r == NULL || r->type != REDIS_REPLY_INTEGER) {
+            st = pj_redis_failed(p, r, e, "open generation");
+            goto cleanup;
+        }
+        if (r->integer != 1)
+            st = err_set(e, ST_CONFLICT, "generation %ld was taken over before it was opened (another rebuild?)", *gen);
     }
 cleanup:
     freeReplyObject(r);
@@ -536,9 +573,9 @@ status rb_run(const struct cfg *c, const struct rb_opts *o, struct rb_result *re
     struct progress pg;
     struct tail_cursor cur = {0, 0}, before;
     struct pj_item *items = NULL;
-    char token[UUID_STR_SIZE], key[RM_KEY_SIZE], cur_s[64];
+    char token[UUID_STR_SIZE], cur_s[64], held[64] = "0:0";
     int batch = o->batch > 0 ? o->batch : RB_BATCH;
-    int leased = 0, waiting_said = 0, retries = 0, n = 0;
+    int leased = 0, waiting_said = 0, retries = 0, n = 0, rewound = 0;
     redisReply *r = NULL;
     long gen = 0;
     status st;
@@ -549,13 +586,15 @@ status rb_run(const struct cfg *c, const struct rb_opts *o, struct rb_result *re
     uuid_generate(token);
     st = pj_redis(&p, e);
     if (st == ST_OK)
+        st = rm_check_noeviction(p.rc, e);
+    if (st == ST_OK)
         st = pj_pg(&p, e);
     if (st == ST_OK)
         st = take_lease(&p, o, token, e);
     if (st != ST_OK)
         goto cleanup;
     leased = 1;
-    st = start(&p, o, &gen, &cur, &pg.done, res, e);
+    st = start(&p, o, &gen, &cur, held, sizeof held, &pg.done, res, e);
     if (st != ST_OK)
         goto cleanup;
     res->gen = gen;
@@ -570,6 +609,7 @@ status rb_run(const struct cfg *c, const struct rb_opts *o, struct rb_result *re
         fprintf(o->progress, "%s generation %ld%s\n", o->mode == RB_ROLLBACK ? "catching up" : res->resumed ? "resuming" : "building",
                 gen, res->resumed ? " from its checkpoint" : "");
 
+stream:
     for (;;) {
         int caught_up = 0, gone = 0, all = 1;
 
@@ -618,9 +658,11 @@ status rb_run(const struct cfg *c, const struct rb_opts *o, struct rb_result *re
         items = NULL;
         st = progress_update(&pg, &p, &cur, e);
         if (st == ST_OK)
-            st = progress_step(&p, &pg, &cur, token, "building", e);
+            st = progress_step(&p, &pg, &cur, held, sizeof held, &rewound, token, "building", e);
         if (st != ST_OK)
             goto cleanup;
+        if (rewound)
+            continue; /* Redis lost our last steps: go over them again */
         progress_print(&pg, 0);
         if (n == 0 && caught_up)
             break;
@@ -639,7 +681,9 @@ status rb_run(const struct cfg *c, const struct rb_opts *o, struct rb_result *re
     res->events_per_s = pg.eps;
 
     if (o->mode == RB_VERIFY) {
-        st = progress_step(&p, &pg, &cur, token, "verifying", e);
+        st = progress_step(&p, &pg, &cur, held, sizeof held, &rewound, token, "verifying", e);
+        if (st == ST_OK && rewound)
+            goto stream;
         if (st == ST_OK)
             st = verify(&p, res->replaced, gen, o, res, e);
         if (st != ST_OK)
@@ -658,19 +702,23 @@ status rb_run(const struct cfg *c, const struct rb_opts *o, struct rb_result *re
                          res->differing, res->compared, (long long)pj_now_ms());
         goto cleanup;
     }
-    /* the new generation's catch-up sweep starts where the rebuild ended */
-    rm_key_tail(key, sizeof key, gen);
+    /* the new generation's catch-up sweep starts where the rebuild ended: set by the switch
+     * itself, and only if Redis still holds that cursor (else it lost our last steps) */
     tail_cursor_format(&cur, cur_s, sizeof cur_s);
-    r = redisCommand(p.rc, "SET %s %s", key, cur_s);
-    if (r == NULL || r->type == REDIS_REPLY_ERROR) {
-        st = pj_redis_failed(&p, r, e, "tail cursor");
-        goto cleanup;
-    }
-    freeReplyObject(r);
-    r = redisCommand(p.rc, "EVAL %s 0 %ld %lld", rm_switch_script(), gen, (long long)pj_now_ms());
+    r = redisCommand(p.rc, "EVAL %s 0 %ld %lld %s", rm_switch_script(), gen, (long long)pj_now_ms(), cur_s);
     if (r == NULL || r->type != REDIS_REPLY_INTEGER) {
         st = pj_redis_failed(&p, r, e, "switch");
         goto cleanup;
+    }
+    if (r->integer == -2) {
+        log_warn("rebuild of generation %ld: Redis no longer holds cursor %s at the switch: going over the rest again",
+                 gen, cur_s);
+        freeReplyObject(r);
+        r = NULL;
+        st = progress_step(&p, &pg, &cur, held, sizeof held, &rewound, token, "building", e);
+        if (st != ST_OK)
+            goto cleanup;
+        goto stream;
     }
     if (r->integer < 0) {
         st = err_set(e, ST_CONFLICT, "generation %ld is no longer being built: not switched", gen);
