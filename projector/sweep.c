@@ -8,6 +8,7 @@
 #include "db.h"
 #include "pass.h"
 #include "readmodel.h"
+#include "stalls.h"
 #include "tail.h"
 #include "uuid.h"
 
@@ -178,6 +179,11 @@ status pj_sweep(struct pj *p, int limit, int *count, struct err *e)
         goto cleanup;
     }
     freeReplyObject(r);
+    r = NULL;
+    /* what the checkpoint's highest position cannot see: events held back by stalls */
+    st = pj_record_backlog(p, g.current, e);
+    if (st != ST_OK)
+        goto cleanup;
     r = redisCommand(p->rc, "GET %s", tkey);
     if (r == NULL || r->type == REDIS_REPLY_ERROR) {
         st = pj_redis_failed(p, r, e, "tail cursor");

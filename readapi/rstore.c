@@ -451,6 +451,8 @@ status rs_projections(char **out, struct err *e)
     if (headpos < pos)
         headpos = pos;
     lag_events = headpos > pos ? headpos - pos : 0;
+    /* events held back behind stalled accounts: the highest position cannot see them */
+    lag_events += json_integer_value(json_object_get(head, "unapplied"));
     if (lag_events > 0 && json_integer_value(json_object_get(cp, "at_ms")) > 0)
         lag_s = (now_ms() - json_integer_value(json_object_get(cp, "at_ms"))) / 1000;
     doc = json_pack("{s:o, s:b, s:o, s:o, s:I, s:o, s:I, s:I, s:I, s:o, s:o, s:I, s:o}", "current_generation",

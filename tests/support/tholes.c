@@ -1,6 +1,7 @@
 /* Rebuild-hole suites' support: keyspace filler, deposit load, pair check, snapshot restart. */
 #include "tholes.h"
 
+#include <libpq-fe.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -8,9 +9,12 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "bus.h"
+#include "event.h"
 #include "support.h"
 #include "thttp.h"
 #include "tstack.h"
+#include "twriter.h"
 
 void th_populate(redisContext *rc, long n)
 {
@@ -51,6 +55,28 @@ void th_populate(redisContext *rc, long n)
     }
     free(argv);
     free(keys);
+}
+
+void th_open_accounts(char (*ids)[UUID_STR_SIZE], int n, const char *owner)
+{
+    struct tw_call *calls = calloc((size_t)n, sizeof *calls);
+
+    if (calls == NULL)
+        tfail("out of memory");
+    for (int i = 0; i < n; i++) {
+        snprintf(calls[i].path, sizeof calls[i].path, "/accounts");
+        snprintf(calls[i].body, sizeof calls[i].body,
+                 "{\"owner\":\"%s\",\"name\":\"acct %d %lld\",\"currency\":\"EUR\"}", owner, i,
+                 (long long)tnow_ms());
+    }
+    tw_run_batch(tenv("WRITER_URL"), calls, n, 8);
+    for (int i = 0; i < n; i++) {
+        const char *id = calls[i].doc != NULL ? tw_str(calls[i].doc, "account_id") : NULL;
+        if (calls[i].status != 201 || id == NULL)
+            tfail("open account %d: status %d %s", i, calls[i].status, calls[i].raw != NULL ? calls[i].raw : "");
+        snprintf(ids[i], UUID_STR_SIZE, "%s", id);
+    }
+    tw_calls_free(calls, n);
 }
 
 struct th_worker {
@@ -270,4 +296,45 @@ long th_log_count(const char *binary, long from, const char *needle)
         n += strstr(line, needle) != NULL;
     fclose(f);
     return n;
+}
+
+long long th_event(void *pgv, int insert, const char *event_id, const char *stream, int version,
+                   const char *type, const char *data)
+{
+    PGconn *pg = pgv;
+    char ver[16], subject[64], payload[2048];
+    const char *p[5] = {event_id, stream, ver, type, data};
+    struct bus b = {0};
+    struct err e;
+    natsMsg *msg = NULL;
+    jsPubAck *ack = NULL;
+    long long position = 0;
+
+    snprintf(ver, sizeof ver, "%d", version);
+    if (insert) {
+        PGresult *res = PQexecParams(pg,
+                                     "INSERT INTO events (event_id, stream_id, stream_version, type, schema, data) "
+                                     "VALUES ($1, $2, $3, $4, 1, $5::jsonb) RETURNING position",
+                                     5, NULL, p, NULL, NULL, 0);
+        if (PQresultStatus(res) != PGRES_TUPLES_OK)
+            tfail("insert: %s", PQerrorMessage(pg));
+        position = atoll(PQgetvalue(res, 0, 0));
+        PQclear(res);
+    }
+    snprintf(payload, sizeof payload,
+             "{\"event_id\":\"%s\",\"stream_id\":\"%s\",\"stream_version\":%d,\"position\":%lld,"
+             "\"type\":\"%s\",\"schema\":1,\"recorded_at\":\"2026-11-21T20:00:00.000000Z\",\"data\":%s,"
+             "\"metadata\":{}}",
+             event_id, stream, version, position > 0 ? position : 999999999LL, type, data);
+    event_subject(stream, subject, sizeof subject);
+    if (bus_connect(&b, tenv("NATS_URL"), "test-holes", 5000, &e) != ST_OK)
+        tfail("nats: %s", e.msg);
+    if (natsMsg_Create(&msg, subject, NULL, payload, (int)strlen(payload)) != NATS_OK ||
+        natsMsgHeader_Set(msg, "Nats-Msg-Id", event_id) != NATS_OK ||
+        js_PublishMsg(&ack, b.js, msg, NULL, NULL) != NATS_OK)
+        tfail("publish %s", event_id);
+    jsPubAck_Destroy(ack);
+    natsMsg_Destroy(msg);
+    bus_release(&b);
+    return position;
 }

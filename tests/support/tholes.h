@@ -13,6 +13,9 @@
  * that makes SCAN slow. */
 void th_populate(redisContext *rc, long n);
 
+/* Opens n accounts through the writer (8 client threads); their ids into ids. */
+void th_open_accounts(char (*ids)[UUID_STR_SIZE], int n, const char *owner);
+
 /* Deposits from nthreads client threads, round robin over ids (not copied: keep them alive).
  * 409 (closed account) and 422 answers are counted, not failures. */
 struct th_load {
@@ -38,6 +41,12 @@ long th_broken_pairs(redisContext *rc, long gen);
 void th_snapshot(redisContext *rc);
 void th_restart_from_snapshot(void);
 void th_aof_back(redisContext *rc);
+
+/* Publishes an event envelope on the account's events.<partition> subject (Nats-Msg-Id =
+ * event_id); with insert, the row goes into the events table first (its position is used).
+ * Returns the position (0 for a message that is not in the store). */
+long long th_event(void *pg, int insert, const char *event_id, const char *stream, int version,
+                   const char *type, const char *data);
 
 /* Lines of the projector's test log (logs/test-projector.log) that contain needle, counted
  * from byte offset from (th_log_size gives the current end). */
