@@ -26,7 +26,10 @@
  *                              refuses to write into a generation without it, and the read API
  *                              treats a current generation without it as no model.
  *   rm:<gen>:tail              string: the projector's catch-up cursor "tx_id:position"
- *   rm:head                    hash: position (event-store head seen by a projector), at_ms
+ *   rm:head                    hash: position (event-store head seen by a projector), at_ms,
+ *                              unapplied (events the store holds beyond the applied version of
+ *                              the stalled accounts), lowest_unapplied (the lowest of their
+ *                              positions, 0 when none): lag = position - checkpoint + unapplied
  *   rm:parked                  hash: event_id -> {"event_id","account_id","stream_version",
  *                              "position","reason","parked_at","payload"[,"jetstream_seq"]}
  *   rm:stalled                 hash: account_id -> {"event_id","reason","since"}

@@ -75,6 +75,39 @@ static status push_entry(struct acct *a, const struct statement_entry *en, int64
 
 /* Applies one event to view; poison parks it (the item's disp becomes PJ_TERM when it is a
  * message) and stops the account's fold. */
+/* A message that cannot be folded is judged by the event store, the truth: when the store holds
+ * another event (or none) at that version the message is a stray, dropped and counted, never a
+ * reason to stall; otherwise the store's own row is folded in its place (parked if that is
+ * poison too). Only an event that is in the store and cannot be folded parks. */
+static status fold_one(struct pj *p, struct acct *a, struct account_view *view, struct pj_item *it,
+                       int *stopped, struct err *e);
+
+static status judge_by_store(struct pj *p, struct acct *a, struct account_view *view, struct pj_item *it,
+                             int *stopped, struct err *e)
+{
+    struct pj_item *row = NULL;
+    int nrow = 0;
+    status st = pj_read_stream(p, a->id, it->ev.stream_version, it->ev.stream_version, &row, &nrow, e);
+
+    if (st != ST_OK)
+        return st;
+    if (nrow == 0 || strcmp(row[0].ev.event_id, it->ev.event_id) != 0) {
+        log_warn("stray message seq=%" PRIu64 " event=%s account=%s version=%" PRId64
+                 ": not the event store's event at that version (%s): dropped",
+                 it->seq, it->ev.event_id[0] ? it->ev.event_id : "-", a->id, it->ev.stream_version,
+                 nrow == 0 ? "no event there" : row[0].ev.event_id);
+        it->stray = 1;
+        it->disp = PJ_TERM;
+        p->strays++;
+    } else {
+        st = fold_one(p, a, view, &row[0], stopped, e);
+        if (st == ST_OK && *stopped)
+            it->disp = PJ_TERM; /* parked as the store's row */
+    }
+    pj_items_free(row, nrow);
+    return st;
+}
+
 static status fold_one(struct pj *p, struct acct *a, struct account_view *view, struct pj_item *it,
                        int *stopped, struct err *e)
 {
@@ -83,6 +116,17 @@ static status fold_one(struct pj *p, struct acct *a, struct account_view *view, 
     status st;
 
     *stopped = 0;
+    if (it->seq != 0 && it->ev.stream_id[0] != '\0' && it->ev.stream_version > 0) {
+        /* a message: poison only if the store says so */
+        if (!it->ok)
+            return judge_by_store(p, a, view, it, stopped, e);
+        st = proj_evolve(view, &it->ev, &en, &fe);
+        if (st == ST_OK)
+            return push_entry(a, &en, it->ev.position, e);
+        if (st != ST_INVALID)
+            return err_set(e, st, "fold '%s': %s", it->ev.event_id, fe.msg);
+        return judge_by_store(p, a, view, it, stopped, e);
+    }
     if (!it->ok) {
         fe = it->why;
     } else {
@@ -132,6 +176,9 @@ status ap_fold_account(struct pj *p, struct acct *a, unsigned flags, struct err 
     for (int i = 0; i < a->n && !stopped; i++) {
         struct pj_item *it = a->it[i];
         int64_t u = it->ev.stream_version;
+
+        if (it->stray)
+            continue; /* not an event of this account: as if it had never come */
 
         if (u <= view.version)
             continue;

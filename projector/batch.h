@@ -25,6 +25,8 @@ struct pj_item {
     size_t payload_len;
     char *owned_payload; /* malloc'd copy when the source does not outlive the batch */
     uint64_t seq;        /* JetStream stream sequence; 0 when read from Postgres */
+    int stray;           /* a message that is not the event store's event at its version:
+                            terminated, counted, never folded or parked (set by the fold) */
     enum pj_disp disp;
 };
 

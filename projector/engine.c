@@ -111,7 +111,7 @@ static status process_gen(struct pj *p, long gen, struct pj_item **items, int n,
 
     *gone = 0;
     for (int i = 0; i < n; i++)
-        items[i]->disp = PJ_PENDING;
+        items[i]->disp = items[i]->stray ? PJ_TERM : PJ_PENDING;
     pj_sort(items, n);
     /* poison that cannot be placed in a stream is parked (and its account, when known,
      * stalled) before the read, so the read already sees the stall. Poison with a version is

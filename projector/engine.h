@@ -21,7 +21,7 @@ struct pj {
     int no_model;          /* the last batch found no current generation */
     char lease_token[UUID_STR_SIZE]; /* identifies this worker's sweep lease */
     /* counters since start, for logs */
-    long applied, duplicates, parked, conflicts, gap_events;
+    long applied, duplicates, parked, conflicts, gap_events, strays;
 };
 
 #define PJ_IGNORE_STALLED 1u /* replay-parked: fold stalled accounts too */

@@ -156,8 +156,8 @@ static int cmd_run(const struct cfg *c)
             heal_check(&p, &heal); /* a batch found no model: do not wait for the sweep */
         }
         if (now - last_stats >= 10000 && p.applied != last_applied) {
-            log_info("applied %ld events (%ld from gap repair), %ld duplicates, %ld conflicts, %ld parked",
-                     p.applied, p.gap_events, p.duplicates, p.conflicts, p.parked);
+            log_info("applied %ld events (%ld from gap repair), %ld duplicates, %ld conflicts, %ld parked, %ld stray messages dropped",
+                     p.applied, p.gap_events, p.duplicates, p.conflicts, p.parked, p.strays);
             last_applied = p.applied;
             last_stats = now;
         }
@@ -170,8 +170,8 @@ static int cmd_run(const struct cfg *c)
         }
         natsMsgList_Destroy(&list);
     }
-    log_info("stopping: applied %ld events (%ld from gap repair), %ld duplicates, %ld conflicts, %ld parked",
-             p.applied, p.gap_events, p.duplicates, p.conflicts, p.parked);
+    log_info("stopping: applied %ld events (%ld from gap repair), %ld duplicates, %ld conflicts, %ld parked, %ld stray messages dropped",
+             p.applied, p.gap_events, p.duplicates, p.conflicts, p.parked, p.strays);
     if (sub != NULL) {
         /* drain: acks already sent are flushed before the connection closes */
         (void)natsConnection_Flush(b.conn);

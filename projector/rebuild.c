@@ -651,7 +651,6 @@ stream:
             svc_pause_ms(pj_backoff_ms(retries, 5000));
             continue;
         }
-        retries = 0;
         pg.done += n;
         res->events += n;
         pj_items_free(items, n);
@@ -659,8 +658,20 @@ stream:
         st = progress_update(&pg, &p, &cur, e);
         if (st == ST_OK)
             st = progress_step(&p, &pg, &cur, held, sizeof held, &rewound, token, "building", e);
+        if (st == ST_UNAVAILABLE && ++retries <= 20) {
+            /* the batch again; the next step's compare-and-set finds out whether Redis came
+             * back with fewer steps than we recorded */
+            log_warn("rebuild of generation %ld: %s (retrying)", gen, e->msg);
+            pg.done -= n;
+            res->events -= n;
+            n = 0;
+            cur = before;
+            svc_pause_ms(pj_backoff_ms(retries, 5000));
+            continue;
+        }
         if (st != ST_OK)
             goto cleanup;
+        retries = 0;
         if (rewound)
             continue; /* Redis lost our last steps: go over them again */
         progress_print(&pg, 0);

@@ -98,6 +98,8 @@ static void gap_ranges(const struct acct *a, void (*add)(void *ctx, const char *
 
     for (int i = 0; i < a->n; i++) {
         int64_t u = a->it[i]->ev.stream_version;
+        if (a->it[i]->stray)
+            continue;
         if (a->it[i]->disp == PJ_TERM)
             break;
         if (u < expected)
