@@ -23,7 +23,7 @@ struct th_load {
     char (*ids)[UUID_STR_SIZE];
     volatile int stop;
     long sent, ok, refused, failed;
-    char first_failure[256];
+    char first_failure[512];
     pthread_t threads[8];
     pthread_mutex_t mu;
 };
