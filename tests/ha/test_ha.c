@@ -219,17 +219,18 @@ static void fmt_goal(char *buf, size_t len, int goal)
 
 static void print_faults(FILE *o, struct fault *faults, int n)
 {
-    fprintf(o, "  %-26s %-12s %9s %6s %6s %-13s %9s %6s %6s %9s\n", "fault", "victim", "cmds fail", "goal",
-            "failed", "(after kill)", "reads fail", "goal", "failed", "stale max");
+    fprintf(o, "  %-26s %-12s %9s %6s %6s %-20s %9s %6s %6s %9s\n", "fault", "victim", "cmds fail", "goal",
+            "failed", "(after kill, no ans.)", "reads fail", "goal", "failed", "stale max");
     for (int i = 0; i < n; i++) {
         const struct fault *f = &faults[i];
         char gw[16], gr[16];
         fmt_goal(gw, sizeof gw, f->goal_w_ms);
         fmt_goal(gr, sizeof gr, f->goal_r_ms);
-        char span[32] = "";
+        char span[48] = "";
         if (f->w.w_fail > 0)
-            snprintf(span, sizeof span, "%.1f-%.1f s", f->w.w_first / 1000.0, f->w.w_last / 1000.0);
-        fprintf(o, "  %-26s %-12s %7.1f s %6s %6ld %-13s %7.1f s %6s %6ld %7.1f s\n", f->name, f->victim,
+            snprintf(span, sizeof span, "%.1f-%.1f s,%ld t/o", f->w.w_first / 1000.0, f->w.w_last / 1000.0,
+                     f->w.w_noans);
+        fprintf(o, "  %-26s %-12s %7.1f s %6s %6ld %-20s %7.1f s %6s %6ld %7.1f s\n", f->name, f->victim,
                 f->w.w_outage / 1000.0, gw, f->w.w_fail, span, f->w.r_outage / 1000.0, gr, f->w.r_fail,
                 f->w.max_stale_ms / 1000.0);
     }

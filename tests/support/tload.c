@@ -66,6 +66,7 @@ struct attempt {
     int64_t t0, t1;
     char svc;   /* 'w' writer, 'r' read API */
     char ok;    /* an answer that is not 5xx */
+    char noans; /* no answer at all (timeout, connection refused) */
     int stale;  /* reads: ms behind an acknowledged version (0: current) */
 };
 
@@ -91,11 +92,12 @@ struct tload {
     pthread_t th[MAX_CLIENTS], rth[MAX_READERS];
 };
 
-static void log_attempt(struct tload *l, char svc, int64_t t0, int ok, int stale)
+static void log_attempt(struct tload *l, char svc, int64_t t0, int status, int stale)
 {
     long i = atomic_fetch_add(&l->nattempts, 1);
     if (i < ATTEMPTS_MAX)
-        l->attempts[i] = (struct attempt){t0, tnow_ms(), svc, (char)ok, stale};
+        l->attempts[i] = (struct attempt){t0, tnow_ms(), svc, (char)(status != 0 && status < 500),
+                                          (char)(status == 0), stale};
 }
 
 static int64_t rnd(struct client *c, int64_t lo, int64_t hi)
@@ -174,7 +176,7 @@ static int post_once(struct tload *l, const char *path, const char *body, const 
     snprintf(hdr, sizeof hdr, "Idempotency-Key: %s\r\n", key);
     (void)thttp_request(&r, "POST", l->o.writer_url, path, body, hdr, l->o.attempt_timeout_ms);
     status = r.status;
-    log_attempt(l, 'w', t0, status != 0 && status < 500, 0);
+    log_attempt(l, 'w', t0, status, 0);
     if (replayed != NULL)
         *replayed = thttp_header(&r, "Idempotent-Replayed", hv, sizeof hv) != NULL && strcmp(hv, "true") == 0;
     *resp = r.body;
@@ -418,7 +420,7 @@ static void *reader_main(void *arg)
             }
             stale = stale_ms(l, id, seen, t0);
         }
-        log_attempt(l, 'r', t0, r.status != 0 && r.status < 500, stale);
+        log_attempt(l, 'r', t0, r.status, stale);
         thttp_resp_release(&r);
         usleep(10000);
     }
@@ -495,6 +497,7 @@ void tload_window(struct tload *l, int64_t from, int64_t until, struct tload_win
             continue;
         if (a->svc == 'w') {
             w->w_fail++;
+            w->w_noans += a->noans;
             wf0 = wf0 == 0 || a->t0 < wf0 ? a->t0 : wf0;
             wf1 = a->t1 > wf1 ? a->t1 : wf1;
         } else {

@@ -21,6 +21,7 @@ struct tload_opts {
 /* What the load saw in a window of time [from, until) (monotonic ms). */
 struct tload_window {
     long w_fail, r_fail;        /* failed attempts (5xx, no answer) that ended in the window */
+    long w_noans;               /* of w_fail: no answer within the attempt timeout */
     int64_t w_outage, r_outage; /* first to last failure in the window, ms (0: none) */
     int64_t w_first, w_last;    /* first failed command attempt's start, last one's end, ms after from */
     int64_t max_stale_ms;       /* longest a read saw a version older than an acknowledged one */
