@@ -41,6 +41,8 @@ static const struct cfg_entry cfg_table[] = {
     {"HTTP_BIND", CFG_STR, S(http_bind), "127.0.0.1", 1, 0, "address the HTTP services listen on"},
     {"WRITER_PORT", CFG_INT, I(writer_port), "8080", 1, 65535, "writer HTTP port"},
     {"READAPI_PORT", CFG_INT, I(readapi_port), "8081", 1, 65535, "read API HTTP port"},
+    {"PROJECTOR_PORT", CFG_INT, I(projector_port), "8082", 1, 65535,
+     "projector HTTP port (/healthz, /readyz, /metrics)"},
     {"LOG_LEVEL", CFG_LEVEL, I(log_level), "info", 0, 3, "debug, info, warn or error"},
     {"API_TOKEN", CFG_STR, S(api_token), "", 0, 0,
      "static bearer token with the admin scope, for scripts (empty: none)"},

@@ -28,6 +28,7 @@ struct cfg {
     char http_bind[64];   /* address the HTTP services listen on */
     int writer_port;
     int readapi_port;
+    int projector_port;   /* the projector's /healthz, /readyz, /metrics */
     int log_level;        /* enum log_level */
     char api_token[256];  /* static admin bearer token for scripts (empty: none) */
     char metrics_token[256]; /* bearer token that may read /metrics only (empty: none) */

@@ -17,7 +17,9 @@
 #include "consume.h"
 #include "db.h"
 #include "engine.h"
+#include "http.h"
 #include "log.h"
+#include "observe.h"
 #include "rds.h"
 #include "readmodel.h"
 #include "rebuild.h"
@@ -97,10 +99,17 @@ static int cmd_run(const struct cfg *c)
     int64_t last_sweep = 0, last_stats = svc_mono_ms();
     long last_applied = -1;
     int sweep_more = 0, attempt;
+    struct pj_http *http = NULL;
 
     pj_init(&p, c);
     log_info("starting: batch %d, ack wait %d ms, max deliver %d", c->projector_batch,
              c->projector_ack_wait_ms, c->projector_max_deliver);
+    err_clear(&e);
+    if (pj_http_start(&http, c, &e) != ST_OK) {
+        log_error("%s", e.msg);
+        pj_release(&p);
+        return 1;
+    }
     for (attempt = 0; !svc_stop_requested; attempt++) {
         err_clear(&e);
         if (pj_pg(&p, &e) == ST_OK && db_migrate(p.pg, &e) == ST_OK)
@@ -142,11 +151,15 @@ static int cmd_run(const struct cfg *c)
         natsStatus ns;
         int64_t now = svc_mono_ms();
 
+        pj_observe(&p, sub != NULL);
         if (sweep_more || now - last_sweep >= SWEEP_INTERVAL_MS) {
             int count = 0;
+            status st;
             err_clear(&e);
-            if (pj_sweep(&p, SWEEP_LIMIT, &count, &e) != ST_OK)
+            st = pj_sweep(&p, SWEEP_LIMIT, &count, &e);
+            if (st != ST_OK)
                 log_warn("catch-up sweep: %s", e.msg);
+            pj_observe_sweep(st == ST_OK, count);
             sweep_more = count == SWEEP_LIMIT;
             if (count > 0)
                 log_debug("catch-up sweep read %d events", count);
@@ -180,6 +193,7 @@ static int cmd_run(const struct cfg *c)
     bus_release(&b);
     if (heal.running)
         pthread_join(heal.thread, NULL); /* it saw svc_stop_requested: its checkpoint is saved */
+    pj_http_stop(&http);
     pj_release(&p);
     return 0;
 }

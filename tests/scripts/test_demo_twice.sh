@@ -21,7 +21,7 @@ if pgrep -af "\.stack/$STACK/" >/dev/null; then
   echo "processes left behind after make down:"; pgrep -af "\.stack/$STACK/"; exit 1
 fi
 . "$ROOT/.stack/$STACK/env"
-for p in "$PG_PORT" "$REDIS_PORT" "$NATS_PORT" "$WRITER_PORT" "$READAPI_PORT"; do
+for p in "$PG_PORT" "$REDIS_PORT" "$NATS_PORT" "$WRITER_PORT" "$READAPI_PORT" "$PROJECTOR_PORT"; do
   if ss -ltnH "sport = :$p" | grep -q .; then echo "port $p still listening after make down"; exit 1; fi
 done
 echo "make down: no process or port of stack $STACK left"

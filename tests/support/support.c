@@ -57,13 +57,16 @@ int64_t tnow_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <hiredis/hiredis.h>
 #include <libpq-fe.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -87,13 +90,76 @@ static const char *const tenv_exported[] = {"DATABASE_URL",  "NATS_URL",        
                                              "API_TOKEN",     "NATS_REPLICAS",   "REDIS_SENTINELS",
                                              "REDIS_MASTER_NAME", NULL};
 
+/* Ports handed to the `projector run` processes this test started: several may run at once,
+ * each needs its own HTTP port. The stack's PROJECTOR_PORT first, then the next ones (the
+ * stack's services are 10 ports apart; +8 is the benchmark's nginx). */
+#define PROJ_PORTS 7
+static struct {
+    pid_t pid;
+    int port;
+} proj_ports[64];
+
+static int port_bindable(int port)
+{
+    struct sockaddr_in a;
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0), one = 1, ok;
+
+    if (fd < 0)
+        return 0;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    memset(&a, 0, sizeof a);
+    a.sin_family = AF_INET;
+    a.sin_port = htons((uint16_t)port);
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ok = bind(fd, (struct sockaddr *)&a, sizeof a) == 0;
+    close(fd);
+    return ok;
+}
+
+static int proj_port_pick(void)
+{
+    const char *v = tenv("PROJECTOR_PORT");
+    int base = v != NULL ? atoi(v) : 8082;
+
+    for (int k = 0; k < PROJ_PORTS; k++) {
+        int taken = 0;
+        for (size_t i = 0; i < sizeof proj_ports / sizeof proj_ports[0]; i++)
+            if (proj_ports[i].pid > 0 && proj_ports[i].port == base + k && kill(proj_ports[i].pid, 0) == 0)
+                taken = 1;
+        if (!taken && port_bindable(base + k))
+            return base + k;
+    }
+    tfail("no free projector port in %d..%d", base, base + PROJ_PORTS - 1);
+}
+
+static void proj_port_note(pid_t pid, int port)
+{
+    size_t best = 0;
+    for (size_t i = 0; i < sizeof proj_ports / sizeof proj_ports[0]; i++)
+        if (proj_ports[i].pid <= 0 || kill(proj_ports[i].pid, 0) != 0) {
+            best = i;
+            break;
+        }
+    proj_ports[best].pid = pid;
+    proj_ports[best].port = port;
+}
+
+int tsvc_projector_port(pid_t pid)
+{
+    for (size_t i = 0; i < sizeof proj_ports / sizeof proj_ports[0]; i++)
+        if (proj_ports[i].pid == pid)
+            return proj_ports[i].port;
+    return -1;
+}
+
 pid_t tsvc_spawn(const char *binary, const char *const *args, const char *const *extra_env, int out_fd)
 {
     const char *bindir = getenv("CQRS_BIN_DIR");
     const char *vals[sizeof tenv_exported / sizeof tenv_exported[0]];
     char path[1024];
     const char *argv[16];
-    int argc = 0;
+    char proj_port_env[16];
+    int argc = 0, proj_port = 0;
     pid_t pid;
 
     if (bindir == NULL)
@@ -106,6 +172,9 @@ pid_t tsvc_spawn(const char *binary, const char *const *args, const char *const 
     /* looked up before the fork: the child only sets and execs */
     for (int i = 0; tenv_exported[i] != NULL; i++)
         vals[i] = tenv(tenv_exported[i]);
+    if (strcmp(binary, "projector") == 0 && args != NULL && args[0] != NULL && strcmp(args[0], "run") == 0)
+        proj_port = proj_port_pick();
+    snprintf(proj_port_env, sizeof proj_port_env, "%d", proj_port);
     pid = fork();
     if (pid < 0)
         tfail("fork: %s", strerror(errno));
@@ -120,12 +189,16 @@ pid_t tsvc_spawn(const char *binary, const char *const *args, const char *const 
         for (int i = 0; tenv_exported[i] != NULL; i++)
             if (vals[i] != NULL)
                 setenv(tenv_exported[i], vals[i], 1);
+        if (proj_port > 0)
+            setenv("PROJECTOR_PORT", proj_port_env, 1);
         setenv("LOG_LEVEL", "info", 1);
         for (int i = 0; extra_env != NULL && extra_env[i] != NULL; i++)
             putenv((char *)extra_env[i]);
         execv(path, (char *const *)argv);
         _exit(127);
     }
+    if (proj_port > 0)
+        proj_port_note(pid, proj_port);
     return pid;
 }
 

@@ -23,6 +23,9 @@ pid_t tsvc_start(const char *binary, const char *const *args, const char *const 
  * variables, LOG_LEVEL=info and extra_env, its stdout and stderr on out_fd (-1: inherited),
  * killed when the test process dies. Returns the pid. */
 pid_t tsvc_spawn(const char *binary, const char *const *args, const char *const *extra_env, int out_fd);
+/* The PROJECTOR_PORT tsvc_spawn gave the `projector run` process pid (each one it starts gets
+ * its own: the stack's PROJECTOR_PORT when free, else one of the next six); -1 when unknown. */
+int tsvc_projector_port(pid_t pid);
 /* Sends sig, waits up to timeout_ms, then SIGKILL. Returns the exit code (128+signal if killed). */
 int tsvc_stop(pid_t pid, int sig, int timeout_ms);
 /* Polls GET base+path until it answers 200 or timeout_ms passes. */

@@ -10,8 +10,8 @@
 #include "cfg.h"
 
 static const char *const vars[] = {"DATABASE_URL", "NATS_URL", "REDIS_URL", "WRITER_PORT", "READAPI_PORT",
-                                   "LOG_LEVEL", "API_TOKEN", "HTTP_THREADS", "PROJECTOR_BATCH", "NATS_REPLICAS",
-                                   "REDIS_SENTINELS", "REDIS_MASTER_NAME", NULL};
+                                   "PROJECTOR_PORT", "LOG_LEVEL", "API_TOKEN", "HTTP_THREADS", "PROJECTOR_BATCH",
+                                   "NATS_REPLICAS", "REDIS_SENTINELS", "REDIS_MASTER_NAME", NULL};
 
 static int clear_env(void **state)
 {
@@ -31,6 +31,7 @@ static void test_defaults(void **state)
     assert_string_equal(errs, "");
     assert_int_equal(c.writer_port, 8080);
     assert_int_equal(c.readapi_port, 8081);
+    assert_int_equal(c.projector_port, 8082);
     assert_string_equal(c.redis_host, "127.0.0.1");
     assert_int_equal(c.redis_port, 26379);
     assert_int_equal(c.redis_db, 0);
