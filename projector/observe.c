@@ -81,8 +81,11 @@ static status read_side(struct pj *p, int *has_model, struct err *e)
     int running;
 
     *has_model = 0;
-    if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements < 10)
-        return pj_redis_failed(p, r, e, "read status");
+    if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements < 10) {
+        status st = pj_redis_failed(p, r, e, "read status");
+        freeReplyObject(r);
+        return st;
+    }
     cp = r->element[2];
     head = r->element[4];
     stalled = r->element[5];

@@ -22,6 +22,7 @@
 #include "reply.h"
 #include "single.h"
 #include "sql.h"
+#include "wmetrics.h"
 
 #define BATCH_MAX 128
 
@@ -98,6 +99,7 @@ static void run_batch(struct group *s, struct pending **batch, int n)
         batch[i]->decided = batch[i]->alone = false;
         batch[i]->st = ST_OK;
     }
+    wm_batch(n);
     if (pool_checkout(s->pool, &sl, &be) != ST_OK) {
         /* nothing was sent: every command gets the 503 (pool exhausted, no connection) */
         for (int i = 0; i < n; i++) {

@@ -1,6 +1,8 @@
 /* Housekeeping of the writer: idempotency records older than IDEMPOTENCY_RETENTION_S are
  * deleted every few seconds (any writer may do it: the deletes are idempotent), and the number
- * of dead-lettered outbox rows is exported as writer_outbox_dead_letters. */
+ * of dead-lettered outbox rows is exported as writer_outbox_dead_letters, the outbox's depth and
+ * the age of its oldest row as writer_outbox_rows and writer_outbox_oldest_age_seconds (here,
+ * not in the relay, so they keep moving while NATS is down and no relay holds a session). */
 #include "janitor.h"
 
 #include <errno.h>
@@ -17,6 +19,7 @@
 #include "idem.h"
 #include "log.h"
 #include "metrics.h"
+#include "wmetrics.h"
 
 #define ROUND_MAX_MS 5000
 
@@ -58,6 +61,11 @@ static void janitor_round(struct janitor *j, PGconn **pg, bool *warned)
     metrics_gauge_set("writer_outbox_dead_letters",
                       "outbox rows the relay could not encode, moved aside (writer dead-letters)",
                       strtod(PQgetvalue(res, 0, 0), NULL));
+    PQclear(res);
+    res = PQexec(*pg, "SELECT (SELECT count(*) FROM outbox), coalesce((SELECT extract(epoch FROM "
+                      "clock_timestamp() - created_at) FROM outbox ORDER BY position LIMIT 1), 0)");
+    if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1)
+        wm_outbox(strtod(PQgetvalue(res, 0, 0), NULL), strtod(PQgetvalue(res, 0, 1), NULL));
     PQclear(res);
     *warned = false;
     return;

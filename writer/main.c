@@ -19,6 +19,7 @@
 #include "store.h"
 #include "svc.h"
 #include "uuid.h"
+#include "wmetrics.h"
 
 #define MAX_BODY (64 * 1024)
 #define START_BACKOFF_MAX_MS 5000
@@ -97,6 +98,7 @@ static void handle_command(struct writer *w, const struct cmd_route *rt,
         cmd_parse_if_match(&c.expected_version, http_header(req, "If-Match"), &e) != ST_OK ||
         (key != NULL && cmd_check_idempotency_key(key, &e) != ST_OK)) {
         reply_err(resp, &e);
+        wm_command(rt->kind, e.reason);
         return;
     }
     memset(&m, 0, sizeof m);
@@ -116,6 +118,7 @@ static void handle_command(struct writer *w, const struct cmd_route *rt,
     /* an account is opened for the caller only (admin: for anyone) */
     if (c.kind == CMD_OPEN && !auth_owns(req->who, c.owner)) {
         http_reply_error(resp, 403, "forbidden", "a token may open accounts only for its own owner");
+        wm_command(rt->kind, "forbidden");
         return;
     }
     if (c.kind == CMD_OPEN)
@@ -131,8 +134,10 @@ static void handle_command(struct writer *w, const struct cmd_route *rt,
         } else {
             reply_err(resp, &e);
         }
+        wm_command(rt->kind, e.reason);
         return;
     }
+    wm_command(rt->kind, out.replayed ? "replayed" : "ok");
     if (out.replayed)
         http_set_header(resp, "Idempotent-Replayed", "true");
     http_reply(resp, out.http_status, out.body);

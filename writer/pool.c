@@ -10,6 +10,8 @@
 
 #include "db.h"
 #include "sql.h"
+#include "svc.h"
+#include "wmetrics.h"
 
 struct pool {
     pthread_mutex_t mu;
@@ -41,6 +43,7 @@ status pool_create(struct pool **out, const struct cfg *cfg, struct err *e)
         return err_set(e, ST_INTERNAL, "out of memory");
     }
     p->size = size;
+    wm_pool_in_use(0, size);
     p->timeout_ms = cfg->request_timeout_ms;
     p->cfg = cfg;
     pthread_mutex_init(&p->mu, NULL);
@@ -100,6 +103,7 @@ void pool_checkin(struct pool *p, struct pool_slot *sl)
     sl->busy = 0;
     pthread_cond_signal(&p->freed);
     pthread_mutex_unlock(&p->mu);
+    wm_pool_in_use(-1, p->size);
 }
 
 status pool_checkout(struct pool *p, struct pool_slot **out, struct err *e)
@@ -107,6 +111,7 @@ status pool_checkout(struct pool *p, struct pool_slot **out, struct err *e)
     struct timespec deadline;
     struct pool_slot *sl = NULL;
     status st = ST_OK;
+    int64_t started = svc_mono_ms();
 
     *out = NULL;
     clock_gettime(CLOCK_MONOTONIC, &deadline);
@@ -129,12 +134,14 @@ status pool_checkout(struct pool *p, struct pool_slot **out, struct err *e)
             break;
         if (pthread_cond_timedwait(&p->freed, &p->mu, &deadline) == ETIMEDOUT) {
             pthread_mutex_unlock(&p->mu);
+            wm_pool_checkout((double)(svc_mono_ms() - started) / 1000.0, 0);
             return err_setr(e, ST_UNAVAILABLE, "store_unavailable",
                             "no postgres connection free within %d ms", p->timeout_ms);
         }
     }
     sl->busy = 1;
     pthread_mutex_unlock(&p->mu);
+    wm_pool_in_use(1, p->size);
 
     /* connecting happens outside the lock: other requests keep using healthy slots */
     if (sl->conn != NULL && db_broken(sl->conn))
@@ -146,9 +153,11 @@ status pool_checkout(struct pool *p, struct pool_slot **out, struct err *e)
         if (st != ST_OK) {
             pool_discard(sl);
             pool_checkin(p, sl);
+            wm_pool_checkout((double)(svc_mono_ms() - started) / 1000.0, 0);
             return st;
         }
     }
+    wm_pool_checkout((double)(svc_mono_ms() - started) / 1000.0, 1);
     *out = sl;
     return ST_OK;
 }

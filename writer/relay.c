@@ -19,6 +19,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "sql.h"
+#include "wmetrics.h"
 
 /* Only the holder of this session lock relays, so events leave in outbox order from one
  * publisher; "outbxrly" in ASCII. */
@@ -76,6 +77,7 @@ static void drop_pg(struct relay *r)
         PQfinish(r->pg); /* also releases the session lock */
     r->pg = NULL;
     r->locked = false;
+    wm_relay_active(0);
 }
 
 static void drop_bus(struct relay *r)
@@ -151,6 +153,7 @@ static status ensure_pg(struct relay *r, struct err *e)
         goto cleanup;
     }
     r->locked = true;
+    wm_relay_active(1);
     log_info("relay: active (holds the outbox lock)");
 cleanup:
     PQclear(res);
@@ -315,7 +318,7 @@ static status relay_round(struct relay *r, int *nread, int *failed, struct err *
     char msg[200];
     natsStatus ns;
     status st = ST_OK;
-    int rows, acked = 0, skipped = 0;
+    int rows, acked = 0, skipped = 0, published = 0;
 
     *nread = *failed = 0;
     r->nbad = 0;
@@ -371,6 +374,8 @@ static status relay_round(struct relay *r, int *nread, int *failed, struct err *
             ns = js_PublishMsgAsync(r->js, &msg, NULL);
         natsMsg_Destroy(msg); /* NULL (a no-op) once the library took it */
         free(payload);
+        if (ns == NATS_OK)
+            published++;
         if (ns != NATS_OK) {
             pthread_mutex_lock(&r->mu); /* on_ack writes it too, from the NATS thread */
             snprintf(r->last_error, sizeof r->last_error, "publish: %s", natsStatus_GetText(ns));
@@ -398,6 +403,7 @@ static status relay_round(struct relay *r, int *nread, int *failed, struct err *
         st = move_dead(r, e);
     *nread = rows;
     *failed = rows - skipped - acked;
+    wm_relay_round(published, st == ST_OK ? acked : 0, *failed, skipped);
     if (st == ST_OK && *failed > 0) {
         char why[sizeof r->last_error];
         pthread_mutex_lock(&r->mu);
@@ -467,6 +473,7 @@ static void *relay_main(void *arg)
                 r->bus_failing_since = 0;
         }
         if (st != ST_OK) {
+            wm_relay_error();
             log_warn("relay: %s (retrying in %d ms)", e.msg, backoff);
             if (r->pg != NULL && db_broken(r->pg))
                 drop_pg(r);
@@ -519,6 +526,7 @@ status relay_start(struct relay **out, const struct cfg *cfg, struct err *e)
         return err_set(e, ST_INTERNAL, "relay thread: %s", strerror(errno));
     }
     r->started = true;
+    wm_relay_active(0);
     *out = r;
     return ST_OK;
 }
