@@ -7,10 +7,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "auth.h"
 #include "httpd.h"
 
 struct pj_http {
     struct http_server *srv;
+    struct auth *auth; /* GET /metrics needs METRICS_TOKEN or an admin token, as elsewhere */
 };
 
 static pthread_mutex_t ready_mu = PTHREAD_MUTEX_INITIALIZER;
@@ -69,8 +71,13 @@ status pj_http_start(struct pj_http **out, const struct cfg *c, struct err *e)
     *out = NULL;
     if (h == NULL)
         return err_set(e, ST_INTERNAL, "out of memory");
-    st = http_server_start(&h->srv, &o, e);
+    st = auth_create(&h->auth, c, e);
+    if (st == ST_OK) {
+        o.auth = h->auth;
+        st = http_server_start(&h->srv, &o, e);
+    }
     if (st != ST_OK) {
+        auth_free(&h->auth);
         free(h);
         return st;
     }
@@ -83,6 +90,7 @@ void pj_http_stop(struct pj_http **h)
     if (h == NULL || *h == NULL)
         return;
     http_server_stop(&(*h)->srv);
+    auth_free(&(*h)->auth);
     free(*h);
     *h = NULL;
 }
