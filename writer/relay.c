@@ -403,7 +403,7 @@ static status relay_round(struct relay *r, int *nread, int *failed, struct err *
         st = move_dead(r, e);
     *nread = rows;
     *failed = rows - skipped - acked;
-    wm_relay_round(published, st == ST_OK ? acked : 0, *failed, skipped);
+    wm_relay_round(published, st == ST_OK ? acked : 0, *failed);
     if (st == ST_OK && *failed > 0) {
         char why[sizeof r->last_error];
         pthread_mutex_lock(&r->mu);

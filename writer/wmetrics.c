@@ -67,14 +67,13 @@ void wm_relay_active(int active)
                       active);
 }
 
-void wm_relay_round(int published, int acked, int failed, int dead)
+void wm_relay_round(int published, int acked, int failed)
 {
     metrics_counter_add("writer_relay_published_total", "Events the relay handed to JetStream.", published);
     metrics_counter_add("writer_relay_acked_total", "Events JetStream acknowledged (deleted from the outbox).",
                         acked);
     metrics_counter_add("writer_relay_failed_total", "Events published but not acknowledged (published again).",
                         failed);
-    (void)dead; /* counted by the relay itself: writer_outbox_dead_lettered_total */
 }
 
 void wm_relay_error(void)

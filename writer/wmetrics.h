@@ -15,8 +15,8 @@ void wm_pool_in_use(int delta, int size);
 /* This writer's relay holds the outbox lock (1) or stands by / is disconnected (0). */
 void wm_relay_active(int active);
 /* A relay round: published (handed to JetStream), acked (deleted from the outbox), failed
- * (published but not acked), dead (rows that do not decode, left in the outbox). */
-void wm_relay_round(int published, int acked, int failed, int dead);
+ * (published but not acked). Dead letters are counted where they are moved aside. */
+void wm_relay_round(int published, int acked, int failed);
 /* A relay round that failed before or while publishing (Postgres or NATS unavailable). */
 void wm_relay_error(void);
 /* Rows in the outbox and the age of the oldest in seconds (0 when empty). */
