@@ -279,7 +279,10 @@ static void response_release(struct http_response *r)
 
 /* --- parked requests --- */
 
-static void unpark_locked(struct http_server *srv, struct conn_state *cs)
+/* Takes cs off the parked list onto *out (through cs->next); the caller resumes them after
+ * dropping srv->mu, so libmicrohttpd's own locks are never taken under ours. A parked
+ * connection cannot complete until it is resumed, so cs stays valid meanwhile. */
+static void unpark_locked(struct http_server *srv, struct conn_state *cs, struct conn_state **out)
 {
     if (cs->prev != NULL)
         cs->prev->next = cs->next;
@@ -287,20 +290,35 @@ static void unpark_locked(struct http_server *srv, struct conn_state *cs)
         srv->parked = cs->next;
     if (cs->next != NULL)
         cs->next->prev = cs->prev;
-    cs->prev = cs->next = NULL;
+    cs->prev = NULL;
     cs->parked = 0;
-    MHD_resume_connection(cs->conn);
+    cs->next = *out;
+    *out = cs;
+}
+
+static void resume_list(struct conn_state *list)
+{
+    while (list != NULL) {
+        struct conn_state *next = list->next;
+        struct MHD_Connection *conn = list->conn;
+        list->next = NULL;
+        MHD_resume_connection(conn);
+        list = next;
+    }
 }
 
 void http_server_wake(struct http_server *srv)
 {
+    struct conn_state *todo = NULL;
+
     if (srv == NULL)
         return;
     pthread_mutex_lock(&srv->mu);
     srv->wake_gen++;
     while (srv->parked != NULL)
-        unpark_locked(srv, srv->parked);
+        unpark_locked(srv, srv->parked, &todo);
     pthread_mutex_unlock(&srv->mu);
+    resume_list(todo);
 }
 
 /* Header deadline: a connection whose request headers are not complete within the timeout
@@ -328,13 +346,13 @@ static void *ticker_main(void *arg)
 
     while (!atomic_load(&srv->ticker_stop)) {
         int64_t now = svc_mono_ms();
-        struct conn_state *cs, *next;
+        struct conn_state *cs, *next, *todo = NULL;
 
         pthread_mutex_lock(&srv->mu);
         for (cs = srv->parked; cs != NULL; cs = next) {
             next = cs->next;
             if (cs->wake_at <= now)
-                unpark_locked(srv, cs);
+                unpark_locked(srv, cs, &todo);
         }
         if (now - last_janitor >= 500) {
             janitor_locked(srv, now);
@@ -342,6 +360,7 @@ static void *ticker_main(void *arg)
         }
         metrics_gauge_set("http_waiters", "Read-your-writes requests waiting now.", srv->nwaiting);
         pthread_mutex_unlock(&srv->mu);
+        resume_list(todo);
         svc_pause_ms(TICK_MS);
     }
     return NULL;
