@@ -17,6 +17,7 @@
 #include "consume.h"
 #include "db.h"
 #include "engine.h"
+#include "gens.h"
 #include "http.h"
 #include "log.h"
 #include "observe.h"
@@ -280,6 +281,23 @@ static int cmd_status(const struct cfg *c)
         printf("building:          %ld\n", gens.building);
     if (gens.previous > 0)
         printf("previous:          %ld (projector rollback / projector drop-generation)\n", gens.previous);
+    {
+        struct pj_gens_present pres;
+        if (pj_gens_present(p.rc, &pres, &e) != ST_OK) {
+            fprintf(stderr, "projector status: %s\n", e.msg);
+            goto cleanup;
+        }
+        printf("in redis:          %d generation%s\n", pres.n, pres.n == 1 ? "" : "s");
+        for (int i = 0; i < pres.n; i++) {
+            long g = pres.gen[i];
+            printf("  %ld: %ld key%s, %s\n", g, pres.keys[i], pres.keys[i] == 1 ? "" : "s",
+                   g == gens.current ? "current"
+                   : g == gens.building ? "building"
+                   : g == gens.previous ? "previous"
+                   : g == gens.current_named ? "named current but without data"
+                                             : "unreachable (projector drop-generation removes it)");
+        }
+    }
     if (rebuild != NULL && rebuild->type == REDIS_REPLY_ARRAY && rebuild->elements > 0) {
         char f[10][32];
         static const char *const names[10] = {"gen", "state", "mode", "done", "total", "events_per_s",
@@ -569,7 +587,10 @@ static int cmd_rebuild(const struct cfg *c, int argc, char **argv)
     if (st != ST_OK)
         return rebuild_exit(o.mode == RB_VERIFY ? "rebuild --verify" : "rebuild", st, &e);
     if (o.mode == RB_VERIFY)
-        return res.differing == 0 ? 0 : 3;
+        return res.differing == 0 && res.unfolded == 0 ? 0 : 3;
+    if (res.unfolded > 0)
+        fprintf(stderr, "rebuild: %" PRId64 " event%s could not be folded and %s parked (projector status)\n",
+                res.unfolded, res.unfolded == 1 ? "" : "s", res.unfolded == 1 ? "is" : "are");
     printf("rebuild: generation %ld is current (was %ld%s): %" PRId64 " events in %.1f s, %.0f events/s%s\n", res.gen,
            res.replaced, res.replaced > 0 ? ", kept for projector rollback" : "", res.events,
            (double)res.elapsed_ms / 1000.0, res.events_per_s, res.resumed ? ", resumed from its checkpoint" : "");
@@ -598,6 +619,9 @@ static int cmd_drop(const struct cfg *c)
     struct err e;
     status st;
 
+    struct pj p;
+    long orphans = 0, orphan_keys = 0;
+
     err_clear(&e);
     st = rb_drop_previous(c, &gen, &removed, &e);
     if (st != ST_OK)
@@ -605,7 +629,18 @@ static int cmd_drop(const struct cfg *c)
     if (gen == 0)
         printf("no previous generation to drop\n");
     else
-        printf("dropped generation %ld (%ld keys unlinked)\n", gen, removed);
+        printf("dropped generation %ld (%ld key%s unlinked)\n", gen, removed, removed == 1 ? "" : "s");
+    /* and any generation nothing names any more (left by a lost rm:current) */
+    pj_init(&p, c);
+    st = rds_connect_cfg(&p.rc, c, &e);
+    if (st == ST_OK)
+        st = pj_gens_drop_unreachable(p.rc, &orphans, &orphan_keys, &e);
+    pj_release(&p);
+    if (st != ST_OK)
+        return rebuild_exit("drop-generation", st, &e);
+    if (orphans > 0)
+        printf("dropped %ld unreachable generation%s (%ld key%s unlinked)\n", orphans, orphans == 1 ? "" : "s",
+               orphan_keys, orphan_keys == 1 ? "" : "s");
     return 0;
 }
 
@@ -621,6 +656,7 @@ static void usage(void)
             "                          serves, then switch to it; resumes a rebuild that was stopped\n"
             "  rebuild --verify        build a generation, compare it with the current one account by\n"
             "                          account, print the differences, drop it; exit 3 when they differ\n"
+            "                          or events of the history could not be folded\n"
             "  rebuild --abort         abandon the rebuild in progress and remove its keys\n"
             "  rebuild --batch N       events per read of the events table (default 5000)\n"
             "  rollback                make the previous generation current again (caught up first)\n"

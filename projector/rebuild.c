@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "engine.h"
+#include "gens.h"
 #include "jsonx.h"
 #include "log.h"
 #include "rds.h"
@@ -70,6 +71,7 @@ struct progress {
     double eps;
     int64_t eta_s;
     int tty, printed;
+    int64_t printed_done, printed_total; /* what the last line said (when printed) */
 };
 
 static void progress_print(struct progress *pg, int final)
@@ -82,9 +84,15 @@ static void progress_print(struct progress *pg, int final)
         return;
     if (!final && pg->tty && now - pg->last_print < 200)
         return;
+    /* a line says something new or is not printed: the final one repeats no earlier line */
+    if (!pg->tty && pg->printed && pg->done == pg->printed_done && pg->total == pg->printed_total)
+        return;
     pg->last_print = now;
-    snprintf(line, sizeof line, "%s generation %ld: %" PRId64 "/%" PRId64 " events (%.1f%%), %.0f events/s, ETA %" PRId64 " s",
-             mode_name(pg->o->mode), pg->gen, pg->done, pg->total, pct > 100.0 ? 100.0 : pct, pg->eps, pg->eta_s);
+    pg->printed_done = pg->done;
+    pg->printed_total = pg->total;
+    snprintf(line, sizeof line, "%s generation %ld: %" PRId64 "/%" PRId64 " event%s (%.1f%%), %.0f events/s, ETA %" PRId64 " s",
+             mode_name(pg->o->mode), pg->gen, pg->done, pg->total, pg->total == 1 ? "" : "s",
+             pct > 100.0 ? 100.0 : pct, pg->eps, pg->eta_s);
     if (pg->o->auto_heal) {
         log_info("self-heal rebuild: %s", line);
     } else if (pg->o->progress != NULL) {
@@ -438,8 +446,10 @@ static status verify(struct pj *p, long live, long built, const struct rb_opts *
     for (long i = 0; i < set.n; i++)
         res->differing += bad[i];
     if (o->out != NULL) {
-        fprintf(o->out, "verify: generation %ld (rebuilt) against %ld (live): %ld accounts compared, "
-                "%ld differ, %ld field differences\n", built, live, res->compared, res->differing, fields);
+        fprintf(o->out, "verify: generation %ld (rebuilt) against %ld (live): %ld account%s compared, "
+                "%ld differ%s, %ld field difference%s\n", built, live, res->compared,
+                res->compared == 1 ? "" : "s", res->differing, res->differing == 1 ? "s" : "", fields,
+                fields == 1 ? "" : "s");
         fflush(o->out);
     }
 cleanup:
@@ -653,6 +663,8 @@ stream:
         }
         pg.done += n;
         res->events += n;
+        for (int i = 0; i < n; i++)
+            res->unfolded += items[i].disp == PJ_TERM; /* parked: the history does not fold */
         pj_items_free(items, n);
         items = NULL;
         st = progress_update(&pg, &p, &cur, e);
@@ -699,6 +711,9 @@ stream:
             st = verify(&p, res->replaced, gen, o, res, e);
         if (st != ST_OK)
             goto cleanup;
+        if (res->unfolded > 0 && o->out != NULL)
+            fprintf(o->out, "verify: %" PRId64 " event%s of the history could not be folded (parked): "
+                    "the rebuilt generation is incomplete\n", res->unfolded, res->unfolded == 1 ? "" : "s");
         r = redisCommand(p.rc, "EVAL %s 0 %ld", unbuild_lua, gen);
         if (r == NULL || r->type != REDIS_REPLY_INTEGER) {
             st = pj_redis_failed(&p, r, e, "unname the verified generation");
@@ -740,6 +755,17 @@ stream:
         /* the generation two switches back: no command refers to it any more */
         if (rm_drop_generation(p.rc, old, &removed, e) != ST_OK)
             log_warn("drop generation %ld: %s", old, e->msg);
+    }
+    {
+        /* a generation no name reaches any more (rm:current deleted or flushed before this
+         * self-heal) would stay in Redis for good: nothing could roll back to or drop it */
+        long nd = 0, nk = 0;
+        struct err de;
+        err_clear(&de);
+        if (pj_gens_drop_unreachable(p.rc, &nd, &nk, &de) != ST_OK)
+            log_warn("drop unreachable generations: %s", de.msg);
+        else if (nd > 0)
+            log_info("dropped %ld unreachable generation%s (%ld keys)", nd, nd == 1 ? "" : "s", nk);
     }
     if (o->auto_heal)
         log_info("self-heal: generation %ld is current (%" PRId64 " events, %.0f events/s)", gen, res->events,

@@ -38,6 +38,7 @@ struct rb_result {
     double events_per_s; /* events / elapsed of this run */
     long compared;       /* verify: accounts compared */
     long differing;      /* verify: accounts that differ */
+    int64_t unfolded;    /* events of the history that could not be folded (parked) */
 };
 
 /* Runs a rebuild, verify or rollback to its end. ST_CONFLICT: another rebuild holds the lease,
