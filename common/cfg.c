@@ -66,7 +66,8 @@ static const struct cfg_entry cfg_table[] = {
      "a connection idle (or a request arriving slower) this long is closed"},
     {"HTTP_MAX_WAITERS", CFG_INT, I(http_max_waiters), "4096", 0, 60000,
      "concurrent min_version waits (beyond: 503 at once)"},
-    {"PG_POOL_SIZE", CFG_INT, I(pg_pool_size), "8", 1, 256, "writer Postgres connections"},
+    {"PG_POOL_SIZE", CFG_INT, I(pg_pool_size), "8", 1, 256,
+     "Postgres connections (writer: commands; read API: event-store lookups)"},
     {"HTTP_THREADS", CFG_INT, I(http_threads), "0", 0, 256,
      "HTTP worker threads (0: one per connection)"},
     {"PROJECTOR_BATCH", CFG_INT, I(projector_batch), "512", 1, 10000, "messages per pull"},
@@ -229,11 +230,48 @@ status cfg_parse_hostports(const char *list, struct cfg_hostport *out, int max, 
     return ST_OK;
 }
 
-void cfg_usage(void)
+/* Which binaries read a variable, for --help (a variable not listed here: every binary). */
+static const struct {
+    const char *name, *users;
+} cfg_users[] = {
+    {"NATS_URL", " writer projector "},
+    {"NATS_REPLICAS", " writer projector "},
+    {"REDIS_URL", " projector readapi "},
+    {"REDIS_SENTINELS", " projector readapi "},
+    {"REDIS_MASTER_NAME", " projector readapi "},
+    {"HTTP_BIND", " writer readapi projector "},
+    {"WRITER_PORT", " writer "},
+    {"READAPI_PORT", " readapi "},
+    {"PG_POOL_SIZE", " writer readapi "},
+    {"HTTP_THREADS", " writer readapi "},
+    {"PROJECTOR_BATCH", " projector "},
+    {"PROJECTOR_ACK_WAIT_MS", " projector "},
+    {"PROJECTOR_MAX_DELIVER", " projector "},
+    {"RELAY_BATCH", " writer "},
+    {"READ_CACHE_TTL_MS", " readapi "},
+    {"READ_CACHE_SLOTS", " readapi "},
+};
+
+static int used_by(const char *name, const char *service)
+{
+    char word[64];
+
+    if (service == NULL)
+        return 1;
+    snprintf(word, sizeof word, " %s ", service);
+    for (size_t i = 0; i < sizeof cfg_users / sizeof cfg_users[0]; i++)
+        if (strcmp(cfg_users[i].name, name) == 0)
+            return strstr(cfg_users[i].users, word) != NULL;
+    return 1;
+}
+
+void cfg_usage(const char *service)
 {
     fprintf(stderr, "environment variables:\n");
     for (size_t i = 0; i < sizeof cfg_table / sizeof cfg_table[0]; i++) {
         const struct cfg_entry *t = &cfg_table[i];
+        if (!used_by(t->name, service))
+            continue;
         if (t->kind == CFG_INT)
             fprintf(stderr, "  %-22s %s (default %s, %ld..%ld)\n", t->name, t->help, t->def, t->min,
                     t->max);

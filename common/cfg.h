@@ -61,8 +61,9 @@ struct cfg {
  * errs (caller's buffer); returns ST_INVALID when any was bad. */
 status cfg_load(struct cfg *c, char *errs, size_t errs_len) WUR;
 
-/* Prints the variables, defaults and bounds (for --help). */
-void cfg_usage(void);
+/* Prints the variables service ("writer", "projector", "readapi"; NULL: all) reads, with
+ * defaults and bounds (for --help). */
+void cfg_usage(const char *service);
 
 /* Parses "host:port,host:port,..." into out (at most max entries); ST_INVALID when malformed
  * or empty. */

@@ -25,6 +25,7 @@
 #include "readmodel.h"
 #include "rebuild.h"
 #include "svc.h"
+#include "uuid.h"
 
 #ifndef SWEEP_INTERVAL_MS
 #define SWEEP_INTERVAL_MS 1000 /* how soon an event lost on NATS is caught up from Postgres */
@@ -460,6 +461,7 @@ static int cmd_replay(const struct cfg *c, const char *only)
     np = only != NULL ? 1 : parked->elements / 2;
     if (only != NULL && parked->element[0]->type != REDIS_REPLY_STRING) {
         fprintf(stderr, "projector replay-parked: no parked event '%s'\n", only);
+        rc = 5;
         goto cleanup;
     }
     if (np == 0)
@@ -544,7 +546,7 @@ cleanup:
 static int rebuild_exit(const char *what, status st, const struct err *e)
 {
     fprintf(stderr, "\nprojector %s: %s\n", what, e->msg);
-    return st == ST_CONFLICT || st == ST_NOT_FOUND ? 4 : st == ST_INVALID ? 2 : 1;
+    return st == ST_CONFLICT ? 4 : st == ST_NOT_FOUND ? 5 : st == ST_INVALID ? 2 : 1;
 }
 
 static int cmd_rebuild(const struct cfg *c, int argc, char **argv)
@@ -651,7 +653,8 @@ static void usage(void)
             "  run                     a worker: applies events from JetStream (run several); rebuilds\n"
             "                          by itself when there is no current read-model generation\n"
             "  status                  generations, checkpoint, lag, rebuild progress, parked, stalled\n"
-            "  replay-parked [event]   retry parked (poison) events after fixing their cause\n"
+            "  replay-parked [event]   retry parked (poison) events after fixing their cause (all of\n"
+            "                          them, or the one event id given)\n"
             "  rebuild                 build a new generation from the events table while the live one\n"
             "                          serves, then switch to it; resumes a rebuild that was stopped\n"
             "  rebuild --verify        build a generation, compare it with the current one account by\n"
@@ -661,9 +664,11 @@ static void usage(void)
             "  rebuild --batch N       events per read of the events table (default 5000)\n"
             "  rollback                make the previous generation current again (caught up first)\n"
             "  drop-generation         remove the previous generation (UNLINK over SCAN)\n"
-            "exit status: 0 done, 1 failure, 2 usage or configuration, 3 verify found differences,\n"
-            "4 refused (another rebuild holds the lease, nothing to roll back to, ...)\n\n");
-    cfg_usage();
+            "exit status: 0 done (or nothing to do), 1 failure (a dependency, an event left parked),\n"
+            "2 usage or configuration, 3 verify found differences or events that do not fold,\n"
+            "4 refused (another rebuild holds the lease, a rebuild is in progress),\n"
+            "5 not found (no such parked event, nothing to roll back to or verify against)\n\n");
+    cfg_usage("projector");
 }
 
 int main(int argc, char **argv)
@@ -680,6 +685,10 @@ int main(int argc, char **argv)
         strcmp(cmd, "rebuild") != 0 && strcmp(cmd, "rollback") != 0 && strcmp(cmd, "drop-generation") != 0) {
         fprintf(stderr, "projector: unknown command '%s'\n", cmd);
         usage();
+        return 2;
+    }
+    if (strcmp(cmd, "rebuild") != 0 && (argc > 3 || (argc == 3 && strcmp(cmd, "replay-parked") != 0))) {
+        fprintf(stderr, "projector %s: unexpected argument '%s'\n", cmd, argv[argc - 1]);
         return 2;
     }
     if (cfg_load(&c, errs, sizeof errs) != ST_OK) {
@@ -699,5 +708,13 @@ int main(int argc, char **argv)
         return cmd_rollback(&c);
     if (strcmp(cmd, "drop-generation") == 0)
         return cmd_drop(&c);
+    if (argc > 2) {
+        char canon[UUID_STR_SIZE];
+        if (!uuid_parse(argv[2], strlen(argv[2]), canon)) {
+            fprintf(stderr, "projector replay-parked: '%s' is not an event id (a UUID)\n", argv[2]);
+            return 2;
+        }
+        snprintf(argv[2], strlen(argv[2]) + 1, "%s", canon);
+    }
     return cmd_replay(&c, argc > 2 ? argv[2] : NULL);
 }

@@ -166,9 +166,19 @@ int main(int argc, char **argv)
     struct err e = {0};
 
     if (argc > 1 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)) {
-        fprintf(stderr, "usage: readapi\n");
-        cfg_usage();
+        fprintf(stderr, "usage: readapi\n"
+                        "  the query API over the Redis read models (GET /accounts/{id}, statements,\n"
+                        "  /accounts?owner=, /events/{id}, /transfers/{id}, /projections);\n"
+                        "  SIGTERM drains requests in flight and exits\n"
+                        "exit status: 0 stopped cleanly, 1 failed to start (a port, a dependency),\n"
+                        "2 usage or configuration\n\n");
+        cfg_usage("readapi");
         return 0;
+    }
+    if (argc > 1) {
+        fprintf(stderr, "readapi: unexpected argument '%s' (configuration is read from the environment)\n",
+                argv[1]);
+        return 2;
     }
     if (cfg_load(&cfg, errs, sizeof errs) != ST_OK) {
         fprintf(stderr, "readapi: invalid configuration:\n%s", errs);

@@ -250,8 +250,11 @@ int main(int argc, char **argv)
 
     if (argc > 1 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)) {
         fprintf(stderr, "usage: writer                 serve the command API and relay the outbox\n"
-                        "       writer dead-letters    list the outbox rows the relay could not encode\n");
-        cfg_usage();
+                        "       writer dead-letters    list the outbox rows the relay could not encode\n"
+                        "  SIGTERM drains requests in flight and exits\n"
+                        "exit status: 0 stopped cleanly (or listed), 1 failed to start (a port, a\n"
+                        "dependency), 2 usage or configuration\n\n");
+        cfg_usage("writer");
         return 0;
     }
     if (argc == 2 && strcmp(argv[1], "dead-letters") == 0) {
