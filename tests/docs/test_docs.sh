@@ -11,12 +11,13 @@ fail=0
 #   relay_busy / bus_unavailable (the relay thread, which answers no request)
 internal='^(ok|poison|retry|relay_busy|bus_unavailable)$'
 
-# Every snake_case string literal inside an error-producing call of the services and common/:
-# http_reply_error(...), err_setr(...), json_pack(... "error", "<code>" ...), the status table.
+# Every code the services and common/ can put in an error body: the code argument of
+# http_reply_error(...) and err_setr(...), json_pack(... "error", "<code>" ...), the status table.
 codes=$(perl -0777 -ne '
-    while (/(?:http_reply_error|err_setr)\s*\(((?:[^;])*?)\)\s*;/sg) {
-        my $args = $1;
-        print "$1\n" while $args =~ /"([a-z][a-z_]{3,})"/g;
+    # the code is the third argument of both (a literal, or a conditional between literals)
+    while (/(?:http_reply_error|err_setr)\s*\(\s*[^,]+,\s*[^,]+,\s*([^,]+),/sg) {
+        my $arg = $1;
+        print "$1\n" while $arg =~ /"([a-z][a-z_]*)"/g;
     }
     print "$1\n" while /"error",\s*"([a-z][a-z_]*)"/g;
     print "$1\n" while /\[ST_[A-Z_]+\]\s*=\s*"([a-z][a-z_]*)"/g;
@@ -25,7 +26,6 @@ codes=$(perl -0777 -ne '
 table=$(grep -E '^\|' README.md)
 for code in $codes; do
     [[ $code =~ $internal ]] && continue
-    echo "  $code" >&2
     if ! grep -q "\`$code\`" <<<"$table"; then
         echo "README error table lacks \`$code\` (sent by the code)" >&2
         fail=1
