@@ -109,19 +109,27 @@ static struct rconn *conn_get(struct err *e)
     rc->ctx = connect_redis(e);
     if (rc->ctx == NULL)
         return NULL;
-    for (int i = 0; i < SCRIPT_COUNT; i++) {
-        redisReply *r = redisCommand(rc->ctx, "SCRIPT LOAD %s", script_text(i));
-        if (r == NULL || r->type != REDIS_REPLY_STRING) {
-            freeReplyObject(r);
-            redisFree(rc->ctx);
-            rc->ctx = NULL;
-            err_setr(e, ST_UNAVAILABLE, "read_model_unavailable", "unable to load scripts into redis");
-            return NULL;
-        }
-        snprintf(rc->sha[i], sizeof rc->sha[i], "%s", r->str);
-        freeReplyObject(r);
-    }
+    memset(rc->sha, 0, sizeof rc->sha); /* scripts are loaded when first used */
     return rc;
+}
+
+/* The sha of script idx on this connection, loaded on first use: a connection made for one
+ * request (a thread per HTTP connection) loads only the script it runs. NULL with e set. */
+static const char *script_sha(struct rconn *rc, int idx, struct err *e)
+{
+    redisReply *r;
+
+    if (rc->sha[idx][0] != '\0')
+        return rc->sha[idx];
+    r = redisCommand(rc->ctx, "SCRIPT LOAD %s", script_text(idx));
+    if (r == NULL || r->type != REDIS_REPLY_STRING) {
+        freeReplyObject(r);
+        err_setr(e, ST_UNAVAILABLE, "read_model_unavailable", "unable to load a script into redis");
+        return NULL;
+    }
+    snprintf(rc->sha[idx], sizeof rc->sha[idx], "%s", r->str);
+    freeReplyObject(r);
+    return rc->sha[idx];
 }
 
 static void conn_drop(struct rconn *rc)
@@ -152,13 +160,16 @@ static redisReply *run_script(int idx, int argc, const char **argv, struct err *
     }
     for (int attempt = 0; attempt < 2; attempt++) {
         struct rconn *rc = conn_get(e);
+        const char *sha = rc != NULL ? script_sha(rc, idx, e) : NULL;
 
-        if (rc == NULL) {
+        if (sha == NULL) {
+            /* a connection or a load that failed (a timeout under load) is tried once more */
             redis_error();
-            goto cleanup;
+            conn_drop(rc);
+            continue;
         }
         args[0] = "EVALSHA";
-        args[1] = rc->sha[idx];
+        args[1] = sha;
         args[2] = "0";
         for (int i = 0; i < argc; i++)
             args[3 + i] = argv[i];

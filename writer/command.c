@@ -113,7 +113,7 @@ status cmd_parse(struct command *c, enum cmd_kind kind, const char *account_id, 
     static const char *const open_fields[] = {"owner", "name", "currency", "overdraft_limit", NULL};
     static const char *const money_fields[] = {"amount", "description", NULL};
     static const char *const transfer_fields[] = {"from", "to", "amount", "description", NULL};
-    static const char *const reverse_fields[] = {"event_id", "reason", NULL};
+    static const char *const reverse_fields[] = {"event_id", "transfer_id", "reason", NULL};
     static const char *const close_fields[] = {"reason", NULL};
     status st = ST_OK;
     json_t *doc = NULL;
@@ -166,10 +166,16 @@ status cmd_parse(struct command *c, enum cmd_kind kind, const char *account_id, 
         }
         break;
     case CMD_REVERSE:
+        /* the event to reverse, or a transfer by its id (its leg on this account) */
         if ((st = jsonx_only(doc, reverse_fields, e)) != ST_OK ||
-            (st = jsonx_uuid(doc, "event_id", c->event_id, true, e)) != ST_OK ||
+            (st = opt(jsonx_uuid(doc, "event_id", c->event_id, false, e))) != ST_OK ||
+            (st = opt(jsonx_uuid(doc, "transfer_id", c->transfer_id, false, e))) != ST_OK ||
             (st = opt(jsonx_str(doc, "reason", c->reason, sizeof c->reason, 0, REASON_MAX, false, e))) != ST_OK)
             goto cleanup;
+        if ((c->event_id[0] == '\0') == (c->transfer_id[0] == '\0')) {
+            st = err_setr(e, ST_INVALID, "invalid_field", "give exactly one of 'event_id' and 'transfer_id'");
+            goto cleanup;
+        }
         break;
     case CMD_CLOSE:
         if ((st = jsonx_only(doc, close_fields, e)) != ST_OK ||

@@ -31,8 +31,18 @@ static status load_reversal(PGconn *conn, const struct command *c, struct accoun
     *reversed = false;
     memset(leg, 0, sizeof *leg);
     account_view_init(other, "");
-    p[0] = c->event_id;
-    st = sql_read_event(conn, "ev_get", 1, p, target, e);
+    if (c->event_id[0] != '\0') {
+        p[0] = c->event_id;
+        st = sql_read_event(conn, "ev_get", 1, p, target, e);
+    } else {
+        /* a reversal named by its transfer: this account's leg of it */
+        p[0] = c->account_id;
+        p[1] = c->transfer_id;
+        st = sql_read_event(conn, "ev_leg", 2, p, target, e);
+        if (st == ST_OK && target->event_id[0] == '\0')
+            return err_setr(e, ST_NOT_FOUND, "transfer_not_found", "account '%s' has no leg of transfer '%s'",
+                            c->account_id, c->transfer_id);
+    }
     if (st != ST_OK)
         return st;
     if (target->event_id[0] != '\0' && strcmp(target->stream_id, c->account_id) != 0)

@@ -19,9 +19,14 @@ static const struct {
 } statements[] = {
     {"acct_lock", "SELECT owner, name, currency, overdraft_limit, balance, version, status "
                   "FROM accounts WHERE account_id = $1::uuid FOR UPDATE"},
-    {"acct_insert", "INSERT INTO accounts (account_id, owner, name, currency, overdraft_limit, "
-                    "balance, version, status) VALUES ($1::uuid, $2, $3, $4, $5::bigint, 0, "
-                    "$6::int, 'open')"},
+    /* ON CONFLICT: a taken name is an expected answer, not an ERROR line in Postgres's log (nor
+     * an aborted transaction); the second column names the open account that holds it */
+    {"acct_insert", "WITH ins AS (INSERT INTO accounts (account_id, owner, name, currency, "
+                    "overdraft_limit, balance, version, status) VALUES ($1::uuid, $2, $3, $4, "
+                    "$5::bigint, 0, $6::int, 'open') ON CONFLICT (owner, name) WHERE closed_at IS NULL "
+                    "DO NOTHING RETURNING account_id) "
+                    "SELECT (SELECT count(*) FROM ins), (SELECT account_id::text FROM accounts "
+                    "WHERE owner = $2 AND name = $3 AND closed_at IS NULL LIMIT 1)"},
     {"acct_update", "UPDATE accounts SET balance = $2::bigint, version = $3::int, status = $4, "
                     "closed_at = CASE WHEN $4 = 'closed' THEN clock_timestamp() END "
                     "WHERE account_id = $1::uuid"},
@@ -270,7 +275,16 @@ status sql_save_account(PGconn *conn, const struct account_view *before, const s
     if (ev->type == EV_ACCOUNT_OPENED) {
         const char *p[6] = {ev->stream_id, ev->owner, ev->name, ev->currency, od, ver};
         snprintf(od, sizeof od, "%lld", (long long)ev->overdraft_limit);
-        st = sql_run(conn, &res, "acct_insert", 6, p, PGRES_COMMAND_OK, e);
+        st = sql_run(conn, &res, "acct_insert", 6, p, PGRES_TUPLES_OK, e);
+        if (st == ST_OK && strcmp(PQgetvalue(res, 0, 0), "1") != 0) {
+            if (PQgetisnull(res, 0, 1))
+                st = err_setr(e, ST_CONFLICT, "name_taken",
+                              "an open account with this owner and name already exists");
+            else
+                st = err_setr(e, ST_CONFLICT, "name_taken",
+                              "an open account with this owner and name already exists: '%s'",
+                              PQgetvalue(res, 0, 1));
+        }
     } else {
         const char *p[4] = {ev->stream_id, bal, ver,
                             ev->type == EV_ACCOUNT_CLOSED || before->status == ACCOUNT_CLOSED ? "closed" : "open"};

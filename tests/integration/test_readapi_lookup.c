@@ -1,7 +1,8 @@
 /* Issue 18: finding things again and querying by time. An owner's 250 accounts paged newest
  * first; an event and a transfer read back by id; a statement time range across page
  * boundaries in both orders; a 400 invalid_query naming every unknown or malformed parameter;
- * the ETag of an account round-trips as the writer's If-Match. */
+ * the ETag of an account round-trips as the writer's If-Match; a reversal named by its transfer
+ * id; a name_taken that names the account holding the name. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -139,14 +140,30 @@ static void test_event_and_transfer(void **state)
     assert_non_null(tw_str(json_object_get(doc, "metadata"), "command_id"));
     json_decref(doc);
 
-    /* reversed: the transfer names its reversal */
-    snprintf(path, sizeof path, "/accounts/%s/reversals", a);
-    snprintf(body, sizeof body, "{\"event_id\":\"%s\",\"reason\":\"mistake\"}", sent_event);
+    /* reversed by its transfer id (the client kept only that): the transfer names its reversal */
+    snprintf(path, sizeof path, "/accounts/%s/reversals", b);
+    snprintf(body, sizeof body, "{\"transfer_id\":\"6b3f0c1e-2a4d-4b8e-9c1f-0123456789ab\"}");
+    tw_reject(NULL, path, body, NULL, 404, "transfer_not_found");
+    snprintf(body, sizeof body, "{\"transfer_id\":\"%s\",\"event_id\":\"%s\"}", transfer_id, sent_event);
+    tw_reject(NULL, path, body, NULL, 400, "invalid_field");
+    snprintf(body, sizeof body, "{\"transfer_id\":\"%s\",\"reason\":\"mistake\"}", transfer_id);
     json_decref(tw_post(NULL, path, body, NULL, 201));
+    tw_reject(NULL, path, body, NULL, 409, "already_reversed");
     snprintf(path, sizeof path, "/transfers/%s", transfer_id);
     doc = tr_get_ok(NULL, path);
     assert_non_null(tw_str(doc, "reversed_by"));
     json_decref(doc);
+
+    /* a taken name says which open account holds it */
+    {
+        char body2[256];
+        json_t *err;
+        snprintf(body2, sizeof body2, "{\"owner\":\"lookup-owner\",\"name\":\"a\",\"currency\":\"EUR\"}");
+        err = tw_post(NULL, "/accounts", body2, NULL, 409);
+        assert_string_equal(tw_str(err, "error"), "name_taken");
+        assert_non_null(strstr(tw_str(err, "message"), a));
+        json_decref(err);
+    }
 
     tr_expect_error("GET", NULL, "/events/6b3f0c1e-2a4d-4b8e-9c1f-0123456789ab", 404, "event_not_found");
     tr_expect_error("GET", NULL, "/transfers/6b3f0c1e-2a4d-4b8e-9c1f-0123456789ab", 404,
