@@ -2,6 +2,8 @@
 # Checks that compose/docker-compose.yml is valid and wires the system as documented; no Docker
 # engine needed (`config` only parses and normalises). Exit 77 (skipped) without docker-compose.
 set -uo pipefail
+# the compose files demand a JWT secret (the services refuse a public interface without auth)
+export JWT_SECRET="${JWT_SECRET:-compose-config-check-secret-0123456789abcdef}"
 
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 FILE="$ROOT/compose/docker-compose.yml"
@@ -47,6 +49,10 @@ expect "WRITER_PORT: '?8080'?" "WRITER_PORT"
 expect "READAPI_PORT: '?8081'?" "READAPI_PORT"
 expect "PROJECTOR_PORT: '?8082'?" "PROJECTOR_PORT"
 expect 'HTTP_BIND: 0\.0\.0\.0' "HTTP_BIND=0.0.0.0 for the services"
+expect 'JWT_SECRET: compose-config-check' "JWT_SECRET passed to the services"
+if env -u JWT_SECRET "${COMPOSE[@]}" -f "$FILE" config >/dev/null 2>&1; then
+  fail "compose config accepted a deployment without JWT_SECRET"
+fi
 expect 'condition: service_healthy' "depends_on with condition service_healthy"
 expect 'dockerfile: compose/Dockerfile' "the services built from compose/Dockerfile"
 expect '^ *- projector$' "the projector command"
