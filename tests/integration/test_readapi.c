@@ -264,8 +264,9 @@ static void *reader(void *arg)
             __atomic_add_fetch(&l->ok, 1, __ATOMIC_RELAXED);
         else if (rc == 0 && r.status == 503 && strcmp(tw_str(doc, "error"), "read_model_unavailable") == 0)
             __atomic_add_fetch(&l->unavailable, 1, __ATOMIC_RELAXED);
-        else
-            __atomic_add_fetch(&l->other, 1, __ATOMIC_RELAXED);
+        else if (__atomic_add_fetch(&l->other, 1, __ATOMIC_RELAXED) <= 5)
+            fprintf(stderr, "unexpected answer: rc %d, status %d, body %.200s\n", rc,
+                    rc == 0 ? r.status : 0, rc == 0 && r.body != NULL ? r.body : "");
         json_decref(doc);
         thttp_resp_release(&r);
         usleep(2000);

@@ -8,6 +8,8 @@
 #include <string.h>
 #include <time.h>
 
+#include <pthread.h>
+
 #define TENV_MAX 64
 
 static char *tenv_keys[TENV_MAX];
@@ -40,10 +42,10 @@ static void tenv_load(void)
 
 const char *tenv(const char *key)
 {
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
     const char *v = getenv(key);
 
-    if (tenv_count < 0)
-        tenv_load();
+    pthread_once(&once, tenv_load); /* the first call may come from several threads at once */
     for (int i = 0; i < tenv_count; i++)
         if (strcmp(tenv_keys[i], key) == 0)
             return tenv_vals[i];

@@ -60,7 +60,9 @@ char *ttoken_header(const char *sub, const char *scope)
 
 const char *ttoken_admin_header(void)
 {
-    static char line[400];
+    /* one per thread: reader threads call this concurrently, and a shared buffer being
+     * rewritten while another thread sends it went out as a torn token (a 401) */
+    static __thread char line[400];
     const char *t = tenv("API_TOKEN");
 
     if (t == NULL || t[0] == '\0')
