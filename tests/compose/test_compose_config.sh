@@ -30,11 +30,11 @@ fi
 # the six services, as top-level keys under services:
 services="$(printf '%s\n' "$out" | awk '/^services:/ {in_s = 1; next} /^[^ ]/ {in_s = 0} in_s && /^  [A-Za-z0-9_.-]+:$/ {sub(/:$/, ""); gsub(/ /, ""); print}')"
 for s in postgres redis nats writer projector readapi; do
-  printf '%s\n' "$services" | grep -qx "$s" || fail "service '$s' is missing (found: $(echo $services))"
+  grep -qx "$s" <<<"$services" || fail "service '$s' is missing (found: $(echo $services))"
 done
 
 expect() {
-  printf '%s\n' "$out" | grep -qE -- "$1" || fail "normalised config lacks $2 (pattern '$1')"
+  grep -qE -- "$1" <<<"$out" || fail "normalised config lacks $2 (pattern '$1')"
 }
 expect '^ *- -js$' "the JetStream flag -js for nats (stream EVENTS needs JetStream)"
 expect '^ *- -sd$' "a JetStream store dir (-sd) for nats"
@@ -74,7 +74,7 @@ fi
 services="$(printf '%s\n' "$out" | awk '/^services:/ {in_s = 1; next} /^[^ ]/ {in_s = 0} in_s && /^  [A-Za-z0-9_.-]+:$/ {sub(/:$/, ""); gsub(/ /, ""); print}')"
 for s in nats1 nats2 nats3 redis1 redis2 sentinel1 sentinel2 sentinel3 pg-monitor pg1 pg2 \
   writer1 writer2 readapi1 readapi2 projector1 projector2 haproxy; do
-  printf '%s\n' "$services" | grep -qx "$s" || fail "HA service '$s' is missing (found: $(echo $services))"
+  grep -qx "$s" <<<"$services" || fail "HA service '$s' is missing (found: $(echo $services))"
 done
 expect '^ *- --cluster_name$' "a NATS cluster"
 expect 'image: nats:2\.9' "the official nats:2.9 image (HA)"
