@@ -155,7 +155,7 @@ static void test_self_heal_drops_the_unreachable_generation(void **state)
     tw_open(id, "heal-owner", "h", "EUR", 0);
     doc = tw_money(id, "deposits", 42, "x");
     json_decref(doc);
-    tr_get_ok(NULL, "/readyz");
+    json_decref(tr_get_ok(NULL, "/readyz"));
     old = current_gen(rc);
     assert_true(old > 0);
     snprintf(pattern, sizeof pattern, "rm:%ld:*", old);
