@@ -178,3 +178,14 @@ void rds_replies_free(redisReply **replies, int n)
         replies[i] = NULL;
     }
 }
+
+int64_t rds_reply_int(const redisReply *r)
+{
+    if (r == NULL)
+        return 0;
+    if (r->type == REDIS_REPLY_INTEGER)
+        return r->integer;
+    if (r->type == REDIS_REPLY_STRING)
+        return strtoll(r->str, NULL, 10);
+    return 0;
+}

@@ -3,6 +3,7 @@
 #define COMMON_RDS_H
 
 #include <hiredis/hiredis.h>
+#include <stdint.h>
 
 #include "cfg.h"
 #include "status.h"
@@ -32,5 +33,8 @@ int rds_broken(const redisContext *ctx);
 status rds_pipeline(redisContext *ctx, int n, const int *argc, const char *const *const *cmds,
                     const size_t *const *lens, redisReply **replies, struct err *e) WUR;
 void rds_replies_free(redisReply **replies, int n);
+
+/* An integer reply, or a string reply holding one (HGET fields); 0 for anything else. */
+int64_t rds_reply_int(const redisReply *r);
 
 #endif

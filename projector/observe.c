@@ -7,6 +7,7 @@
 
 #include "http.h"
 #include "metrics.h"
+#include "rds.h"
 #include "readmodel.h"
 #include "svc.h"
 
@@ -17,17 +18,6 @@ static int64_t wall_ms(void)
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static int64_t reply_int(const redisReply *r)
-{
-    if (r == NULL)
-        return 0;
-    if (r->type == REDIS_REPLY_INTEGER)
-        return r->integer;
-    if (r->type == REDIS_REPLY_STRING)
-        return strtoll(r->str, NULL, 10);
-    return 0;
 }
 
 /* Value of field in a HGETALL reply; NULL when absent. */
@@ -90,7 +80,7 @@ static status read_side(struct pj *p, int *has_model, struct err *e)
     head = r->element[4];
     stalled = r->element[5];
     rb = r->element[6];
-    *has_model = reply_int(r->element[9]) == 1;
+    *has_model = rds_reply_int(r->element[9]) == 1;
     pos = field_int(cp, "position");
     at_ms = field_int(cp, "at_ms");
     headpos = field_int(head, "position");
@@ -111,7 +101,7 @@ static status read_side(struct pj *p, int *has_model, struct err *e)
                       "Seconds since the current read model last applied an event, while it is behind (0 when caught up).",
                       (double)lag_s);
     metrics_gauge_set("projector_parked_events", "Poison events parked in rm:parked, waiting for an operator.",
-                      (double)reply_int(r->element[7]));
+                      (double)rds_reply_int(r->element[7]));
     metrics_gauge_set("projector_stalled_accounts", "Accounts stalled behind a parked event.",
                       stalled->type == REDIS_REPLY_ARRAY ? (double)(stalled->elements / 2) : 0);
     state = field(rb, "state");

@@ -210,17 +210,6 @@ static char *dup_str(const redisReply *r)
     return strndup(r->str, r->len);
 }
 
-static int64_t reply_int(const redisReply *r)
-{
-    if (r == NULL)
-        return 0;
-    if (r->type == REDIS_REPLY_INTEGER)
-        return r->integer;
-    if (r->type == REDIS_REPLY_STRING)
-        return strtoll(r->str, NULL, 10);
-    return 0;
-}
-
 static status fill_account(struct rs_account *out, const redisReply *r, struct err *e)
 {
     memset(out, 0, sizeof *out);
@@ -228,14 +217,14 @@ static status fill_account(struct rs_account *out, const redisReply *r, struct e
         return err_setr(e, ST_UNAVAILABLE, "read_model_unavailable", "unexpected reply from redis");
     if (r->elements == 0)
         return ST_OK; /* no current generation */
-    out->gen = (long)reply_int(r->element[0]);
+    out->gen = (long)rds_reply_int(r->element[0]);
     if (r->elements >= 4 && r->element[3]->type == REDIS_REPLY_STRING) {
         out->stalled = dup_str(r->element[3]);
         if (out->stalled == NULL)
             return err_set(e, ST_INTERNAL, "out of memory");
     }
     if (r->elements >= 3 && r->element[2]->type == REDIS_REPLY_STRING) {
-        out->version = reply_int(r->element[1]);
+        out->version = rds_reply_int(r->element[1]);
         out->doc = dup_str(r->element[2]);
         if (out->doc == NULL)
             return err_set(e, ST_INTERNAL, "out of memory");
@@ -295,8 +284,8 @@ status rs_statement(struct rs_statement *out, const char *id, int limit, int64_t
     st = fill_account(&out->acc, r, e);
     if (st == ST_OK && r->elements >= 7 && out->acc.doc != NULL) {
         const redisReply *list = r->element[6];
-        out->first = reply_int(r->element[4]);
-        out->last = reply_int(r->element[5]);
+        out->first = rds_reply_int(r->element[4]);
+        out->last = rds_reply_int(r->element[5]);
         if (list->type == REDIS_REPLY_ARRAY && list->elements > 0) {
             out->entries = calloc(list->elements, sizeof *out->entries);
             if (out->entries == NULL) {
@@ -392,7 +381,7 @@ status rs_accounts(char **docs, long *gen, const char *const *ids, int n, struct
         return err_setr(e, ST_UNAVAILABLE, "read_model_unavailable", "unexpected reply from redis");
     }
     if (r->elements > 0) {
-        *gen = (long)reply_int(r->element[0]);
+        *gen = (long)rds_reply_int(r->element[0]);
         for (int i = 0; i < n; i++) {
             if (r->element[i + 1]->type != REDIS_REPLY_STRING)
                 continue;
@@ -467,19 +456,19 @@ status rs_projections(char **out, struct err *e)
     if (lag_events > 0 && json_integer_value(json_object_get(cp, "at_ms")) > 0)
         lag_s = (now_ms() - json_integer_value(json_object_get(cp, "at_ms"))) / 1000;
     doc = json_pack("{s:o, s:b, s:o, s:o, s:I, s:o, s:I, s:I, s:I, s:o, s:o, s:I, s:o}", "current_generation",
-                    r->element[0]->type == REDIS_REPLY_STRING ? json_integer(reply_int(r->element[0]))
+                    r->element[0]->type == REDIS_REPLY_STRING ? json_integer(rds_reply_int(r->element[0]))
                                                               : json_null(),
-                    "read_model_available", reply_int(r->element[9]) == 1,
+                    "read_model_available", rds_reply_int(r->element[9]) == 1,
                     "previous_generation",
-                    r->element[8]->type == REDIS_REPLY_STRING ? json_integer(reply_int(r->element[8]))
+                    r->element[8]->type == REDIS_REPLY_STRING ? json_integer(rds_reply_int(r->element[8]))
                                                               : json_null(),
                     "building_generation",
-                    r->element[1]->type == REDIS_REPLY_STRING ? json_integer(reply_int(r->element[1]))
+                    r->element[1]->type == REDIS_REPLY_STRING ? json_integer(rds_reply_int(r->element[1]))
                                                               : json_null(),
                     "position", (json_int_t)pos, "checkpoint", cp, "head", (json_int_t)headpos,
                     "lag_events", (json_int_t)lag_events, "lag_seconds", (json_int_t)lag_s, "rebuild",
                     json_object_size(rebuild) > 0 ? rebuild : json_null(), "building_checkpoint", bcp,
-                    "parked_events", (json_int_t)reply_int(r->element[7]), "stalled_accounts", stalled);
+                    "parked_events", (json_int_t)rds_reply_int(r->element[7]), "stalled_accounts", stalled);
     if (json_object_size(rebuild) == 0)
         json_decref(rebuild);
     json_decref(head);
