@@ -24,7 +24,10 @@
 #define MAX_HEADERS 8
 #define HEADERS_MAX_BYTES 8192  /* request headers beyond this: 431 with a JSON body */
 #define HEADERS_MAX_COUNT 100
-#define CONN_MEMORY (192 * 1024) /* libmicrohttpd's own bound (its HTML 431) lies far above */
+/* libmicrohttpd's per-connection pool holds the whole header block: past it, libmicrohttpd
+ * answers 431 itself, in HTML. Sized so that header blocks up to 1 MiB still reach
+ * refuse_early's JSON 431; the pool is mmap'd, so a connection costs only what it received. */
+#define CONN_MEMORY (1024 * 1024 + 64 * 1024)
 #define DRAIN_MAX (1024 * 1024)  /* body bytes dropped after a 413 before the connection closes */
 #define TICK_MS 20
 
@@ -554,47 +557,47 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
             http_reply(&resp, 200, metrics_render(srv->o.service));
         }
     } else {
-        for (int rerun = 0;; rerun++) {
-            uint64_t gen;
-            pthread_mutex_lock(&srv->mu);
-            gen = srv->wake_gen;
-            pthread_mutex_unlock(&srv->mu);
-            req.method = method;
-            req.path = url;
-            req.body = cs->body != NULL ? cs->body : "";
-            if (cs->body != NULL)
-                cs->body[cs->len] = '\0';
-            req.body_len = cs->len;
-            req.request_id = cs->request_id;
-            req.who = &cs->who;
-            req.started_ms = cs->started_ms;
-            req.resumed = cs->resumed;
-            priv = (struct req_priv){conn, cs, srv};
-            req.priv = &priv;
-            srv->o.handler(srv->o.ctx, &req, &resp);
-            if (!resp.deferred)
-                break;
-            resp.deferred = 0;
+        uint64_t gen;
+        pthread_mutex_lock(&srv->mu);
+        gen = srv->wake_gen;
+        pthread_mutex_unlock(&srv->mu);
+        req.method = method;
+        req.path = url;
+        req.body = cs->body != NULL ? cs->body : "";
+        if (cs->body != NULL)
+            cs->body[cs->len] = '\0';
+        req.body_len = cs->len;
+        req.request_id = cs->request_id;
+        req.who = &cs->who;
+        req.started_ms = cs->started_ms;
+        req.resumed = cs->resumed;
+        priv = (struct req_priv){conn, cs, srv};
+        req.priv = &priv;
+        srv->o.handler(srv->o.ctx, &req, &resp);
+        if (resp.deferred) {
+            bool woken;
             response_release(&resp);
-            memset(&resp, 0, sizeof resp);
-            resp.status = 500;
-            memcpy(resp.request_id, cs->request_id, sizeof resp.request_id);
             cs->resumed++;
+            /* Parked outside our lock: libmicrohttpd takes its own locks in suspend and calls
+             * our callbacks under them, so ours is never held around one of its calls. */
+            MHD_suspend_connection(conn);
             pthread_mutex_lock(&srv->mu);
-            /* a wake-up between the handler's read and now would be lost: run it again */
-            if (srv->wake_gen == gen || rerun >= 2) {
-                MHD_suspend_connection(conn);
+            /* a wake-up between the handler's read and now would be lost: resumed at once,
+             * libmicrohttpd then calls the handler again */
+            woken = srv->wake_gen != gen || srv->stopping;
+            if (!woken) {
                 cs->parked = 1;
                 cs->next = srv->parked;
                 if (cs->next != NULL)
                     cs->next->prev = cs;
                 cs->prev = NULL;
                 srv->parked = cs;
-                pthread_mutex_unlock(&srv->mu);
-                log_set_request_id(NULL);
-                return MHD_YES;
             }
             pthread_mutex_unlock(&srv->mu);
+            if (woken)
+                MHD_resume_connection(conn);
+            log_set_request_id(NULL);
+            return MHD_YES;
         }
     }
     return finish(conn, method, &resp, cs);

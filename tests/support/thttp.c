@@ -61,13 +61,42 @@ int thttp_request_as(struct thttp_resp *out, const char *method, const char *bas
                      const char *body, const char *extra_headers, const char *auth_line,
                      int timeout_ms)
 {
+    char host[128];
+    int port, rc, reqlen;
+    char *req;
+    size_t blen = body != NULL ? strlen(body) : 0;
+
+    memset(out, 0, sizeof *out);
+    if (parse_base(base, host, sizeof host, &port) != 0)
+        return -1;
+    req = malloc(blen + 16384);
+    if (req == NULL)
+        return -1;
+    reqlen = snprintf(req, 16384,
+                      "%s %s HTTP/1.1\r\nHost: %s:%d\r\nConnection: close\r\n%s%s%s"
+                      "Content-Length: %zu\r\n\r\n",
+                      method, path, host, port, body != NULL ? "Content-Type: application/json\r\n" : "",
+                      extra_headers != NULL ? extra_headers : "", auth_line != NULL ? auth_line : "",
+                      blen);
+    if (reqlen < 0 || reqlen >= 16384) {
+        free(req);
+        return -1;
+    }
+    memcpy(req + reqlen, body != NULL ? body : "", blen);
+    rc = thttp_exchange(out, base, req, (size_t)reqlen + blen, timeout_ms);
+    free(req);
+    return rc;
+}
+
+int thttp_exchange(struct thttp_resp *out, const char *base, const char *data, size_t data_len,
+                   int timeout_ms)
+{
     long long deadline = mono_ms() + timeout_ms;
     char host[128];
     int port, fd = -1, rc = -1;
     struct sockaddr_in addr;
-    char *req = NULL, *buf = NULL;
-    size_t blen = body != NULL ? strlen(body) : 0, cap = 65536, len = 0;
-    int reqlen;
+    char *buf = NULL;
+    size_t cap = 65536, len = 0;
 
     memset(out, 0, sizeof *out);
     if (parse_base(base, host, sizeof host, &port) != 0)
@@ -91,20 +120,8 @@ int thttp_request_as(struct thttp_resp *out, const char *method, const char *bas
         if (soerr != 0)
             goto cleanup;
     }
-    req = malloc(blen + 16384);
-    if (req == NULL)
-        goto cleanup;
-    reqlen = snprintf(req, 16384,
-                      "%s %s HTTP/1.1\r\nHost: %s:%d\r\nConnection: close\r\n%s%s%s"
-                      "Content-Length: %zu\r\n\r\n",
-                      method, path, host, port, body != NULL ? "Content-Type: application/json\r\n" : "",
-                      extra_headers != NULL ? extra_headers : "", auth_line != NULL ? auth_line : "",
-                      blen);
-    if (reqlen < 0 || reqlen >= 16384)
-        goto cleanup;
-    memcpy(req + reqlen, body != NULL ? body : "", blen);
-    for (size_t sent = 0, total = (size_t)reqlen + blen; sent < total;) {
-        ssize_t n = send(fd, req + sent, total - sent, MSG_NOSIGNAL);
+    for (size_t sent = 0; sent < data_len;) {
+        ssize_t n = send(fd, data + sent, data_len - sent, MSG_NOSIGNAL);
         if (n > 0) {
             sent += (size_t)n;
             continue;
@@ -114,7 +131,7 @@ int thttp_request_as(struct thttp_resp *out, const char *method, const char *bas
                 goto cleanup;
             continue;
         }
-        break; /* the server may answer early (413) and close: read what it said */
+        break; /* the server may answer early (413, 431) and close: read what it said */
     }
     buf = malloc(cap);
     if (buf == NULL)
@@ -164,7 +181,6 @@ int thttp_request_as(struct thttp_resp *out, const char *method, const char *bas
 cleanup:
     if (rc != 0)
         out->status = 0;
-    free(req);
     free(buf);
     if (fd >= 0)
         close(fd);

@@ -22,6 +22,11 @@ int thttp_request(struct thttp_resp *out, const char *method, const char *base, 
 int thttp_request_as(struct thttp_resp *out, const char *method, const char *base, const char *path,
                      const char *body, const char *extra_headers, const char *auth_line,
                      int timeout_ms);
+/* Sends data_len raw bytes (a whole request, possibly malformed) on a fresh connection to base
+ * and reads the answer until the server closes or timeout_ms passes; a server that answers
+ * early and closes is read all the same. Returns 0 when a response was read (out as above). */
+int thttp_exchange(struct thttp_resp *out, const char *base, const char *data, size_t data_len,
+                   int timeout_ms);
 void thttp_resp_release(struct thttp_resp *r);
 /* Parsed body (new reference) or NULL. */
 json_t *thttp_json(const struct thttp_resp *r);
