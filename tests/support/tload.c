@@ -68,6 +68,7 @@ struct attempt {
     char ok;    /* an answer that is not 5xx */
     char noans; /* no answer at all (timeout, connection refused) */
     int stale;  /* reads: ms behind an acknowledged version (0: current) */
+    int status; /* HTTP status (0: no answer) */
 };
 
 /* A shared account and its last acknowledged versions (for the staleness of reads). */
@@ -97,7 +98,7 @@ static void log_attempt(struct tload *l, char svc, int64_t t0, int status, int s
     long i = atomic_fetch_add(&l->nattempts, 1);
     if (i < ATTEMPTS_MAX)
         l->attempts[i] = (struct attempt){t0, tnow_ms(), svc, (char)(status != 0 && status < 500),
-                                          (char)(status == 0), stale};
+                                          (char)(status == 0), stale, status};
 }
 
 static int64_t rnd(struct client *c, int64_t lo, int64_t hi)
@@ -498,10 +499,12 @@ void tload_window(struct tload *l, int64_t from, int64_t until, struct tload_win
         if (a->svc == 'w') {
             w->w_fail++;
             w->w_noans += a->noans;
+            w->w_late += a->t0 >= from;
             wf0 = wf0 == 0 || a->t0 < wf0 ? a->t0 : wf0;
             wf1 = a->t1 > wf1 ? a->t1 : wf1;
         } else {
             w->r_fail++;
+            w->r_late += a->t0 >= from;
             rf0 = rf0 == 0 || a->t0 < rf0 ? a->t0 : rf0;
             rf1 = a->t1 > rf1 ? a->t1 : rf1;
         }
@@ -510,6 +513,21 @@ void tload_window(struct tload *l, int64_t from, int64_t until, struct tload_win
     w->w_first = wf1 > 0 ? (wf0 > from ? wf0 : from) - from : 0;
     w->w_last = wf1 > 0 ? wf1 - from : 0;
     w->r_outage = rf1 > 0 ? rf1 - (rf0 > from ? rf0 : from) : 0;
+}
+
+void tload_print_failures(struct tload *l, int64_t from, int64_t until, FILE *f)
+{
+    long n = atomic_load(&l->nattempts);
+
+    if (n > ATTEMPTS_MAX)
+        n = ATTEMPTS_MAX;
+    for (long i = 0; i < n; i++) {
+        const struct attempt *a = &l->attempts[i];
+        if (a->ok || a->t1 < from || a->t0 >= until)
+            continue;
+        fprintf(f, "    %s attempt %+.2f..%+.2f s: %s%d\n", a->svc == 'w' ? "command" : "read", (a->t0 - from) / 1000.0,
+                (a->t1 - from) / 1000.0, a->status == 0 ? "no answer " : "status ", a->status);
+    }
 }
 
 /* ---- the checker ---- */

@@ -22,6 +22,7 @@ struct tload_opts {
 struct tload_window {
     long w_fail, r_fail;        /* failed attempts (5xx, no answer) that ended in the window */
     long w_noans;               /* of w_fail: no answer within the attempt timeout */
+    long w_late, r_late;        /* of w_fail, r_fail: attempts begun at or after `from` (not in flight then) */
     int64_t w_outage, r_outage; /* first to last failure in the window, ms (0: none) */
     int64_t w_first, w_last;    /* first failed command attempt's start, last one's end, ms after from */
     int64_t max_stale_ms;       /* longest a read saw a version older than an acknowledged one */
@@ -47,6 +48,8 @@ void tload_stop(struct tload *l);
 /* Commands answered 2xx so far. */
 long tload_acked(struct tload *l);
 void tload_window(struct tload *l, int64_t from, int64_t until, struct tload_window *out);
+/* One line per failed attempt of the window (when, and its status) on f. */
+void tload_print_failures(struct tload *l, int64_t from, int64_t until, FILE *f);
 /* After the read side converged (tcheck_wait_converged): every command against the events
  * table, versions gapless, the read API equal to the write side, the money sums. */
 void tload_check(struct tload *l, struct tload_report *out);
