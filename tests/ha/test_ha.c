@@ -1,9 +1,10 @@
 /* HA suite (label ha, on the `--topology ha` stack): a mixed load through haproxy while one
  * machine of each kind is SIGKILLed and brought back in turn (a NATS node, then two, the Redis
  * primary, the Postgres primary, a writer, a read API, a projector). Per fault it prints how
- * long commands and reads failed and the longest staleness a read saw; afterwards the checker
- * proves nothing acknowledged was lost or doubled, the read models equal the fold of the events
- * table and money is conserved. */
+ * long commands and reads failed and the longest staleness a read saw, and asserts the issue's
+ * goal for it; afterwards the checker proves nothing acknowledged was lost or doubled, the read
+ * models equal the fold of the events table and money is conserved. The stream EVENTS (and the
+ * projector's lease bucket) must be at R3. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -144,6 +145,38 @@ static int nats_stream_leader(void)
             return node;
     }
     return 1;
+}
+
+/* The replicas of a JetStream stream as a node's monitor reports its config (0: no node knows
+ * the stream). */
+static int stream_replicas(const char *stream)
+{
+    for (int i = 0; i < 3; i++) {
+        char base[64];
+        struct thttp_resp r;
+        json_t *doc, *streams;
+        size_t k;
+        json_t *sd;
+        int n = 0;
+        snprintf(base, sizeof base, "http://127.0.0.1:%d", nth_port("NATS_MONITOR_PORTS", i));
+        if (thttp_request(&r, "GET", base, "/jsz?streams=true&config=true", NULL, NULL, 2000) != 0 || r.status != 200) {
+            thttp_resp_release(&r);
+            continue;
+        }
+        doc = thttp_json(&r);
+        streams = json_object_get(json_array_get(json_object_get(doc, "account_details"), 0), "stream_detail");
+        json_array_foreach(streams, k, sd)
+        {
+            const char *name = tw_str(sd, "name");
+            if (name != NULL && strcmp(name, stream) == 0)
+                n = (int)json_integer_value(json_object_get(json_object_get(sd, "config"), "num_replicas"));
+        }
+        json_decref(doc);
+        thttp_resp_release(&r);
+        if (n > 0)
+            return n;
+    }
+    return 0;
 }
 
 static void kill_nats_one(struct fault *f)
@@ -313,6 +346,8 @@ static void test_ha_faults(void **state)
     treset_state();
     stack_cmd("services-up");
     fprintf(stderr, "ha: stack ready and reset in %.1f s\n", (tnow_ms() - t0) / 1000.0);
+    /* every JetStream asset survives the loss of one node: three replicas each */
+    assert_int_equal(stream_replicas("EVENTS"), 3);
 
     load = tload_start(&o);
     usleep(WARMUP_MS * 1000);

@@ -494,7 +494,8 @@ void tload_window(struct tload *l, int64_t from, int64_t until, struct tload_win
             if (a->stale > w->max_stale_ms)
                 w->max_stale_ms = a->stale;
         }
-        if (a->ok)
+        /* a failure ending after the window belongs to the next one (the next fault's kill) */
+        if (a->ok || a->t1 >= until)
             continue;
         if (a->svc == 'w') {
             w->w_fail++;

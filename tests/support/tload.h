@@ -47,6 +47,7 @@ struct tload *tload_start(const struct tload_opts *o);
 void tload_stop(struct tload *l);
 /* Commands answered 2xx so far. */
 long tload_acked(struct tload *l);
+/* What the load saw in [from, until): reads that overlap it, failures that end in it. */
 void tload_window(struct tload *l, int64_t from, int64_t until, struct tload_window *out);
 /* One line per failed attempt of the window (when, and its status) on f. */
 void tload_print_failures(struct tload *l, int64_t from, int64_t until, FILE *f);
