@@ -18,6 +18,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "bus.h"
 #include "support.h"
 #include "tcheck.h"
 #include "thttp.h"
@@ -147,36 +148,33 @@ static int nats_stream_leader(void)
     return 1;
 }
 
-/* The replicas of a JetStream stream as a node's monitor reports its config (0: no node knows
- * the stream). */
+/* The replicas of a JetStream stream (a KV bucket is the stream KV_<bucket>) from its info;
+ * 0 when it does not exist or no node answers. */
 static int stream_replicas(const char *stream)
 {
-    for (int i = 0; i < 3; i++) {
-        char base[64];
-        struct thttp_resp r;
-        json_t *doc, *streams;
-        size_t k;
-        json_t *sd;
-        int n = 0;
-        snprintf(base, sizeof base, "http://127.0.0.1:%d", nth_port("NATS_MONITOR_PORTS", i));
-        if (thttp_request(&r, "GET", base, "/jsz?streams=true&config=true", NULL, NULL, 2000) != 0 || r.status != 200) {
-            thttp_resp_release(&r);
-            continue;
-        }
-        doc = thttp_json(&r);
-        streams = json_object_get(json_array_get(json_object_get(doc, "account_details"), 0), "stream_detail");
-        json_array_foreach(streams, k, sd)
-        {
-            const char *name = tw_str(sd, "name");
-            if (name != NULL && strcmp(name, stream) == 0)
-                n = (int)json_integer_value(json_object_get(json_object_get(sd, "config"), "num_replicas"));
-        }
-        json_decref(doc);
-        thttp_resp_release(&r);
-        if (n > 0)
-            return n;
-    }
-    return 0;
+    struct bus b = {0};
+    struct err e = {0};
+    jsStreamInfo *si = NULL;
+    jsErrCode jerr = 0;
+    int n = 0;
+
+    if (bus_connect(&b, tenv("NATS_URL"), "test-ha", 5000, &e) != ST_OK)
+        return 0;
+    if (js_GetStreamInfo(&si, b.js, stream, NULL, &jerr) == NATS_OK && si != NULL && si->Config != NULL)
+        n = (int)si->Config->Replicas;
+    jsStreamInfo_Destroy(si);
+    bus_release(&b);
+    return n;
+}
+
+/* stream_replicas once the stream exists (the services create it when they start). */
+static int wait_stream_replicas(const char *stream, int timeout_ms)
+{
+    int64_t deadline = tnow_ms() + timeout_ms;
+    int n;
+    while ((n = stream_replicas(stream)) == 0 && tnow_ms() < deadline)
+        usleep(200000);
+    return n;
 }
 
 static void kill_nats_one(struct fault *f)
@@ -347,7 +345,7 @@ static void test_ha_faults(void **state)
     stack_cmd("services-up");
     fprintf(stderr, "ha: stack ready and reset in %.1f s\n", (tnow_ms() - t0) / 1000.0);
     /* every JetStream asset survives the loss of one node: three replicas each */
-    assert_int_equal(stream_replicas("EVENTS"), 3);
+    assert_int_equal(wait_stream_replicas("EVENTS", 10000), 3);
 
     load = tload_start(&o);
     usleep(WARMUP_MS * 1000);
