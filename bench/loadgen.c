@@ -3,6 +3,7 @@
  *
  *   loadgen load --url http://127.0.0.1:P --path '/accounts/{id}/deposits' [--method POST]
  *                [--body '{"amount":1}'] [--ids FILE] [--conns 32] [--duration 10] [--rate 0]
+ *                [--keyed 1]   (each request with an Idempotency-Key of its own)
  *   loadgen e2e  --url WRITER --read-url READAPI --ids FILE [--rate 2000] [--lanes 48]
  *                [--duration 10]
  *
@@ -29,6 +30,7 @@ static const char *opt_url, *opt_read_url, *opt_path = "/", *opt_method = "GET",
 static int opt_conns = 32, opt_lanes = 48;
 static const char *auth_token; /* $API_TOKEN (the stack's admin token), sent when set */
 static double opt_duration = 10, opt_rate;
+static int opt_keyed; /* --keyed: a fresh Idempotency-Key per request */
 
 static int64_t now_ns(void)
 {
@@ -90,7 +92,7 @@ static int conn_open(struct conn *c)
 /* One request; returns the status (0 on a transport failure) and the body in c->buf (NUL
  * terminated, *body points into it). Reconnects once when a kept-alive connection was closed. */
 static int conn_request(struct conn *c, const char *method, const char *path, const char *body,
-                        const char **out_body)
+                        const char *key, const char **out_body)
 {
     char req[2048];
     size_t blen = body != NULL ? strlen(body) : 0;
@@ -104,10 +106,11 @@ static int conn_request(struct conn *c, const char *method, const char *path, co
             return 0;
         n = snprintf(req, sizeof req,
                      "%s %s HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-                     "%s%s%sContent-Length: %zu\r\n\r\n%s",
+                     "%s%s%s%s%s%sContent-Length: %zu\r\n\r\n%s",
                      method, path, auth_token != NULL ? "Authorization: Bearer " : "",
-                     auth_token != NULL ? auth_token : "", auth_token != NULL ? "\r\n" : "", blen,
-                     body != NULL ? body : "");
+                     auth_token != NULL ? auth_token : "", auth_token != NULL ? "\r\n" : "",
+                     key != NULL ? "Idempotency-Key: " : "", key != NULL ? key : "", key != NULL ? "\r\n" : "",
+                     blen, body != NULL ? body : "");
         if (send(c->fd, req, (size_t)n, MSG_NOSIGNAL) != n)
             goto reconnect;
         c->have = 0;
@@ -230,7 +233,7 @@ static int64_t scheduled(const struct worker *w, long k)
 static void *load_main(void *arg)
 {
     struct worker *w = arg;
-    char path[512];
+    char path[512], key[64];
 
     for (long k = 0;; k++) {
         int64_t t0 = opt_rate > 0 ? scheduled(w, k) : now_ns();
@@ -240,7 +243,9 @@ static void *load_main(void *arg)
         if (opt_rate > 0)
             sleep_until(t0);
         fill_path(path, sizeof path, opt_path, nids > 0 ? ids[rnd(&w->rng) % (uint64_t)nids] : NULL);
-        status = conn_request(w->wc, opt_method, path, opt_body, NULL);
+        /* unique per run, worker and request: every keyed request is a first use */
+        snprintf(key, sizeof key, "lg-%d-%lld-%d-%ld", (int)getpid(), (long long)t_start, w->index, k);
+        status = conn_request(w->wc, opt_method, path, opt_body, opt_keyed ? key : NULL, NULL);
         /* latency from the scheduled start: a stalled server is not hidden (no coordinated omission) */
         if (status >= 200 && status < 300) {
             w->ok++;
@@ -279,7 +284,7 @@ static void *e2e_main(void *arg)
             break;
         sleep_until(t0);
         snprintf(path, sizeof path, "/accounts/%s/deposits", id);
-        status = conn_request(w->wc, "POST", path, "{\"amount\":1,\"description\":\"e2e\"}", &body);
+        status = conn_request(w->wc, "POST", path, "{\"amount\":1,\"description\":\"e2e\"}", NULL, &body);
         t1 = now_ns();
         version = status == 201 ? json_int(body, "version") : -1;
         if (version < 1) {
@@ -288,7 +293,7 @@ static void *e2e_main(void *arg)
         }
         samples_add(&w->lat2, (double)(t1 - t0) / 1e6);
         snprintf(path, sizeof path, "/accounts/%s?min_version=%ld&wait_ms=5000", id, version);
-        status = conn_request(w->rc, "GET", path, NULL, &body);
+        status = conn_request(w->rc, "GET", path, NULL, NULL, &body);
         if (status != 200) {
             w->not_yet++;
             continue;
@@ -361,6 +366,7 @@ int main(int argc, char **argv)
         else if (strcmp(k, "--lanes") == 0) opt_lanes = atoi(v);
         else if (strcmp(k, "--duration") == 0) opt_duration = atof(v);
         else if (strcmp(k, "--rate") == 0) opt_rate = atof(v);
+        else if (strcmp(k, "--keyed") == 0) opt_keyed = atoi(v);
         else {
             fprintf(stderr, "loadgen: unknown option '%s'\n", k);
             return 2;

@@ -84,6 +84,9 @@ static const struct cfg_entry cfg_table[] = {
      "writer: how long an Idempotency-Key and its first response are kept"},
     {"RELAY_BUS_GIVEUP_MS", CFG_INT, I(relay_bus_giveup_ms), "10000", 100, 600000,
      "writer: a relay that cannot publish for this long gives the outbox lock to a standby"},
+    {"PUBLISH_AFTER_COMMIT", CFG_INT, I(publish_after_commit), "1", 0, 1,
+     "writer: publish a command's events right behind its COMMIT (1), the relay sweeping only what "
+     "that missed; 0: the relay publishes everything"},
     {"REQUEST_TIMEOUT_MS", CFG_INT, I(request_timeout_ms), "5000", 100, 120000,
      "bound on a single dependency call"},
     {"READ_CACHE_TTL_MS", CFG_INT, I(read_cache_ttl_ms), "5000", 0, 60000,
@@ -248,6 +251,7 @@ static const struct {
     {"PROJECTOR_ACK_WAIT_MS", " projector "},
     {"PROJECTOR_MAX_DELIVER", " projector "},
     {"RELAY_BATCH", " writer "},
+    {"PUBLISH_AFTER_COMMIT", " writer "},
     {"READ_CACHE_TTL_MS", " readapi "},
     {"READ_CACHE_SLOTS", " readapi "},
 };

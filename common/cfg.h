@@ -52,6 +52,7 @@ struct cfg {
     int outcome_wait_ms;  /* writer: bound on resolving a lost COMMIT answer */
     int idempotency_retention_s; /* writer: lifetime of an idempotency record */
     int relay_bus_giveup_ms;     /* writer: unpublishable this long: the relay lock is released */
+    int publish_after_commit;    /* writer: events published right behind their COMMIT */
     int request_timeout_ms; /* bound on any single dependency call */
     int read_cache_ttl_ms;  /* read API: longest an account document is served from memory */
     int read_cache_slots;   /* read API: account documents kept in memory */

@@ -5,14 +5,16 @@
 #include <stdbool.h>
 
 #include "command.h"
+#include "fastpub.h"
 #include "pool.h"
 #include "status.h"
 #include "store.h"
 
 struct group;
 
-/* A group commit running its transactions on p (p must outlive it). Caller frees with group_free. */
-status group_create(struct group **out, struct pool *p, struct err *e) WUR;
+/* A group commit running its transactions on p, handing committed events to pub (may be NULL;
+ * both must outlive it). Caller frees with group_free. */
+status group_create(struct group **out, struct pool *p, struct fastpub *pub, struct err *e) WUR;
 void group_free(struct group **b);
 
 /* Whether c (with its metadata) may run in a batch. */

@@ -131,7 +131,7 @@ static int find(char (*ids)[UUID_STR_SIZE], int nids, const char *id)
     return (int)(hit - ids);
 }
 
-enum grouptx_end grouptx_run(PGconn *conn, struct pending **batch, int n, char *xid, size_t xid_len,
+enum grouptx_end grouptx_run(PGconn *conn, struct pending **batch, int n, bool notify, char *xid, size_t xid_len,
                              char **event_ids, struct err *e)
 {
     enum grouptx_end end = GTX_NOT_COMMITTED;
@@ -313,16 +313,17 @@ enum grouptx_end grouptx_run(PGconn *conn, struct pending **batch, int n, char *
     {
         const char *p[11] = {*event_ids, a[2].p, a[3].p, a[4].p, a[5].p, a[6].p, a[7].p,
                              a[8].p, a[9].p, a[10].p, a[11].p};
-        static const ExecStatusType ok[3] = {PGRES_TUPLES_OK, PGRES_TUPLES_OK, PGRES_COMMAND_OK};
+        static const ExecStatusType ok_notify[3] = {PGRES_TUPLES_OK, PGRES_TUPLES_OK, PGRES_COMMAND_OK},
+                                    ok_plain[2] = {PGRES_TUPLES_OK, PGRES_COMMAND_OK};
         if (PQsendQueryPrepared(conn, "batch_append", 11, p, NULL, NULL, 0) != 1 ||
-            PQsendQueryPrepared(conn, "notify", 0, NULL, NULL, NULL, 0) != 1 ||
+            (notify && PQsendQueryPrepared(conn, "notify", 0, NULL, NULL, NULL, 0) != 1) ||
             PQsendQueryParams(conn, "COMMIT", 0, NULL, NULL, NULL, NULL, 0) != 1 || PQpipelineSync(conn) != 1) {
             /* some of it may have reached the server: only Postgres can say */
             st = sql_fail(conn, NULL, "send batch", e);
             end = db_broken(conn) ? GTX_COMMIT_LOST : GTX_NOT_COMMITTED;
             goto cleanup;
         }
-        st = pipeline_collect(conn, 3, ok, r2, e);
+        st = pipeline_collect(conn, notify ? 3 : 2, notify ? ok_notify : ok_plain, r2, e);
         if (st != ST_OK) {
             /* a statement error aborts the rest, COMMIT included; a broken connection may
              * have lost the answer to a COMMIT that happened */

@@ -18,6 +18,7 @@
 #include "jsonx.h"
 #include "log.h"
 #include "metrics.h"
+#include "pubset.h"
 #include "sql.h"
 #include "wmetrics.h"
 
@@ -28,6 +29,8 @@
 #define BACKOFF_MAX_MS 5000
 #define IDLE_POLL_MS 500   /* a lost NOTIFY costs at most this */
 #define LOCK_POLL_MS 1000
+/* publishing after COMMIT on: how old an outbox row is before the relay takes it as missed */
+#define SWEEP_AGE_MS 1000
 
 struct relay {
     const struct cfg *cfg;
@@ -41,14 +44,7 @@ struct relay {
     struct bus bus;
     jsCtx *js; /* our own context: its ack handler is the relay's */
 
-    /* the batch in flight; acks arrive on the NATS thread */
-    pthread_mutex_t mu;
-    int n;
-    int64_t *positions;
-    char (*ids)[UUID_STR_SIZE];
-    bool *acked;
-    int next_hint;
-    char last_error[160];
+    struct pubset set; /* the round in flight */
     /* rows of the round that do not decode: moved to outbox_dead_letters */
     int nbad;
     int64_t *bad_positions;
@@ -85,33 +81,6 @@ static void drop_bus(struct relay *r)
     jsCtx_Destroy(r->js);
     r->js = NULL;
     bus_release(&r->bus);
-}
-
-/* Called by the NATS library for every ack or failure of an async publish. */
-static void on_ack(jsCtx *js, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae, void *closure)
-{
-    struct relay *r = closure;
-    const char *id = NULL;
-
-    (void)js;
-    if (natsMsgHeader_Get(msg, "Nats-Msg-Id", &id) == NATS_OK && id != NULL) {
-        pthread_mutex_lock(&r->mu);
-        /* acks mostly come in publish order: start from the one after the last found */
-        for (int k = 0; k < r->n; k++) {
-            int i = (r->next_hint + k) % r->n;
-            if (strcmp(r->ids[i], id) == 0) {
-                if (pa != NULL)
-                    r->acked[i] = true; /* Duplicate too: the stream has it already */
-                r->next_hint = (i + 1) % r->n;
-                break;
-            }
-        }
-        if (pa == NULL && pae != NULL)
-            snprintf(r->last_error, sizeof r->last_error, "%s (%d): %s", natsStatus_GetText(pae->Err),
-                     (int)pae->ErrCode, pae->ErrText != NULL ? pae->ErrText : "");
-        pthread_mutex_unlock(&r->mu);
-    }
-    natsMsg_Destroy(msg);
 }
 
 static status ensure_pg(struct relay *r, struct err *e)
@@ -178,8 +147,8 @@ static status ensure_bus(struct relay *r, struct err *e)
     jsOptions_Init(&jo);
     jo.Wait = r->cfg->request_timeout_ms;
     jo.PublishAsync.MaxPending = r->cfg->relay_batch;
-    jo.PublishAsync.AckHandler = on_ack;
-    jo.PublishAsync.AckHandlerClosure = r;
+    jo.PublishAsync.AckHandler = pubset_on_ack;
+    jo.PublishAsync.AckHandlerClosure = &r->set;
     ns = natsConnection_JetStream(&r->js, r->bus.conn, &jo);
     if (ns != NATS_OK) {
         bus_release(&r->bus);
@@ -218,42 +187,6 @@ static void wait_notify(struct relay *r)
             return; /* broken: the next round notices and reconnects */
     }
     (void)drain_notifies(r);
-}
-
-/* Deletes the acked rows; returns how many were acked. */
-static status delete_acked(struct relay *r, int *acked, struct err *e)
-{
-    size_t cap = (size_t)r->n * 21 + 3, len = 1;
-    char *arr = malloc(cap);
-    PGresult *res = NULL;
-    const char *p[1];
-    char msg[200];
-    status st = ST_OK;
-
-    *acked = 0;
-    if (arr == NULL)
-        return err_set(e, ST_INTERNAL, "out of memory");
-    arr[0] = '{';
-    pthread_mutex_lock(&r->mu);
-    for (int i = 0; i < r->n; i++) {
-        if (!r->acked[i])
-            continue;
-        len += (size_t)snprintf(arr + len, cap - len, "%s%lld", *acked ? "," : "", (long long)r->positions[i]);
-        (*acked)++;
-    }
-    pthread_mutex_unlock(&r->mu);
-    snprintf(arr + len, cap - len, "}");
-    if (*acked > 0) {
-        p[0] = arr;
-        res = PQexecParams(r->pg, "DELETE FROM outbox WHERE position = ANY($1::bigint[])", 1, NULL, p,
-                           NULL, NULL, 0);
-        if (PQresultStatus(res) != PGRES_COMMAND_OK)
-            st = err_setr(e, ST_UNAVAILABLE, "store_unavailable", "delete from outbox: %s",
-                          db_error(msg, sizeof msg, r->pg, res));
-    }
-    PQclear(res);
-    free(arr);
-    return st;
 }
 
 /* Moves the round's undecodable rows from the outbox to outbox_dead_letters, with their
@@ -307,26 +240,28 @@ cleanup:
 }
 
 /* One round: read a batch, publish it, wait (bounded) for the acks, delete the acked rows.
- * *nread: rows read; *failed: rows published but not acked (a row that does not decode is
- * neither: it stays in the outbox, logged, and does not hold the others back). */
+ * *nread: rows read; *failed: rows not published or not acked (a row that does not decode is
+ * neither: it moves to the dead letters and does not hold the others back). With publishing
+ * after COMMIT on, only rows older than SWEEP_AGE_MS are read: younger ones are the writers'
+ * own to publish, and a copy from here would only be dropped by JetStream. */
 static status relay_round(struct relay *r, int *nread, int *failed, struct err *e)
 {
     PGresult *res = NULL;
-    char lim[16];
-    const char *p[1] = {lim};
-    jsPubOptions po;
+    char lim[16], age[16];
+    const char *p[2] = {lim, age};
     char msg[200];
-    natsStatus ns;
     status st = ST_OK;
     int rows, acked = 0, skipped = 0, published = 0;
 
     *nread = *failed = 0;
     r->nbad = 0;
     snprintf(lim, sizeof lim, "%d", r->cfg->relay_batch);
+    snprintf(age, sizeof age, "%d", r->cfg->publish_after_commit ? SWEEP_AGE_MS : 0);
     res = PQexecParams(r->pg,
-                       "SELECT " DB_EVENT_COLUMNS " FROM (SELECT position FROM outbox ORDER BY position "
+                       "SELECT " DB_EVENT_COLUMNS " FROM (SELECT position FROM outbox WHERE created_at <= "
+                       "clock_timestamp() - make_interval(secs => $2::int / 1000.0) ORDER BY position "
                        "LIMIT $1::int) o JOIN events USING (position) ORDER BY position",
-                       1, NULL, p, NULL, NULL, 0);
+                       2, NULL, p, NULL, NULL, 0);
     if (PQresultStatus(res) != PGRES_TUPLES_OK) {
         st = err_setr(e, ST_UNAVAILABLE, "store_unavailable", "read outbox: %s", db_error(msg, sizeof msg, r->pg, res));
         goto cleanup;
@@ -335,87 +270,46 @@ static status relay_round(struct relay *r, int *nread, int *failed, struct err *
     if (rows == 0)
         goto cleanup;
 
-    pthread_mutex_lock(&r->mu);
-    r->n = 0;
-    r->next_hint = 0;
-    r->last_error[0] = '\0';
-    for (int i = 0; i < rows; i++) {
-        r->positions[i] = strtoll(PQgetvalue(res, i, 0), NULL, 10);
-        snprintf(r->ids[i], UUID_STR_SIZE, "%s", PQgetvalue(res, i, 1));
-        r->acked[i] = false;
-    }
-    r->n = rows;
-    pthread_mutex_unlock(&r->mu);
-
+    pubset_begin(&r->set);
     for (int i = 0; i < rows; i++) {
         struct event ev;
         struct err de = {0};
-        char subject[32], *payload = NULL;
-        natsMsg *msg = NULL;
 
         if (db_event_from_row(&ev, res, i, 0, &de) != ST_OK) {
             /* a row this binary cannot encode goes to the dead letters after this round */
-            r->bad_positions[r->nbad] = r->positions[i];
+            r->bad_positions[r->nbad] = strtoll(PQgetvalue(res, i, 0), NULL, 10);
             snprintf(r->bad_reasons[r->nbad], sizeof r->bad_reasons[0], "%s", de.msg);
             r->nbad++;
             skipped++;
             continue;
         }
-        payload = event_encode(&ev);
-        if (payload == NULL) {
-            st = err_set(e, ST_INTERNAL, "out of memory encoding an event");
+        st = pubset_publish(&r->set, r->js, &ev, e);
+        if (st == ST_INTERNAL)
             goto cleanup;
-        }
-        event_subject(ev.stream_id, subject, sizeof subject);
-        ns = natsMsg_Create(&msg, subject, NULL, payload, (int)strlen(payload));
-        if (ns == NATS_OK)
-            ns = natsMsgHeader_Set(msg, "Nats-Msg-Id", ev.event_id);
-        if (ns == NATS_OK)
-            ns = js_PublishMsgAsync(r->js, &msg, NULL);
-        natsMsg_Destroy(msg); /* NULL (a no-op) once the library took it */
-        free(payload);
-        if (ns == NATS_OK)
-            published++;
-        if (ns != NATS_OK) {
-            pthread_mutex_lock(&r->mu); /* on_ack writes it too, from the NATS thread */
-            snprintf(r->last_error, sizeof r->last_error, "publish: %s", natsStatus_GetText(ns));
-            pthread_mutex_unlock(&r->mu);
+        if (st != ST_OK) {
+            st = ST_OK;
             break; /* the rest waits for the next round */
         }
+        published++;
     }
-
-    jsPubOptions_Init(&po);
-    po.MaxWait = r->cfg->request_timeout_ms;
-    ns = js_PublishAsyncComplete(r->js, &po);
-    if (ns != NATS_OK) {
-        /* take back what is still unacked: those rows are published again next round, and
-         * the Nats-Msg-Id makes JetStream drop the copies it did store */
-        natsMsgList pending;
-        if (js_PublishAsyncGetPendingList(&pending, r->js) == NATS_OK)
-            natsMsgList_Destroy(&pending);
-        pthread_mutex_lock(&r->mu);
-        if (r->last_error[0] == '\0')
-            snprintf(r->last_error, sizeof r->last_error, "waiting for acks: %s", natsStatus_GetText(ns));
-        pthread_mutex_unlock(&r->mu);
-    }
-    st = delete_acked(r, &acked, e);
-    if (st == ST_OK && r->nbad > 0)
+    /* undecodable rows first: they are gone from the next read whatever the bus does */
+    if (r->nbad > 0)
         st = move_dead(r, e);
+    if (published > 0)
+        pubset_complete(&r->set, r->js, r->cfg->request_timeout_ms);
+    if (st == ST_OK)
+        st = pubset_delete_acked(&r->set, r->pg, &acked, e);
     *nread = rows;
     *failed = rows - skipped - acked;
     wm_relay_round(published, st == ST_OK ? acked : 0, *failed);
     if (st == ST_OK && *failed > 0) {
-        char why[sizeof r->last_error];
-        pthread_mutex_lock(&r->mu);
-        memcpy(why, r->last_error, sizeof why);
-        pthread_mutex_unlock(&r->mu);
+        char why[sizeof r->set.last_error];
+        pubset_last_error(&r->set, why, sizeof why);
         st = err_setr(e, ST_UNAVAILABLE, "bus_unavailable", "%d of %d events not acked: %s", *failed,
                       rows, why);
     }
 cleanup:
-    pthread_mutex_lock(&r->mu);
-    r->n = 0;
-    pthread_mutex_unlock(&r->mu);
+    pubset_end(&r->set);
     PQclear(res);
     return st;
 }
@@ -510,14 +404,15 @@ status relay_start(struct relay **out, const struct cfg *cfg, struct err *e)
         return err_set(e, ST_INTERNAL, "out of memory");
     r->cfg = cfg;
     r->wake[0] = r->wake[1] = -1;
-    r->positions = calloc(n, sizeof *r->positions);
-    r->ids = calloc(n, sizeof *r->ids);
-    r->acked = calloc(n, sizeof *r->acked);
     r->bad_positions = calloc(n, sizeof *r->bad_positions);
     r->bad_reasons = calloc(n, sizeof *r->bad_reasons);
-    pthread_mutex_init(&r->mu, NULL);
-    if (r->positions == NULL || r->ids == NULL || r->acked == NULL || r->bad_positions == NULL ||
-        r->bad_reasons == NULL || pipe2(r->wake, O_CLOEXEC) != 0) {
+    if (pubset_init(&r->set, cfg->relay_batch, e) != ST_OK) {
+        free(r->bad_positions);
+        free(r->bad_reasons);
+        free(r);
+        return ST_INTERNAL;
+    }
+    if (r->bad_positions == NULL || r->bad_reasons == NULL || pipe2(r->wake, O_CLOEXEC) != 0) {
         relay_stop(&r);
         return err_set(e, ST_INTERNAL, "relay setup: %s", strerror(errno));
     }
@@ -548,10 +443,7 @@ void relay_stop(struct relay **rp)
         close(r->wake[0]);
     if (r->wake[1] >= 0)
         close(r->wake[1]);
-    pthread_mutex_destroy(&r->mu);
-    free(r->positions);
-    free(r->ids);
-    free(r->acked);
+    pubset_free(&r->set);
     free(r->bad_positions);
     free(r->bad_reasons);
     free(r);

@@ -78,7 +78,7 @@ static status load_reversal(PGconn *conn, const struct command *c, struct accoun
 
 /* *xid: the transaction's id, read before its COMMIT is sent. *commit_lost: the COMMIT was
  * sent and its answer lost with the connection (the transaction may have committed). */
-static status transact(PGconn *conn, const struct command *c, const struct store_meta *m,
+static status transact(PGconn *conn, struct fastpub *pub, const struct command *c, const struct store_meta *m,
                        const char *request, int retention_s, struct store_reply *out, char *xid,
                        size_t xid_len, bool *commit_lost, struct err *e)
 {
@@ -143,16 +143,23 @@ static status transact(PGconn *conn, const struct command *c, const struct store
     if (st == ST_OK && m->idempotency_key != NULL)
         st = idem_record(conn, m, out, e);
     if (st == ST_OK) {
+        /* the relays are woken by pg_notify only when nothing publishes after the COMMIT */
         PGresult *res = NULL;
-        st = sql_run(conn, &res, "notify", 0, NULL, PGRES_TUPLES_OK, e);
+        st = sql_run(conn, &res, pub == NULL ? "notify" : "xact_id", 0, NULL, PGRES_TUPLES_OK, e);
         if (st == ST_OK)
-            snprintf(xid, xid_len, "%s", PQgetvalue(res, 0, 1));
+            snprintf(xid, xid_len, "%s", PQgetvalue(res, 0, pub == NULL ? 1 : 0));
         PQclear(res);
     }
     if (st == ST_OK) {
         st = sql_exec(conn, "COMMIT", e);
         /* an error answer to COMMIT is a rollback; no answer at all is a question */
         *commit_lost = st != ST_OK && db_broken(conn);
+    }
+    if (st == ST_OK) {
+        const struct event *evs[DECISION_MAX] = {NULL};
+        for (int i = 0; i < d.count; i++)
+            evs[i] = &d.events[i];
+        fastpub_offer(pub, evs, d.count);
     }
     return st;
 }
@@ -177,7 +184,7 @@ static status resolve(struct pool *p, const char *xid, struct store_reply *out, 
     }
 }
 
-status single_execute(struct pool *p, const struct command *c, const struct store_meta *m,
+status single_execute(struct pool *p, struct fastpub *pub, const struct command *c, const struct store_meta *m,
                       struct store_reply *out, struct err *e)
 {
     status st = ST_OK;
@@ -197,7 +204,7 @@ status single_execute(struct pool *p, const struct command *c, const struct stor
         st = pool_checkout(p, &sl, e);
         if (st != ST_OK)
             break;
-        st = transact(sl->conn, c, m, request, pool_cfg(p)->idempotency_retention_s, out, xid, sizeof xid,
+        st = transact(sl->conn, pub, c, m, request, pool_cfg(p)->idempotency_retention_s, out, xid, sizeof xid,
                       &commit_lost, e);
         if (!commit_lost && PQtransactionStatus(sl->conn) != PQTRANS_IDLE) {
             PGresult *res = PQexec(sl->conn, "ROLLBACK");

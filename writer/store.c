@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fastpub.h"
 #include "group.h"
 #include "pool.h"
 #include "single.h"
@@ -13,6 +14,7 @@
 struct store {
     struct pool *pool;
     struct group *group;
+    struct fastpub *pub; /* NULL: PUBLISH_AFTER_COMMIT=0 */
 };
 
 status store_create(struct store **out, const struct cfg *cfg, struct err *e)
@@ -25,7 +27,9 @@ status store_create(struct store **out, const struct cfg *cfg, struct err *e)
         return err_set(e, ST_INTERNAL, "out of memory");
     st = pool_create(&s->pool, cfg, e);
     if (st == ST_OK)
-        st = group_create(&s->group, s->pool, e);
+        st = fastpub_start(&s->pub, cfg, e);
+    if (st == ST_OK)
+        st = group_create(&s->group, s->pool, s->pub, e);
     if (st != ST_OK) {
         store_free(&s);
         return st;
@@ -41,6 +45,7 @@ void store_free(struct store **sp)
     if (s == NULL)
         return;
     group_free(&s->group);
+    fastpub_stop(&s->pub);
     pool_free(&s->pool);
     free(s);
     *sp = NULL;
@@ -52,7 +57,7 @@ status store_execute(struct store *s, const struct command *c, const struct stor
     memset(out, 0, sizeof *out);
     if (group_accepts(c, m))
         return group_execute(s->group, c, m, out, e);
-    return single_execute(s->pool, c, m, out, e);
+    return single_execute(s->pool, s->pub, c, m, out, e);
 }
 
 status store_ping(struct store *s, struct err *e)

@@ -426,6 +426,12 @@ static long proc_cpu_ticks(pid_t pid)
     return utime + stime;
 }
 
+static int cmp_i64(const void *a, const void *b)
+{
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
 /* 1,000 rows this relay cannot decode (a type from a newer writer, a hand edit) move to the
  * dead letters with their reason, once: they hold nothing back (every deposit beside them is
  * published at once), are not retried every round (the writer's CPU stays idle) and are
@@ -434,7 +440,7 @@ static void test_undecodable_rows_move_to_dead_letters(void **state)
 {
     PGconn *pg = tw_pg();
     PGresult *res;
-    int64_t worst = 0, t0;
+    int64_t worst = 0, t0, took[20];
     long ticks, hz = sysconf(_SC_CLK_TCK);
     struct tw_msg *msgs = NULL;
     long n = 0;
@@ -451,21 +457,29 @@ static void test_undecodable_rows_move_to_dead_letters(void **state)
         tfail("insert: %s", PQerrorMessage(pg));
     PQclear(res);
     for (int i = 0; i < 20; i++) {
-        int64_t took;
+        /* published = acked by JetStream and its outbox row deleted */
         t0 = tnow_ms();
         json_decref(tw_money(accounts[i % ACCOUNTS], "deposits", 1 + i, "beside bad rows"));
-        while (outbox_rows(pg) > 0) {
+        while (tw_scalar(pg, "SELECT count(*) FROM outbox o JOIN events e USING (position) "
+                             "WHERE e.type <> 'NoSuchType'", NULL, NULL) > 0) {
             if (tnow_ms() - t0 > 3000)
                 tfail("deposit %d still in the outbox after 3 s beside undecodable rows", i);
-            usleep(2000);
+            usleep(1000);
         }
-        took = tnow_ms() - t0;
-        if (took > worst)
-            worst = took;
+        took[i] = tnow_ms() - t0;
+        if (took[i] > worst)
+            worst = took[i];
     }
-    fprintf(stderr, "beside 1,000 undecodable rows: 20 deposits each published within %lld ms\n",
-            (long long)worst);
-    assert_true(worst < 1000); /* the goal is 100 ms; the bound leaves room for a loaded machine */
+    qsort(took, 20, sizeof took[0], cmp_i64);
+    fprintf(stderr, "beside 1,000 undecodable rows: 20 deposits published, median %lld ms, worst %lld ms\n",
+            (long long)took[10], (long long)worst);
+    assert_true(took[10] <= 100); /* the goal: within 100 ms */
+    assert_true(worst < 1000);    /* room for a loaded machine */
+    /* and the bad rows are gone from the outbox, not retried */
+    t0 = tnow_ms();
+    while (outbox_rows(pg) > 0 && tnow_ms() - t0 < 5000)
+        usleep(10000);
+    assert_int_equal(outbox_rows(pg), 0);
     assert_int_equal(tw_scalar(pg, "SELECT count(*) FROM outbox_dead_letters WHERE reason LIKE "
                                    "'%unknown event type%'", NULL, NULL), 1000);
 

@@ -1,0 +1,242 @@
+/* Publishing right behind the COMMIT: a queue of committed events, one thread that publishes
+ * them and deletes their outbox rows once acked (see fastpub.h). */
+#include "fastpub.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "bus.h"
+#include "db.h"
+#include "log.h"
+#include "pubset.h"
+#include "sql.h"
+#include "wmetrics.h"
+
+#define QUEUE_MAX 2048 /* events waiting; beyond, the relay publishes them */
+#define RETRY_MS 1000 /* after a failure, how long offers are dropped */
+
+struct fastpub {
+    const struct cfg *cfg;
+    pthread_t thread;
+    bool started;
+
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    struct event *queue, *work; /* swapped: committers fill one, the thread sends the other */
+    int nqueue;
+    bool stopping;
+    bool down; /* the last round failed: offers are dropped until it works again */
+
+    struct bus bus;
+    jsCtx *js;
+    PGconn *pg;
+    struct pubset set;
+};
+
+static status ensure(struct fastpub *f, struct err *e)
+{
+    jsOptions jo;
+    natsStatus ns;
+    status st;
+
+    if (f->pg != NULL && db_broken(f->pg)) {
+        PQfinish(f->pg);
+        f->pg = NULL;
+    }
+    if (f->pg == NULL) {
+        PGresult *res;
+        st = db_connect(&f->pg, f->cfg->database_url, f->cfg->request_timeout_ms, e);
+        if (st == ST_OK)
+            st = sql_keepalive(f->pg, e);
+        if (st != ST_OK) {
+            PQfinish(f->pg);
+            f->pg = NULL;
+            return st;
+        }
+        /* deletes of published rows only: a lost one republishes, which the stream drops */
+        res = PQexec(f->pg, "SET synchronous_commit = off");
+        PQclear(res);
+    }
+    if (f->js != NULL && natsConnection_Status(f->bus.conn) == NATS_CONN_STATUS_CONNECTED)
+        return ST_OK;
+    if (f->js != NULL)
+        return err_setr(e, ST_UNAVAILABLE, "bus_unavailable", "nats is reconnecting");
+    st = bus_connect_cfg(&f->bus, f->cfg, "writer-publish", e);
+    if (st == ST_OK)
+        st = bus_ensure_stream(&f->bus, e);
+    if (st != ST_OK) {
+        bus_release(&f->bus);
+        return st;
+    }
+    jsOptions_Init(&jo);
+    jo.Wait = f->cfg->request_timeout_ms;
+    jo.PublishAsync.MaxPending = QUEUE_MAX;
+    jo.PublishAsync.AckHandler = pubset_on_ack;
+    jo.PublishAsync.AckHandlerClosure = &f->set;
+    ns = natsConnection_JetStream(&f->js, f->bus.conn, &jo);
+    if (ns != NATS_OK) {
+        bus_release(&f->bus);
+        return err_setr(e, ST_UNAVAILABLE, "bus_unavailable", "jetstream context: %s", natsStatus_GetText(ns));
+    }
+    return ST_OK;
+}
+
+/* Publishes the n events of f->work; returns how many were acked and deleted. */
+static status send_round(struct fastpub *f, int n, struct err *e)
+{
+    int published = 0, acked = 0;
+    status st = ensure(f, e);
+
+    if (st != ST_OK)
+        return st;
+    pubset_begin(&f->set);
+    for (int i = 0; i < n; i++) {
+        st = pubset_publish(&f->set, f->js, &f->work[i], e);
+        if (st != ST_OK)
+            break;
+        published++;
+    }
+    if (published > 0)
+        pubset_complete(&f->set, f->js, f->cfg->request_timeout_ms);
+    if (st == ST_OK || published > 0) {
+        status dst = pubset_delete_acked(&f->set, f->pg, &acked, e);
+        if (st == ST_OK)
+            st = dst;
+    }
+    wm_relay_round(published, acked, n - acked);
+    if (st == ST_OK && acked < n) {
+        char why[sizeof f->set.last_error];
+        pubset_last_error(&f->set, why, sizeof why);
+        st = err_setr(e, ST_UNAVAILABLE, "bus_unavailable", "%d of %d events not acked: %s", n - acked, n, why);
+    }
+    pubset_end(&f->set);
+    return st;
+}
+
+static void *fastpub_main(void *arg)
+{
+    struct fastpub *f = arg;
+    bool warned = false;
+
+    pthread_mutex_lock(&f->mu);
+    while (!f->stopping) {
+        struct event *t;
+        int n;
+        struct err e = {0};
+        status st;
+
+        if (f->nqueue == 0) {
+            pthread_cond_wait(&f->cv, &f->mu);
+            continue;
+        }
+        t = f->work;
+        f->work = f->queue;
+        f->queue = t;
+        n = f->nqueue;
+        f->nqueue = 0;
+        pthread_mutex_unlock(&f->mu);
+        st = send_round(f, n, &e);
+        if (st != ST_OK) {
+            /* the rows stay in the outbox: the relay publishes them after its sweep age */
+            if (!warned)
+                log_warn("publish after commit: %s (the relay publishes the rest)", e.msg);
+            warned = true;
+            if (f->js != NULL && natsConnection_Status(f->bus.conn) == NATS_CONN_STATUS_CONNECTED) {
+                /* acks missing on a live connection: the stream may be gone; start afresh */
+                jsCtx_Destroy(f->js);
+                f->js = NULL;
+                bus_release(&f->bus);
+            }
+        } else if (warned) {
+            log_info("publish after commit: working again");
+            warned = false;
+        }
+        pthread_mutex_lock(&f->mu);
+        f->down = st != ST_OK;
+        if (f->down && !f->stopping) {
+            /* offers are dropped meanwhile; a bounded pause, then try with what comes next */
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            ts.tv_sec += RETRY_MS / 1000;
+            (void)pthread_cond_timedwait(&f->cv, &f->mu, &ts);
+            f->nqueue = 0;
+            f->down = false;
+        }
+    }
+    pthread_mutex_unlock(&f->mu);
+    return NULL;
+}
+
+void fastpub_offer(struct fastpub *f, const struct event *const *evs, int n)
+{
+    if (f == NULL || n <= 0)
+        return;
+    pthread_mutex_lock(&f->mu);
+    if (!f->down && !f->stopping && f->nqueue + n <= QUEUE_MAX) {
+        for (int i = 0; i < n; i++)
+            f->queue[f->nqueue++] = *evs[i];
+        pthread_cond_signal(&f->cv);
+    }
+    pthread_mutex_unlock(&f->mu);
+}
+
+status fastpub_start(struct fastpub **out, const struct cfg *cfg, struct err *e)
+{
+    struct fastpub *f;
+
+    *out = NULL;
+    if (!cfg->publish_after_commit)
+        return ST_OK;
+    f = calloc(1, sizeof *f);
+    if (f == NULL)
+        return err_set(e, ST_INTERNAL, "out of memory");
+    f->cfg = cfg;
+    pthread_mutex_init(&f->mu, NULL);
+    pthread_cond_init(&f->cv, NULL);
+    f->queue = calloc(QUEUE_MAX, sizeof *f->queue);
+    f->work = calloc(QUEUE_MAX, sizeof *f->work);
+    if (f->queue == NULL || f->work == NULL || pubset_init(&f->set, QUEUE_MAX, e) != ST_OK) {
+        free(f->queue);
+        free(f->work);
+        free(f);
+        return err_set(e, ST_INTERNAL, "out of memory");
+    }
+    if (pthread_create(&f->thread, NULL, fastpub_main, f) != 0) {
+        fastpub_stop(&f);
+        return err_set(e, ST_INTERNAL, "publisher thread: %s", strerror(errno));
+    }
+    f->started = true;
+    *out = f;
+    return ST_OK;
+}
+
+void fastpub_stop(struct fastpub **fp)
+{
+    struct fastpub *f = *fp;
+
+    if (f == NULL)
+        return;
+    if (f->started) {
+        pthread_mutex_lock(&f->mu);
+        f->stopping = true;
+        pthread_cond_signal(&f->cv);
+        pthread_mutex_unlock(&f->mu);
+        pthread_join(f->thread, NULL);
+    }
+    jsCtx_Destroy(f->js);
+    bus_release(&f->bus);
+    if (f->pg != NULL)
+        PQfinish(f->pg);
+    pubset_free(&f->set);
+    pthread_mutex_destroy(&f->mu);
+    pthread_cond_destroy(&f->cv);
+    free(f->queue);
+    free(f->work);
+    free(f);
+    *fp = NULL;
+}

@@ -1,0 +1,24 @@
+/* Publishing right behind the COMMIT: a command's events are handed to this writer's own
+ * publisher thread as soon as their transaction committed, published with their event id as
+ * Nats-Msg-Id, and their outbox rows deleted once JetStream acked them. The outbox row stays
+ * the guarantee: whatever this path misses (NATS down, a full queue, a crash) the relay
+ * publishes once the row is older than its sweep age. */
+#ifndef WRITER_FASTPUB_H
+#define WRITER_FASTPUB_H
+
+#include "cfg.h"
+#include "event.h"
+#include "status.h"
+
+struct fastpub;
+
+/* Starts the publisher thread (it connects, and reconnects, on its own). */
+status fastpub_start(struct fastpub **out, const struct cfg *cfg, struct err *e) WUR;
+/* Stops and joins the thread; events not yet published stay in the outbox for the relay. */
+void fastpub_stop(struct fastpub **f);
+
+/* Hands n committed events (positions set) to the publisher; copies them, never blocks on the
+ * bus. f may be NULL (nothing happens: the relay publishes). Thread-safe. */
+void fastpub_offer(struct fastpub *f, const struct event *const *evs, int n);
+
+#endif

@@ -1,0 +1,177 @@
+/* A set of events published to JetStream at once, their acks, and the deletion of the acked
+ * outbox rows (shared by the relay and the publish-after-commit path). */
+#include "pubset.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "db.h"
+
+status pubset_init(struct pubset *ps, int cap, struct err *e)
+{
+    memset(ps, 0, sizeof *ps);
+    pthread_mutex_init(&ps->mu, NULL);
+    ps->cap = cap;
+    ps->positions = calloc((size_t)cap, sizeof *ps->positions);
+    ps->ids = calloc((size_t)cap, sizeof *ps->ids);
+    ps->acked = calloc((size_t)cap, sizeof *ps->acked);
+    if (ps->positions == NULL || ps->ids == NULL || ps->acked == NULL) {
+        pubset_free(ps);
+        return err_set(e, ST_INTERNAL, "out of memory");
+    }
+    return ST_OK;
+}
+
+void pubset_free(struct pubset *ps)
+{
+    free(ps->positions);
+    free(ps->ids);
+    free(ps->acked);
+    ps->positions = NULL;
+    ps->ids = NULL;
+    ps->acked = NULL;
+    ps->cap = 0;
+    pthread_mutex_destroy(&ps->mu);
+}
+
+void pubset_on_ack(jsCtx *js, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae, void *closure)
+{
+    struct pubset *ps = closure;
+    const char *id = NULL;
+
+    (void)js;
+    if (natsMsgHeader_Get(msg, "Nats-Msg-Id", &id) == NATS_OK && id != NULL) {
+        pthread_mutex_lock(&ps->mu);
+        /* acks mostly come in publish order: start from the one after the last found */
+        for (int k = 0; k < ps->n; k++) {
+            int i = (ps->next_hint + k) % ps->n;
+            if (strcmp(ps->ids[i], id) == 0) {
+                if (pa != NULL)
+                    ps->acked[i] = true; /* Duplicate too: the stream has it already */
+                ps->next_hint = (i + 1) % ps->n;
+                break;
+            }
+        }
+        if (pa == NULL && pae != NULL)
+            snprintf(ps->last_error, sizeof ps->last_error, "%s (%d): %s", natsStatus_GetText(pae->Err),
+                     (int)pae->ErrCode, pae->ErrText != NULL ? pae->ErrText : "");
+        pthread_mutex_unlock(&ps->mu);
+    }
+    natsMsg_Destroy(msg);
+}
+
+void pubset_begin(struct pubset *ps)
+{
+    pthread_mutex_lock(&ps->mu);
+    ps->n = 0;
+    ps->next_hint = 0;
+    ps->last_error[0] = '\0';
+    pthread_mutex_unlock(&ps->mu);
+}
+
+void pubset_end(struct pubset *ps)
+{
+    pthread_mutex_lock(&ps->mu);
+    ps->n = 0;
+    pthread_mutex_unlock(&ps->mu);
+}
+
+status pubset_publish(struct pubset *ps, jsCtx *js, const struct event *ev, struct err *e)
+{
+    char subject[32], *payload;
+    natsMsg *msg = NULL;
+    natsStatus ns;
+
+    if (ps->n >= ps->cap)
+        return err_set(e, ST_INTERNAL, "publish set full");
+    payload = event_encode(ev);
+    if (payload == NULL)
+        return err_set(e, ST_INTERNAL, "out of memory encoding an event");
+    /* registered before the publish: its ack may come back before the call returns */
+    pthread_mutex_lock(&ps->mu);
+    ps->positions[ps->n] = ev->position;
+    snprintf(ps->ids[ps->n], UUID_STR_SIZE, "%s", ev->event_id);
+    ps->acked[ps->n] = false;
+    ps->n++;
+    pthread_mutex_unlock(&ps->mu);
+    event_subject(ev->stream_id, subject, sizeof subject);
+    ns = natsMsg_Create(&msg, subject, NULL, payload, (int)strlen(payload));
+    if (ns == NATS_OK)
+        ns = natsMsgHeader_Set(msg, "Nats-Msg-Id", ev->event_id);
+    if (ns == NATS_OK)
+        ns = js_PublishMsgAsync(js, &msg, NULL);
+    natsMsg_Destroy(msg); /* NULL (a no-op) once the library took it */
+    free(payload);
+    if (ns != NATS_OK) {
+        pthread_mutex_lock(&ps->mu);
+        ps->n--;
+        snprintf(ps->last_error, sizeof ps->last_error, "publish: %s", natsStatus_GetText(ns));
+        pthread_mutex_unlock(&ps->mu);
+        return err_setr(e, ST_UNAVAILABLE, "bus_unavailable", "publish: %s", natsStatus_GetText(ns));
+    }
+    return ST_OK;
+}
+
+void pubset_complete(struct pubset *ps, jsCtx *js, int wait_ms)
+{
+    jsPubOptions po;
+    natsStatus ns;
+
+    jsPubOptions_Init(&po);
+    po.MaxWait = wait_ms;
+    ns = js_PublishAsyncComplete(js, &po);
+    if (ns != NATS_OK) {
+        /* take back what is still unacked: those rows are published again by a later round,
+         * and the Nats-Msg-Id makes JetStream drop the copies it did store */
+        natsMsgList pending;
+        if (js_PublishAsyncGetPendingList(&pending, js) == NATS_OK)
+            natsMsgList_Destroy(&pending);
+        pthread_mutex_lock(&ps->mu);
+        if (ps->last_error[0] == '\0')
+            snprintf(ps->last_error, sizeof ps->last_error, "waiting for acks: %s", natsStatus_GetText(ns));
+        pthread_mutex_unlock(&ps->mu);
+    }
+}
+
+void pubset_last_error(struct pubset *ps, char *buf, size_t len)
+{
+    pthread_mutex_lock(&ps->mu);
+    snprintf(buf, len, "%s", ps->last_error);
+    pthread_mutex_unlock(&ps->mu);
+}
+
+status pubset_delete_acked(struct pubset *ps, PGconn *pg, int *acked, struct err *e)
+{
+    size_t cap = (size_t)ps->n * 21 + 3, len = 1;
+    char *arr = malloc(cap);
+    PGresult *res = NULL;
+    const char *p[1];
+    char msg[200];
+    status st = ST_OK;
+
+    *acked = 0;
+    if (arr == NULL)
+        return err_set(e, ST_INTERNAL, "out of memory");
+    arr[0] = '{';
+    pthread_mutex_lock(&ps->mu);
+    for (int i = 0; i < ps->n; i++) {
+        if (!ps->acked[i])
+            continue;
+        len += (size_t)snprintf(arr + len, cap - len, "%s%lld", *acked ? "," : "", (long long)ps->positions[i]);
+        (*acked)++;
+    }
+    pthread_mutex_unlock(&ps->mu);
+    snprintf(arr + len, cap - len, "}");
+    if (*acked > 0) {
+        p[0] = arr;
+        res = PQexecParams(pg, "DELETE FROM outbox WHERE position = ANY($1::bigint[])", 1, NULL, p, NULL,
+                           NULL, 0);
+        if (PQresultStatus(res) != PGRES_COMMAND_OK)
+            st = err_setr(e, ST_UNAVAILABLE, "store_unavailable", "delete from outbox: %s",
+                          db_error(msg, sizeof msg, pg, res));
+    }
+    PQclear(res);
+    free(arr);
+    return st;
+}

@@ -1,0 +1,48 @@
+/* A set of events published to JetStream at once, their acks, and the deletion of the acked
+ * outbox rows: what the relay and the publish-after-commit path share. */
+#ifndef WRITER_PUBSET_H
+#define WRITER_PUBSET_H
+
+#include <libpq-fe.h>
+#include <nats/nats.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "event.h"
+#include "status.h"
+#include "uuid.h"
+
+struct pubset {
+    pthread_mutex_t mu; /* acks arrive on the NATS thread */
+    int n, cap;
+    int64_t *positions;
+    char (*ids)[UUID_STR_SIZE];
+    bool *acked;
+    int next_hint;
+    char last_error[160];
+};
+
+status pubset_init(struct pubset *ps, int cap, struct err *e) WUR;
+void pubset_free(struct pubset *ps);
+
+/* The ack handler of a jsCtx whose AckHandlerClosure is the pubset. */
+void pubset_on_ack(jsCtx *js, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae, void *closure);
+
+/* Starts a set (forgets the last one). */
+void pubset_begin(struct pubset *ps);
+/* Publishes ev asynchronously with its event id as Nats-Msg-Id (JetStream drops a second copy,
+ * so the relay's later publish of the same row is harmless). ST_UNAVAILABLE: not handed over
+ * (the rest waits); the set is full: ST_INTERNAL. */
+status pubset_publish(struct pubset *ps, jsCtx *js, const struct event *ev, struct err *e) WUR;
+/* Waits up to wait_ms for the acks; what is still unacked is taken back (published again by
+ * a later round; the stream keeps one copy). */
+void pubset_complete(struct pubset *ps, jsCtx *js, int wait_ms);
+/* Deletes the acked rows from the outbox; *acked: how many were acked. */
+status pubset_delete_acked(struct pubset *ps, PGconn *pg, int *acked, struct err *e) WUR;
+/* The last publish or ack failure ("" if none), copied into buf. */
+void pubset_last_error(struct pubset *ps, char *buf, size_t len);
+/* Forgets the set (acks arriving later find nothing). */
+void pubset_end(struct pubset *ps);
+
+#endif
