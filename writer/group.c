@@ -1,8 +1,10 @@
 /* Group commit.
- * Deposits, withdrawals, closes and transfers without an Idempotency-Key that arrive while batches
- * are in flight queue up; whoever finds a free leader slot takes the queue and runs it as one
- * transaction in two round trips (BEGIN + lock, then events/outbox/accounts + notify + COMMIT),
- * so N concurrent commands share one WAL flush. Every guarantee of the one-command path holds:
+ * Deposits, withdrawals, closes and transfers, with or without an Idempotency-Key, that arrive
+ * while batches are in flight queue up; whoever finds a free leader slot takes the queue and
+ * runs it as one transaction in two round trips (BEGIN + locks + key claims, then
+ * events/outbox/accounts + COMMIT; a third, the keys' responses, when keys were claimed), so N
+ * concurrent commands share one WAL flush. A key used before (a replay) or twice in the batch
+ * runs on its own, where the one-command path answers the replay. Every guarantee of the one-command path holds:
  * decisions run in arrival order on the locked rows, so per-account serialisation and If-Match
  * see each earlier command of the batch; a rejected command adds nothing; a reply is released
  * only after the COMMIT. A batch that fails for a definite reason (a constraint, a deadlock)
@@ -18,6 +20,7 @@
 
 #include "db.h"
 #include "grouptx.h"
+#include "idem.h"
 #include "outcome.h"
 #include "reply.h"
 #include "single.h"
@@ -76,7 +79,7 @@ static void answer_committed(struct fastpub *pub, struct pending **batch, int n)
             evs[nev++] = &batch[i]->d.events[k];
     fastpub_offer(pub, evs, nev);
     for (int i = 0; i < n; i++)
-        if (batch[i]->decided) {
+        if (batch[i]->decided && batch[i]->out->body == NULL) { /* keyed: built before COMMIT */
             batch[i]->st = reply_build(batch[i]->c, &batch[i]->d, batch[i]->out, batch[i]->e);
             if (batch[i]->st != ST_OK) {
                 free(batch[i]->out->body);
@@ -106,7 +109,7 @@ static void run_batch(struct group *s, struct pending **batch, int n)
     struct err re = {0};
 
     for (int i = 0; i < n; i++) {
-        batch[i]->decided = batch[i]->alone = false;
+        batch[i]->decided = batch[i]->alone = batch[i]->claimed = false;
         batch[i]->st = ST_OK;
     }
     wm_batch(n);
@@ -135,6 +138,8 @@ static void run_batch(struct group *s, struct pending **batch, int n)
         /* certainly nothing written: each runs on its own, so no command fails another */
         for (int i = 0; i < n; i++) {
             err_clear(batch[i]->e);
+            free(batch[i]->out->body); /* a keyed reply built before a COMMIT that failed */
+            memset(batch[i]->out, 0, sizeof *batch[i]->out);
             batch[i]->decided = false;
             batch[i]->alone = true;
         }
@@ -168,14 +173,16 @@ static void run_batch(struct group *s, struct pending **batch, int n)
 
 bool group_accepts(const struct command *c, const struct store_meta *m)
 {
-    return m->idempotency_key == NULL &&
-           (c->kind == CMD_DEPOSIT || c->kind == CMD_WITHDRAW || c->kind == CMD_CLOSE ||
-            c->kind == CMD_TRANSFER);
+    (void)m; /* with or without an Idempotency-Key */
+    return c->kind == CMD_DEPOSIT || c->kind == CMD_WITHDRAW || c->kind == CMD_CLOSE ||
+           c->kind == CMD_TRANSFER;
 }
+
 status group_execute(struct group *s, const struct command *c, const struct store_meta *m,
                      struct store_reply *out, struct err *e)
 {
     struct pending p, *batch[BATCH_MAX];
+    char *request = NULL;
 
     memset(out, 0, sizeof *out);
     memset(&p, 0, sizeof p);
@@ -183,6 +190,13 @@ status group_execute(struct group *s, const struct command *c, const struct stor
     p.m = m;
     p.out = out;
     p.e = e;
+    p.retention_s = pool_cfg(s->pool)->idempotency_retention_s;
+    if (m->idempotency_key != NULL) {
+        /* canonical JSON in the caller's thread, not the leader's */
+        p.request = request = idem_request_text(m);
+        if (request == NULL)
+            return err_set(e, ST_INTERNAL, "out of memory");
+    }
     pthread_cond_init(&p.cv, NULL);
     pthread_mutex_lock(&s->qmu);
     if (s->qtail != NULL)
@@ -223,5 +237,6 @@ status group_execute(struct group *s, const struct command *c, const struct stor
         free(out->body);
         memset(out, 0, sizeof *out);
     }
+    free(request);
     return p.st;
 }

@@ -10,6 +10,7 @@
 
 #include "db.h"
 #include "jsonx.h"
+#include "reply.h"
 #include "sql.h"
 #include "uuid.h"
 
@@ -124,6 +125,102 @@ void grouptx_positions(struct pending **batch, int n, const PGresult *res)
     }
 }
 
+static const char *principal_of(const struct pending *p)
+{
+    return p->m->principal != NULL ? p->m->principal : "";
+}
+
+static bool same_key(const struct pending *a, const struct pending *b)
+{
+    return strcmp(a->m->idempotency_key, b->m->idempotency_key) == 0 &&
+           strcmp(principal_of(a), principal_of(b)) == 0;
+}
+
+/* The claim statement's arrays (k[0..2]) for the batch's keyed commands; a key used twice in
+ * the batch is claimed once, its later commands marked dup (they run alone and replay).
+ * Returns how many keys are claimed. */
+static int claim_arrays(struct pending **batch, int n, bool *dup, struct sbuf *k)
+{
+    int nkeyed = 0;
+
+    for (int i = 0; i < n; i++) {
+        dup[i] = false;
+        if (batch[i]->m->idempotency_key == NULL)
+            continue;
+        for (int j = 0; j < i && !dup[i]; j++)
+            dup[i] = batch[j]->m->idempotency_key != NULL && same_key(batch[i], batch[j]);
+        if (dup[i])
+            continue;
+        arr_item(&k[0], principal_of(batch[i]));
+        arr_item(&k[1], batch[i]->m->idempotency_key);
+        arr_item(&k[2], batch[i]->request);
+        nkeyed++;
+    }
+    for (int i = 0; i < 3; i++)
+        arr_close(&k[i]);
+    return nkeyed;
+}
+
+/* Marks the commands whose keys the claim returned ("principal, key" rows). */
+static void mark_claimed(struct pending **batch, int n, const bool *dup, const PGresult *res)
+{
+    for (int r = 0; r < PQntuples(res); r++)
+        for (int i = 0; i < n; i++)
+            if (batch[i]->m->idempotency_key != NULL && !dup[i] &&
+                strcmp(batch[i]->m->idempotency_key, PQgetvalue(res, r, 1)) == 0 &&
+                strcmp(principal_of(batch[i]), PQgetvalue(res, r, 0)) == 0)
+                batch[i]->claimed = true;
+}
+
+/* Round trip 3 of a batch with claimed keys: the responses of the written commands recorded,
+ * the claims of the others (rejected, or run alone) dropped, COMMIT. */
+static status finish_keys(PGconn *conn, struct pending **batch, int n, struct err *e)
+{
+    struct sbuf k[6];
+    status st = ST_OK;
+    PGresult *r3[2] = {NULL, NULL};
+    static const ExecStatusType ok[2] = {PGRES_TUPLES_OK, PGRES_COMMAND_OK};
+
+    memset(k, 0, sizeof k);
+    for (int i = 0; i < n && st == ST_OK; i++) {
+        struct pending *p = batch[i];
+        char code[8];
+        if (!p->claimed)
+            continue;
+        if (!p->decided) {
+            arr_item(&k[4], principal_of(p));
+            arr_item(&k[5], p->m->idempotency_key);
+            continue;
+        }
+        /* the reply is built before the COMMIT: the record holds it */
+        st = reply_build(p->c, &p->d, p->out, p->e);
+        if (st != ST_OK)
+            break;
+        snprintf(code, sizeof code, "%d", p->out->http_status);
+        arr_item(&k[0], principal_of(p));
+        arr_item(&k[1], p->m->idempotency_key);
+        arr_item(&k[2], code);
+        arr_item(&k[3], p->out->body);
+    }
+    for (int i = 0; i < 6; i++) {
+        arr_close(&k[i]);
+        if (k[i].oom && st == ST_OK)
+            st = err_set(e, ST_INTERNAL, "out of memory encoding a batch");
+    }
+    if (st == ST_OK) {
+        const char *p[6] = {k[0].p, k[1].p, k[2].p, k[3].p, k[4].p, k[5].p};
+        if (PQsendQueryPrepared(conn, "idem_batch_finish", 6, p, NULL, NULL, 0) != 1 ||
+            PQsendQueryParams(conn, "COMMIT", 0, NULL, NULL, NULL, NULL, 0) != 1 || PQpipelineSync(conn) != 1)
+            st = sql_fail(conn, NULL, "send batch keys", e);
+        else
+            st = pipeline_collect(conn, 2, ok, r3, e);
+    }
+    clear_all(r3, 2);
+    for (int i = 0; i < 6; i++)
+        free(k[i].p);
+    return st;
+}
+
 /* Index of id in the sorted, de-duplicated ids (every id looked up is there). */
 static int find(char (*ids)[UUID_STR_SIZE], int nids, const char *id)
 {
@@ -136,23 +233,27 @@ enum grouptx_end grouptx_run(PGconn *conn, struct pending **batch, int n, bool n
 {
     enum grouptx_end end = GTX_NOT_COMMITTED;
     status st = ST_OK;
-    PGresult *res = NULL, *r1[3] = {NULL, NULL, NULL}, *r2[3] = {NULL, NULL, NULL};
+    PGresult *res = NULL, *r1[4] = {NULL, NULL, NULL, NULL}, *r2[3] = {NULL, NULL, NULL};
     char (*ids)[UUID_STR_SIZE] = NULL;
     struct account_view *accs = NULL;
     struct event **evs = NULL;
     struct sbuf a[12]; /* 0: locked ids; 1-7: event columns; 8-11: account columns */
-    int nids = 0, nev = 0, ntouched = 0;
-    bool *touched = NULL, in_pipeline = false;
+    struct sbuf k[3];  /* the keys claimed: principals, keys, request texts */
+    int nids = 0, nev = 0, ntouched = 0, nkeyed = 0;
+    bool *touched = NULL, *dup = NULL, in_pipeline = false, keys_claimed = false;
+    char retention[16];
 
     *event_ids = NULL;
     xid[0] = '\0';
     memset(a, 0, sizeof a);
+    memset(k, 0, sizeof k);
     /* a transfer has two accounts */
     ids = calloc((size_t)n * 2, sizeof *ids);
     accs = calloc((size_t)n * 2, sizeof *accs);
     evs = calloc((size_t)n * DECISION_MAX, sizeof *evs);
     touched = calloc((size_t)n * 2, sizeof *touched);
-    if (ids == NULL || accs == NULL || evs == NULL || touched == NULL) {
+    dup = calloc((size_t)n, sizeof *dup);
+    if (ids == NULL || accs == NULL || evs == NULL || touched == NULL || dup == NULL) {
         st = err_set(e, ST_INTERNAL, "out of memory");
         goto cleanup;
     }
@@ -174,32 +275,39 @@ enum grouptx_end grouptx_run(PGconn *conn, struct pending **batch, int n, bool n
         account_view_init(&accs[i], ids[i]);
     }
     arr_close(&a[0]);
-    if (a[0].oom) {
+    nkeyed = claim_arrays(batch, n, dup, k);
+    snprintf(retention, sizeof retention, "%d", n > 0 ? batch[0]->retention_s : 0);
+    if (a[0].oom || k[0].oom || k[1].oom || k[2].oom) {
         st = err_set(e, ST_INTERNAL, "out of memory");
         goto cleanup;
     }
 
     /* round trip 1: BEGIN, the locks, the xid (to ask for the outcome if COMMIT's answer is
-     * lost). Rows locked elsewhere are skipped: their commands run on their own, so one held
-     * account never stalls a batch (nor the queue behind it). */
+     * lost), the Idempotency-Keys claimed. Rows locked elsewhere are skipped: their commands
+     * run on their own, so one held account never stalls a batch (nor the queue behind it). */
     if (PQenterPipelineMode(conn) != 1) {
         st = sql_fail(conn, NULL, "pipeline", e);
         goto cleanup;
     }
     in_pipeline = true;
     {
-        const char *p[1] = {a[0].p};
-        static const ExecStatusType ok[3] = {PGRES_COMMAND_OK, PGRES_TUPLES_OK, PGRES_TUPLES_OK};
+        const char *p[1] = {a[0].p}, *kp[4] = {k[0].p, k[1].p, k[2].p, retention};
+        static const ExecStatusType ok[4] = {PGRES_COMMAND_OK, PGRES_TUPLES_OK, PGRES_TUPLES_OK,
+                                             PGRES_TUPLES_OK};
         if (PQsendQueryParams(conn, "BEGIN", 0, NULL, NULL, NULL, NULL, 0) != 1 ||
             PQsendQueryPrepared(conn, "batch_lock", 1, p, NULL, NULL, 0) != 1 ||
-            PQsendQueryPrepared(conn, "xact_id", 0, NULL, NULL, NULL, 0) != 1 || PQpipelineSync(conn) != 1) {
+            PQsendQueryPrepared(conn, "xact_id", 0, NULL, NULL, NULL, 0) != 1 ||
+            (nkeyed > 0 && PQsendQueryPrepared(conn, "idem_batch_claim", 4, kp, NULL, NULL, 0) != 1) ||
+            PQpipelineSync(conn) != 1) {
             st = sql_fail(conn, NULL, "send batch locks", e);
             goto cleanup;
         }
-        st = pipeline_collect(conn, 3, ok, r1, e);
+        st = pipeline_collect(conn, nkeyed > 0 ? 4 : 3, ok, r1, e);
         if (st != ST_OK)
             goto cleanup;
         snprintf(xid, xid_len, "%s", PQgetvalue(r1[2], 0, 0));
+        if (nkeyed > 0)
+            mark_claimed(batch, n, dup, r1[3]);
         res = r1[1];
         r1[1] = NULL;
     }
@@ -225,6 +333,10 @@ enum grouptx_end grouptx_run(PGconn *conn, struct pending **batch, int n, bool n
         /* missing or held by another session: decided on its own (a 404, or a lock wait) */
         batch[i]->alone = !touched[find(ids, nids, batch[i]->c->account_id)] ||
                           (batch[i]->c->kind == CMD_TRANSFER && !touched[find(ids, nids, batch[i]->c->to)]);
+        /* a key used before: its replay (or the reuse answer) comes from the one-command path */
+        if (batch[i]->m->idempotency_key != NULL && !batch[i]->claimed)
+            batch[i]->alone = true;
+        keys_claimed = keys_claimed || batch[i]->claimed;
     }
     for (int i = 0; i < nids; i++)
         touched[i] = false;
@@ -249,7 +361,8 @@ enum grouptx_end grouptx_run(PGconn *conn, struct pending **batch, int n, bool n
             uuid_generate(ev->event_id);
             snprintf(ev->command_id, sizeof ev->command_id, "%s", p->m->command_id);
             snprintf(ev->correlation_id, sizeof ev->correlation_id, "%s", p->m->correlation_id);
-            ev->idempotency_key[0] = '\0';
+            snprintf(ev->idempotency_key, sizeof ev->idempotency_key, "%s",
+                     p->m->idempotency_key != NULL ? p->m->idempotency_key : "");
             snprintf(ev->principal, sizeof ev->principal, "%s",
                      p->m->principal != NULL ? p->m->principal : "");
             v->version = ev->stream_version;
@@ -309,33 +422,37 @@ enum grouptx_end grouptx_run(PGconn *conn, struct pending **batch, int n, bool n
         }
     *event_ids = a[1].p; /* what to look for when the COMMIT's answer is lost */
     a[1].p = NULL;
-    /* round trip 2: everything written, the relay notified, committed */
+    /* round trip 2: everything written, the relay notified, committed (with claimed keys: the
+     * COMMIT comes in round trip 3, after the responses are recorded) */
     {
         const char *p[11] = {*event_ids, a[2].p, a[3].p, a[4].p, a[5].p, a[6].p, a[7].p,
                              a[8].p, a[9].p, a[10].p, a[11].p};
         static const ExecStatusType ok_notify[3] = {PGRES_TUPLES_OK, PGRES_TUPLES_OK, PGRES_COMMAND_OK},
                                     ok_plain[2] = {PGRES_TUPLES_OK, PGRES_COMMAND_OK};
+        bool commit = !keys_claimed;
         if (PQsendQueryPrepared(conn, "batch_append", 11, p, NULL, NULL, 0) != 1 ||
             (notify && PQsendQueryPrepared(conn, "notify", 0, NULL, NULL, NULL, 0) != 1) ||
-            PQsendQueryParams(conn, "COMMIT", 0, NULL, NULL, NULL, NULL, 0) != 1 || PQpipelineSync(conn) != 1) {
+            (commit && PQsendQueryParams(conn, "COMMIT", 0, NULL, NULL, NULL, NULL, 0) != 1) ||
+            PQpipelineSync(conn) != 1) {
             /* some of it may have reached the server: only Postgres can say */
             st = sql_fail(conn, NULL, "send batch", e);
-            end = db_broken(conn) ? GTX_COMMIT_LOST : GTX_NOT_COMMITTED;
+            end = commit && db_broken(conn) ? GTX_COMMIT_LOST : GTX_NOT_COMMITTED;
             goto cleanup;
         }
-        st = pipeline_collect(conn, notify ? 3 : 2, notify ? ok_notify : ok_plain, r2, e);
+        st = pipeline_collect(conn, (notify ? 3 : 2) - (commit ? 0 : 1), notify ? ok_notify : ok_plain, r2, e);
         if (st != ST_OK) {
             /* a statement error aborts the rest, COMMIT included; a broken connection may
              * have lost the answer to a COMMIT that happened */
-            end = db_broken(conn) ? GTX_COMMIT_LOST : GTX_NOT_COMMITTED;
+            end = commit && db_broken(conn) ? GTX_COMMIT_LOST : GTX_NOT_COMMITTED;
             goto cleanup;
         }
         res = r2[0];
         r2[0] = NULL;
     }
     if (PQntuples(res) != nev || strtol(PQgetvalue(res, 0, 3), NULL, 10) != ntouched) {
-        /* committed, but not what was asked: a 500 that says so, never a retry hint */
-        end = GTX_COMMITTED_WRONG;
+        /* committed, but not what was asked: a 500 that says so, never a retry hint (with
+         * claimed keys the COMMIT is not sent yet: rolled back, each command runs alone) */
+        end = keys_claimed ? GTX_NOT_COMMITTED : GTX_COMMITTED_WRONG;
         st = err_setr(e, ST_INTERNAL, "outcome_unknown",
                       "the batch committed %d events and %s account updates where %d and %d were "
                       "expected",
@@ -343,16 +460,26 @@ enum grouptx_end grouptx_run(PGconn *conn, struct pending **batch, int n, bool n
         goto cleanup;
     }
     grouptx_positions(batch, n, res);
+    if (keys_claimed) {
+        st = finish_keys(conn, batch, n, e);
+        if (st != ST_OK) {
+            end = db_broken(conn) ? GTX_COMMIT_LOST : GTX_NOT_COMMITTED;
+            goto cleanup;
+        }
+    }
     end = GTX_COMMITTED;
 cleanup:
     PQclear(res);
-    clear_all(r1, 3);
+    clear_all(r1, 4);
     clear_all(r2, 3);
     /* fails when results were left unread: the caller then drops the connection */
     if (in_pipeline && PQpipelineStatus(conn) != PQ_PIPELINE_OFF)
         (void)PQexitPipelineMode(conn);
     for (int i = 0; i <= 11; i++)
         free(a[i].p);
+    for (int i = 0; i < 3; i++)
+        free(k[i].p);
+    free(dup);
     free(ids);
     free(accs);
     free(evs);

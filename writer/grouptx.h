@@ -18,6 +18,8 @@ struct pending {
     const struct store_meta *m;
     struct store_reply *out;
     struct err *e;
+    const char *request; /* keyed: idem_request_text of m (its hash is what the key binds) */
+    int retention_s;     /* IDEMPOTENCY_RETENTION_S (the same in every command) */
     status st;
     bool done;
     pthread_cond_t cv;
@@ -25,7 +27,9 @@ struct pending {
     /* filled while the batch runs */
     struct decision d;
     bool decided; /* events decided and written by the batch */
-    bool alone;   /* its account was missing or held elsewhere: it runs on its own */
+    bool alone;   /* its account was missing or held elsewhere, or its key was used before (a
+                   * replay) or twice in the batch: it runs on its own */
+    bool claimed; /* keyed: its key was claimed by this batch */
 };
 
 enum grouptx_end {

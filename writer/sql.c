@@ -53,6 +53,22 @@ static const struct {
                  "FROM idempotency_keys WHERE principal = $3 AND key = $1"},
     {"idem_set", "UPDATE idempotency_keys SET status = $2::int, response_body = $3 "
                  "WHERE principal = $4 AND key = $1"},
+    /* group commit of keyed commands: the keys of a batch claimed in one statement (the ones
+     * returned are this batch's; the others were used before and their commands run alone),
+     * then the responses recorded and the claims of commands not written dropped */
+    {"idem_batch_claim", "INSERT INTO idempotency_keys AS k (principal, key, request_hash, status, response_body) "
+                         "SELECT pr, ky, encode(sha256(convert_to(rq, 'UTF8')), 'hex'), 0, '' FROM "
+                         "unnest($1::text[], $2::text[], $3::text[]) AS u(pr, ky, rq) "
+                         "ON CONFLICT (principal, key) DO UPDATE SET request_hash = EXCLUDED.request_hash, "
+                         "status = 0, response_body = '', created_at = clock_timestamp() "
+                         "WHERE k.created_at < clock_timestamp() - make_interval(secs => $4::int) "
+                         "RETURNING principal, key"},
+    {"idem_batch_finish", "WITH u AS (UPDATE idempotency_keys k SET status = u.st, response_body = u.body "
+                          "FROM unnest($1::text[], $2::text[], $3::int[], $4::text[]) AS u(pr, ky, st, body) "
+                          "WHERE k.principal = u.pr AND k.key = u.ky RETURNING 1), "
+                          "d AS (DELETE FROM idempotency_keys k USING unnest($5::text[], $6::text[]) AS x(pr, ky) "
+                          "WHERE k.principal = x.pr AND k.key = x.ky RETURNING 1) "
+                          "SELECT (SELECT count(*) FROM u), (SELECT count(*) FROM d)"},
     /* delivered at commit: wakes the relay without polling; the xid asks for the outcome of
      * a COMMIT whose answer is lost */
     {"notify", "SELECT pg_notify('outbox', ''), pg_current_xact_id()::text"},
