@@ -10,7 +10,7 @@
 
 #include "log.h"
 
-enum cfg_kind { CFG_STR, CFG_INT, CFG_LEVEL };
+enum cfg_kind { CFG_STR, CFG_INT, CFG_LEVEL, CFG_LOGFMT };
 
 struct cfg_entry {
     const char *name;
@@ -44,6 +44,9 @@ static const struct cfg_entry cfg_table[] = {
     {"PROJECTOR_PORT", CFG_INT, I(projector_port), "8082", 1, 65535,
      "projector HTTP port (/healthz, /readyz, /metrics)"},
     {"LOG_LEVEL", CFG_LEVEL, I(log_level), "info", 0, 3, "debug, info, warn or error"},
+    {"LOG_FORMAT", CFG_LOGFMT, I(log_format), "text", 0, 1,
+     "text (one line: time level service message) or json (one JSON object per line: time, "
+     "level, service, request_id, account, event_id, message)"},
     {"API_TOKEN", CFG_STR, S(api_token), "", 0, 0,
      "static bearer token with the admin scope, for scripts (empty: none)"},
     {"METRICS_TOKEN", CFG_STR, S(metrics_token), "", 0, 0,
@@ -157,6 +160,16 @@ status cfg_load(struct cfg *c, char *errs, size_t errs_len)
                 st = ST_INVALID;
             } else {
                 *(int *)field = lvl;
+            }
+            break;
+        }
+        case CFG_LOGFMT: {
+            int fmt = log_format_parse(v);
+            if (fmt < 0) {
+                append(errs, errs_len, "%s: '%s' is not one of text, json\n", t->name, v);
+                st = ST_INVALID;
+            } else {
+                *(int *)field = fmt;
             }
             break;
         }

@@ -30,6 +30,7 @@ struct cfg {
     int readapi_port;
     int projector_port;   /* the projector's /healthz, /readyz, /metrics */
     int log_level;        /* enum log_level */
+    int log_format;       /* enum log_format */
     char api_token[256];  /* static admin bearer token for scripts (empty: none) */
     char metrics_token[256]; /* bearer token that may read /metrics only (empty: none) */
     char jwt_secret[512];    /* HS256 key (empty: none) */

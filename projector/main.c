@@ -695,7 +695,7 @@ int main(int argc, char **argv)
         fputs(errs, stderr);
         return 2;
     }
-    log_init("projector", (enum log_level)c.log_level);
+    log_init("projector", (enum log_level)c.log_level, (enum log_format)c.log_format);
     /* the handler only sets the flag: loops finish their batch and drain */
     svc_signals_install(0);
     if (strcmp(cmd, "run") == 0)

@@ -25,9 +25,8 @@ static void reply_status_error(struct http_response *resp, const struct err *e)
 {
     log_warn("%s", e->msg);
     if (e->code == ST_UNAVAILABLE) {
-        http_set_header(resp, "Retry-After", "1");
-        http_reply_error(resp, 503, "read_model_unavailable",
-                         "the read model is not reachable; retry later");
+        ra_reply_unavailable(resp, "read_model_unavailable",
+                             "the read model is not reachable; retry later");
     } else {
         http_reply_error(resp, 500, "internal_error", "the request could not be served");
     }
@@ -122,7 +121,7 @@ static void handle(void *ctx, const struct http_request *req, struct http_respon
     case RA_READYZ:
         if (rs_ready(&e) != ST_OK) {
             log_warn("not ready: %s", e.msg);
-            http_reply_error(resp, 503, "read_model_unavailable", "the read model is not reachable");
+            ra_reply_unavailable(resp, "read_model_unavailable", "the read model is not reachable");
         } else {
             http_reply(resp, 200, strdup("{\"status\":\"ready\"}"));
         }
@@ -188,7 +187,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "readapi: invalid configuration:\n%s\n", e.msg);
         return 2;
     }
-    log_init("readapi", (enum log_level)cfg.log_level);
+    log_init("readapi", (enum log_level)cfg.log_level, (enum log_format)cfg.log_format);
     /* Only the main thread takes SIGTERM/SIGINT: block them before any thread starts. */
     svc_signals_install(1);
     if (rs_init(&cfg, &e) != ST_OK || lk_init(&cfg, &e) != ST_OK || rs_start_listener(&e) != ST_OK) {

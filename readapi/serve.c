@@ -11,6 +11,7 @@
 #include "jsonx.h"
 #include "log.h"
 #include "lookup.h"
+#include "metrics.h"
 #include "rstore.h"
 #include "svc.h"
 
@@ -65,16 +66,47 @@ static char *sb_take(struct sbuf *b)
     return b->p != NULL ? b->p : strdup("");
 }
 
+static void count_unavailable(const char *reason)
+{
+    char labels[64];
+
+    snprintf(labels, sizeof labels, "reason=\"%s\"", reason);
+    metrics_counter_add_l("readapi_unavailable_responses_total", labels,
+                          "503 answers by reason (the error code of the body).", 1);
+}
+
+void ra_reply_unavailable(struct http_response *resp, const char *reason, const char *message)
+{
+    count_unavailable(reason);
+    http_set_header(resp, "Retry-After", "1");
+    http_reply_error(resp, 503, reason, "%s", message);
+}
+
+/* A request that was parked (http_defer) ends: satisfied (answered with the document) or
+ * timed out (answered 503 not_yet_projected); other ends (an error) count in neither. */
+static void count_wait_end(const struct http_request *req, int satisfied)
+{
+    if (req->resumed == 0)
+        return;
+    if (satisfied)
+        metrics_counter_add("readapi_waits_satisfied_total",
+                            "min_version waits answered once the version was projected.", 1);
+    else
+        metrics_counter_add("readapi_waits_timed_out_total",
+                            "min_version waits that ended at wait_ms without the version.", 1);
+}
+
 static void reply_status_error(struct http_response *resp, const struct err *e)
 {
     if (e->code == ST_UNAVAILABLE) {
         /* the detail names hosts and library errors: it goes to the log, not the body */
         int store = strcmp(e->reason, "store_unavailable") == 0;
         log_warn("%s unavailable: %s", store ? "event store" : "read model", e->msg);
-        http_set_header(resp, "Retry-After", "1");
-        http_reply_error(resp, 503, store ? "store_unavailable" : "read_model_unavailable",
-                         "the %s is unavailable; nothing was changed, retry later",
-                         store ? "event store" : "read model");
+        ra_reply_unavailable(resp, store ? "store_unavailable" : "read_model_unavailable",
+                             store ? "the event store is unavailable; nothing was changed, "
+                                     "retry later"
+                                   : "the read model is unavailable; nothing was changed, "
+                                     "retry later");
     } else if (e->code == ST_NOT_FOUND) {
         http_reply_error(resp, 404, e->reason[0] != '\0' ? e->reason : "not_found", "%s", e->msg);
     } else {
@@ -85,9 +117,8 @@ static void reply_status_error(struct http_response *resp, const struct err *e)
 
 static void reply_no_model(struct http_response *resp)
 {
-    http_set_header(resp, "Retry-After", "1");
-    http_reply_error(resp, 503, "read_model_unavailable",
-                     "no read model generation is current (a rebuild may be running)");
+    ra_reply_unavailable(resp, "read_model_unavailable",
+                         "no read model generation is current (a rebuild may be running)");
 }
 
 static void reply_not_yet(struct http_response *resp, const struct ra_query *q, int64_t projected)
@@ -96,6 +127,7 @@ static void reply_not_yet(struct http_response *resp, const struct ra_query *q, 
                             "the read model has not reached the requested version yet",
                             "projected_version", (json_int_t)projected, "min_version",
                             (json_int_t)q->min_version);
+    count_unavailable("not_yet_projected");
     http_set_header(resp, "Retry-After", "1");
     http_reply(resp, 503, jsonx_dump_decref(doc));
 }
@@ -323,6 +355,7 @@ void ra_serve_account(const struct http_request *req, const struct ra_query *q,
             err_set(&e, ST_INTERNAL, "out of memory");
             reply_status_error(resp, &e);
         } else {
+            count_wait_end(req, 1);
             http_reply(resp, 200, body);
         }
         goto cleanup;
@@ -338,16 +371,18 @@ void ra_serve_account(const struct http_request *req, const struct ra_query *q,
     }
     now = svc_mono_ms();
     if (now >= deadline) {
+        count_wait_end(req, 0);
         reply_not_yet(resp, q, s.acc.version);
         goto cleanup;
     }
     /* woken by every applied batch (and by the listener's reconnection); a sparse fallback
      * covers a lost notification without waking thousands of parked reads every second */
-    if (!http_defer(req, resp, deadline - now < 3000 ? deadline : now + 3000)) {
-        http_set_header(resp, "Retry-After", "1");
-        http_reply_error(resp, 503, "too_many_waiters",
-                         "too many requests are waiting for the projection; retry later");
-    }
+    if (!http_defer(req, resp, deadline - now < 3000 ? deadline : now + 3000))
+        ra_reply_unavailable(resp, "too_many_waiters",
+                             "too many requests are waiting for the projection; retry later");
+    else if (req->resumed == 0)
+        metrics_counter_add("readapi_waits_started_total",
+                            "min_version reads parked until the version is projected.", 1);
 cleanup:
     rs_statement_release(&s);
 }

@@ -277,7 +277,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "writer: invalid configuration:\n%s\n", e.msg);
         return 2;
     }
-    log_init("writer", (enum log_level)cfg.log_level);
+    log_init("writer", (enum log_level)cfg.log_level, (enum log_format)cfg.log_format);
     /* Only the main thread takes SIGTERM/SIGINT: they are blocked before any thread starts. */
     svc_signals_install(1);
 

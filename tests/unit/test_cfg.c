@@ -8,9 +8,10 @@
 #include <string.h>
 
 #include "cfg.h"
+#include "log.h"
 
 static const char *const vars[] = {"DATABASE_URL", "NATS_URL", "REDIS_URL", "WRITER_PORT", "READAPI_PORT",
-                                   "PROJECTOR_PORT", "LOG_LEVEL", "API_TOKEN", "HTTP_THREADS", "PROJECTOR_BATCH",
+                                   "PROJECTOR_PORT", "LOG_LEVEL", "LOG_FORMAT", "API_TOKEN", "HTTP_THREADS", "PROJECTOR_BATCH",
                                    "NATS_REPLICAS", "REDIS_SENTINELS", "REDIS_MASTER_NAME", NULL};
 
 static int clear_env(void **state)
@@ -36,6 +37,7 @@ static void test_defaults(void **state)
     assert_int_equal(c.redis_port, 26379);
     assert_int_equal(c.redis_db, 0);
     assert_string_equal(c.api_token, "");
+    assert_int_equal(c.log_format, LOG_FMT_TEXT);
 }
 
 static void test_values_read(void **state)
@@ -48,12 +50,14 @@ static void test_values_read(void **state)
     setenv("REDIS_URL", "redis://cache.local:7000/3", 1);
     setenv("LOG_LEVEL", "DEBUG", 1);
     setenv("API_TOKEN", "s3cret", 1);
+    setenv("LOG_FORMAT", "json", 1);
     assert_int_equal(cfg_load(&c, errs, sizeof errs), ST_OK);
     assert_int_equal(c.writer_port, 9000);
     assert_string_equal(c.redis_host, "cache.local");
     assert_int_equal(c.redis_port, 7000);
     assert_int_equal(c.redis_db, 3);
     assert_int_equal(c.log_level, 0);
+    assert_int_equal(c.log_format, LOG_FMT_JSON);
     assert_string_equal(c.api_token, "s3cret");
 }
 
@@ -66,6 +70,7 @@ static void test_every_bad_value_reported(void **state)
     setenv("WRITER_PORT", "99999", 1);
     setenv("READAPI_PORT", "80a", 1);
     setenv("LOG_LEVEL", "loud", 1);
+    setenv("LOG_FORMAT", "xml", 1);
     setenv("REDIS_URL", "http://x", 1);
     setenv("NATS_URL", "localhost:4222", 1);
     setenv("PROJECTOR_BATCH", "0", 1);
@@ -74,6 +79,7 @@ static void test_every_bad_value_reported(void **state)
     assert_non_null(strstr(errs, "WRITER_PORT: '99999'"));
     assert_non_null(strstr(errs, "READAPI_PORT: '80a'"));
     assert_non_null(strstr(errs, "LOG_LEVEL: 'loud'"));
+    assert_non_null(strstr(errs, "LOG_FORMAT: 'xml' is not one of text, json"));
     assert_non_null(strstr(errs, "REDIS_URL:"));
     assert_non_null(strstr(errs, "NATS_URL:"));
     assert_non_null(strstr(errs, "PROJECTOR_BATCH:"));
