@@ -332,7 +332,7 @@ static void test_ha_faults(void **state)
     struct tload *load;
     int64_t t0 = tnow_ms(), t_quiet, converge_ms;
     long bad;
-    int missed = 0;
+    int missed = 0, lease_replicas;
     const char *only = getenv("HA_ONLY"); /* a developer's shortcut: the faults whose name has it */
     char figpath[1100];
     FILE *out;
@@ -398,6 +398,11 @@ static void test_ha_faults(void **state)
     if (out != NULL)
         fclose(out);
 
+    /* the projector's lease bucket (issue 12), once projectors that use one run: R3 too */
+    lease_replicas = stream_replicas("KV_projector_leases");
+    fprintf(stderr, "ha: lease bucket projector_leases: %s%d\n", lease_replicas > 0 ? "R" : "absent ", lease_replicas);
+    if (lease_replicas != 0)
+        assert_int_equal(lease_replicas, 3);
     assert_int_equal(missed, 0);
     assert_int_equal(rep.replays_bad, 0);
     assert_int_equal(rep.reuse_bad, 0);
