@@ -207,6 +207,24 @@ status ap_fold_account(struct pj *p, struct acct *a, unsigned flags, struct err 
             if (stopped)
                 break;
             if (view.version != u - 1) {
+                if (it->seq == 0) {
+                    /* read from the events table: its predecessors committed no later than it
+                     * (one writer per account), so Postgres lacks them for good (a manual
+                     * repair). Waiting would hold the sweep cursor and every rebuild back
+                     * for everyone: the event is parked and the account stalled instead. */
+                    char why[160];
+                    snprintf(why, sizeof why,
+                             "versions %" PRId64 "..%" PRId64 " are missing from the event store",
+                             view.version + 1, u - 1);
+                    log_warn("account=%s has a hole in its history: %s", a->id, why);
+                    st = pj_park(p, it, why, e);
+                    if (st != ST_OK)
+                        goto cleanup;
+                    it->disp = PJ_TERM;
+                    p->holes++;
+                    a->stop = STOP_POISON;
+                    break;
+                }
                 a->stop = STOP_MISSING;
                 break;
             }

@@ -21,7 +21,10 @@ struct pj {
     int no_model;          /* the last batch found no current generation */
     char lease_token[UUID_STR_SIZE]; /* identifies this worker's sweep lease */
     /* counters since start, for logs */
-    long applied, duplicates, parked, conflicts, gap_events, strays;
+    long applied, duplicates, parked, conflicts, gap_events, strays, holes;
+    /* the transaction horizon as the last sweep saw it (stalls.c) */
+    char horizon_xmin[24];
+    int64_t horizon_since_ms, horizon_warned_ms;
 };
 
 #define PJ_IGNORE_STALLED 1u /* replay-parked: fold stalled accounts too */

@@ -171,8 +171,8 @@ static int cmd_run(const struct cfg *c)
             heal_check(&p, &heal); /* a batch found no model: do not wait for the sweep */
         }
         if (now - last_stats >= 10000 && p.applied != last_applied) {
-            log_info("applied %ld events (%ld from gap repair), %ld duplicates, %ld conflicts, %ld parked, %ld stray messages dropped",
-                     p.applied, p.gap_events, p.duplicates, p.conflicts, p.parked, p.strays);
+            log_info("applied %ld events (%ld from gap repair), %ld duplicates, %ld conflicts, %ld parked, %ld stray messages dropped, %ld history holes",
+                     p.applied, p.gap_events, p.duplicates, p.conflicts, p.parked, p.strays, p.holes);
             last_applied = p.applied;
             last_stats = now;
         }
@@ -343,6 +343,18 @@ static int cmd_status(const struct cfg *c)
         if (unapplied > 0)
             printf("held back:         %" PRId64 " events behind stalled accounts, lowest position %" PRId64 "\n",
                    unapplied, lowest);
+    }
+    {
+        /* committed events the sweep and rebuilds may not read yet: an open transaction holds
+         * the horizon (pg_snapshot_xmin) below them */
+        redisReply *h = redisCommand(p.rc, "HMGET %s horizon_held horizon_wait_ms horizon_pid horizon_xmin",
+                                     RM_HEAD_KEY);
+        if (h != NULL && h->type == REDIS_REPLY_ARRAY && h->elements == 4 && rds_reply_int(h->element[0]) > 0)
+            printf("horizon:           %" PRId64 " committed events wait behind transaction %s (pid %" PRId64
+                   ") open for %" PRId64 " s\n",
+                   rds_reply_int(h->element[0]), h->element[3]->type == REDIS_REPLY_STRING ? h->element[3]->str : "-",
+                   rds_reply_int(h->element[2]), rds_reply_int(h->element[1]) / 1000);
+        freeReplyObject(h);
     }
     printf("parked events:     %zu\n", parked->elements / 2);
     for (size_t i = 0; i + 1 < parked->elements; i += 2) {

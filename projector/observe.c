@@ -58,6 +58,9 @@ static void counters(const struct pj *p)
                         "Compare-and-set conflicts: another writer moved the account first, re-read and re-folded.",
                         (double)p->conflicts);
     metrics_counter_set("projector_events_parked_total", "Poison events this process parked.", (double)p->parked);
+    metrics_counter_set("projector_history_holes_total",
+                        "Events this process parked because earlier versions of their account are missing from the event store.",
+                        (double)p->holes);
 }
 
 /* The read side's state from one status script call; ST_OK with *has_model set when a current
@@ -100,6 +103,12 @@ static status read_side(struct pj *p, int *has_model, struct err *e)
     metrics_gauge_set("projector_lag_seconds",
                       "Seconds since the current read model last applied an event, while it is behind (0 when caught up).",
                       (double)lag_s);
+    metrics_gauge_set("projector_horizon_held_events",
+                      "Committed events the sweep and rebuilds cannot read yet: an open transaction holds the horizon below them.",
+                      (double)field_int(head, "horizon_held"));
+    metrics_gauge_set("projector_horizon_wait_seconds",
+                      "How long the oldest open transaction has held the horizon while committed events wait behind it (0: none wait).",
+                      field_int(head, "horizon_held") > 0 ? (double)field_int(head, "horizon_wait_ms") / 1000.0 : 0);
     metrics_gauge_set("projector_parked_events", "Poison events parked in rm:parked, waiting for an operator.",
                       (double)rds_reply_int(r->element[7]));
     metrics_gauge_set("projector_stalled_accounts", "Accounts stalled behind a parked event.",

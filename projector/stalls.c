@@ -1,4 +1,5 @@
-/* The backlog behind stalled accounts, for lag reporting. */
+/* What the checkpoint's highest position cannot see, for lag reporting: the backlog behind
+ * stalled accounts and the committed events an open transaction holds below the horizon. */
 #include "stalls.h"
 
 #include <inttypes.h>
@@ -7,6 +8,7 @@
 #include <string.h>
 
 #include "db.h"
+#include "log.h"
 #include "readmodel.h"
 
 /* Appends "<sep><text>" to a growing Postgres array literal. */
@@ -109,5 +111,70 @@ status pj_record_backlog(struct pj *p, long gen, struct err *e)
     if (r == NULL || r->type == REDIS_REPLY_ERROR)
         st = pj_redis_failed(p, r, e, "head backlog");
     freeReplyObject(r);
+    return st;
+}
+
+/* Committed events the sweep and rebuilds cannot read yet (tx_id at or above the horizon,
+ * pg_snapshot_xmin), and the oldest transaction with an xid, which holds the horizon there.
+ * Its pid and age come from pg_stat_activity (NULL without the privilege to see it: the age is
+ * then how long this projector has seen the same horizon). Counting stops at 100,000. */
+#define HORIZON_WARN_MS 10000
+
+status pj_record_horizon(struct pj *p, struct err *e)
+{
+    PGresult *res = NULL;
+    redisReply *r = NULL;
+    char msg[200];
+    int64_t held, wait_ms = 0, now = pj_now_ms();
+    long pid = 0;
+    status st = pj_pg(p, e);
+
+    if (st != ST_OK)
+        return st;
+    res = PQexec(p->pg,
+                 "SELECT pg_snapshot_xmin(pg_current_snapshot())::text, "
+                 "(SELECT count(*) FROM (SELECT 1 FROM events "
+                 "  WHERE tx_id >= pg_snapshot_xmin(pg_current_snapshot()) LIMIT 100000) h), "
+                 "a.pid, floor(extract(epoch FROM clock_timestamp() - a.xact_start) * 1000)::bigint "
+                 "FROM (SELECT 1) one LEFT JOIN LATERAL (SELECT pid, xact_start FROM pg_stat_activity "
+                 "  WHERE backend_xid IS NOT NULL AND pid <> pg_backend_pid() "
+                 "  ORDER BY age(backend_xid) DESC LIMIT 1) a ON true");
+    if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1) {
+        st = err_setr(e, ST_UNAVAILABLE, "store_unavailable", "transaction horizon: %s",
+                      db_error(msg, sizeof msg, p->pg, res));
+        if (db_broken(p->pg))
+            pj_drop_pg(p);
+        goto cleanup;
+    }
+    held = strtoll(PQgetvalue(res, 0, 1), NULL, 10);
+    if (held == 0 || strcmp(p->horizon_xmin, PQgetvalue(res, 0, 0)) != 0) {
+        snprintf(p->horizon_xmin, sizeof p->horizon_xmin, "%s", PQgetvalue(res, 0, 0));
+        p->horizon_since_ms = now;
+    }
+    if (held > 0) {
+        wait_ms = now - p->horizon_since_ms;
+        if (!PQgetisnull(res, 0, 2)) {
+            pid = strtol(PQgetvalue(res, 0, 2), NULL, 10);
+            if (!PQgetisnull(res, 0, 3) && strtoll(PQgetvalue(res, 0, 3), NULL, 10) > wait_ms)
+                wait_ms = strtoll(PQgetvalue(res, 0, 3), NULL, 10);
+        }
+        /* once when it crosses the threshold, then every minute while it lasts */
+        if (wait_ms >= HORIZON_WARN_MS && (p->horizon_warned_ms == 0 || now - p->horizon_warned_ms >= 60000)) {
+            log_warn("%lld committed event%s wait%s behind transaction %s (pid %ld) open for %lld s: "
+                     "the catch-up sweep and rebuilds read only below it",
+                     (long long)held, held == 1 ? "" : "s", held == 1 ? "s" : "", p->horizon_xmin, pid,
+                     (long long)(wait_ms / 1000));
+            p->horizon_warned_ms = now;
+        }
+    } else {
+        p->horizon_warned_ms = 0;
+    }
+    r = redisCommand(p->rc, "HSET %s horizon_held %lld horizon_wait_ms %lld horizon_pid %ld horizon_xmin %s",
+                     RM_HEAD_KEY, (long long)held, (long long)wait_ms, pid, p->horizon_xmin);
+    if (r == NULL || r->type == REDIS_REPLY_ERROR)
+        st = pj_redis_failed(p, r, e, "head horizon");
+cleanup:
+    freeReplyObject(r);
+    PQclear(res);
     return st;
 }

@@ -1,4 +1,4 @@
-/* What stalled accounts hold back: the events the store has beyond their applied version. */
+/* What the checkpoint cannot see: events held back by stalled accounts or an open transaction. */
 #ifndef PROJECTOR_STALLS_H
 #define PROJECTOR_STALLS_H
 
@@ -15,5 +15,10 @@ status pj_stall_backlog(struct pj *p, long gen, int64_t *unapplied, int64_t *low
 /* pj_stall_backlog of the current generation recorded in rm:head (unapplied,
  * lowest_unapplied) for `projector status` and GET /projections. */
 status pj_record_backlog(struct pj *p, long gen, struct err *e) WUR;
+
+/* Records in rm:head (horizon_held, horizon_wait_ms, horizon_pid, horizon_xmin) how many
+ * committed events lie at or above the transaction horizon and how long the oldest open
+ * transaction has held it; logs a warning past 10 s (then once a minute). */
+status pj_record_horizon(struct pj *p, struct err *e) WUR;
 
 #endif

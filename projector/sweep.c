@@ -182,6 +182,8 @@ status pj_sweep(struct pj *p, int limit, int *count, struct err *e)
     r = NULL;
     /* what the checkpoint's highest position cannot see: events held back by stalls */
     st = pj_record_backlog(p, g.current, e);
+    if (st == ST_OK)
+        st = pj_record_horizon(p, e); /* what an open transaction holds back */
     if (st != ST_OK)
         goto cleanup;
     r = redisCommand(p->rc, "GET %s", tkey);
