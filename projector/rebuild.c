@@ -151,6 +151,11 @@ static status progress_step(struct pj *p, struct progress *pg, struct tail_curso
     snprintf(eta_s, sizeof eta_s, "%" PRId64, pg->eta_s);
     snprintf(now_s, sizeof now_s, "%" PRId64, pj_now_ms());
     snprintf(ttl_s, sizeof ttl_s, "%d", RB_LEASE_MS);
+    /* reconnects: a rebuild waiting at the horizon reads no batch, so nothing else would
+     * after a failed step dropped the connection */
+    st = pj_redis(p, e);
+    if (st != ST_OK)
+        return st;
     argv[0] = "EVAL";
     argv[1] = step_lua;
     argv[2] = "0";

@@ -151,19 +151,72 @@ static void test_eviction_policy_refused(void **state)
     free(out);
 }
 
-/* Hole 2: Redis comes back from a snapshot two batches older than the rebuild's memory. The
- * rebuild must continue from what Redis holds, not from its own cursor. */
+/* A transaction with an xid held open: the rebuild reads nothing committed after it (the
+ * horizon) and waits there, at a point the test knows. */
+static PGconn *hold_horizon(void)
+{
+    PGconn *holder = tw_pg();
+    PGresult *res = PQexec(holder, "BEGIN");
+    PQclear(res);
+    res = PQexec(holder, "SELECT pg_current_xact_id()");
+    if (PQresultStatus(res) != PGRES_TUPLES_OK)
+        tfail("take an xid: %s", PQerrorMessage(holder));
+    PQclear(res);
+    return holder;
+}
+
+static void release_horizon(PGconn *holder)
+{
+    PGresult *res = PQexec(holder, "COMMIT");
+    PQclear(res);
+    PQfinish(holder);
+}
+
+static void deposits(int n)
+{
+    for (int i = 0; i < n; i++)
+        json_decref(tw_money(live[i % ACCOUNTS], "deposits", 1, "behind the horizon"));
+}
+
+/* Waits until the rebuild's recorded progress is exactly want and stays there (held). */
+static void rebuild_done_at(long want, const char *where)
+{
+    int64_t deadline = tnow_ms() + 90000;
+    long done = -1;
+
+    while (tnow_ms() < deadline) {
+        done = trb_hget(rc, "rm:rebuild", "done");
+        if (done == want)
+            break;
+        usleep(5000);
+    }
+    if (done != want)
+        tfail("the rebuild should wait %s at %ld events; it is at %ld", where, want, done);
+    usleep(300000); /* steps keep coming (one per pause) and say the same */
+    if ((done = trb_hget(rc, "rm:rebuild", "done")) != want)
+        tfail("the rebuild went past %s: %ld events, not %ld", where, done, want);
+}
+
+/* Hole 2: Redis comes back from a snapshot older than the rebuild's memory. The rebuild must
+ * continue from what Redis holds, not from its own cursor. Deterministic: two transactions
+ * hold the horizon, the first where the snapshot is taken, the second where Redis goes back;
+ * 300 events (15 steps of 20) lie between them and are what Redis loses. */
 static void test_rebuild_after_redis_lost_writes(void **state)
 {
-    /* small batches: the rebuild must still be streaming when Redis goes back in time */
     static const char *const args[] = {"rebuild", "--batch", "20", NULL};
-    PGconn *pg = tw_pg();
-    long total = (long)tw_scalar(pg, "SELECT count(*) FROM events", NULL, NULL), snap, gen, building;
+    PGconn *pg = tw_pg(), *first, *second;
+    long at_first, at_second, gen, building, log_from = th_log_size("projector");
     int64_t deadline;
     pid_t pid;
     int ec;
 
     (void)state;
+    at_first = (long)tw_scalar(pg, "SELECT count(*) FROM events", NULL, NULL);
+    first = hold_horizon();
+    deposits(300);
+    at_second = (long)tw_scalar(pg, "SELECT count(*) FROM events", NULL, NULL);
+    second = hold_horizon();
+    deposits(100);
     PQfinish(pg);
     pid = tsvc_start("projector", args, NULL);
     tstack_guard(pid);
@@ -172,26 +225,26 @@ static void test_rebuild_after_redis_lost_writes(void **state)
     while (tnow_ms() < deadline && trb_get(rc, "rm:building") == 0)
         usleep(2000);
     building = trb_get(rc, "rm:building");
-    while (tnow_ms() < deadline && trb_hget(rc, "rm:rebuild", "done") < total - 4000)
-        usleep(2000);
+    rebuild_done_at(at_first, "behind the first open transaction");
     th_snapshot(rc);
-    snap = trb_hget(rc, "rm:rebuild", "done");
-    while (tnow_ms() < deadline && trb_hget(rc, "rm:rebuild", "done") < snap + 200)
-        usleep(1000);
-    fprintf(stderr, "snapshot at %ld of %ld events; restarting redis from it at %ld\n", snap, total,
-            trb_hget(rc, "rm:rebuild", "done"));
-    if (trb_wait(pid, 0) != -1 || trb_get(rc, "rm:building") != building ||
-        trb_hget(rc, "rm:rebuild", "done") >= total)
-        fail_msg("the rebuild finished before Redis could lose its writes: nothing was provoked");
+    release_horizon(first);
+    rebuild_done_at(at_second, "behind the second open transaction");
+    fprintf(stderr, "snapshot at %ld events; restarting redis from it with the rebuild at %ld\n", at_first,
+            at_second);
+    assert_int_equal(trb_wait(pid, 0), -1);
+    assert_int_equal(trb_get(rc, "rm:building"), building);
     redisFree(rc);
     th_restart_from_snapshot();
     rc = tredis_open();
     fprintf(stderr, "redis back: rebuild cursor there %ld done\n", trb_hget(rc, "rm:rebuild", "done"));
+    release_horizon(second);
     ec = trb_wait(pid, 90000);
     tstack_unguard(pid);
     th_aof_back(rc);
     fprintf(stderr, "rebuild exit %d\n", ec);
     assert_int_equal(ec, 0);
+    /* it saw the cursor Redis holds and went over the lost steps again */
+    assert_true(th_log_count("projector", log_from, "it lost writes") >= 1);
     gen = trb_get(rc, "rm:current");
     fprintf(stderr, "current generation %ld (built %ld)\n", gen, building);
     assert_int_equal(gen, building);
