@@ -10,7 +10,7 @@
  * only after the COMMIT. A batch that fails for a definite reason (a constraint, a deadlock)
  * is rolled back and each command is run again on its own, so one command never fails another;
  * so does a command whose account another session holds (the batch skips that row). A batch
- * whose COMMIT answer is lost asks Postgres what became of it (outcome.h) and answers that. */
+ * whose COMMIT answer is lost looks for its events in the store (outcome.h) and answers that. */
 #include "group.h"
 
 #include <pthread.h>
@@ -68,7 +68,8 @@ void group_free(struct group **bp)
 }
 
 /* Answers every decided command of a committed batch, its events handed to the publisher
- * first (they are on their way while the replies go out). */
+ * first (they are on their way while the replies go out); pub NULL: the relay publishes them
+ * from the outbox. */
 static void answer_committed(struct fastpub *pub, struct pending **batch, int n)
 {
     const struct event *evs[BATCH_MAX * DECISION_MAX] = {NULL};
@@ -144,17 +145,23 @@ static void run_batch(struct group *s, struct pending **batch, int n)
             batch[i]->alone = true;
         }
         break;
-    case GTX_COMMIT_LOST:
-        switch (outcome_resolve(cfg->database_url, xid, event_ids, &positions, cfg->outcome_wait_ms, &re)) {
+    case GTX_COMMIT_LOST: {
+        int nev = 0;
+        for (int i = 0; i < n; i++)
+            nev += batch[i]->decided ? batch[i]->d.count : 0;
+        switch (outcome_resolve(cfg->database_url, xid, event_ids, nev, &positions, cfg->outcome_wait_ms, &re)) {
         case OUTCOME_COMMITTED:
+            /* found in the store; still, only what the relay reads back from it is published */
             grouptx_positions(batch, n, positions);
-            answer_committed(s->pub, batch, n);
+            answer_committed(NULL, batch, n);
             break;
-        case OUTCOME_ABORTED:
-            err_setr(&re, ST_UNAVAILABLE, "store_unavailable",
-                     "batch commit answer lost (%s), transaction %s found rolled back", be.msg, xid);
-            answer_decided(batch, n, &re);
+        case OUTCOME_ABORTED: {
+            struct err ae = {0};
+            err_setr(&ae, ST_UNAVAILABLE, "store_unavailable", "batch commit answer lost (%s), not committed: %s",
+                     be.msg, re.msg);
+            answer_decided(batch, n, &ae);
             break;
+        }
         default: {
             struct err ue = {0};
             err_setr(&ue, ST_INTERNAL, "outcome_unknown", "batch commit answer lost (%s): %s", be.msg, re.msg);
@@ -163,6 +170,7 @@ static void run_batch(struct group *s, struct pending **batch, int n)
         }
         }
         break;
+    }
     case GTX_COMMITTED_WRONG:
         answer_decided(batch, n, &be);
         break;

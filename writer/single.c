@@ -76,11 +76,19 @@ static status load_reversal(PGconn *conn, const struct command *c, struct accoun
     return st;
 }
 
-/* *xid: the transaction's id, read before its COMMIT is sent. *commit_lost: the COMMIT was
- * sent and its answer lost with the connection (the transaction may have committed). */
+/* What a COMMIT whose answer is lost is asked by: its xid, read before the COMMIT is sent,
+ * and the ids of its events (a uuid[] literal). */
+struct lost_commit {
+    char xid[32];
+    char event_ids[DECISION_MAX * (UUID_STR_SIZE + 1) + 2];
+    int nevents;
+};
+
+/* *lc: what to ask for if the COMMIT's answer is lost. *commit_lost: the COMMIT was sent and
+ * its answer lost with the connection (the transaction may have committed). */
 static status transact(PGconn *conn, struct fastpub *pub, const struct command *c, const struct store_meta *m,
-                       const char *request, int retention_s, struct store_reply *out, char *xid,
-                       size_t xid_len, bool *commit_lost, struct err *e)
+                       const char *request, int retention_s, struct store_reply *out, struct lost_commit *lc,
+                       bool *commit_lost, struct err *e)
 {
     status st;
     struct account_view acc, other;
@@ -147,8 +155,16 @@ static status transact(PGconn *conn, struct fastpub *pub, const struct command *
         PGresult *res = NULL;
         st = sql_run(conn, &res, pub == NULL ? "notify" : "xact_id", 0, NULL, PGRES_TUPLES_OK, e);
         if (st == ST_OK)
-            snprintf(xid, xid_len, "%s", PQgetvalue(res, 0, pub == NULL ? 1 : 0));
+            snprintf(lc->xid, sizeof lc->xid, "%s", PQgetvalue(res, 0, pub == NULL ? 1 : 0));
         PQclear(res);
+    }
+    if (st == ST_OK) {
+        size_t len = 0;
+        for (int i = 0; i < d.count; i++)
+            len += (size_t)snprintf(lc->event_ids + len, sizeof lc->event_ids - len, "%s%s", i ? "," : "{",
+                                    d.events[i].event_id);
+        snprintf(lc->event_ids + len, sizeof lc->event_ids - len, "}");
+        lc->nevents = d.count;
     }
     if (st == ST_OK) {
         st = sql_exec(conn, "COMMIT", e);
@@ -164,21 +180,23 @@ static status transact(PGconn *conn, struct fastpub *pub, const struct command *
     return st;
 }
 
-/* The COMMIT of a command was sent and its answer lost: the truth from Postgres. */
-static status resolve(struct pool *p, const char *xid, struct store_reply *out, struct err *e)
+/* The COMMIT of a command was sent and its answer lost: the truth from the store. Its events
+ * are left to the relay, which publishes what it reads back from the outbox. */
+static status resolve(struct pool *p, const struct lost_commit *lc, struct store_reply *out, struct err *e)
 {
     const struct cfg *cfg = pool_cfg(p);
     char cause[sizeof e->msg];
     struct err re = {0};
 
     snprintf(cause, sizeof cause, "%s", e->msg);
-    switch (outcome_resolve(cfg->database_url, xid, NULL, NULL, cfg->outcome_wait_ms, &re)) {
+    switch (outcome_resolve(cfg->database_url, lc->xid, lc->event_ids, lc->nevents, NULL, cfg->outcome_wait_ms,
+                            &re)) {
     case OUTCOME_COMMITTED:
         err_clear(e);
         return out->body != NULL ? ST_OK : err_set(e, ST_INTERNAL, "committed reply missing");
     case OUTCOME_ABORTED:
-        return err_setr(e, ST_UNAVAILABLE, "store_unavailable",
-                        "commit answer lost (%s), transaction %s found rolled back", cause, xid);
+        return err_setr(e, ST_UNAVAILABLE, "store_unavailable", "commit answer lost (%s), not committed: %s",
+                        cause, re.msg);
     default:
         return err_setr(e, ST_INTERNAL, "outcome_unknown", "commit answer lost (%s): %s", cause, re.msg);
     }
@@ -199,13 +217,13 @@ status single_execute(struct pool *p, struct fastpub *pub, const struct command 
     }
     /* stale pooled connections (after a server restart) each cost one attempt */
     for (int attempt = 1; attempt <= MAX_ATTEMPTS + pool_size(p); attempt++) {
-        char xid[32] = "";
+        struct lost_commit lc = {.nevents = 0};
         bool commit_lost = false;
         st = pool_checkout(p, &sl, e);
         if (st != ST_OK)
             break;
-        st = transact(sl->conn, pub, c, m, request, pool_cfg(p)->idempotency_retention_s, out, xid, sizeof xid,
-                      &commit_lost, e);
+        st = transact(sl->conn, pub, c, m, request, pool_cfg(p)->idempotency_retention_s, out, &lc, &commit_lost,
+                      e);
         if (!commit_lost && PQtransactionStatus(sl->conn) != PQTRANS_IDLE) {
             PGresult *res = PQexec(sl->conn, "ROLLBACK");
             PQclear(res);
@@ -213,7 +231,7 @@ status single_execute(struct pool *p, struct fastpub *pub, const struct command 
         pool_checkin(p, sl);
         sl = NULL;
         if (commit_lost) {
-            st = resolve(p, xid, out, e);
+            st = resolve(p, &lc, out, e);
             break;
         }
         if (st == ST_OK || strcmp(e->reason, "retry") != 0)

@@ -37,17 +37,6 @@ static int teardown(void **state)
     return 0;
 }
 
-static void postgres_stop_immediate(void)
-{
-    char cmd[1024];
-    snprintf(cmd, sizeof cmd,
-             "runuser -u postgres -- /usr/lib/postgresql/15/bin/pg_ctl -D '%s/pg' -m immediate -w stop "
-             ">/dev/null 2>&1",
-             tenv("STACK_DIR"));
-    if (system(cmd) != 0)
-        tfail("could not stop postgres");
-}
-
 static void test_store_down_is_bounded_and_recovers(void **state)
 {
     char id[UUID_STR_SIZE], path[256];
@@ -59,7 +48,7 @@ static void test_store_down_is_bounded_and_recovers(void **state)
     (void)state;
     tw_open(id, "failover", "pg", "EUR", 0);
     snprintf(path, sizeof path, "/accounts/%s/deposits", id);
-    postgres_stop_immediate();
+    tstack_pg_stop_immediate();
 
     for (int i = 0; i < 3; i++) {
         t0 = tnow_ms();

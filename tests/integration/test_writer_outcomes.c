@@ -37,19 +37,11 @@ static void stop_writer(void)
     assert_int_equal(tsvc_stop(writer_pid, SIGTERM, 10000), 0);
 }
 
-static void exec_ok(PGconn *pg, const char *sql)
-{
-    PGresult *res = PQexec(pg, sql);
-    if (PQresultStatus(res) != PGRES_COMMAND_OK && PQresultStatus(res) != PGRES_TUPLES_OK)
-        tfail("%s: %s", sql, PQerrorMessage(pg));
-    PQclear(res);
-}
-
 static void set_sync_standby(PGconn *pg, bool on)
 {
-    exec_ok(pg, on ? "ALTER SYSTEM SET synchronous_standby_names = 'never_answers'"
+    tw_exec(pg, on ? "ALTER SYSTEM SET synchronous_standby_names = 'never_answers'"
                    : "ALTER SYSTEM RESET synchronous_standby_names");
-    exec_ok(pg, "SELECT pg_reload_conf()");
+    tw_exec(pg, "SELECT pg_reload_conf()");
     usleep(300000); /* the postmaster signals the backends; give them a moment */
 }
 
@@ -259,9 +251,9 @@ static void test_locked_account_fails_alone(void **state)
     tw_calls_free(calls, NLOAD + 8);
 
     /* another session holds the account's row */
-    exec_ok(locker, "BEGIN");
+    tw_exec(locker, "BEGIN");
     snprintf(sql, sizeof sql, "SELECT 1 FROM accounts WHERE account_id = '%s' FOR UPDATE", held);
-    exec_ok(locker, sql);
+    tw_exec(locker, sql);
     t_lock = tnow_ms();
 
     calls = calloc(NLOAD + 8, sizeof *calls);
@@ -313,7 +305,7 @@ static void test_locked_account_fails_alone(void **state)
     /* held for 10 s, then released: the account works again */
     while (tnow_ms() - t_lock < 10000)
         usleep(100000);
-    exec_ok(locker, "ROLLBACK");
+    tw_exec(locker, "ROLLBACK");
     doc = tw_money(held, "deposits", 7, "after");
     assert_int_equal(tw_int(doc, "version"), 2);
     json_decref(doc);
@@ -394,7 +386,7 @@ static void *one_call_thread(void *arg)
 static void test_outcome_unknown_when_postgres_is_gone(void **state)
 {
     const char *extra[] = {"OUTCOME_WAIT_MS=1500", NULL};
-    char id[UUID_STR_SIZE], cmd[1024], ra[16];
+    char id[UUID_STR_SIZE], ra[16];
     struct one_call c;
     pthread_t th;
     PGconn *pg;
@@ -417,12 +409,7 @@ static void test_outcome_unknown_when_postgres_is_gone(void **state)
         usleep(20000);
     }
     PQfinish(pg);
-    snprintf(cmd, sizeof cmd,
-             "runuser -u postgres -- /usr/lib/postgresql/15/bin/pg_ctl -D '%s/pg' -m immediate -w stop "
-             ">/dev/null 2>&1",
-             tenv("STACK_DIR"));
-    if (system(cmd) != 0)
-        tfail("could not stop postgres");
+    tstack_pg_stop_immediate();
     pthread_join(th, NULL);
     fprintf(stderr, "postgres gone under a COMMIT: %d %s\n", c.r.status, c.r.body);
     assert_int_equal(c.r.status, 500);

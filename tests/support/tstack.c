@@ -105,6 +105,17 @@ void tstack_up(void)
     tfail("'%s' failed (%d): see %s/logs/test-stack-up.log", cmd, rc, dir);
 }
 
+void tstack_pg_stop_immediate(void)
+{
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd,
+             "runuser -u postgres -- /usr/lib/postgresql/15/bin/pg_ctl -D '%s/pg' -m immediate -w stop "
+             ">/dev/null 2>&1",
+             tenv("STACK_DIR"));
+    if (system(cmd) != 0)
+        tfail("could not stop postgres");
+}
+
 static volatile pid_t guarded[GUARDED_MAX];
 
 static void on_abort(int sig)

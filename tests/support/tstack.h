@@ -14,6 +14,9 @@ void tstack_kill(const char *component, int sig, int timeout_ms);
 /* Runs `scripts/stack up --name $STACK_NAME` (starts only what is not running; output appended
  * to <STACK_DIR>/logs/test-stack-up.log); fails the test when it does not succeed. */
 void tstack_up(void);
+/* Stops the stack's Postgres with `pg_ctl -m immediate` (no checkpoint: crash recovery at the
+ * next tstack_up); fails the test when it does not stop. */
+void tstack_pg_stop_immediate(void);
 
 /* SIGKILLs pid when the test process aborts (tfail, a crash), so a failed test leaves no
  * service holding the stack's ports; tstack_unguard when it was stopped normally. */

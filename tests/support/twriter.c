@@ -119,6 +119,15 @@ int64_t tw_scalar(PGconn *pg, const char *sql, const char *p1, const char *p2)
     return v;
 }
 
+void tw_exec(PGconn *pg, const char *sql)
+{
+    PGresult *res = PQexec(pg, sql);
+
+    if (PQresultStatus(res) != PGRES_COMMAND_OK && PQresultStatus(res) != PGRES_TUPLES_OK)
+        tfail("%s: %s", sql, PQerrorMessage(pg));
+    PQclear(res);
+}
+
 void tw_counts(PGconn *pg, struct tw_counts *out)
 {
     PGresult *res = PQexec(pg, "SELECT (SELECT count(*) FROM events), (SELECT count(*) FROM outbox), "

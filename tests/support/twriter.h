@@ -35,6 +35,8 @@ PGconn *tw_pg(void);
 /* First column of the first row of sql with up to two text parameters (NULL: fewer), as an
  * integer; fails the test on an error or no row. */
 int64_t tw_scalar(PGconn *pg, const char *sql, const char *p1, const char *p2);
+/* Runs sql (no parameters); fails the test unless it succeeds. */
+void tw_exec(PGconn *pg, const char *sql);
 /* Row counts of the writer's tables, in one snapshot. */
 struct tw_counts {
     int64_t events, outbox, accounts, idempotency_keys;
