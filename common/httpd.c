@@ -180,6 +180,19 @@ bool http_require(const struct http_request *req, struct http_response *resp, un
     return true;
 }
 
+/* The server's own counters, also set to 0 at start so they exist before anything happens. */
+static void count_waiter_refused(double v)
+{
+    metrics_counter_add("http_waiters_refused_total", "Read-your-writes waits refused at once: too many already waiting.",
+                        v);
+}
+
+static void count_slow_closed(double v)
+{
+    metrics_counter_add("http_slow_connections_closed_total",
+                        "Connections closed because their request headers came too slowly.", v);
+}
+
 bool http_defer(const struct http_request *req, struct http_response *resp, int64_t wake_at_ms)
 {
     struct conn_state *cs = ((struct req_priv *)req->priv)->cs;
@@ -197,8 +210,7 @@ bool http_defer(const struct http_request *req, struct http_response *resp, int6
     }
     pthread_mutex_unlock(&srv->mu);
     if (!ok) {
-        metrics_counter_add("http_waiters_refused_total",
-                            "Read-your-writes waits refused at once: too many already waiting.", 1);
+        count_waiter_refused(1);
         return false;
     }
     cs->wake_at = wake_at_ms;
@@ -337,9 +349,7 @@ static void janitor_locked(struct http_server *srv, int64_t now)
         if (!t->in_request && t->fd >= 0 && now - t->since_ms > limit) {
             shutdown(t->fd, SHUT_RDWR);
             t->fd = -1;
-            metrics_counter_add("http_slow_connections_closed_total",
-                                "Connections closed because their request headers came too slowly.",
-                                1);
+            count_slow_closed(1);
         }
     }
 }
@@ -719,6 +729,9 @@ status http_server_start(struct http_server **out, const struct http_server_opts
         flags |= MHD_USE_EPOLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME;
         srv->can_defer = o->max_waiters > 0;
     }
+    count_slow_closed(0);
+    if (srv->can_defer)
+        count_waiter_refused(0);
     if (pthread_create(&srv->ticker, NULL, ticker_main, srv) != 0) {
         server_free(srv);
         return err_set(e, ST_INTERNAL, "unable to start the HTTP ticker thread");

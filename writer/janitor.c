@@ -47,8 +47,7 @@ static void janitor_round(struct janitor *j, PGconn **pg, bool *warned)
     if (idem_purge(*pg, j->cfg->idempotency_retention_s, &purged, &e) != ST_OK)
         goto failed;
     if (purged > 0) {
-        metrics_counter_add("writer_idempotency_keys_purged_total",
-                            "idempotency records deleted after their retention", (double)purged);
+        wm_keys_purged(purged);
         log_debug("janitor: %ld idempotency records past their retention purged", purged);
     }
     res = PQexec(*pg, "SELECT count(*) FROM outbox_dead_letters");

@@ -287,6 +287,7 @@ int main(int argc, char **argv)
         return 0;
     }
     w.cfg = &cfg;
+    wm_init();
     if (store_create(&w.store, &cfg, &e) != ST_OK) {
         log_error("%s", e.msg);
         goto cleanup;

@@ -225,8 +225,7 @@ static status move_dead(struct relay *r, struct err *e)
                       db_error(msg, sizeof msg, r->pg, res));
         goto cleanup;
     }
-    metrics_counter_add("writer_outbox_dead_lettered_total",
-                        "outbox rows moved to outbox_dead_letters (undecodable)", (double)r->nbad);
+    wm_dead_lettered(r->nbad);
     log_error("relay: %d undecodable events moved to the dead letters (first at position %lld: %s); "
               "see `writer dead-letters`",
               r->nbad, (long long)r->bad_positions[0], r->bad_reasons[0]);

@@ -44,14 +44,18 @@ void wm_batch(int n)
                               (int)(sizeof batch_bounds / sizeof batch_bounds[0]), n);
 }
 
+static void pool_failures(double v)
+{
+    metrics_counter_add("writer_pool_checkout_failures_total", "Pool checkouts that timed out or could not connect.", v);
+}
+
 void wm_pool_checkout(double wait_s, int ok)
 {
     metrics_histogram_observe("writer_pool_wait_seconds", NULL,
                               "Time a command waited for a Postgres connection of the pool.",
                               metrics_latency_bounds, metrics_latency_nbounds, wait_s);
     if (!ok)
-        metrics_counter_add("writer_pool_checkout_failures_total",
-                            "Pool checkouts that timed out or could not connect.", 1);
+        pool_failures(1);
 }
 
 void wm_pool_in_use(int delta, int size)
@@ -76,10 +80,37 @@ void wm_relay_round(int published, int acked, int failed)
                         failed);
 }
 
+static void relay_errors(double v)
+{
+    metrics_counter_add("writer_relay_errors_total", "Relay rounds that failed (Postgres or NATS unavailable).", v);
+}
+
 void wm_relay_error(void)
 {
-    metrics_counter_add("writer_relay_errors_total", "Relay rounds that failed (Postgres or NATS unavailable).",
-                        1);
+    relay_errors(1);
+}
+
+void wm_dead_lettered(int n)
+{
+    metrics_counter_add("writer_outbox_dead_lettered_total", "outbox rows moved to outbox_dead_letters (undecodable)",
+                        (double)n);
+}
+
+void wm_keys_purged(long n)
+{
+    metrics_counter_add("writer_idempotency_keys_purged_total", "idempotency records deleted after their retention",
+                        (double)n);
+}
+
+void wm_init(void)
+{
+    /* counters without labels exist from the start at 0, so rate() and alerts see them */
+    pool_failures(0);
+    relay_errors(0);
+    wm_relay_round(0, 0, 0);
+    wm_dead_lettered(0);
+    wm_keys_purged(0);
+    wm_relay_active(0);
 }
 
 void wm_outbox(double rows, double oldest_age_s)

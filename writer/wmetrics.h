@@ -19,6 +19,12 @@ void wm_relay_active(int active);
 void wm_relay_round(int published, int acked, int failed);
 /* A relay round that failed before or while publishing (Postgres or NATS unavailable). */
 void wm_relay_error(void);
+/* n undecodable outbox rows moved to the dead letters. */
+void wm_dead_lettered(int n);
+/* n idempotency records purged after their retention. */
+void wm_keys_purged(long n);
+/* Every counter without labels (and writer_relay_active) at 0, before anything happens. */
+void wm_init(void);
 /* Rows in the outbox and the age of the oldest in seconds (0 when empty). */
 void wm_outbox(double rows, double oldest_age_s);
 
