@@ -98,6 +98,29 @@ status proj_evolve(struct account_view *acc, const struct event *ev, struct stat
     return ST_OK;
 }
 
+status proj_discard(struct account_view *acc, const char *event_id, int64_t version, const char *at,
+                    const char *reason, struct statement_entry *entry, struct err *e)
+{
+    if (version != acc->version + 1)
+        return err_set(e, ST_CONFLICT, "event '%s' has version %lld, expected %lld", event_id,
+                       (long long)version, (long long)(acc->version + 1));
+    if (acc->version == 0)
+        return err_set(e, ST_INVALID, "event '%s' opens the account: it cannot be discarded", event_id);
+    acc->version = version;
+    snprintf(acc->updated_at, sizeof acc->updated_at, "%s", at);
+    if (entry != NULL) {
+        memset(entry, 0, sizeof *entry);
+        entry->version = version;
+        snprintf(entry->event_id, sizeof entry->event_id, "%s", event_id);
+        entry->type = EV_UNKNOWN;
+        entry->discarded = 1;
+        entry->balance_after = acc->balance;
+        snprintf(entry->description, sizeof entry->description, "%s", reason);
+        snprintf(entry->at, sizeof entry->at, "%s", at);
+    }
+    return ST_OK;
+}
+
 char *account_view_to_json(const struct account_view *acc)
 {
     json_t *doc = json_pack("{s:s, s:s, s:s, s:s, s:I, s:I, s:s, s:I, s:s}", "account_id",
@@ -113,7 +136,8 @@ char *account_view_to_json(const struct account_view *acc)
 char *statement_entry_to_json(const struct statement_entry *en)
 {
     json_t *doc = json_pack("{s:I, s:s, s:s, s:I, s:I, s:s, s:s}", "version", (json_int_t)en->version,
-                            "event_id", en->event_id, "type", event_type_name(en->type), "amount",
+                            "event_id", en->event_id, "type",
+                            en->discarded ? STATEMENT_DISCARDED_TYPE : event_type_name(en->type), "amount",
                             (json_int_t)en->amount, "balance_after", (json_int_t)en->balance_after,
                             "description", en->description, "at", en->at);
 
@@ -182,6 +206,7 @@ status statement_entry_from_json(struct statement_entry *en, const char *json, s
         goto cleanup;
     }
     en->type = event_type_parse(type);
+    en->discarded = strcmp(type, STATEMENT_DISCARDED_TYPE) == 0;
     st = ST_OK;
 cleanup:
     json_decref(doc);

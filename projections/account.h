@@ -33,7 +33,11 @@ struct statement_entry {
     char counterparty[UUID_STR_SIZE];      /* transfers */
     char transfer_id[UUID_STR_SIZE];       /* transfers */
     char reversed_event_id[UUID_STR_SIZE]; /* reversals */
+    int discarded; /* the no-op of a discarded event: type "EventDiscarded", amount 0 */
 };
+
+/* The statement type of a discarded event's line. */
+#define STATEMENT_DISCARDED_TYPE "EventDiscarded"
 
 /* Empty view for account_id (version 0). */
 void account_view_init(struct account_view *acc, const char *account_id);
@@ -44,6 +48,13 @@ void account_view_init(struct account_view *acc, const char *account_id);
  * rules are the writer's, not re-judged here. */
 status proj_evolve(struct account_view *acc, const struct event *ev, struct statement_entry *entry,
                    struct err *e) WUR;
+
+/* The no-op folded in place of a discarded event (`projector discard-parked`): acc's version
+ * moves to version (which must be the next one), updated_at to at, nothing else changes; entry
+ * (may be NULL) is its statement line: amount 0, the discard's reason as description. An
+ * opening event (version 1) cannot be discarded: ST_INVALID. */
+status proj_discard(struct account_view *acc, const char *event_id, int64_t version, const char *at,
+                    const char *reason, struct statement_entry *entry, struct err *e) WUR;
 
 /* JSON documents served by the read API; caller frees. NULL only on allocation failure. */
 char *account_view_to_json(const struct account_view *acc);

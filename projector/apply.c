@@ -113,6 +113,7 @@ static status fold_one(struct pj *p, struct acct *a, struct account_view *view, 
 {
     struct statement_entry en;
     struct err fe;
+    int discarded = 0;
     status st;
 
     *stopped = 0;
@@ -136,6 +137,10 @@ static status fold_one(struct pj *p, struct acct *a, struct account_view *view, 
         if (st != ST_INVALID)
             return err_set(e, st, "fold '%s': %s", it->ev.event_id, fe.msg);
     }
+    /* an operator gave up on it (discard-parked): every fold reads the same no-op */
+    st = pj_fold_discarded(p, view, it, &en, &discarded, e);
+    if (st != ST_OK || discarded)
+        return st != ST_OK ? st : push_entry(a, &en, it->ev.position, e);
     st = pj_park(p, it, fe.msg, e);
     if (st != ST_OK)
         return st;

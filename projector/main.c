@@ -1,6 +1,6 @@
 /* projector: JetStream pull-consumer workers that keep the Redis read models (and heal them
- * when they vanish), plus the operator commands status, replay-parked, rebuild, rollback and
- * drop-generation. */
+ * when they vanish), plus the operator commands status, replay-parked, discard-parked (parked.c),
+ * rebuild, rollback and drop-generation. */
 #include <inttypes.h>
 #include <jansson.h>
 #include <nats/nats.h>
@@ -21,6 +21,7 @@
 #include "http.h"
 #include "log.h"
 #include "observe.h"
+#include "parked.h"
 #include "rds.h"
 #include "readmodel.h"
 #include "rebuild.h"
@@ -202,17 +203,6 @@ static int cmd_run(const struct cfg *c)
 
 /* ---- status ---- */
 
-static json_t *parse_record(const redisReply *r)
-{
-    return r->type == REDIS_REPLY_STRING ? json_loadb(r->str, r->len, 0, NULL) : NULL;
-}
-
-static const char *jstr(const json_t *o, const char *k)
-{
-    const char *s = json_string_value(json_object_get(o, k));
-    return s != NULL ? s : "-";
-}
-
 static int cmd_status(const struct cfg *c)
 {
     struct pj p;
@@ -358,17 +348,17 @@ static int cmd_status(const struct cfg *c)
     }
     printf("parked events:     %zu\n", parked->elements / 2);
     for (size_t i = 0; i + 1 < parked->elements; i += 2) {
-        json_t *rec = parse_record(parked->element[i + 1]);
+        json_t *rec = pk_parse_record(parked->element[i + 1]);
         printf("  %s account=%s version=%" JSON_INTEGER_FORMAT " at=%s: %s\n", parked->element[i]->str,
-               jstr(rec, "account_id"), json_integer_value(json_object_get(rec, "stream_version")),
-               jstr(rec, "parked_at"), jstr(rec, "reason"));
+               pk_jstr(rec, "account_id"), json_integer_value(json_object_get(rec, "stream_version")),
+               pk_jstr(rec, "parked_at"), pk_jstr(rec, "reason"));
         json_decref(rec);
     }
     printf("stalled accounts:  %zu\n", stalled->elements / 2);
     for (size_t i = 0; i + 1 < stalled->elements; i += 2) {
-        json_t *rec = parse_record(stalled->element[i + 1]);
-        printf("  %s event=%s since=%s: %s\n", stalled->element[i]->str, jstr(rec, "event_id"),
-               jstr(rec, "since"), jstr(rec, "reason"));
+        json_t *rec = pk_parse_record(stalled->element[i + 1]);
+        printf("  %s event=%s since=%s: %s\n", stalled->element[i]->str, pk_jstr(rec, "event_id"),
+               pk_jstr(rec, "since"), pk_jstr(rec, "reason"));
         json_decref(rec);
     }
     rc = 0;
@@ -378,177 +368,6 @@ cleanup:
     freeReplyObject(parked);
     freeReplyObject(stalled);
     PQclear(res);
-    pj_release(&p);
-    return rc;
-}
-
-/* ---- replay-parked ---- */
-
-static status stream_head(struct pj *p, const char *id, int64_t *head, struct err *e)
-{
-    const char *params[1] = {id};
-    PGresult *res = PQexecParams(p->pg, "SELECT coalesce(max(stream_version), 0) FROM events WHERE stream_id = $1::uuid",
-                                 1, NULL, params, NULL, NULL, 0);
-    char msg[200];
-    status st = ST_OK;
-
-    if (PQresultStatus(res) != PGRES_TUPLES_OK)
-        st = err_set(e, ST_UNAVAILABLE, "stream head of '%s': %s", id, db_error(msg, sizeof msg, p->pg, res));
-    else
-        *head = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
-    PQclear(res);
-    return st;
-}
-
-/* Catches account id up from Postgres, stalled or not. *poison is set when an event still does
- * not fold (it is parked again with the new reason); *applied and *head describe the result. */
-static status catch_up(struct pj *p, const char *id, int *poison, int64_t *applied, int64_t *head,
-                       struct err *e)
-{
-    struct rm_account acc = {0};
-    struct pj_item *items = NULL;
-    int n = 0;
-    status st;
-
-    *poison = 0;
-    st = rm_load_account(p->rc, p->gen, id, &acc, e);
-    if (st == ST_OK)
-        st = pj_read_stream(p, id, acc.version + 1, INT32_MAX, &items, &n, e);
-    if (st != ST_OK)
-        goto cleanup;
-    if (n > 0) {
-        st = pj_process(p, items, n, PJ_IGNORE_STALLED, e);
-        if (st != ST_OK)
-            goto cleanup;
-        for (int i = 0; i < n; i++)
-            if (items[i].disp == PJ_TERM) {
-                *poison = 1;
-                err_set(e, ST_INVALID, "version %" PRId64 ": %s", items[i].ev.stream_version, items[i].why.msg);
-            }
-    }
-    rm_account_release(&acc);
-    st = rm_load_account(p->rc, p->gen, id, &acc, e);
-    if (st == ST_OK)
-        st = stream_head(p, id, head, e);
-    *applied = acc.version;
-cleanup:
-    rm_account_release(&acc);
-    pj_items_free(items, n);
-    return st;
-}
-
-static int cmd_replay(const struct cfg *c, const char *only)
-{
-    struct pj p;
-    struct err e;
-    redisReply *parked = NULL, *r;
-    int rc = 1, failed = 0, done = 0;
-    size_t np;
-
-    pj_init(&p, c);
-    if (pj_redis(&p, &e) != ST_OK || pj_pg(&p, &e) != ST_OK) {
-        fprintf(stderr, "projector replay-parked: %s\n", e.msg);
-        goto cleanup;
-    }
-    {
-        struct rm_gens g;
-        if (rm_load_gens(p.rc, &g, &e) != ST_OK) {
-            fprintf(stderr, "projector replay-parked: %s\n", e.msg);
-            goto cleanup;
-        }
-        if (g.current == 0) {
-            fprintf(stderr, "projector replay-parked: no current generation (a rebuild is due)\n");
-            goto cleanup;
-        }
-        p.gen = g.current;
-    }
-    if (only != NULL)
-        parked = redisCommand(p.rc, "HMGET %s %s", RM_PARKED_KEY, only);
-    else
-        parked = redisCommand(p.rc, "HGETALL %s", RM_PARKED_KEY);
-    if (parked == NULL || parked->type != REDIS_REPLY_ARRAY) {
-        fprintf(stderr, "projector replay-parked: redis: %s\n", parked == NULL ? p.rc->errstr : "bad reply");
-        goto cleanup;
-    }
-    np = only != NULL ? 1 : parked->elements / 2;
-    if (only != NULL && parked->element[0]->type != REDIS_REPLY_STRING) {
-        fprintf(stderr, "projector replay-parked: no parked event '%s'\n", only);
-        rc = 5;
-        goto cleanup;
-    }
-    if (np == 0)
-        printf("no parked events\n");
-    for (size_t i = 0; i < np; i++) {
-        const redisReply *rec_r = only != NULL ? parked->element[0] : parked->element[2 * i + 1];
-        const char *event_id = only != NULL ? only : parked->element[2 * i]->str;
-        json_t *rec = parse_record(rec_r);
-        const char *account = json_string_value(json_object_get(rec, "account_id"));
-        int64_t version = json_integer_value(json_object_get(rec, "stream_version"));
-        int64_t applied = 0, head = 0;
-        int poison = 0;
-
-        if (account == NULL) {
-            printf("%s: names no account (jetstream_seq %" JSON_INTEGER_FORMAT "); left parked, remove it with HDEL %s %s\n",
-                   event_id, json_integer_value(json_object_get(rec, "jetstream_seq")), RM_PARKED_KEY, event_id);
-            failed++;
-            json_decref(rec);
-            continue;
-        }
-        err_clear(&e);
-        if (catch_up(&p, account, &poison, &applied, &head, &e) != ST_OK) {
-            printf("%s: account %s: %s\n", event_id, account, e.msg);
-            failed++;
-        } else if (poison) {
-            printf("%s: account %s still does not fold at %s; left parked\n", event_id, account, e.msg);
-            failed++;
-        } else if (applied >= head && applied >= version) {
-            r = redisCommand(p.rc, "HDEL %s %s", RM_PARKED_KEY, event_id);
-            freeReplyObject(r);
-            printf("%s: applied; account %s caught up to version %" PRId64 "\n", event_id, account, applied);
-            done++;
-        } else if (applied >= head) {
-            /* the event store has no such version: the message was not a recorded event */
-            r = redisCommand(p.rc, "HDEL %s %s", RM_PARKED_KEY, event_id);
-            freeReplyObject(r);
-            printf("%s: not in the event store (version %" PRId64 " > %" PRId64 "); account %s caught up; removed\n",
-                   event_id, version, head, account);
-            done++;
-        } else {
-            printf("%s: account %s at version %" PRId64 " of %" PRId64 "; left parked\n", event_id, account,
-                   applied, head);
-            failed++;
-        }
-        json_decref(rec);
-    }
-    /* an account stays stalled while any parked event still names it */
-    freeReplyObject(parked);
-    parked = redisCommand(p.rc, "HGETALL %s", RM_STALLED_KEY);
-    if (parked != NULL && parked->type == REDIS_REPLY_ARRAY) {
-        redisReply *left = redisCommand(p.rc, "HVALS %s", RM_PARKED_KEY);
-        for (size_t i = 0; left != NULL && left->type == REDIS_REPLY_ARRAY && i + 1 < parked->elements; i += 2) {
-            const char *account = parked->element[i]->str;
-            int still = 0;
-            for (size_t k = 0; k < left->elements && !still; k++) {
-                json_t *rec = parse_record(left->element[k]);
-                still = strcmp(jstr(rec, "account_id"), account) == 0;
-                json_decref(rec);
-            }
-            if (!still) {
-                int poison = 0;
-                int64_t applied = 0, head = 0;
-                if (catch_up(&p, account, &poison, &applied, &head, &e) == ST_OK && !poison && applied >= head) {
-                    r = redisCommand(p.rc, "HDEL %s %s", RM_STALLED_KEY, account);
-                    freeReplyObject(r);
-                    printf("account %s: no longer stalled (version %" PRId64 ")\n", account, applied);
-                }
-            }
-        }
-        freeReplyObject(left);
-    }
-    printf("%d replayed, %d left parked\n", done, failed);
-    rc = failed == 0 ? 0 : 1;
-cleanup:
-    freeReplyObject(parked);
     pj_release(&p);
     return rc;
 }
@@ -658,6 +477,33 @@ static int cmd_drop(const struct cfg *c)
     return 0;
 }
 
+/* discard-parked <event> --reason TEXT (either order) into event_id and *reason; 2 when they
+ * are not that (printed), else 0. */
+static int discard_args(int argc, char **argv, char event_id[UUID_STR_SIZE], const char **reason)
+{
+    *reason = NULL;
+    event_id[0] = '\0';
+    for (int i = 2; i < argc; i++) {
+        if (strcmp(argv[i], "--reason") == 0 && i + 1 < argc) {
+            *reason = argv[++i];
+        } else if (event_id[0] != '\0' || !uuid_parse(argv[i], strlen(argv[i]), event_id)) {
+            fprintf(stderr, "projector discard-parked: unexpected argument '%s' (usage: discard-parked <event id> "
+                    "--reason TEXT)\n", argv[i]);
+            return 2;
+        }
+    }
+    if (event_id[0] == '\0' || *reason == NULL) {
+        fprintf(stderr, "projector discard-parked: %s (usage: discard-parked <event id> --reason TEXT)\n",
+                event_id[0] == '\0' ? "an event id (a UUID) is required" : "--reason is required");
+        return 2;
+    }
+    if ((*reason)[0] == '\0' || strlen(*reason) > REASON_MAX) {
+        fprintf(stderr, "projector discard-parked: --reason must be 1 to %d characters\n", REASON_MAX);
+        return 2;
+    }
+    return 0;
+}
+
 static void usage(void)
 {
     fprintf(stderr,
@@ -666,7 +512,10 @@ static void usage(void)
             "                          by itself when there is no current read-model generation\n"
             "  status                  generations, checkpoint, lag, rebuild progress, parked, stalled\n"
             "  replay-parked [event]   retry parked (poison) events after fixing their cause (all of\n"
-            "                          them, or the one event id given)\n"
+            "                          them, or the one event id given)\n"            "  discard-parked <event> --reason TEXT\n"
+            "                          give up on a parked event, recorded (who, when, why) in\n"
+            "                          discarded_events: it folds as a no-op everywhere from then on\n"
+            "                          and its account resumes\n"
             "  rebuild                 build a new generation from the events table while the live one\n"
             "                          serves, then switch to it; resumes a rebuild that was stopped\n"
             "  rebuild --verify        build a generation, compare it with the current one account by\n"
@@ -678,7 +527,8 @@ static void usage(void)
             "  drop-generation         remove the previous generation (UNLINK over SCAN)\n"
             "exit status: 0 done (or nothing to do), 1 failure (a dependency, an event left parked),\n"
             "2 usage or configuration, 3 verify found differences or events that do not fold,\n"
-            "4 refused (another rebuild holds the lease, a rebuild is in progress),\n"
+            "4 refused (another rebuild holds the lease, a rebuild is in progress, an event that\n"
+            "cannot be discarded),\n"
             "5 not found (no such parked event, nothing to roll back to or verify against)\n\n");
     cfg_usage("projector");
 }
@@ -686,20 +536,24 @@ static void usage(void)
 int main(int argc, char **argv)
 {
     static struct cfg c;
-    char errs[4096] = "";
-    const char *cmd = argc > 1 ? argv[1] : NULL;
+    char errs[4096] = "", event_id[UUID_STR_SIZE];
+    const char *cmd = argc > 1 ? argv[1] : NULL, *reason = NULL;
 
     if (cmd == NULL || strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0) {
         usage();
         return cmd == NULL ? 2 : 0;
     }
     if (strcmp(cmd, "run") != 0 && strcmp(cmd, "status") != 0 && strcmp(cmd, "replay-parked") != 0 &&
+        strcmp(cmd, "discard-parked") != 0 &&
         strcmp(cmd, "rebuild") != 0 && strcmp(cmd, "rollback") != 0 && strcmp(cmd, "drop-generation") != 0) {
         fprintf(stderr, "projector: unknown command '%s'\n", cmd);
         usage();
         return 2;
     }
-    if (strcmp(cmd, "rebuild") != 0 && (argc > 3 || (argc == 3 && strcmp(cmd, "replay-parked") != 0))) {
+    if (strcmp(cmd, "discard-parked") == 0) {
+        if (discard_args(argc, argv, event_id, &reason) != 0)
+            return 2;
+    } else if (strcmp(cmd, "rebuild") != 0 && (argc > 3 || (argc == 3 && strcmp(cmd, "replay-parked") != 0))) {
         fprintf(stderr, "projector %s: unexpected argument '%s'\n", cmd, argv[argc - 1]);
         return 2;
     }
@@ -716,6 +570,8 @@ int main(int argc, char **argv)
         return cmd_status(&c);
     if (strcmp(cmd, "rebuild") == 0)
         return cmd_rebuild(&c, argc, argv);
+    if (strcmp(cmd, "discard-parked") == 0)
+        return pk_cmd_discard(&c, event_id, reason);
     if (strcmp(cmd, "rollback") == 0)
         return cmd_rollback(&c);
     if (strcmp(cmd, "drop-generation") == 0)
@@ -728,5 +584,5 @@ int main(int argc, char **argv)
         }
         snprintf(argv[2], strlen(argv[2]) + 1, "%s", canon);
     }
-    return cmd_replay(&c, argc > 2 ? argv[2] : NULL);
+    return pk_cmd_replay(&c, argc > 2 ? argv[2] : NULL);
 }

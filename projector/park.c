@@ -1,8 +1,11 @@
-/* Parking: a poison event is kept in rm:parked and its account stalled in rm:stalled. */
+/* Parking: a poison event is kept in rm:parked and its account stalled in rm:stalled; an event
+ * an operator discarded (discarded_events) folds as a no-op instead. */
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
+#include "db.h"
 #include "log.h"
 #include "pass.h"
 #include "readmodel.h"
@@ -60,5 +63,51 @@ status pj_park(struct pj *p, struct pj_item *it, const char *reason, struct err 
 cleanup:
     freeReplyObject(r);
     free(rec);
+    return st;
+}
+
+/* ---- discarded events ---- */
+
+status pj_fold_discarded(struct pj *p, struct account_view *view, const struct pj_item *it,
+                         struct statement_entry *en, int *found, struct err *e)
+{
+    const char *params[1] = {it->ev.event_id};
+    PGresult *res = NULL;
+    const char *code;
+    struct err fe;
+    char msg[200];
+    status st;
+
+    *found = 0;
+    if (it->ev.event_id[0] == '\0')
+        return ST_OK;
+    st = pj_pg(p, e);
+    if (st != ST_OK)
+        return st;
+    res = PQexecParams(p->pg,
+                       "SELECT d.reason, to_char(e.recorded_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') "
+                       "FROM discarded_events d JOIN events e ON e.event_id = d.event_id WHERE d.event_id = $1::uuid",
+                       1, NULL, params, NULL, NULL, 0);
+    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+        code = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+        if (code != NULL && strcmp(code, "42P01") == 0)
+            goto cleanup; /* a store not migrated yet has discarded nothing */
+        st = err_setr(e, ST_UNAVAILABLE, "store_unavailable", "read discarded event '%s': %s", it->ev.event_id,
+                      db_error(msg, sizeof msg, p->pg, res));
+        if (db_broken(p->pg))
+            pj_drop_pg(p);
+        goto cleanup;
+    }
+    if (PQntuples(res) == 0)
+        goto cleanup;
+    /* a discard names the event that stopped the fold: it is always the next version */
+    if (proj_discard(view, it->ev.event_id, it->ev.stream_version, PQgetvalue(res, 0, 1), PQgetvalue(res, 0, 0),
+                     en, &fe) != ST_OK) {
+        log_warn("account=%s discarded event %s not folded as a no-op: %s", it->ev.stream_id, it->ev.event_id, fe.msg);
+        goto cleanup;
+    }
+    *found = 1;
+cleanup:
+    PQclear(res);
     return st;
 }

@@ -7,6 +7,7 @@
 #include <libpq-fe.h>
 #include <stdint.h>
 
+#include "account.h"
 #include "engine.h"
 
 #define PJ_ROW_RAW_COL 9 /* row_to_json(e) after DB_EVENT_COLUMNS */
@@ -58,6 +59,12 @@ status rp_prefetch_gaps(struct pj *p, struct acct *accts, int na, unsigned flags
 /* Versions from..to of a's stream: from the pool (*owned 0) or read now (*owned 1: caller frees). */
 status rp_gap_events(struct pj *p, struct acct *a, int64_t from, int64_t to, struct pj_item **out,
                      int *n, int *owned, struct err *e) WUR;
+
+/* park.c: an event read from the store that does not fold: when an operator discarded it
+ * (discarded_events), the no-op in its place is folded onto view and described in en (*found
+ * 1); otherwise nothing changes (*found 0). */
+status pj_fold_discarded(struct pj *p, struct account_view *view, const struct pj_item *it,
+                         struct statement_entry *en, int *found, struct err *e) WUR;
 
 /* park.c: stalls account_id in rm:stalled (the first cause is kept). */
 status pj_stall(struct pj *p, const char *account_id, const char *event_id, const char *reason,

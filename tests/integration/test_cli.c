@@ -74,7 +74,7 @@ static void lacks(const char *what)
 
 static void test_help(void **state)
 {
-    static const char *const projector_cmds[] = {"run", "status", "replay-parked", "rebuild",
+    static const char *const projector_cmds[] = {"run", "status", "replay-parked", "discard-parked", "rebuild",
                                                  "--verify", "--abort", "rollback", "drop-generation"};
 
     (void)state;
@@ -123,6 +123,12 @@ static void test_exit_codes(void **state)
     expect(2, "", "projector", "rebuild --bogus");
     expect(2, "", "projector", "replay-parked not-an-event-id");
     has("not an event id");
+    expect(2, "", "projector", "discard-parked");
+    expect(2, "", "projector", "discard-parked not-an-event-id --reason x");
+    uuid_generate(id);
+    snprintf(args, sizeof args, "discard-parked %s", id);
+    expect(2, "", "projector", args);
+    has("--reason is required");
     expect(2, "", "writer", "extra");
     expect(2, "", "readapi", "extra");
     expect(2, "WRITER_PORT=0", "writer", "");
@@ -148,6 +154,16 @@ static void test_exit_codes(void **state)
     expect(5, "", "projector", args);
     has("no parked event");
     expect(5, "", "projector", "rollback");
+    snprintf(args, sizeof args, "discard-parked %s --reason 'gone'", id);
+    expect(5, "", "projector", args);
+    has("no parked event");
+
+    /* 4: a parked message that is not in the event store cannot be discarded */
+    freeReplyObject(redisCommand(rc, "HSET rm:parked %s {\"account_id\":\"%s\",\"stream_version\":2,\"reason\":\"cli\"}",
+                                 id, id));
+    expect(4, "", "projector", args);
+    has("not in the event store");
+    freeReplyObject(redisCommand(rc, "HDEL rm:parked %s", id));
 
     /* 4: refused while another rebuild holds the lease (it waits out one lease period first) */
     freeReplyObject(redisCommand(rc, "SET rm:rebuild:lease test-cli PX 60000"));

@@ -18,6 +18,7 @@
 #include "treadapi.h"
 #include "tstack.h"
 #include "twriter.h"
+#include "uuid.h"
 
 /* Inserts an event row directly, as a buggy or newer writer would have; the projector's
  * catch-up sweep reads it from the events table. */
@@ -38,18 +39,16 @@ static void insert_event(PGconn *pg, const char *event_id, const char *stream, i
     PQclear(res);
 }
 
-static void test_stalled_account_says_so(void **state)
+/* An account with 1000 deposited (its version returned), projected, then a poison event (an
+ * unknown type) and a deposit of 7 behind it written straight into the store. */
+static int64_t poisoned_account(PGconn *pg, const char *name, char victim[UUID_STR_SIZE],
+                                char poison_id[UUID_STR_SIZE], char later_id[UUID_STR_SIZE])
 {
-    char victim[UUID_STR_SIZE], poison_id[UUID_STR_SIZE], later_id[UUID_STR_SIZE], path[256],
-        hdr[64], out[16384];
-    PGconn *pg = tw_pg();
-    struct thttp_resp r;
-    json_t *doc = NULL, *stalled;
-    int64_t v, t0, took;
-    int rc;
+    char path[256];
+    json_t *doc;
+    int64_t v;
 
-    (void)state;
-    tw_open(victim, "stall-owner", "victim", "EUR", 0);
+    tw_open(victim, "stall-owner", name, "EUR", 0);
     doc = tw_money(victim, "deposits", 1000, "before");
     v = tw_int(doc, "version");
     json_decref(doc);
@@ -61,6 +60,21 @@ static void test_stalled_account_says_so(void **state)
     uuid_generate(later_id);
     insert_event(pg, poison_id, victim, (int)v + 1, "MoneyTeleported", "{\"amount\":5}");
     insert_event(pg, later_id, victim, (int)v + 2, "MoneyDeposited", "{\"amount\":7,\"description\":\"behind\"}");
+    return v;
+}
+
+static void test_stalled_account_says_so(void **state)
+{
+    char victim[UUID_STR_SIZE], poison_id[UUID_STR_SIZE], later_id[UUID_STR_SIZE], path[256],
+        hdr[64], out[16384];
+    PGconn *pg = tw_pg();
+    struct thttp_resp r;
+    json_t *doc = NULL, *stalled;
+    int64_t v, t0, took;
+    int rc;
+
+    (void)state;
+    v = poisoned_account(pg, "victim", victim, poison_id, later_id);
 
     /* the document says it is stalled, and why, within a few sweeps */
     snprintf(path, sizeof path, "/accounts/%s", victim);
@@ -200,11 +214,153 @@ static void test_self_heal_drops_the_unreachable_generation(void **state)
     redisFree(rc);
 }
 
+/* Waits until the read API serves account id as stalled behind event_id. */
+static void wait_stalled(const char *id, const char *event_id)
+{
+    char path[128];
+    int64_t t0 = tnow_ms();
+
+    snprintf(path, sizeof path, "/accounts/%s", id);
+    for (;;) {
+        json_t *doc = tr_get_ok(NULL, path);
+        const char *ev = tw_str(json_object_get(doc, "stalled"), "event_id");
+        int done = ev != NULL && strcmp(ev, event_id) == 0;
+        json_decref(doc);
+        if (done)
+            return;
+        if (tnow_ms() - t0 > 15000)
+            tfail("account %s was never served as stalled behind %s", id, event_id);
+        usleep(100000);
+    }
+}
+
+/* The statement line of version ver and the pair invariant: hash v == LLEN of the statement. */
+static json_t *statement_line(redisContext *rc, const char *id, long ver)
+{
+    redisReply *g = redisCommand(rc, "GET rm:current"), *v, *len, *line;
+    long gen = g != NULL && g->type == REDIS_REPLY_STRING ? atol(g->str) : 0;
+    json_t *doc;
+
+    freeReplyObject(g);
+    v = redisCommand(rc, "HGET rm:%ld:a:{%s} v", gen, id);
+    len = redisCommand(rc, "LLEN rm:%ld:s:{%s}", gen, id);
+    line = redisCommand(rc, "LINDEX rm:%ld:s:{%s} %ld", gen, id, ver - 1);
+    assert_true(v != NULL && v->type == REDIS_REPLY_STRING && len != NULL && len->type == REDIS_REPLY_INTEGER);
+    fprintf(stderr, "generation %ld: v=%s LLEN=%lld\n", gen, v->str, (long long)len->integer);
+    assert_int_equal(atol(v->str), len->integer);
+    assert_true(line != NULL && line->type == REDIS_REPLY_STRING);
+    doc = json_loads(line->str, 0, NULL);
+    assert_non_null(doc);
+    freeReplyObject(v);
+    freeReplyObject(len);
+    freeReplyObject(line);
+    return doc;
+}
+
+/* Issue 18: discard-parked gives up on a poison event, audited: discarded_events says who,
+ * when and why; the event folds as a no-op (version moves past it, balance untouched, the
+ * statement line says EventDiscarded) in the catch-up, the sweep after it, a verify (no
+ * difference, nothing unfolded) and a full rebuild; the account resumes. */
+static void test_discard_parked_resumes_the_account(void **state)
+{
+    static const char reason[] = "teleport is not money";
+    char victim[UUID_STR_SIZE], poison_id[UUID_STR_SIZE], later_id[UUID_STR_SIZE], path[256], args[256],
+        out[16384];
+    PGconn *pg = tw_pg();
+    redisContext *rc = tredis_open();
+    PGresult *res;
+    const char *p[1];
+    json_t *doc, *line;
+    int64_t v;
+
+    (void)state;
+    v = poisoned_account(pg, "discarded", victim, poison_id, later_id);
+    wait_stalled(victim, poison_id);
+
+    /* refused or wrong: usage 2, not parked 5 */
+    assert_int_equal(trun_capture("projector", "discard-parked", out, sizeof out), 2);
+    snprintf(args, sizeof args, "discard-parked %s", poison_id);
+    assert_int_equal(trun_capture("projector", args, out, sizeof out), 2);
+    assert_non_null(strstr(out, "--reason is required"));
+    snprintf(args, sizeof args, "discard-parked %s --reason ''", poison_id);
+    assert_int_equal(trun_capture("projector", args, out, sizeof out), 2);
+    snprintf(args, sizeof args, "discard-parked %s --reason 'x'", later_id);
+    assert_int_equal(trun_capture("projector", args, out, sizeof out), 5);
+
+    snprintf(args, sizeof args, "discard-parked --reason '%s' %s", reason, poison_id);
+    assert_int_equal(trun_capture("projector", args, out, sizeof out), 0);
+    fprintf(stderr, "discard-parked:\n%s", out);
+    assert_non_null(strstr(out, "discarded by "));
+    assert_non_null(strstr(out, "no longer stalled"));
+
+    /* the audit record */
+    p[0] = poison_id;
+    res = PQexecParams(pg,
+                       "SELECT stream_id::text, stream_version, reason, parked_reason, discarded_by, db_user, "
+                       "discarded_at > now() - interval '1 minute' FROM discarded_events WHERE event_id = $1::uuid",
+                       1, NULL, p, NULL, NULL, 0);
+    assert_int_equal(PQresultStatus(res), PGRES_TUPLES_OK);
+    assert_int_equal(PQntuples(res), 1);
+    assert_string_equal(PQgetvalue(res, 0, 0), victim);
+    assert_int_equal(atol(PQgetvalue(res, 0, 1)), v + 1);
+    assert_string_equal(PQgetvalue(res, 0, 2), reason);
+    assert_non_null(strstr(PQgetvalue(res, 0, 3), "MoneyTeleported"));
+    assert_non_null(strchr(PQgetvalue(res, 0, 4), '@'));
+    assert_true(strlen(PQgetvalue(res, 0, 5)) > 0);
+    assert_string_equal(PQgetvalue(res, 0, 6), "t");
+    PQclear(res);
+
+    /* the account resumed past it: balance untouched by the discarded event, later ones folded */
+    snprintf(path, sizeof path, "/accounts/%s?min_version=%lld&wait_ms=5000", victim, (long long)(v + 2));
+    doc = tr_get_ok(NULL, path);
+    assert_null(json_object_get(doc, "stalled"));
+    assert_int_equal(tw_int(doc, "version"), v + 2);
+    assert_int_equal(tw_int(doc, "balance"), 1007);
+    json_decref(doc);
+    line = statement_line(rc, victim, v + 1);
+    assert_string_equal(tw_str(line, "type"), "EventDiscarded");
+    assert_string_equal(tw_str(line, "event_id"), poison_id);
+    assert_string_equal(tw_str(line, "description"), reason);
+    assert_int_equal(tw_int(line, "amount"), 0);
+    assert_int_equal(tw_int(line, "balance_after"), 1000);
+    json_decref(line);
+    /* the sweep goes on from there (rows written behind the writer's back, as above: the
+     * writer's own account row does not know them) */
+    uuid_generate(later_id);
+    insert_event(pg, later_id, victim, (int)v + 3, "MoneyDeposited", "{\"amount\":3,\"description\":\"after\"}");
+    snprintf(path, sizeof path, "/accounts/%s?min_version=%lld&wait_ms=5000", victim, (long long)(v + 3));
+    doc = tr_get_ok(NULL, path);
+    assert_int_equal(tw_int(doc, "balance"), 1010);
+    json_decref(doc);
+    /* not parked any more: a second discard finds nothing */
+    snprintf(args, sizeof args, "discard-parked %s --reason 'again'", poison_id);
+    assert_int_equal(trun_capture("projector", args, out, sizeof out), 5);
+
+    /* the rebuild folds the same no-op: a verify finds no difference and nothing unfolded, and
+     * a switched rebuild serves the same line */
+    assert_int_equal(trun_capture("projector", "rebuild --verify", out, sizeof out), 0);
+    fprintf(stderr, "rebuild --verify:\n%s", out);
+    assert_null(strstr(out, "could not be folded"));
+    assert_int_equal(trun_capture("projector", "rebuild", out, sizeof out), 0);
+    line = statement_line(rc, victim, v + 1);
+    assert_string_equal(tw_str(line, "type"), "EventDiscarded");
+    json_decref(line);
+    snprintf(path, sizeof path, "/accounts/%s", victim);
+    doc = tr_get_ok(NULL, path);
+    assert_int_equal(tw_int(doc, "version"), v + 3);
+    assert_int_equal(tw_int(doc, "balance"), 1010);
+    assert_null(json_object_get(doc, "stalled"));
+    json_decref(doc);
+    redisFree(rc);
+    PQfinish(pg);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_stalled_account_says_so),
         cmocka_unit_test(test_self_heal_drops_the_unreachable_generation),
+        cmocka_unit_test(test_discard_parked_resumes_the_account),
     };
     return cmocka_run_group_tests(tests, tstack_group_setup, tstack_group_teardown);
 }

@@ -321,6 +321,45 @@ static void test_read_model_documents_round_trip(void **state)
     free(doc);
 }
 
+/* A discarded event folds as a no-op: the version moves on, nothing else; its line round-trips
+ * and says EventDiscarded; an opening event or a version out of order is refused. */
+static void test_discard_is_a_no_op(void **state)
+{
+    struct account_view a, before;
+    struct statement_entry en, en_back;
+    struct event ev;
+    struct err e;
+    char *doc;
+
+    (void)state;
+    account_view_init(&a, ACC_A);
+    assert_int_equal(proj_discard(&a, XFER, 1, "2026-01-01T00:00:00.000000Z", "why", &en, &e), ST_INVALID);
+    ev = opened(ACC_A, 100);
+    apply_ok(&a, &ev, NULL);
+    ev = money(ACC_A, 2, EV_MONEY_DEPOSITED, 70);
+    apply_ok(&a, &ev, NULL);
+    before = a;
+    assert_int_equal(proj_discard(&a, XFER, 4, "2026-01-01T00:00:00.000000Z", "why", &en, &e), ST_CONFLICT);
+    assert_memory_equal(&a, &before, sizeof a);
+    assert_int_equal(proj_discard(&a, XFER, 3, "2026-01-01T00:00:00.000000Z", "teleport is not money", &en, &e),
+                     ST_OK);
+    assert_int_equal(a.version, 3);
+    assert_int_equal(a.balance, before.balance);
+    assert_string_equal(a.updated_at, "2026-01-01T00:00:00.000000Z");
+    assert_int_equal(en.amount, 0);
+    assert_int_equal(en.balance_after, before.balance);
+    doc = statement_entry_to_json(&en);
+    assert_non_null(strstr(doc, "\"type\":\"" STATEMENT_DISCARDED_TYPE "\""));
+    assert_non_null(strstr(doc, "teleport is not money"));
+    assert_int_equal(statement_entry_from_json(&en_back, doc, strlen(doc), &e), ST_OK);
+    assert_memory_equal(&en_back, &en, sizeof en);
+    free(doc);
+    /* the fold goes on after it */
+    ev = money(ACC_A, 4, EV_MONEY_WITHDRAWN, 20);
+    apply_ok(&a, &ev, NULL);
+    assert_int_equal(a.version, 4);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -329,6 +368,7 @@ int main(void)
         cmocka_unit_test(test_envelope_round_trip),
         cmocka_unit_test(test_bad_envelopes_are_poison),
         cmocka_unit_test(test_read_model_documents_round_trip),
+        cmocka_unit_test(test_discard_is_a_no_op),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
