@@ -20,7 +20,8 @@ static int split_servers(char *buf, const char **out, int max)
     return n;
 }
 
-status bus_connect(struct bus *b, const char *url, const char *name, int timeout_ms, struct err *e)
+static status connect_with(struct bus *b, const char *url, const char *name, int timeout_ms,
+                           natsConnectionHandler reconnected, void *closure, struct err *e)
 {
     status st = ST_OK;
     natsStatus ns;
@@ -55,6 +56,8 @@ status bus_connect(struct bus *b, const char *url, const char *name, int timeout
         ns = natsOptions_SetMaxReconnect(opts, -1);
     if (ns == NATS_OK)
         ns = natsOptions_SetReconnectWait(opts, 250);
+    if (ns == NATS_OK && reconnected != NULL)
+        ns = natsOptions_SetReconnectedCB(opts, reconnected, closure);
     if (ns != NATS_OK) {
         st = err_set(e, ST_INVALID, "nats options for '%s': %s", url, natsStatus_GetText(ns));
         goto cleanup;
@@ -80,9 +83,20 @@ cleanup:
     return st;
 }
 
+status bus_connect(struct bus *b, const char *url, const char *name, int timeout_ms, struct err *e)
+{
+    return connect_with(b, url, name, timeout_ms, NULL, NULL, e);
+}
+
 status bus_connect_cfg(struct bus *b, const struct cfg *c, const char *name, struct err *e)
 {
-    status st = bus_connect(b, c->nats_url, name, c->request_timeout_ms, e);
+    return bus_connect_watch(b, c, name, NULL, NULL, e);
+}
+
+status bus_connect_watch(struct bus *b, const struct cfg *c, const char *name, natsConnectionHandler reconnected,
+                         void *closure, struct err *e)
+{
+    status st = connect_with(b, c->nats_url, name, c->request_timeout_ms, reconnected, closure, e);
 
     if (st == ST_OK)
         b->replicas = c->nats_replicas;

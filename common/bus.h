@@ -27,6 +27,10 @@ status bus_connect(struct bus *b, const char *url, const char *name, int timeout
 /* The same with the NATS_URL and request timeout of c; streams it creates get c's
  * NATS_REPLICAS. */
 status bus_connect_cfg(struct bus *b, const struct cfg *c, const char *name, struct err *e) WUR;
+/* bus_connect_cfg whose reconnected(conn, closure) runs, on a NATS library thread, each time
+ * the connection is back after a loss (what waits for the bus can go at once). */
+status bus_connect_watch(struct bus *b, const struct cfg *c, const char *name, natsConnectionHandler reconnected,
+                         void *closure, struct err *e) WUR;
 /* Creates the EVENTS stream (file storage, subjects events.>, duplicate window, b->replicas
  * replicas) if missing. */
 status bus_ensure_stream(struct bus *b, struct err *e) WUR;

@@ -18,7 +18,10 @@
 #include "wmetrics.h"
 
 #define QUEUE_MAX 2048 /* events waiting; beyond, the relay publishes them */
-#define RETRY_MS 1000 /* after a failure, how long offers are dropped */
+/* after a failure, how long offers are dropped (they wait in the outbox, published first by the
+ * next round); a connection that was up ends the pause when it is back, a first connect is
+ * tried again after it (a refused connect costs nothing) */
+#define RETRY_MS 250
 
 struct fastpub {
     const struct cfg *cfg;
@@ -31,12 +34,27 @@ struct fastpub {
     int nqueue;
     bool stopping;
     bool down; /* the last round failed: offers are dropped until it works again */
+    /* the outbox may hold events older than the queue's (dropped offers, unacked rounds, a
+     * previous process): published first, so an account's events reach the stream in order */
+    bool behind;
 
     struct bus bus;
     jsCtx *js;
     PGconn *pg;
     struct pubset set;
 };
+
+/* NATS library thread: the connection is back; a publisher pausing after a failure goes on
+ * at once instead of dropping offers for the rest of RETRY_MS. */
+static void on_bus_return(natsConnection *nc, void *closure)
+{
+    struct fastpub *f = closure;
+
+    (void)nc;
+    pthread_mutex_lock(&f->mu);
+    pthread_cond_signal(&f->cv);
+    pthread_mutex_unlock(&f->mu);
+}
 
 static status ensure(struct fastpub *f, struct err *e)
 {
@@ -66,7 +84,7 @@ static status ensure(struct fastpub *f, struct err *e)
         return ST_OK;
     if (f->js != NULL)
         return err_setr(e, ST_UNAVAILABLE, "bus_unavailable", "nats is reconnecting");
-    st = bus_connect_cfg(&f->bus, f->cfg, "writer-publish", e);
+    st = bus_connect_watch(&f->bus, f->cfg, "writer-publish", on_bus_return, f, e);
     if (st == ST_OK)
         st = bus_ensure_stream(&f->bus, e);
     if (st != ST_OK) {
@@ -86,12 +104,56 @@ static status ensure(struct fastpub *f, struct err *e)
     return ST_OK;
 }
 
-/* Publishes the n events of f->work; returns how many were acked and deleted. */
-static status send_round(struct fastpub *f, int n, struct err *e)
+/* Publishes what the outbox holds, oldest first (what this publisher dropped and the relay has
+ * not swept yet would otherwise reach the stream after later events of its account; the
+ * relay's copies are dropped by JetStream). A row that does not decode is left to the relay,
+ * which moves it to the dead letters. */
+static status catch_up(struct fastpub *f, struct err *e)
+{
+    for (;;) {
+        PGresult *res = NULL;
+        int rows, published = 0, acked = 0;
+        status st = pubset_read_outbox(f->pg, QUEUE_MAX, 0, &res, e);
+
+        if (st != ST_OK)
+            return st;
+        rows = PQntuples(res);
+        pubset_begin(&f->set);
+        for (int i = 0; i < rows && st == ST_OK; i++) {
+            struct event ev;
+            struct err de = {0};
+            if (db_event_from_row(&ev, res, i, 0, &de) != ST_OK)
+                continue;
+            st = pubset_publish(&f->set, f->js, &ev, e);
+            published += st == ST_OK;
+        }
+        PQclear(res);
+        if (published > 0)
+            pubset_complete(&f->set, f->js, f->cfg->request_timeout_ms);
+        if (st == ST_OK)
+            st = pubset_delete_acked(&f->set, f->pg, &acked, e);
+        wm_relay_round(published, acked, published - acked);
+        if (st == ST_OK && acked < published) {
+            char why[sizeof f->set.last_error];
+            pubset_last_error(&f->set, why, sizeof why);
+            st = err_setr(e, ST_UNAVAILABLE, "bus_unavailable", "catching up: %d of %d events not acked: %s",
+                          published - acked, published, why);
+        }
+        pubset_end(&f->set);
+        if (st != ST_OK || rows < QUEUE_MAX || published == 0)
+            return st;
+    }
+}
+
+/* Publishes the n events of f->work (after the outbox's older rows when behind) and deletes
+ * the acked rows. */
+static status send_round(struct fastpub *f, int n, bool behind, struct err *e)
 {
     int published = 0, acked = 0;
     status st = ensure(f, e);
 
+    if (st == ST_OK && behind)
+        st = catch_up(f, e);
     if (st != ST_OK)
         return st;
     pubset_begin(&f->set);
@@ -129,6 +191,7 @@ static void *fastpub_main(void *arg)
         int n;
         struct err e = {0};
         status st;
+        bool behind;
 
         if (f->nqueue == 0) {
             pthread_cond_wait(&f->cv, &f->mu);
@@ -139,8 +202,10 @@ static void *fastpub_main(void *arg)
         f->queue = t;
         n = f->nqueue;
         f->nqueue = 0;
+        behind = f->behind;
+        f->behind = false;
         pthread_mutex_unlock(&f->mu);
-        st = send_round(f, n, &e);
+        st = send_round(f, n, behind, &e);
         if (st != ST_OK) {
             /* the rows stay in the outbox: the relay publishes them after its sweep age */
             if (!warned)
@@ -158,11 +223,17 @@ static void *fastpub_main(void *arg)
         }
         pthread_mutex_lock(&f->mu);
         f->down = st != ST_OK;
+        f->behind = f->behind || f->down;
         if (f->down && !f->stopping) {
-            /* offers are dropped meanwhile; a bounded pause, then try with what comes next */
+            /* offers are dropped meanwhile; a bounded pause (ended early when the connection
+             * is back), then try with what comes next */
             struct timespec ts;
             clock_gettime(CLOCK_REALTIME, &ts);
-            ts.tv_sec += RETRY_MS / 1000;
+            ts.tv_nsec += (long)RETRY_MS * 1000000L;
+            if (ts.tv_nsec >= 1000000000L) {
+                ts.tv_sec++;
+                ts.tv_nsec -= 1000000000L;
+            }
             (void)pthread_cond_timedwait(&f->cv, &f->mu, &ts);
             f->nqueue = 0;
             f->down = false;
@@ -181,6 +252,8 @@ void fastpub_offer(struct fastpub *f, const struct event *const *evs, int n)
         for (int i = 0; i < n; i++)
             f->queue[f->nqueue++] = *evs[i];
         pthread_cond_signal(&f->cv);
+    } else {
+        f->behind = true; /* in the outbox: the next round publishes it first */
     }
     pthread_mutex_unlock(&f->mu);
 }
@@ -196,6 +269,7 @@ status fastpub_start(struct fastpub **out, const struct cfg *cfg, struct err *e)
     if (f == NULL)
         return err_set(e, ST_INTERNAL, "out of memory");
     f->cfg = cfg;
+    f->behind = true; /* rows a previous process left go before the first new ones */
     pthread_mutex_init(&f->mu, NULL);
     pthread_cond_init(&f->cv, NULL);
     f->queue = calloc(QUEUE_MAX, sizeof *f->queue);

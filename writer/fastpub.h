@@ -2,7 +2,8 @@
  * publisher thread as soon as their transaction committed, published with their event id as
  * Nats-Msg-Id, and their outbox rows deleted once JetStream acked them. The outbox row stays
  * the guarantee: whatever this path misses (NATS down, a full queue, a crash) the relay
- * publishes once the row is older than its sweep age. */
+ * publishes once the row is older than its sweep age (at once when NATS came back), and this
+ * publisher, the next time it publishes, publishes the outbox's older rows first. */
 #ifndef WRITER_FASTPUB_H
 #define WRITER_FASTPUB_H
 

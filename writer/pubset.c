@@ -61,6 +61,28 @@ void pubset_on_ack(jsCtx *js, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae, void
     natsMsg_Destroy(msg);
 }
 
+status pubset_read_outbox(PGconn *pg, int limit, int min_age_ms, PGresult **out, struct err *e)
+{
+    char lim[16], age[16], msg[200];
+    const char *p[2] = {lim, age};
+
+    snprintf(lim, sizeof lim, "%d", limit);
+    snprintf(age, sizeof age, "%d", min_age_ms);
+    *out = PQexecParams(pg,
+                        "SELECT " DB_EVENT_COLUMNS " FROM (SELECT position FROM outbox WHERE created_at <= "
+                        "clock_timestamp() - make_interval(secs => $2::int / 1000.0) ORDER BY position "
+                        "LIMIT $1::int) o JOIN events USING (position) ORDER BY position",
+                        2, NULL, p, NULL, NULL, 0);
+    if (PQresultStatus(*out) != PGRES_TUPLES_OK) {
+        status st = err_setr(e, ST_UNAVAILABLE, "store_unavailable", "read outbox: %s",
+                             db_error(msg, sizeof msg, pg, *out));
+        PQclear(*out);
+        *out = NULL;
+        return st;
+    }
+    return ST_OK;
+}
+
 void pubset_begin(struct pubset *ps)
 {
     pthread_mutex_lock(&ps->mu);

@@ -29,6 +29,10 @@ void pubset_free(struct pubset *ps);
 /* The ack handler of a jsCtx whose AckHandlerClosure is the pubset. */
 void pubset_on_ack(jsCtx *js, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae, void *closure);
 
+/* Reads up to limit outbox rows at least min_age_ms old, oldest position first, with their
+ * events (DB_EVENT_COLUMNS from column 0; caller PQclears *out). */
+status pubset_read_outbox(PGconn *pg, int limit, int min_age_ms, PGresult **out, struct err *e) WUR;
+
 /* Starts a set (forgets the last one). */
 void pubset_begin(struct pubset *ps);
 /* Publishes ev asynchronously with its event id as Nats-Msg-Id (JetStream drops a second copy,

@@ -50,6 +50,10 @@ struct relay {
     int64_t *bad_positions;
     char (*bad_reasons)[256];
     int64_t bus_failing_since; /* ms; 0 while the bus works */
+    /* NATS came back (a reconnect, or a fresh connection): what waited in the outbox meanwhile
+     * is swept at once, at any age, until a round finds less than a full batch */
+    atomic_int bus_returns;
+    int caught_up; /* the bus_returns the last catch-up finished */
 };
 
 static int64_t mono_ms(void)
@@ -59,12 +63,32 @@ static int64_t mono_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-/* Sleeps up to ms, or less when stopping. */
+/* Empties the self-pipe (non-blocking) after a wake-up. */
+static void drain_wake(struct relay *r)
+{
+    char buf[64];
+    while (read(r->wake[0], buf, sizeof buf) > 0) {
+    }
+}
+
+/* Sleeps up to ms, or less when stopping or NATS came back. */
 static void relay_sleep(struct relay *r, int ms)
 {
     struct pollfd p = {.fd = r->wake[0], .events = POLLIN};
-    if (!r->stopping)
-        (void)poll(&p, 1, ms);
+    if (!r->stopping && poll(&p, 1, ms) > 0)
+        drain_wake(r);
+}
+
+/* NATS library thread: the relay's connection is back. */
+static void on_bus_return(natsConnection *nc, void *closure)
+{
+    struct relay *r = closure;
+
+    (void)nc;
+    atomic_fetch_add(&r->bus_returns, 1);
+    if (write(r->wake[1], "r", 1) < 0) {
+        /* a full pipe already wakes the thread */
+    }
 }
 
 static void drop_pg(struct relay *r)
@@ -137,7 +161,7 @@ static status ensure_bus(struct relay *r, struct err *e)
 
     if (r->js != NULL)
         return ST_OK;
-    st = bus_connect_cfg(&r->bus, r->cfg, "writer-relay", e);
+    st = bus_connect_watch(&r->bus, r->cfg, "writer-relay", on_bus_return, r, e);
     if (st == ST_OK)
         st = bus_ensure_stream(&r->bus, e);
     if (st != ST_OK) {
@@ -155,6 +179,7 @@ static status ensure_bus(struct relay *r, struct err *e)
         return err_setr(e, ST_UNAVAILABLE, "bus_unavailable", "jetstream context: %s",
                         natsStatus_GetText(ns));
     }
+    atomic_fetch_add(&r->bus_returns, 1); /* a fresh connection: what waited goes first */
     return ST_OK;
 }
 
@@ -186,6 +211,8 @@ static void wait_notify(struct relay *r)
         if (PQconsumeInput(r->pg) == 0)
             return; /* broken: the next round notices and reconnects */
     }
+    if (p[1].revents & POLLIN)
+        drain_wake(r);
     (void)drain_notifies(r);
 }
 
@@ -242,29 +269,20 @@ cleanup:
  * *nread: rows read; *failed: rows not published or not acked (a row that does not decode is
  * neither: it moves to the dead letters and does not hold the others back). With publishing
  * after COMMIT on, only rows older than SWEEP_AGE_MS are read: younger ones are the writers'
- * own to publish, and a copy from here would only be dropped by JetStream. */
-static status relay_round(struct relay *r, int *nread, int *failed, struct err *e)
+ * own to publish, and a copy from here would only be dropped by JetStream; catch_up (NATS just
+ * came back: the writers dropped what they could not publish) reads them at any age. */
+static status relay_round(struct relay *r, bool catch_up, int *nread, int *failed, struct err *e)
 {
     PGresult *res = NULL;
-    char lim[16], age[16];
-    const char *p[2] = {lim, age};
-    char msg[200];
     status st = ST_OK;
     int rows, acked = 0, skipped = 0, published = 0;
 
     *nread = *failed = 0;
     r->nbad = 0;
-    snprintf(lim, sizeof lim, "%d", r->cfg->relay_batch);
-    snprintf(age, sizeof age, "%d", r->cfg->publish_after_commit ? SWEEP_AGE_MS : 0);
-    res = PQexecParams(r->pg,
-                       "SELECT " DB_EVENT_COLUMNS " FROM (SELECT position FROM outbox WHERE created_at <= "
-                       "clock_timestamp() - make_interval(secs => $2::int / 1000.0) ORDER BY position "
-                       "LIMIT $1::int) o JOIN events USING (position) ORDER BY position",
-                       2, NULL, p, NULL, NULL, 0);
-    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
-        st = err_setr(e, ST_UNAVAILABLE, "store_unavailable", "read outbox: %s", db_error(msg, sizeof msg, r->pg, res));
+    st = pubset_read_outbox(r->pg, r->cfg->relay_batch,
+                            r->cfg->publish_after_commit && !catch_up ? SWEEP_AGE_MS : 0, &res, e);
+    if (st != ST_OK)
         goto cleanup;
-    }
     rows = PQntuples(res);
     if (rows == 0)
         goto cleanup;
@@ -358,8 +376,15 @@ static void *relay_main(void *arg)
                 relay_sleep(r, LOCK_POLL_MS);
                 continue;
             }
-            if (st == ST_OK)
-                st = relay_round(r, &nread, &failed, &e);
+            if (st == ST_OK) {
+                int returns = atomic_load(&r->bus_returns);
+                bool catch_up = returns != r->caught_up;
+                st = relay_round(r, catch_up, &nread, &failed, &e);
+                if (st == ST_OK && catch_up && nread < r->cfg->relay_batch) {
+                    r->caught_up = returns;
+                    log_info("relay: connected to nats again: the outbox swept at any age (%d rows in the last round)", nread);
+                }
+            }
             if (failed > 0)
                 bus_failed(r);
             else if (st == ST_OK)
@@ -411,7 +436,7 @@ status relay_start(struct relay **out, const struct cfg *cfg, struct err *e)
         free(r);
         return ST_INTERNAL;
     }
-    if (r->bad_positions == NULL || r->bad_reasons == NULL || pipe2(r->wake, O_CLOEXEC) != 0) {
+    if (r->bad_positions == NULL || r->bad_reasons == NULL || pipe2(r->wake, O_CLOEXEC | O_NONBLOCK) != 0) {
         relay_stop(&r);
         return err_set(e, ST_INTERNAL, "relay setup: %s", strerror(errno));
     }

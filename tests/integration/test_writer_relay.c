@@ -25,6 +25,7 @@
 
 #define ACCOUNTS 10
 #define OUTAGE_COMMANDS 500
+#define BACK_COMMANDS 200
 #define LOAD_THREADS 8
 
 static pid_t writer_pid, projector_pid;
@@ -72,91 +73,11 @@ static int teardown(void **state)
     return 0;
 }
 
-static int64_t outbox_rows(PGconn *pg)
-{
-    return tw_scalar(pg, "SELECT count(*) FROM outbox", NULL, NULL);
-}
-
-static void wait_outbox_empty(PGconn *pg, int timeout_ms)
-{
-    int64_t deadline = tnow_ms() + timeout_ms, n = 0;
-
-    while (tnow_ms() < deadline) {
-        n = outbox_rows(pg);
-        if (n == 0)
-            return;
-        usleep(50000);
-    }
-    tfail("the outbox still holds %lld rows after %d ms", (long long)n, timeout_ms);
-}
-
 static int cmp_str(const void *a, const void *b)
 {
     return strcmp(*(const char *const *)a, *(const char *const *)b);
 }
 
-/* The stream against the events table: every event exactly once (message id = event id, on its
- * partition's subject), nothing else, and each account's events in version order. Returns
- * the number of messages. */
-static long check_stream_exactly_once(PGconn *pg)
-{
-    struct tw_msg *msgs = NULL;
-    long n = 0;
-    PGresult *res;
-    int rows;
-    const char **ids;
-
-    tw_stream_read(&msgs, &n);
-    res = PQexec(pg, "SELECT event_id::text, stream_id::text, stream_version FROM events ORDER BY event_id");
-    assert_int_equal(PQresultStatus(res), PGRES_TUPLES_OK);
-    rows = PQntuples(res);
-    ids = malloc(sizeof *ids * (size_t)(n > 0 ? n : 1));
-    assert_non_null(ids);
-    for (long i = 0; i < n; i++) {
-        char subject[32];
-        if (strcmp(msgs[i].msg_id, msgs[i].event_id) != 0)
-            tfail("message %llu: Nats-Msg-Id %s for event %s", (unsigned long long)msgs[i].seq,
-                  msgs[i].msg_id, msgs[i].event_id);
-        event_subject(msgs[i].stream_id, subject, sizeof subject);
-        assert_string_equal(msgs[i].subject, subject);
-        ids[i] = msgs[i].event_id;
-    }
-    qsort(ids, (size_t)n, sizeof *ids, cmp_str);
-    for (long i = 1; i < n; i++)
-        if (strcmp(ids[i - 1], ids[i]) == 0)
-            tfail("event %s is in the stream twice", ids[i]);
-    for (long i = 0, j = 0; i < rows || j < n;) {
-        int c = i >= rows ? 1 : j >= n ? -1 : strcmp(PQgetvalue(res, i, 0), ids[j]);
-        if (c < 0)
-            tfail("event %s (stream %s version %s) never reached the stream", PQgetvalue(res, i, 0),
-                  PQgetvalue(res, i, 1), PQgetvalue(res, i, 2));
-        if (c > 0)
-            tfail("the stream holds event %s that the events table lacks", ids[j]);
-        i++;
-        j++;
-    }
-    /* per account, in stream order: 1, 2, 3, ... */
-    for (long i = 0; i < n; i++) {
-        int64_t prev = 0;
-        int seen_before = 0;
-        for (long k = 0; k < i && !seen_before; k++)
-            seen_before = strcmp(msgs[k].stream_id, msgs[i].stream_id) == 0;
-        if (seen_before)
-            continue;
-        for (long k = i; k < n; k++) {
-            if (strcmp(msgs[k].stream_id, msgs[i].stream_id) != 0)
-                continue;
-            if (msgs[k].stream_version != prev + 1)
-                tfail("stream %s: version %lld follows %lld in the stream (seq %llu)", msgs[i].stream_id,
-                      (long long)msgs[k].stream_version, (long long)prev, (unsigned long long)msgs[k].seq);
-            prev = msgs[k].stream_version;
-        }
-    }
-    PQclear(res);
-    free(ids);
-    free(msgs);
-    return n;
-}
 
 /* NATS killed: 500 commands are all accepted and wait in the outbox, across a writer restart
  * during the outage; NATS back: each of them reaches the stream once, in per-account version
@@ -165,12 +86,12 @@ static void test_nats_outage(void **state)
 {
     PGconn *pg = tw_pg();
     struct tw_call *calls = calloc(OUTAGE_COMMANDS, sizeof *calls);
-    int64_t wall, t0, events_before;
+    int64_t wall, t0, t_up, events_before;
     long n;
 
     (void)state;
     assert_non_null(calls);
-    wait_outbox_empty(pg, 15000);
+    tw_wait_outbox_empty(pg, 15000);
     events_before = tw_scalar(pg, "SELECT count(*) FROM events", NULL, NULL);
     usleep(300000); /* let the server write what it acked */
     tstack_kill("nats", SIGKILL, 10000);
@@ -195,18 +116,59 @@ static void test_nats_outage(void **state)
                   calls[i].raw != NULL ? calls[i].raw : "(no response)");
     fprintf(stderr, "outage: %d commands accepted in %lld ms with nats down\n", OUTAGE_COMMANDS, (long long)wall);
     /* nothing could be published: all of them wait in the outbox */
-    assert_int_equal(outbox_rows(pg), OUTAGE_COMMANDS);
+    assert_int_equal(tw_outbox_rows(pg), OUTAGE_COMMANDS);
     assert_int_equal(tw_scalar(pg, "SELECT count(*) FROM events", NULL, NULL), events_before + OUTAGE_COMMANDS);
 
     t0 = tnow_ms();
     tstack_up();
-    wait_outbox_empty(pg, 30000);
-    fprintf(stderr, "outage: outbox drained %lld ms after nats was started again\n", (long long)(tnow_ms() - t0));
-    n = check_stream_exactly_once(pg);
+    t_up = tnow_ms();
+    tw_wait_outbox_empty(pg, 30000);
+    fprintf(stderr, "outage: nats started in %lld ms, the outbox drained %lld ms after it listened\n",
+            (long long)(t_up - t0), (long long)(tnow_ms() - t_up));
+    assert_true(tnow_ms() - t_up < 2000); /* the relay retries its first connect every <= 1 s */
+    n = tw_check_stream_exactly_once(pg);
     assert_int_equal(n, events_before + OUTAGE_COMMANDS);
     for (int i = 0; i < ACCOUNTS; i++)
         tw_check_gapless(pg, accounts[i]);
     tw_calls_free(calls, OUTAGE_COMMANDS);
+    PQfinish(pg);
+}
+
+/* NATS back while the writer stays up: its connections reconnect and the outbox goes at once,
+ * not after the relay's sweep age (1 s) and backoff; the relay is woken by the reconnect and
+ * sweeps at any age, the publisher after COMMIT resumes and first publishes the older rows it
+ * dropped (so each account's events stay in order in the stream). */
+static void test_nats_back_publishes_at_once(void **state)
+{
+    PGconn *pg = tw_pg();
+    struct tw_call *calls = calloc(BACK_COMMANDS, sizeof *calls);
+    int64_t t_up, drained;
+
+    (void)state;
+    assert_non_null(calls);
+    tw_wait_outbox_empty(pg, 15000);
+    tstack_kill("nats", SIGKILL, 10000);
+    for (int i = 0; i < BACK_COMMANDS; i++) {
+        snprintf(calls[i].path, sizeof calls[i].path, "/accounts/%s/deposits", accounts[i % ACCOUNTS]);
+        snprintf(calls[i].body, sizeof calls[i].body, "{\"amount\":%d,\"description\":\"back %d\"}", 1 + i, i);
+    }
+    tw_run_batch(writer_url, calls, BACK_COMMANDS, LOAD_THREADS);
+    for (int i = 0; i < BACK_COMMANDS; i++)
+        assert_int_equal(calls[i].status, 201);
+    assert_int_equal(tw_outbox_rows(pg), BACK_COMMANDS);
+    /* at once: the rows are younger than the relay's sweep age */
+    tstack_up();
+    t_up = tnow_ms();
+    tw_wait_outbox_empty(pg, 15000);
+    drained = tnow_ms() - t_up;
+    fprintf(stderr, "nats back: %d rows published %lld ms after it listened\n", BACK_COMMANDS, (long long)drained);
+    assert_true(drained < 1000);
+    /* and the publisher after COMMIT serves the next commands again */
+    for (int i = 0; i < 20; i++)
+        json_decref(tw_money(accounts[i % ACCOUNTS], "deposits", 5, "after"));
+    tw_wait_outbox_empty(pg, 800); /* the relay would take them only past its 1 s sweep age */
+    tw_check_stream_exactly_once(pg);
+    tw_calls_free(calls, BACK_COMMANDS);
     PQfinish(pg);
 }
 
@@ -354,12 +316,12 @@ static void test_relay_killed_between_publish_and_delete(void **state)
     assert_true(hits > 0);
 
     start_writer();
-    wait_outbox_empty(pg, 30000);
+    tw_wait_outbox_empty(pg, 30000);
     /* no acknowledged command lost */
     for (long i = 0; i < l.nacked; i++)
         if (tw_scalar(pg, "SELECT count(*) FROM events WHERE event_id = $1::uuid", l.acked[i], NULL) != 1)
             tfail("acknowledged event %s is not in the events table", l.acked[i]);
-    check_stream_exactly_once(pg);
+    tw_check_stream_exactly_once(pg);
     for (int i = 0; i < ACCOUNTS; i++)
         tw_check_gapless(pg, accounts[i]);
     assert_int_equal(tcheck_wait_converged(30000, &st), 0);
@@ -389,7 +351,7 @@ static void test_stream_deleted_under_the_relay(void **state)
     int64_t t0;
 
     (void)state;
-    wait_outbox_empty(pg, 15000);
+    tw_wait_outbox_empty(pg, 15000);
     if (bus_connect(&b, tenv("NATS_URL"), "test-delete-stream", 5000, &e) != ST_OK)
         tfail("connect to nats: %s", e.msg);
     ns = js_DeleteStream(b.js, BUS_STREAM, NULL, &jerr);
@@ -399,7 +361,7 @@ static void test_stream_deleted_under_the_relay(void **state)
     for (int i = 0; i < 20; i++)
         json_decref(tw_money(accounts[i % ACCOUNTS], "deposits", 1 + i, "after the stream vanished"));
     t0 = tnow_ms();
-    wait_outbox_empty(pg, 20000);
+    tw_wait_outbox_empty(pg, 20000);
     fprintf(stderr, "stream deleted: the relay re-created it and published 20 events in %lld ms\n",
             (long long)(tnow_ms() - t0));
     tw_stream_read(&msgs, &n);
@@ -448,7 +410,7 @@ static void test_undecodable_rows_move_to_dead_letters(void **state)
     char out[4096];
 
     (void)state;
-    wait_outbox_empty(pg, 15000);
+    tw_wait_outbox_empty(pg, 15000);
     res = PQexec(pg, "WITH e AS (INSERT INTO events (event_id, stream_id, stream_version, type, "
                      "schema, data) SELECT gen_random_uuid(), gen_random_uuid(), 1, 'NoSuchType', 1, "
                      "'{}' FROM generate_series(1, 1000) RETURNING position, event_id) "
@@ -477,9 +439,9 @@ static void test_undecodable_rows_move_to_dead_letters(void **state)
     assert_true(worst < 1000);    /* room for a loaded machine */
     /* and the bad rows are gone from the outbox, not retried */
     t0 = tnow_ms();
-    while (outbox_rows(pg) > 0 && tnow_ms() - t0 < 5000)
+    while (tw_outbox_rows(pg) > 0 && tnow_ms() - t0 < 5000)
         usleep(10000);
-    assert_int_equal(outbox_rows(pg), 0);
+    assert_int_equal(tw_outbox_rows(pg), 0);
     assert_int_equal(tw_scalar(pg, "SELECT count(*) FROM outbox_dead_letters WHERE reason LIKE "
                                    "'%unknown event type%'", NULL, NULL), 1000);
 
@@ -530,7 +492,7 @@ static void test_relay_without_nats_yields_the_outbox(void **state)
     char path[128];
 
     (void)state;
-    wait_outbox_empty(pg, 15000);
+    tw_wait_outbox_empty(pg, 15000);
     /* the stack's writer stops; a writer that cannot reach NATS starts first */
     tstack_unguard(writer_pid);
     assert_int_equal(tsvc_stop(writer_pid, SIGTERM, 10000), 0);
@@ -546,7 +508,7 @@ static void test_relay_without_nats_yields_the_outbox(void **state)
     snprintf(path, sizeof path, "/accounts/%s/deposits", accounts[0]);
     doc = tw_post(base, path, "{\"amount\":3}", NULL, 201);
     json_decref(doc);
-    assert_int_equal(outbox_rows(pg), 1);
+    assert_int_equal(tw_outbox_rows(pg), 1);
 
     /* a standby with a working NATS: it publishes */
     writer_pid = tsvc_start("writer", NULL, giveup_env);
@@ -554,7 +516,7 @@ static void test_relay_without_nats_yields_the_outbox(void **state)
     if (!twait_http_ok(writer_url, "/healthz", 20000))
         tfail("standby writer did not start");
     t0 = tnow_ms();
-    wait_outbox_empty(pg, 10000);
+    tw_wait_outbox_empty(pg, 10000);
     fprintf(stderr, "relay without nats: the standby published %lld ms after it started\n",
             (long long)(tnow_ms() - t0));
     assert_int_equal(relay_locks(pg), 1);
@@ -583,6 +545,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_nats_outage),
+        cmocka_unit_test(test_nats_back_publishes_at_once),
         cmocka_unit_test(test_relay_killed_between_publish_and_delete),
         cmocka_unit_test(test_stream_deleted_under_the_relay),
         cmocka_unit_test(test_undecodable_rows_move_to_dead_letters),

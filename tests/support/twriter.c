@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "bus.h"
 #include "event.h"
@@ -286,4 +287,94 @@ void tw_calls_free(struct tw_call *calls, int n)
         json_decref(calls[i].doc);
     }
     free(calls);
+}
+
+int64_t tw_outbox_rows(PGconn *pg)
+{
+    return tw_scalar(pg, "SELECT count(*) FROM outbox", NULL, NULL);
+}
+
+void tw_wait_outbox_empty(PGconn *pg, int timeout_ms)
+{
+    int64_t deadline = tnow_ms() + timeout_ms, n = 0;
+
+    while (tnow_ms() < deadline) {
+        n = tw_outbox_rows(pg);
+        if (n == 0)
+            return;
+        usleep(50000);
+    }
+    tfail("the outbox still holds %lld rows after %d ms", (long long)n, timeout_ms);
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* The stream against the events table: every event exactly once (message id = event id, on its
+ * partition's subject), nothing else, and each account's events in version order. Returns
+ * the number of messages. */
+long tw_check_stream_exactly_once(PGconn *pg)
+{
+    struct tw_msg *msgs = NULL;
+    long n = 0;
+    PGresult *res;
+    int rows;
+    const char **ids;
+
+    tw_stream_read(&msgs, &n);
+    res = PQexec(pg, "SELECT event_id::text, stream_id::text, stream_version FROM events ORDER BY event_id");
+    if (PQresultStatus(res) != PGRES_TUPLES_OK)
+        tfail("read events: %s", PQerrorMessage(pg));
+    rows = PQntuples(res);
+    ids = malloc(sizeof *ids * (size_t)(n > 0 ? n : 1));
+    if (ids == NULL)
+        tfail("out of memory");
+    for (long i = 0; i < n; i++) {
+        char subject[32];
+        if (strcmp(msgs[i].msg_id, msgs[i].event_id) != 0)
+            tfail("message %llu: Nats-Msg-Id %s for event %s", (unsigned long long)msgs[i].seq,
+                  msgs[i].msg_id, msgs[i].event_id);
+        event_subject(msgs[i].stream_id, subject, sizeof subject);
+        if (strcmp(msgs[i].subject, subject) != 0)
+            tfail("message %llu: subject %s, expected %s", (unsigned long long)msgs[i].seq, msgs[i].subject,
+                  subject);
+        ids[i] = msgs[i].event_id;
+    }
+    qsort(ids, (size_t)n, sizeof *ids, cmp_str);
+    for (long i = 1; i < n; i++)
+        if (strcmp(ids[i - 1], ids[i]) == 0)
+            tfail("event %s is in the stream twice", ids[i]);
+    for (long i = 0, j = 0; i < rows || j < n;) {
+        int c = i >= rows ? 1 : j >= n ? -1 : strcmp(PQgetvalue(res, i, 0), ids[j]);
+        if (c < 0)
+            tfail("event %s (stream %s version %s) never reached the stream", PQgetvalue(res, i, 0),
+                  PQgetvalue(res, i, 1), PQgetvalue(res, i, 2));
+        if (c > 0)
+            tfail("the stream holds event %s that the events table lacks", ids[j]);
+        i++;
+        j++;
+    }
+    /* per account, in stream order: 1, 2, 3, ... */
+    for (long i = 0; i < n; i++) {
+        int64_t prev = 0;
+        int seen_before = 0;
+        for (long k = 0; k < i && !seen_before; k++)
+            seen_before = strcmp(msgs[k].stream_id, msgs[i].stream_id) == 0;
+        if (seen_before)
+            continue;
+        for (long k = i; k < n; k++) {
+            if (strcmp(msgs[k].stream_id, msgs[i].stream_id) != 0)
+                continue;
+            if (msgs[k].stream_version != prev + 1)
+                tfail("stream %s: version %lld follows %lld in the stream (seq %llu)", msgs[i].stream_id,
+                      (long long)msgs[k].stream_version, (long long)prev, (unsigned long long)msgs[k].seq);
+            prev = msgs[k].stream_version;
+        }
+    }
+    PQclear(res);
+    free(ids);
+    free(msgs);
+    return n;
 }

@@ -75,4 +75,12 @@ struct tw_msg {
  * *count set). Every payload must decode as an event envelope. Fails the test on error. */
 void tw_stream_read(struct tw_msg **out, long *count);
 
+/* Rows in the outbox now; waits until it is empty (fails the test after timeout_ms). */
+int64_t tw_outbox_rows(PGconn *pg);
+void tw_wait_outbox_empty(PGconn *pg, int timeout_ms);
+/* The stream against the events table: every event exactly once (message id = event id, on its
+ * partition's subject), nothing else, and each account's events in version order. Returns
+ * the number of messages. */
+long tw_check_stream_exactly_once(PGconn *pg);
+
 #endif
