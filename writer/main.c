@@ -169,6 +169,7 @@ static void handle(void *ctx, const struct http_request *req, struct http_respon
     case CMD_READYZ:
         if (store_ping(w->store, &e) != ST_OK) {
             log_warn("readyz: %s", e.msg);
+            http_set_header(resp, "Retry-After", "1"); /* as every 503 of the contract */
             http_reply_error(resp, 503, "store_unavailable", "the event store is unavailable");
         } else
             http_reply(resp, 200, strdup("{\"status\":\"ready\"}"));

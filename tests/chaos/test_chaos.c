@@ -75,47 +75,6 @@ static void restart_readapi(void)
         tfail("readapi did not come back");
 }
 
-static pid_t postmaster_pid(void)
-{
-    char path[1024];
-    long pid = -1;
-    FILE *f;
-
-    snprintf(path, sizeof path, "%s/pg/postmaster.pid", tenv("STACK_DIR"));
-    f = fopen(path, "r");
-    if (f == NULL)
-        return -1;
-    if (fscanf(f, "%ld", &pid) != 1)
-        pid = -1;
-    fclose(f);
-    return (pid_t)pid;
-}
-
-/* Immediate shutdown (what `pg_ctl stop -m immediate` sends): no checkpoint, crash recovery
- * at the next start. */
-static void postgres_immediate(void)
-{
-    pid_t pid = postmaster_pid();
-    int64_t deadline = tnow_ms() + 20000;
-
-    if (pid <= 0 || kill(pid, SIGQUIT) != 0)
-        tfail("no postmaster to stop (%d): %s", (int)pid, strerror(errno));
-    while (kill(pid, 0) == 0 && tnow_ms() < deadline) {
-        char st[64] = "", path[64];
-        FILE *f;
-        snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
-        f = fopen(path, "r");
-        if (f != NULL) {
-            if (fgets(st, sizeof st, f) == NULL)
-                st[0] = '\0';
-            fclose(f);
-        }
-        if (strstr(st, ") Z") != NULL)
-            break;
-        usleep(20000);
-    }
-}
-
 static void redis_wipe(void)
 {
     char cmd[1200];
@@ -169,7 +128,7 @@ static void inject(struct fault *f, int which)
         break;
     default:
         f->name = "postgres immediate shutdown";
-        postgres_immediate();
+        tstack_pg_stop_immediate();
         usleep(DOWN_MS * 1000);
         tstack_up();
         break;
@@ -178,12 +137,6 @@ static void inject(struct fault *f, int which)
 }
 
 #define NFAULTS 8
-
-static void ensure_all_running(void)
-{
-    if (tstack_pid("nats") < 0 || tstack_pid("redis") < 0 || postmaster_pid() <= 0 || kill(postmaster_pid(), 0) != 0)
-        tstack_up();
-}
 
 static void test_chaos(void **state)
 {
@@ -202,7 +155,7 @@ static void test_chaos(void **state)
     (void)state;
     writer_url = o.writer_url = tenv("WRITER_URL");
     readapi_url = o.readapi_url = tenv("READAPI_URL");
-    ensure_all_running();
+    tstack_ensure_up();
     treset_state();
     writer_pid = 0;
     restart_writer();
@@ -226,7 +179,7 @@ static void test_chaos(void **state)
         tload_window(load, faults[f].t_kill, f + 1 < NFAULTS ? faults[f + 1].t_kill : tnow_ms(), &faults[f].w);
 
     /* quiescence: everything up, then the read side must reach the fold of the event store */
-    ensure_all_running();
+    tstack_ensure_up();
     t_quiet = tnow_ms();
     bad = tcheck_wait_converged(CONVERGE_TIMEOUT_MS, &stats);
     converge_ms = tnow_ms() - t_quiet;

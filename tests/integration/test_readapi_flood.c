@@ -59,23 +59,6 @@ static int open_from(int src, int port, const char *data)
     return fd;
 }
 
-static long rss_kib(pid_t pid)
-{
-    char path[64], line[256];
-    long kib = -1;
-    FILE *f;
-
-    snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
-    f = fopen(path, "r");
-    if (f == NULL)
-        return -1;
-    while (fgets(line, sizeof line, f) != NULL)
-        if (strncmp(line, "VmRSS:", 6) == 0)
-            kib = atol(line + 6);
-    fclose(f);
-    return kib;
-}
-
 static int cmp_ll(const void *a, const void *b)
 {
     long long x = *(const long long *)a, y = *(const long long *)b;
@@ -103,7 +86,7 @@ static void test_flood(void **state)
     tw_open(acct, "flood", "main", "EUR", 0);
     snprintf(path, sizeof path, "/accounts/%s?min_version=1&wait_ms=10000", acct);
     json_decref(tr_get_ok(base, path));
-    rss0 = rss_kib(s->readapi);
+    rss0 = tproc_rss_kib(s->readapi);
 
     /* waits for version 5 of accounts that do not exist: each holds its connection ~8 s */
     for (int i = 0; i < WAITERS; i++) {
@@ -150,7 +133,7 @@ static void test_flood(void **state)
         thttp_resp_release(&r);
         usleep(20000);
     }
-    rss1 = rss_kib(s->readapi);
+    rss1 = tproc_rss_kib(s->readapi);
     qsort(health, PROBES, sizeof health[0], cmp_ll);
     qsort(reads, PROBES, sizeof reads[0], cmp_ll);
     printf("  during the flood: /healthz p50 %lld ms p90 %lld ms max %lld ms; read p50 %lld ms p90 "

@@ -3,6 +3,7 @@
 
 #include "cfg.h"
 
+#include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -412,4 +413,39 @@ int trun_capture(const char *binary, const char *args, char *out, size_t len)
         ;
     wst = pclose(p);
     return WIFEXITED(wst) ? WEXITSTATUS(wst) : -1;
+}
+
+long tproc_rss_kib(pid_t pid)
+{
+    char path[64], line[256];
+    long kib = -1;
+    FILE *f;
+
+    snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
+    f = fopen(path, "r");
+    if (f == NULL)
+        return -1;
+    while (fgets(line, sizeof line, f) != NULL)
+        if (strncmp(line, "VmRSS:", 6) == 0)
+            kib = atol(line + 6);
+    fclose(f);
+    return kib;
+}
+
+int tproc_fds(pid_t pid)
+{
+    char path[64];
+    struct dirent *d;
+    DIR *dir;
+    int n = 0;
+
+    snprintf(path, sizeof path, "/proc/%d/fd", (int)pid);
+    dir = opendir(path);
+    if (dir == NULL)
+        return -1;
+    while ((d = readdir(dir)) != NULL)
+        if (d->d_name[0] != '.')
+            n++;
+    closedir(dir);
+    return n;
 }

@@ -28,6 +28,9 @@ pid_t tsvc_spawn(const char *binary, const char *const *args, const char *const 
 int tsvc_projector_port(pid_t pid);
 /* Sends sig, waits up to timeout_ms, then SIGKILL. Returns the exit code (128+signal if killed). */
 int tsvc_stop(pid_t pid, int sig, int timeout_ms);
+/* A process's resident memory (VmRSS, KiB) and open descriptors; -1 when it is gone. */
+long tproc_rss_kib(pid_t pid);
+int tproc_fds(pid_t pid);
 /* Polls GET base+path until it answers 200 or timeout_ms passes. */
 bool twait_http_ok(const char *base, const char *path, int timeout_ms);
 /* Starts the three services (writer, projector run, readapi) and waits until they serve: both

@@ -1,8 +1,10 @@
 /* Blocking HTTP/1.1 client: Connection: close, Content-Length bodies (what our services send). */
 #include "thttp.h"
+#include "support.h"
 #include "ttoken.h"
 
 #include <arpa/inet.h>
+#include <ctype.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -223,4 +225,40 @@ const char *thttp_header(const struct thttp_resp *r, const char *name, char *buf
         }
     }
     return NULL;
+}
+
+/* What an answer must never name (DESIGN, section 4): the stores' addresses and ports, SQL
+ * states, the libraries' words. Ports are matched as ":<port>" or "port <port>", so the digits
+ * of a quoted UUID cannot match; the request id is left out for the same reason. */
+void thttp_assert_no_internals(const char *what, const json_t *doc)
+{
+    static const char *const words[] = {"127.0.0.1", "localhost", "sqlstate", "postgres", "redis",
+                                        "nats",      "libpq",     "refused",  "could not connect",
+                                        "connection to server"};
+    static const char *const port_keys[] = {"PG_PORT", "REDIS_PORT", "NATS_PORT"};
+    json_t *copy = json_deep_copy(doc);
+    char *text = NULL, pat[64];
+
+    json_object_del(copy, "request_id");
+    text = json_dumps(copy, JSON_COMPACT);
+    json_decref(copy);
+    if (text == NULL)
+        tfail("%s: the answer is not JSON", what);
+    for (char *p = text; *p != '\0'; p++)
+        *p = (char)tolower((unsigned char)*p);
+    for (size_t i = 0; i < sizeof words / sizeof words[0]; i++)
+        if (strstr(text, words[i]) != NULL)
+            tfail("%s: the answer names '%s': %s", what, words[i], text);
+    for (size_t i = 0; i < sizeof port_keys / sizeof port_keys[0]; i++) {
+        const char *port = tenv(port_keys[i]);
+        if (port == NULL)
+            continue;
+        snprintf(pat, sizeof pat, ":%s", port);
+        if (strstr(text, pat) != NULL)
+            tfail("%s: the answer names port %s: %s", what, port, text);
+        snprintf(pat, sizeof pat, "port %s", port);
+        if (strstr(text, pat) != NULL)
+            tfail("%s: the answer names port %s: %s", what, port, text);
+    }
+    free(text);
 }

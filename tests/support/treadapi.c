@@ -65,6 +65,7 @@ void tr_expect_error_body(const char *method, const char *base, const char *path
         tfail("%s %.200s: %d without a JSON error and message: %.500s", method, path, r.status, r.body);
     if (code != NULL && strcmp(error, code) != 0)
         tfail("%s %.200s: error %s, expected %s", method, path, error, code);
+    thttp_assert_no_internals(path, doc);
     json_decref(doc);
     thttp_resp_release(&r);
 }

@@ -48,7 +48,10 @@ pid_t tstack_pid(const char *component)
 
     if (dir == NULL)
         tfail("STACK_DIR is not in the stack env file");
-    snprintf(path, sizeof path, "%s/run/%s.pid", dir, component);
+    if (strcmp(component, "postgres") == 0) /* the postmaster's own lock file */
+        snprintf(path, sizeof path, "%s/pg/postmaster.pid", dir);
+    else
+        snprintf(path, sizeof path, "%s/run/%s.pid", dir, component);
     f = fopen(path, "r");
     if (f == NULL)
         return -1;
@@ -114,6 +117,12 @@ void tstack_pg_stop_immediate(void)
              tenv("STACK_DIR"));
     if (system(cmd) != 0)
         tfail("could not stop postgres");
+}
+
+void tstack_ensure_up(void)
+{
+    if (tstack_pid("nats") < 0 || tstack_pid("redis") < 0 || tstack_pid("postgres") < 0)
+        tstack_up();
 }
 
 static volatile pid_t guarded[GUARDED_MAX];
@@ -186,6 +195,7 @@ static struct tstack_svcs group_svcs;
 
 int tstack_group_setup(void **state)
 {
+    tstack_ensure_up();
     treset_state();
     tstack_start_services(&group_svcs);
     *state = &group_svcs;

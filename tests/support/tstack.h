@@ -6,11 +6,15 @@
 #include <sys/types.h>
 
 /* Pid of a running stack component ("nats", "redis") from its pidfile <STACK_DIR>/run/<name>.pid
- * (scripts/stack's layout); -1 when there is no pidfile or the process is gone. */
+ * (scripts/stack's layout), "postgres" from <STACK_DIR>/pg/postmaster.pid; -1 when there is no
+ * pidfile or the process is gone. */
 pid_t tstack_pid(const char *component);
 /* Sends sig to the component and waits (up to timeout_ms) until the process is gone; fails
  * the test when it was not running or does not go. */
 void tstack_kill(const char *component, int sig, int timeout_ms);
+/* tstack_up when a component (nats, redis, postgres) is not running: a test before may have
+ * stopped one. */
+void tstack_ensure_up(void);
 /* Runs `scripts/stack up --name $STACK_NAME` (starts only what is not running; output appended
  * to <STACK_DIR>/logs/test-stack-up.log); fails the test when it does not succeed. */
 void tstack_up(void);
@@ -37,7 +41,8 @@ void tstack_start_services_within(struct tstack_svcs *s, int ready_timeout_ms);
  * each drains and exits 0 within its timeout: projector_timeout_ms for the projector, 10 s for
  * the others. All three are stopped before a failure is reported. */
 void tstack_stop_services(struct tstack_svcs *s, int projector_timeout_ms);
-/* cmocka group fixtures for tests of the three services from an empty state: treset_state and
+/* cmocka group fixtures for tests of the three services from an empty state: tstack_ensure_up,
+ * treset_state and
  * tstack_start_services, *state (the group's, which cmocka passes to every test) pointing at
  * the struct tstack_svcs; the teardown stops them (tstack_stop_services, projector 10 s). */
 int tstack_group_setup(void **state);

@@ -46,6 +46,7 @@ void tw_reject(const char *base, const char *path, const char *body, const char 
               tw_str(doc, "error") != NULL ? tw_str(doc, "error") : "(none)", code);
     if (tw_str(doc, "message") == NULL || tw_str(doc, "message")[0] == '\0')
         tfail("POST %s: error %s without a message", path, code);
+    thttp_assert_no_internals(path, doc);
     json_decref(doc);
     tw_counts(pg, &after);
     /* the outbox is left out: the relay empties it meanwhile, and its rows need events */
