@@ -19,6 +19,7 @@
 #include "jsonx.h"
 #include "log.h"
 #include "metrics.h"
+#include "sbuf.h"
 #include "svc.h"
 
 #define MAX_HEADERS 8
@@ -56,8 +57,8 @@ struct conn_track {
 
 /* One request. */
 struct conn_state {
-    char *body;
-    size_t len, cap, dropped;
+    struct sbuf body;
+    size_t dropped;
     int too_large;
     int begun;      /* the first handler call (headers complete) happened */
     int bad_uri;    /* a control byte, raw or %-encoded, in the request target */
@@ -533,26 +534,15 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     if (*upload_data_size > 0) {
         size_t n = *upload_data_size;
         *upload_data_size = 0;
-        if (cs->too_large || cs->len + n > srv->o.max_body) {
+        if (cs->too_large || cs->body.len + n > srv->o.max_body) {
             /* a body without a length: dropped up to a bound, so the 413 still reaches the
              * client, then the connection closes */
             cs->too_large = 1;
             cs->dropped += n;
             return cs->dropped > DRAIN_MAX ? MHD_NO : MHD_YES;
         }
-        if (cs->len + n + 1 > cs->cap) {
-            size_t cap = cs->cap == 0 ? 1024 : cs->cap;
-            while (cap < cs->len + n + 1)
-                cap *= 2;
-            char *nb = realloc(cs->body, cap);
-            if (nb == NULL)
-                return MHD_NO;
-            cs->body = nb;
-            cs->cap = cap;
-        }
-        memcpy(cs->body + cs->len, upload_data, n);
-        cs->len += n;
-        return MHD_YES;
+        sbuf_add(&cs->body, upload_data, n);
+        return cs->body.failed ? MHD_NO : MHD_YES;
     }
 
     log_set_request_id(cs->request_id);
@@ -575,10 +565,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         pthread_mutex_unlock(&srv->mu);
         req.method = method;
         req.path = url;
-        req.body = cs->body != NULL ? cs->body : "";
-        if (cs->body != NULL)
-            cs->body[cs->len] = '\0';
-        req.body_len = cs->len;
+        req.body = cs->body.p != NULL ? cs->body.p : ""; /* NUL-terminated */
+        req.body_len = cs->body.len;
         req.request_id = cs->request_id;
         req.who = &cs->who;
         req.started_ms = cs->started_ms;
@@ -632,7 +620,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
         srv->nwaiting--;
     pthread_mutex_unlock(&srv->mu);
     if (cs != NULL) {
-        free(cs->body);
+        sbuf_release(&cs->body);
         free(cs);
         *con_cls = NULL;
     }

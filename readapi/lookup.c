@@ -137,9 +137,28 @@ static status query(PGresult **out, const char *what, const char *sql, int n, co
     return st;
 }
 
-static char *dup_value(const PGresult *res, int row, int col)
+/* The one JSON text sql builds for id (malloc'd into *out); ST_NOT_FOUND with reason
+ * <noun>_not_found when there is no row. */
+static status one_document(char **out, const char *noun, const char *sql, const char *id,
+                           struct err *e)
 {
-    return strdup(PQgetvalue(res, row, col));
+    const char *p[1] = {id};
+    char what[32], reason[32];
+    PGresult *res = NULL;
+    status st;
+
+    *out = NULL;
+    snprintf(what, sizeof what, "read %s", noun);
+    st = query(&res, what, sql, 1, p, e);
+    if (st != ST_OK)
+        return st;
+    snprintf(reason, sizeof reason, "%s_not_found", noun);
+    if (PQntuples(res) == 0)
+        st = err_setr(e, ST_NOT_FOUND, reason, "%s '%s' does not exist", noun, id);
+    else if ((*out = strdup(PQgetvalue(res, 0, 0))) == NULL)
+        st = err_set(e, ST_INTERNAL, "out of memory");
+    PQclear(res);
+    return st;
 }
 
 #define LK_TIME(col) "to_char(" col " AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"
@@ -151,20 +170,8 @@ status lk_event(char **out, const char *event_id, struct err *e)
         "stream_version, 'position', position, 'type', type, 'schema', schema, 'recorded_at', "
         LK_TIME("recorded_at") ", 'data', data, 'metadata', metadata)::text "
         "FROM events WHERE event_id = $1::uuid";
-    const char *p[1] = {event_id};
-    PGresult *res = NULL;
-    status st;
 
-    *out = NULL;
-    st = query(&res, "read event", sql, 1, p, e);
-    if (st != ST_OK)
-        return st;
-    if (PQntuples(res) == 0)
-        st = err_setr(e, ST_NOT_FOUND, "event_not_found", "event '%s' does not exist", event_id);
-    else if ((*out = dup_value(res, 0, 0)) == NULL)
-        st = err_set(e, ST_INTERNAL, "out of memory");
-    PQclear(res);
-    return st;
+    return one_document(out, "event", sql, event_id, e);
 }
 
 status lk_transfer(char **out, const char *transfer_id, struct err *e)
@@ -183,21 +190,8 @@ status lk_transfer(char **out, const char *transfer_id, struct err *e)
         "'reversed_by', (SELECT r.event_id FROM events r WHERE r.type = 'TransactionReversed' "
         "AND r.data->>'reversed_event_id' = s.event_id::text LIMIT 1))::text "
         "FROM legs s WHERE s.type = 'TransferSent'";
-    const char *p[1] = {transfer_id};
-    PGresult *res = NULL;
-    status st;
 
-    *out = NULL;
-    st = query(&res, "read transfer", sql, 1, p, e);
-    if (st != ST_OK)
-        return st;
-    if (PQntuples(res) == 0)
-        st = err_setr(e, ST_NOT_FOUND, "transfer_not_found", "transfer '%s' does not exist",
-                      transfer_id);
-    else if ((*out = dup_value(res, 0, 0)) == NULL)
-        st = err_set(e, ST_INTERNAL, "out of memory");
-    PQclear(res);
-    return st;
+    return one_document(out, "transfer", sql, transfer_id, e);
 }
 
 status lk_owner_accounts(struct lk_owner_page *out, const char *owner, int64_t after, int limit,

@@ -19,19 +19,6 @@
 #include "serve.h"
 #include "svc.h"
 
-/* The detail (hosts, ports, Redis errors) goes to the log under the request id, never into
- * the body. */
-static void reply_status_error(struct http_response *resp, const struct err *e)
-{
-    log_warn("%s", e->msg);
-    if (e->code == ST_UNAVAILABLE) {
-        ra_reply_unavailable(resp, "read_model_unavailable",
-                             "the read model is not reachable; retry later");
-    } else {
-        http_reply_error(resp, 500, "internal_error", "the request could not be served");
-    }
-}
-
 static const char *route_name(enum ra_route r)
 {
     switch (r) {
@@ -129,7 +116,7 @@ static void handle(void *ctx, const struct http_request *req, struct http_respon
     case RA_PROJECTIONS: {
         char *body = NULL;
         if (rs_projections(&body, &e) != ST_OK)
-            reply_status_error(resp, &e);
+            ra_reply_status_error(resp, &e);
         else
             http_reply(resp, 200, body);
         break;

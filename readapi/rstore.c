@@ -515,43 +515,9 @@ void rs_statement_release(struct rs_statement *s)
 /* --- read-your-writes wake-ups --- */
 
 static pthread_mutex_t applied_mu = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t applied_cv;
-static uint64_t applied_seq;
 static volatile int listener_stop;
 static pthread_t listener_thread;
 static int listener_started;
-
-uint64_t rs_applied_seq(void)
-{
-    uint64_t seq;
-
-    pthread_mutex_lock(&applied_mu);
-    seq = applied_seq;
-    pthread_mutex_unlock(&applied_mu);
-    return seq;
-}
-
-uint64_t rs_wait_applied(uint64_t seen, int timeout_ms)
-{
-    struct timespec deadline;
-    uint64_t seq;
-
-    clock_gettime(CLOCK_MONOTONIC, &deadline);
-    deadline.tv_sec += timeout_ms / 1000;
-    deadline.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-    if (deadline.tv_nsec >= 1000000000L) {
-        deadline.tv_sec++;
-        deadline.tv_nsec -= 1000000000L;
-    }
-    pthread_mutex_lock(&applied_mu);
-    while (applied_seq == seen) {
-        if (pthread_cond_timedwait(&applied_cv, &applied_mu, &deadline) != 0)
-            break;
-    }
-    seq = applied_seq;
-    pthread_mutex_unlock(&applied_mu);
-    return seq;
-}
 
 static void (*applied_fn)(void *);
 static void *applied_arg;
@@ -567,8 +533,6 @@ void rs_on_applied(void (*fn)(void *), void *arg)
 static void wake_all(void)
 {
     pthread_mutex_lock(&applied_mu);
-    applied_seq++;
-    pthread_cond_broadcast(&applied_cv);
     if (applied_fn != NULL)
         applied_fn(applied_arg);
     pthread_mutex_unlock(&applied_mu);
@@ -677,12 +641,6 @@ static void *listener_main(void *arg)
 
 status rs_start_listener(struct err *e)
 {
-    pthread_condattr_t ca;
-
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&applied_cv, &ca);
-    pthread_condattr_destroy(&ca);
     if (pthread_create(&listener_thread, NULL, listener_main, NULL) != 0)
         return err_set(e, ST_INTERNAL, "unable to start the rm:applied listener");
     listener_started = 1;

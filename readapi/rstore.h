@@ -48,11 +48,6 @@ status rs_ready(struct err *e) WUR;
 void rs_account_release(struct rs_account *a);
 void rs_statement_release(struct rs_statement *s);
 
-/* Read-your-writes: blocks until a projector batch lands (rm:applied) or timeout_ms passes.
- * Returns the wake-up sequence seen; pass the previous value to wait for a newer one. */
-uint64_t rs_wait_applied(uint64_t seen, int timeout_ms);
-/* The wake-up sequence now (taken before a read that may have to wait). */
-uint64_t rs_applied_seq(void);
 /* fn(arg) is called (from the listener thread) after every rm:applied notification and
  * reconnection; NULL removes it. */
 void rs_on_applied(void (*fn)(void *), void *arg);

@@ -13,58 +13,8 @@
 #include "lookup.h"
 #include "metrics.h"
 #include "rstore.h"
+#include "sbuf.h"
 #include "svc.h"
-
-/* A growable string; every append checks the allocation. */
-struct sbuf {
-    char *p;
-    size_t len, cap;
-    int failed;
-};
-
-static void sb_add(struct sbuf *b, const char *s, size_t n)
-{
-    if (b->failed)
-        return;
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap == 0 ? 1024 : b->cap;
-        char *np;
-        while (cap < b->len + n + 1)
-            cap *= 2;
-        np = realloc(b->p, cap);
-        if (np == NULL) {
-            b->failed = 1;
-            return;
-        }
-        b->p = np;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->len, s, n);
-    b->len += n;
-    b->p[b->len] = '\0';
-}
-
-static void sb_str(struct sbuf *b, const char *s)
-{
-    sb_add(b, s, strlen(s));
-}
-
-static void sb_int(struct sbuf *b, int64_t n)
-{
-    char num[24];
-    snprintf(num, sizeof num, "%lld", (long long)n);
-    sb_str(b, num);
-}
-
-/* The finished string (caller frees), NULL when an allocation failed. */
-static char *sb_take(struct sbuf *b)
-{
-    if (b->failed) {
-        free(b->p);
-        return NULL;
-    }
-    return b->p != NULL ? b->p : strdup("");
-}
 
 static void count_unavailable(const char *reason)
 {
@@ -96,7 +46,7 @@ static void count_wait_end(const struct http_request *req, int satisfied)
                             "min_version waits that ended at wait_ms without the version.", 1);
 }
 
-static void reply_status_error(struct http_response *resp, const struct err *e)
+void ra_reply_status_error(struct http_response *resp, const struct err *e)
 {
     if (e->code == ST_UNAVAILABLE) {
         /* the detail names hosts and library errors: it goes to the log, not the body */
@@ -167,11 +117,11 @@ static char *with_stalled(const char *doc, const char *stalled)
         len--;
     if (len == 0)
         return NULL;
-    sb_add(&b, doc, len - 1);
-    sb_str(&b, ",\"stalled\":");
-    sb_str(&b, stalled);
-    sb_str(&b, "}");
-    return sb_take(&b);
+    sbuf_add(&b, doc, len - 1);
+    sbuf_str(&b, ",\"stalled\":");
+    sbuf_str(&b, stalled);
+    sbuf_str(&b, "}");
+    return sbuf_take(&b);
 }
 
 static int64_t doc_balance(const char *doc)
@@ -188,32 +138,32 @@ static char *statement_body(const struct ra_query *q, const struct rs_statement 
 {
     struct sbuf b = {0};
 
-    sb_str(&b, "{\"account_id\":\"");
-    sb_str(&b, q->account_id);
-    sb_str(&b, "\",\"balance\":");
-    sb_int(&b, doc_balance(s->acc.doc));
-    sb_str(&b, ",\"version\":");
-    sb_int(&b, s->acc.version);
-    sb_str(&b, ",\"order\":\"");
-    sb_str(&b, q->order == RA_ASC ? "asc" : "desc");
-    sb_str(&b, "\",\"entries\":[");
+    sbuf_str(&b, "{\"account_id\":\"");
+    sbuf_str(&b, q->account_id);
+    sbuf_str(&b, "\",\"balance\":");
+    sbuf_int(&b, doc_balance(s->acc.doc));
+    sbuf_str(&b, ",\"version\":");
+    sbuf_int(&b, s->acc.version);
+    sbuf_str(&b, ",\"order\":\"");
+    sbuf_str(&b, q->order == RA_ASC ? "asc" : "desc");
+    sbuf_str(&b, "\",\"entries\":[");
     for (int k = 0; k < s->nentries; k++) {
         int i = q->order == RA_ASC ? k : s->nentries - 1 - k;
         if (k > 0)
-            sb_str(&b, ",");
-        sb_str(&b, s->entries[i]);
+            sbuf_str(&b, ",");
+        sbuf_str(&b, s->entries[i]);
     }
-    sb_str(&b, q->order == RA_ASC ? "],\"next_after\":" : "],\"next_before\":");
+    sbuf_str(&b, q->order == RA_ASC ? "],\"next_after\":" : "],\"next_before\":");
     if (next > 0)
-        sb_int(&b, next);
+        sbuf_int(&b, next);
     else
-        sb_str(&b, "null");
+        sbuf_str(&b, "null");
     if (s->acc.stalled != NULL) {
-        sb_str(&b, ",\"stalled\":");
-        sb_str(&b, s->acc.stalled);
+        sbuf_str(&b, ",\"stalled\":");
+        sbuf_str(&b, s->acc.stalled);
     }
-    sb_str(&b, "}");
-    return sb_take(&b);
+    sbuf_str(&b, "}");
+    return sbuf_take(&b);
 }
 
 /* The statement page of q: the time range becomes a version range by binary search over the
@@ -321,7 +271,7 @@ void ra_serve_account(const struct http_request *req, const struct ra_query *q,
     else
         st = load_statement(q, &s, &next, &e);
     if (st != ST_OK) {
-        reply_status_error(resp, &e);
+        ra_reply_status_error(resp, &e);
         goto cleanup;
     }
     if (s.acc.gen == 0) {
@@ -353,7 +303,7 @@ void ra_serve_account(const struct http_request *req, const struct ra_query *q,
         }
         if (body == NULL) {
             err_set(&e, ST_INTERNAL, "out of memory");
-            reply_status_error(resp, &e);
+            ra_reply_status_error(resp, &e);
         } else {
             count_wait_end(req, 1);
             http_reply(resp, 200, body);
@@ -400,14 +350,14 @@ void ra_serve_owner_accounts(const struct ra_query *q, struct http_response *res
 
     st = lk_owner_accounts(&page, q->owner, q->after, q->limit, &e);
     if (st != ST_OK) {
-        reply_status_error(resp, &e);
+        ra_reply_status_error(resp, &e);
         return;
     }
     docs = calloc((size_t)page.n + 1, sizeof *docs);
     ids = calloc((size_t)page.n + 1, sizeof *ids);
     if (docs == NULL || ids == NULL) {
         err_set(&e, ST_INTERNAL, "out of memory");
-        reply_status_error(resp, &e);
+        ra_reply_status_error(resp, &e);
         goto cleanup;
     }
     for (int i = 0; i < page.n; i++)
@@ -415,7 +365,7 @@ void ra_serve_owner_accounts(const struct ra_query *q, struct http_response *res
     if (page.n > 0) {
         st = rs_accounts(docs, &gen, ids, page.n, &e);
         if (st != ST_OK) {
-            reply_status_error(resp, &e);
+            ra_reply_status_error(resp, &e);
             goto cleanup;
         }
         if (gen == 0) {
@@ -425,21 +375,21 @@ void ra_serve_owner_accounts(const struct ra_query *q, struct http_response *res
     }
     /* an account opened a moment ago and not projected yet is left out of its page; the
      * cursor is the event store's, so paging stays exact */
-    sb_str(&b, "{\"accounts\":[");
+    sbuf_str(&b, "{\"accounts\":[");
     for (int i = 0, k = 0; i < page.n; i++) {
         if (docs[i] == NULL)
             continue;
         if (k++ > 0)
-            sb_str(&b, ",");
-        sb_str(&b, docs[i]);
+            sbuf_str(&b, ",");
+        sbuf_str(&b, docs[i]);
     }
-    sb_str(&b, "],\"next_after\":");
+    sbuf_str(&b, "],\"next_after\":");
     if (page.next_after > 0)
-        sb_int(&b, page.next_after);
+        sbuf_int(&b, page.next_after);
     else
-        sb_str(&b, "null");
-    sb_str(&b, "}");
-    body = sb_take(&b);
+        sbuf_str(&b, "null");
+    sbuf_str(&b, "}");
+    body = sbuf_take(&b);
     if (body == NULL)
         http_reply_error(resp, 500, "internal_error", "out of memory");
     else
@@ -481,7 +431,7 @@ void ra_serve_lookup(const struct http_request *req, const struct ra_query *q,
                                      : lk_transfer(&body, q->account_id, &e);
 
     if (st != ST_OK) {
-        reply_status_error(resp, &e);
+        ra_reply_status_error(resp, &e);
     } else if (!may_read_lookup(req, q, body)) {
         free(body);
         if (q->route == RA_EVENT)

@@ -19,5 +19,9 @@ void ra_serve_lookup(const struct http_request *req, const struct ra_query *q,
 /* Answers 503 with the error code reason (Retry-After: 1) and counts it in
  * readapi_unavailable_responses_total{reason}. */
 void ra_reply_unavailable(struct http_response *resp, const char *reason, const char *message);
+/* The answer to a failed read: 503 store_unavailable or read_model_unavailable (by e->reason),
+ * 404 for ST_NOT_FOUND, else 500 internal_error. e->msg (hosts, library text) goes to the log,
+ * never into the body. */
+void ra_reply_status_error(struct http_response *resp, const struct err *e);
 
 #endif

@@ -11,57 +11,30 @@
 #include "db.h"
 #include "jsonx.h"
 #include "reply.h"
+#include "sbuf.h"
 #include "sql.h"
 #include "uuid.h"
 
-/* A growable string with a Postgres array literal builder; oom sticks. */
-struct sbuf {
-    char *p;
-    size_t len, cap;
-    bool oom;
-};
-
-static void sb_put(struct sbuf *b, const char *s, size_t n)
-{
-    if (b->oom)
-        return;
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 1024;
-        char *np;
-        while (cap < b->len + n + 1)
-            cap *= 2;
-        np = realloc(b->p, cap);
-        if (np == NULL) {
-            b->oom = true;
-            return;
-        }
-        b->p = np;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->len, s, n);
-    b->len += n;
-    b->p[b->len] = '\0';
-}
-
+/* Postgres array literals built in an sbuf. */
 static void arr_item(struct sbuf *b, const char *s)
 {
-    sb_put(b, b->len == 0 ? "{\"" : ",\"", 2);
+    sbuf_add(b, b->len == 0 ? "{\"" : ",\"", 2);
     for (const char *q = s; *q != '\0';) {
         size_t run = strcspn(q, "\"\\");
-        sb_put(b, q, run);
+        sbuf_add(b, q, run);
         q += run;
         if (*q != '\0') {
             char esc[2] = {'\\', *q};
-            sb_put(b, esc, 2);
+            sbuf_add(b, esc, 2);
             q++;
         }
     }
-    sb_put(b, "\"", 1);
+    sbuf_add(b, "\"", 1);
 }
 
 static void arr_close(struct sbuf *b)
 {
-    sb_put(b, b->len == 0 ? "{}" : "}", b->len == 0 ? 2 : 1);
+    sbuf_add(b, b->len == 0 ? "{}" : "}", b->len == 0 ? 2 : 1);
 }
 
 static int cmp_id(const void *a, const void *b)
@@ -204,7 +177,7 @@ static status finish_keys(PGconn *conn, struct pending **batch, int n, struct er
     }
     for (int i = 0; i < 6; i++) {
         arr_close(&k[i]);
-        if (k[i].oom && st == ST_OK)
+        if (k[i].failed && st == ST_OK)
             st = err_set(e, ST_INTERNAL, "out of memory encoding a batch");
     }
     if (st == ST_OK) {
@@ -217,7 +190,7 @@ static status finish_keys(PGconn *conn, struct pending **batch, int n, struct er
     }
     clear_all(r3, 2);
     for (int i = 0; i < 6; i++)
-        free(k[i].p);
+        sbuf_release(&k[i]);
     return st;
 }
 
@@ -277,7 +250,7 @@ enum grouptx_end grouptx_run(PGconn *conn, struct pending **batch, int n, bool n
     arr_close(&a[0]);
     nkeyed = claim_arrays(batch, n, dup, k);
     snprintf(retention, sizeof retention, "%d", n > 0 ? batch[0]->retention_s : 0);
-    if (a[0].oom || k[0].oom || k[1].oom || k[2].oom) {
+    if (a[0].failed || k[0].failed || k[1].failed || k[2].failed) {
         st = err_set(e, ST_INTERNAL, "out of memory");
         goto cleanup;
     }
@@ -391,7 +364,7 @@ enum grouptx_end grouptx_run(PGconn *conn, struct pending **batch, int n, bool n
         arr_item(&a[4], event_type_name(ev->type));
         arr_item(&a[5], schema);
         if (ds == NULL || ms == NULL)
-            a[6].oom = true;
+            a[6].failed = true;
         else {
             arr_item(&a[6], ds);
             arr_item(&a[7], ms);
@@ -416,7 +389,7 @@ enum grouptx_end grouptx_run(PGconn *conn, struct pending **batch, int n, bool n
     for (int i = 1; i <= 11; i++)
         arr_close(&a[i]);
     for (int i = 0; i <= 11; i++)
-        if (a[i].oom) {
+        if (a[i].failed) {
             st = err_set(e, ST_INTERNAL, "out of memory encoding a batch");
             goto cleanup;
         }
@@ -476,9 +449,9 @@ cleanup:
     if (in_pipeline && PQpipelineStatus(conn) != PQ_PIPELINE_OFF)
         (void)PQexitPipelineMode(conn);
     for (int i = 0; i <= 11; i++)
-        free(a[i].p);
+        sbuf_release(&a[i]);
     for (int i = 0; i < 3; i++)
-        free(k[i].p);
+        sbuf_release(&k[i]);
     free(dup);
     free(ids);
     free(accs);
