@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "support.h"
+#include "tbad.h"
 #include "thttp.h"
 #include "treadapi.h"
 #include "tstack.h"
@@ -47,152 +48,29 @@ static int setup(void **state)
 
 /* ---- writer bodies ---- */
 
-enum target { T_OPEN, T_DEPOSIT, T_WITHDRAW, T_TRANSFER, T_REVERSE, T_CLOSE };
-
-struct bad_body {
-    enum target t;
-    const char *body; /* %1$s: the account, %2$s: the other account, %3$s: an event id */
-    int status;
-    const char *code;
-};
-
-static const struct bad_body bad_bodies[] = {
-    /* malformed */
-    {T_DEPOSIT, "", 400, "invalid_json"},
-    {T_DEPOSIT, "   ", 400, "invalid_json"},
-    {T_DEPOSIT, "{", 400, "invalid_json"},
-    {T_DEPOSIT, "}", 400, "invalid_json"},
-    {T_DEPOSIT, "{\"amount\":5,}", 400, "invalid_json"},
-    {T_DEPOSIT, "{'amount':5}", 400, "invalid_json"},
-    {T_DEPOSIT, "{amount:5}", 400, "invalid_json"},
-    {T_DEPOSIT, "{\"amount\":5}{\"amount\":5}", 400, "invalid_json"},
-    {T_DEPOSIT, "{\"amount\":5} trailing", 400, "invalid_json"},
-    {T_DEPOSIT, "{\"amount\":05}", 400, "invalid_json"},
-    {T_DEPOSIT, "{\"amount\":0x10}", 400, "invalid_json"},
-    {T_DEPOSIT, "{\"amount\":+5}", 400, "invalid_json"},
-    {T_DEPOSIT, "{\"amount\":NaN}", 400, "invalid_json"},
-    {T_DEPOSIT, "{\"amount\":Infinity}", 400, "invalid_json"},
-    {T_DEPOSIT, "{\"amount\":5,\"description\":\"unterminated}", 400, "invalid_json"},
-    {T_DEPOSIT, "{\"amount\":5,\"description\":\"bad \\x escape\"}", 400, "invalid_json"},
-    {T_DEPOSIT, "{\"amount\":5,\"description\":\"lone \\ud800 surrogate\"}", 400, "invalid_json"},
-    {T_DEPOSIT, "{\"amount\":5,\"description\":\"nul \\u0000 inside\"}", 400, "invalid_json"},
-    {T_DEPOSIT, "{\"amount\":5,\"description\":\"raw\ttab\"}", 400, "invalid_json"},
-    {T_DEPOSIT, "{\"amount\":5,\"description\":\"\xc3\x28\"}", 400, "invalid_json"},
-    {T_DEPOSIT, "{\"amount\":5,\"description\":\"\xed\xa0\x80\"}", 400, "invalid_json"},
-    {T_DEPOSIT, "{\"amount\":5,\"description\":\"\xc0\xaf overlong\"}", 400, "invalid_json"},
-    {T_DEPOSIT, "\xef\xbb\xbf{\"amount\":5}", 400, "invalid_json"},
-    {T_OPEN, "{\"owner\":\"\xff\",\"name\":\"n\",\"currency\":\"EUR\"}", 400, "invalid_json"},
-    /* not an object */
-    {T_DEPOSIT, "[]", 400, "invalid_json"},
-    {T_DEPOSIT, "[{\"amount\":5}]", 400, "invalid_json"},
-    {T_DEPOSIT, "5", 400, "invalid_json"},
-    {T_DEPOSIT, "\"amount\"", 400, "invalid_json"},
-    {T_DEPOSIT, "null", 400, "invalid_json"},
-    {T_DEPOSIT, "true", 400, "invalid_json"},
-    /* wrong types, field by field */
-    {T_DEPOSIT, "{\"amount\":\"5\"}", 400, "invalid_field"},
-    {T_DEPOSIT, "{\"amount\":true}", 400, "invalid_field"},
-    {T_DEPOSIT, "{\"amount\":null}", 400, "invalid_field"},
-    {T_DEPOSIT, "{\"amount\":[5]}", 400, "invalid_field"},
-    {T_DEPOSIT, "{\"amount\":{\"v\":5}}", 400, "invalid_field"},
-    {T_DEPOSIT, "{\"amount\":5,\"description\":5}", 400, "invalid_field"},
-    {T_DEPOSIT, "{\"amount\":5,\"description\":[\"x\"]}", 400, "invalid_field"},
-    {T_OPEN, "{\"owner\":5,\"name\":\"n\",\"currency\":\"EUR\"}", 400, "invalid_field"},
-    {T_OPEN, "{\"owner\":\"o\",\"name\":null,\"currency\":\"EUR\"}", 400, "invalid_field"},
-    {T_OPEN, "{\"owner\":\"o\",\"name\":\"n\",\"currency\":978}", 400, "invalid_field"},
-    {T_OPEN, "{\"owner\":\"o\",\"name\":\"n\",\"currency\":\"eur\"}", 400, "invalid_field"},
-    {T_OPEN, "{\"owner\":\"o\",\"name\":\"n\",\"currency\":\"EURO\"}", 400, "invalid_field"},
-    {T_OPEN, "{\"owner\":\"o\",\"name\":\"n\",\"currency\":\"E\xc3\x9cR\"}", 400, "invalid_field"},
-    {T_OPEN, "{\"owner\":\"o\",\"name\":\"n\",\"currency\":\"EUR\",\"overdraft_limit\":\"10\"}", 400, "invalid_field"},
-    {T_OPEN, "{\"owner\":\"o\",\"name\":\"n\",\"currency\":\"EUR\",\"overdraft_limit\":-1}", 400, "invalid_field"},
-    {T_OPEN, "{\"owner\":\"o\",\"name\":\"n\",\"currency\":\"EUR\",\"overdraft_limit\":1.0}", 400, "invalid_field"},
-    {T_OPEN, "{\"owner\":\"o\",\"name\":\"n\",\"currency\":\"EUR\",\"extra\":1}", 400, "invalid_field"},
-    {T_OPEN, "{\"owner\":\"o\",\"currency\":\"EUR\"}", 400, "invalid_field"},
-    {T_TRANSFER, "{\"from\":5,\"to\":\"%2$s\",\"amount\":5}", 400, "invalid_field"},
-    {T_TRANSFER, "{\"from\":\"%1$s\",\"to\":[\"%2$s\"],\"amount\":5}", 400, "invalid_field"},
-    {T_TRANSFER, "{\"from\":\"%1$s\",\"to\":\"%1$s\",\"amount\":5}", 400, "invalid_field"},
-    {T_REVERSE, "{\"event_id\":5}", 400, "invalid_field"},
-    {T_REVERSE, "{\"event_id\":\"%3$s\",\"reason\":false}", 400, "invalid_field"},
-    {T_CLOSE, "{\"reason\":{}}", 400, "invalid_field"},
-    /* floats for amounts */
-    {T_DEPOSIT, "{\"amount\":1.5}", 400, "invalid_field"},
-    {T_DEPOSIT, "{\"amount\":5.0}", 400, "invalid_field"},
-    {T_DEPOSIT, "{\"amount\":1e3}", 400, "invalid_field"},
-    {T_DEPOSIT, "{\"amount\":1E2}", 400, "invalid_field"},
-    {T_DEPOSIT, "{\"amount\":-0.0}", 400, "invalid_field"},
-    {T_DEPOSIT, "{\"amount\":0.1e1}", 400, "invalid_field"},
-    {T_WITHDRAW, "{\"amount\":0.5}", 400, "invalid_field"},
-    {T_TRANSFER, "{\"from\":\"%1$s\",\"to\":\"%2$s\",\"amount\":2.5}", 400, "invalid_field"},
-    /* int64 overflow */
-    {T_DEPOSIT, "{\"amount\":9223372036854775808}", 400, "invalid_field"},
-    {T_DEPOSIT, "{\"amount\":18446744073709551616}", 400, "invalid_field"},
-    {T_DEPOSIT, "{\"amount\":-9223372036854775809}", 400, "invalid_field"},
-    {T_DEPOSIT, "{\"amount\":1e19}", 400, "invalid_field"},
-    {T_DEPOSIT, "{\"amount\":99999999999999999999999999999999999999999999999999}", 400, "invalid_field"},
-    {T_OPEN, "{\"owner\":\"o\",\"name\":\"n\",\"currency\":\"EUR\",\"overdraft_limit\":9223372036854775808}", 400, "invalid_field"},
-    /* the largest amount parses; the balance it would make is refused, not wrapped */
-    {T_WITHDRAW, "{\"amount\":9223372036854775807}", 422, "insufficient_funds"},
-    {T_TRANSFER, "{\"from\":\"%1$s\",\"to\":\"%2$s\",\"amount\":9223372036854775807}", 422, "insufficient_funds"},
-    /* zero and negative */
-    {T_DEPOSIT, "{\"amount\":0}", 400, "invalid_field"},
-    {T_DEPOSIT, "{\"amount\":-1}", 400, "invalid_field"},
-    {T_DEPOSIT, "{\"amount\":-9223372036854775808}", 400, "invalid_field"},
-    {T_WITHDRAW, "{\"amount\":0}", 400, "invalid_field"},
-    {T_WITHDRAW, "{\"amount\":-5}", 400, "invalid_field"},
-    {T_TRANSFER, "{\"from\":\"%1$s\",\"to\":\"%2$s\",\"amount\":0}", 400, "invalid_field"},
-    {T_TRANSFER, "{\"from\":\"%1$s\",\"to\":\"%2$s\",\"amount\":-5}", 400, "invalid_field"},
-    /* invalid UUIDs in the body */
-    {T_TRANSFER, "{\"from\":\"%1$s\",\"to\":\"not-a-uuid\",\"amount\":5}", 400, "invalid_field"},
-    {T_TRANSFER, "{\"from\":\"%1$s\",\"to\":\"6b3f0c1e-2a4d-4b8e-9c1f-0123456789abc\",\"amount\":5}", 400, "invalid_field"},
-    {T_TRANSFER, "{\"from\":\"%1$s\",\"to\":\"6b3f0c1e2a4d4b8e9c1f0123456789ab\",\"amount\":5}", 400, "invalid_field"},
-    {T_TRANSFER, "{\"from\":\"%1$s\",\"to\":\"{6b3f0c1e-2a4d-4b8e-9c1f-0123456789ab}\",\"amount\":5}", 400, "invalid_field"},
-    {T_TRANSFER, "{\"from\":\"%1$s\",\"to\":\"6b3f0c1e-2a4d-4b8e-9c1f-0123456789ag\",\"amount\":5}", 400, "invalid_field"},
-    {T_TRANSFER, "{\"from\":\"%1$s\",\"to\":\"\",\"amount\":5}", 400, "invalid_field"},
-    {T_TRANSFER, "{\"from\":\"'; DROP TABLE events; --\",\"to\":\"%2$s\",\"amount\":5}", 400, "invalid_field"},
-    {T_REVERSE, "{\"event_id\":\"6b3f0c1e-2a4d-4b8e-9c1f-01234567\"}", 400, "invalid_field"},
-    {T_REVERSE, "{\"event_id\":\"6b3f0c1e-2a4d-4b8e-9c1f-0123456789ab' OR '1'='1\"}", 400, "invalid_field"},
-    /* limits on strings */
-    {T_CLOSE, "{\"reason\":\"%4$s\"}", 400, "invalid_field"},
-    {T_DEPOSIT, "{\"amount\":5,\"description\":\"%4$s\"}", 400, "invalid_field"},
-};
-
-static const char *target_path(enum target t, char *buf, size_t len)
+static const char *target_path(enum tbad_target t, char *buf, size_t len)
 {
-    static const char *const tails[] = {"", "deposits", "withdrawals", "", "reversals", "close"};
-    if (t == T_OPEN)
-        return "/accounts";
-    if (t == T_TRANSFER)
-        return "/transfers";
-    snprintf(buf, len, "/accounts/%s/%s", acct1, tails[t]);
-    return buf;
+    return tbad_path(t, acct1, buf, len);
 }
 
 static void test_writer_bad_bodies(void **state)
 {
-    char path[160], *body, *longstr;
+    char path[160], *body;
     size_t cap = 64 * 1024;
 
     (void)state;
-    longstr = malloc(8192);
     body = malloc(cap);
-    assert_non_null(longstr);
     assert_non_null(body);
-    memset(longstr, 'x', 8000);
-    longstr[8000] = '\0';
-    for (size_t i = 0; i < sizeof bad_bodies / sizeof bad_bodies[0]; i++) {
-        const struct bad_body *b = &bad_bodies[i];
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wformat-nonliteral"
-        snprintf(body, cap, b->body, acct1, acct2, dep_event, longstr);
-#pragma GCC diagnostic pop
+    for (size_t i = 0; i < tbad_nbodies; i++) {
+        const struct tbad_body *b = &tbad_bodies[i];
+        tbad_format(body, cap, b, acct1, acct2, dep_event);
         tw_reject(writer_url, target_path(b->t, path, sizeof path), body, NULL, b->status, b->code);
     }
     /* the same, with an Idempotency-Key: a rejected request keeps no key (tw_reject counts) */
-    tw_reject(writer_url, target_path(T_DEPOSIT, path, sizeof path), "{\"amount\":1.5}",
+    tw_reject(writer_url, target_path(TB_DEPOSIT, path, sizeof path), "{\"amount\":1.5}",
               "Idempotency-Key: bad-input-1\r\n", 400, "invalid_field");
-    tw_reject(writer_url, target_path(T_DEPOSIT, path, sizeof path), "{\"amount\":5}",
+    tw_reject(writer_url, target_path(TB_DEPOSIT, path, sizeof path), "{\"amount\":5}",
               "Idempotency-Key: \r\n", 400, "invalid_field");
-    free(longstr);
     free(body);
     assert_serving(writer_url);
 }
@@ -216,7 +94,7 @@ static void test_writer_truncated(void **state)
         cut[n] = '\0';
         tw_reject(writer_url, "/accounts", cut, NULL, 400, "invalid_json");
     }
-    (void)target_path(T_DEPOSIT, path, sizeof path);
+    (void)target_path(TB_DEPOSIT, path, sizeof path);
     assert_serving(writer_url);
 }
 
@@ -234,15 +112,15 @@ static void test_writer_sizes_and_paths(void **state)
     body[0] = '{';
     memcpy(body + big - 12, "\"amount\":5}", 11);
     body[big - 1] = '\0';
-    tw_reject(writer_url, target_path(T_DEPOSIT, path, sizeof path), body, NULL, 413, "body_too_large");
+    tw_reject(writer_url, target_path(TB_DEPOSIT, path, sizeof path), body, NULL, 413, "body_too_large");
     memset(body, '[', big);
     body[big] = '\0';
-    tw_reject(writer_url, target_path(T_DEPOSIT, path, sizeof path), body, NULL, 413, "body_too_large");
+    tw_reject(writer_url, target_path(TB_DEPOSIT, path, sizeof path), body, NULL, 413, "body_too_large");
     /* deep nesting within the size bound */
     memset(body, '[', 30000);
     memset(body + 30000, ']', 30000);
     body[60000] = '\0';
-    tw_reject(writer_url, target_path(T_DEPOSIT, path, sizeof path), body, NULL, 400, "invalid_json");
+    tw_reject(writer_url, target_path(TB_DEPOSIT, path, sizeof path), body, NULL, 400, "invalid_json");
     /* invalid UUIDs in the path */
     tw_reject(writer_url, "/accounts/not-a-uuid/deposits", "{\"amount\":5}", NULL, 400, "invalid_field");
     tw_reject(writer_url, "/accounts/6b3f0c1e-2a4d-4b8e-9c1f-0123456789abc/deposits", "{\"amount\":5}", NULL,
@@ -262,16 +140,16 @@ static void test_writer_sizes_and_paths(void **state)
     memcpy(path + 3990, "/deposits", 10);
     tw_reject(writer_url, path, "{\"amount\":5}", NULL, 400, "invalid_field");
     /* headers with bad values */
-    tw_reject(writer_url, target_path(T_DEPOSIT, path, sizeof path), "{\"amount\":5}", "If-Match: 1.5\r\n", 400,
+    tw_reject(writer_url, target_path(TB_DEPOSIT, path, sizeof path), "{\"amount\":5}", "If-Match: 1.5\r\n", 400,
               "invalid_field");
-    tw_reject(writer_url, target_path(T_DEPOSIT, path, sizeof path), "{\"amount\":5}",
+    tw_reject(writer_url, target_path(TB_DEPOSIT, path, sizeof path), "{\"amount\":5}",
               "If-Match: 99999999999999999999999\r\n", 400, "invalid_field");
-    tw_reject(writer_url, target_path(T_DEPOSIT, path, sizeof path), "{\"amount\":5}",
+    tw_reject(writer_url, target_path(TB_DEPOSIT, path, sizeof path), "{\"amount\":5}",
               "Idempotency-Key: \xff\xfe\r\n", 400, "invalid_field");
     memset(body, 'k', 2000);
     memcpy(body, "Idempotency-Key: ", 17);
     memcpy(body + 2000, "\r\n", 3);
-    tw_reject(writer_url, target_path(T_DEPOSIT, path, sizeof path), "{\"amount\":5}", body, 400, "invalid_field");
+    tw_reject(writer_url, target_path(TB_DEPOSIT, path, sizeof path), "{\"amount\":5}", body, 400, "invalid_field");
     free(body);
     assert_serving(writer_url);
 }
@@ -330,19 +208,12 @@ static void test_writer_sql_metacharacters(void **state)
 
 static void test_readapi_bad_input(void **state)
 {
-    static const char *const bad_params[] = {
-        "limit=abc", "limit=0", "limit=-1", "limit=1.5", "limit=1e2", "limit=99999999999999999999",
-        "limit=", "limit=%00", "before=x", "before=-1", "before=9223372036854775808",
-        "min_version=-1", "min_version=1.0", "min_version=18446744073709551616", "wait_ms=-5",
-        "wait_ms=1e3", "wait_ms=10001", "min_version=1&wait_ms=abc", "limit=%ff",
-        "limit=5'%20OR%201=1--",
-    };
     char path[12000];
     char *body;
 
     (void)state;
-    for (size_t i = 0; i < sizeof bad_params / sizeof bad_params[0]; i++) {
-        snprintf(path, sizeof path, "/accounts/%s/statement?%s", acct1, bad_params[i]);
+    for (size_t i = 0; i < tbad_nquery_params; i++) {
+        snprintf(path, sizeof path, "/accounts/%s/statement?%s", acct1, tbad_query_params[i]);
         tr_expect_error("GET", readapi_url, path, 400, NULL);
     }
     tr_expect_error("GET", readapi_url, "/accounts/not-a-uuid", 400, NULL);
