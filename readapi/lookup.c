@@ -23,9 +23,15 @@ static struct {
     int busy[LK_POOL_MAX];
 } pool = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
 
+static void store_errors(double v)
+{
+    metrics_counter_add("readapi_store_errors_total", "Event-store lookups that failed.", v);
+}
+
 status lk_init(const struct cfg *c, struct err *e)
 {
     (void)e;
+    store_errors(0); /* the series exists before the first failure */
     pool.cfg = c;
     pool.size = c->pg_pool_size < LK_POOL_MAX ? c->pg_pool_size : LK_POOL_MAX;
     return ST_OK;
@@ -46,7 +52,7 @@ static status unavailable(struct err *e, const char *what, const PGconn *conn, c
 {
     char msg[200];
 
-    metrics_counter_add("readapi_store_errors_total", "Event-store lookups that failed.", 1);
+    store_errors(1);
     return err_setr(e, ST_UNAVAILABLE, "store_unavailable", "%s: %s", what,
                     db_error(msg, sizeof msg, conn, res));
 }
@@ -78,6 +84,7 @@ static int acquire(struct err *e)
         pool.busy[slot] = 1;
     pthread_mutex_unlock(&pool.mu);
     if (slot < 0) {
+        store_errors(1);
         err_setr(e, ST_UNAVAILABLE, "store_unavailable", "every event-store connection is busy");
         return -1;
     }
@@ -86,8 +93,10 @@ static int acquire(struct err *e)
     if (pool.conns[slot] != NULL)
         PQfinish(pool.conns[slot]);
     pool.conns[slot] = NULL;
-    if (db_connect(&conn, pool.cfg->database_url, pool.cfg->request_timeout_ms, e) != ST_OK)
+    if (db_connect(&conn, pool.cfg->database_url, pool.cfg->request_timeout_ms, e) != ST_OK) {
+        store_errors(1); /* a lookup that cannot connect failed like one whose query did */
         goto fail;
+    }
     /* the read API never writes the event store, whatever a bug might ask */
     res = PQexec(conn, "SET default_transaction_read_only = on");
     if (PQresultStatus(res) != PGRES_COMMAND_OK) {

@@ -177,6 +177,7 @@ int main(int argc, char **argv)
     log_init("readapi", (enum log_level)cfg.log_level, (enum log_format)cfg.log_format);
     /* Only the main thread takes SIGTERM/SIGINT: block them before any thread starts. */
     svc_signals_install(1);
+    ra_serve_metrics_init();
     if (rs_init(&cfg, &e) != ST_OK || lk_init(&cfg, &e) != ST_OK || rs_start_listener(&e) != ST_OK) {
         log_error("%s", e.msg);
         rs_fini();

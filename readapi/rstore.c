@@ -57,9 +57,12 @@ static void make_key(void)
     pthread_key_create(&conn_key, rconn_free);
 }
 
+static void redis_errors(double v);
+
 status rs_init(const struct cfg *c, struct err *e)
 {
     rs_cfg = c;
+    redis_errors(0); /* the series exists before the first failure */
     pthread_once(&key_once, make_key);
     return rc_create(&cache, (size_t)c->read_cache_slots, c->read_cache_ttl_ms, e);
 }
@@ -76,9 +79,14 @@ static struct timeval ms_tv(int ms)
     return tv;
 }
 
+static void redis_errors(double v)
+{
+    metrics_counter_add("redis_errors_total", "Redis commands that failed.", v);
+}
+
 static void redis_error(void)
 {
-    metrics_counter_add("redis_errors_total", "Redis commands that failed.", 1);
+    redis_errors(1);
 }
 
 static redisContext *connect_redis(struct err *e)

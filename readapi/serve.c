@@ -16,13 +16,42 @@
 #include "sbuf.h"
 #include "svc.h"
 
-static void count_unavailable(const char *reason)
+static void count_unavailable_by(const char *reason, double v)
 {
     char labels[64];
 
     snprintf(labels, sizeof labels, "reason=\"%s\"", reason);
     metrics_counter_add_l("readapi_unavailable_responses_total", labels,
-                          "503 answers by reason (the error code of the body).", 1);
+                          "503 answers by reason (the error code of the body).", v);
+}
+
+static void count_unavailable(const char *reason)
+{
+    count_unavailable_by(reason, 1);
+}
+
+static void count_waits(const char *name, double v)
+{
+    if (strcmp(name, "started") == 0)
+        metrics_counter_add("readapi_waits_started_total", "min_version reads parked until the version is projected.",
+                            v);
+    else if (strcmp(name, "satisfied") == 0)
+        metrics_counter_add("readapi_waits_satisfied_total",
+                            "min_version waits answered once the version was projected.", v);
+    else
+        metrics_counter_add("readapi_waits_timed_out_total",
+                            "min_version waits that ended at wait_ms without the version.", v);
+}
+
+void ra_serve_metrics_init(void)
+{
+    static const char *const reasons[] = {"not_yet_projected", "read_model_unavailable", "store_unavailable",
+                                          "too_many_waiters"};
+    for (size_t i = 0; i < sizeof reasons / sizeof reasons[0]; i++)
+        count_unavailable_by(reasons[i], 0);
+    count_waits("started", 0);
+    count_waits("satisfied", 0);
+    count_waits("timed_out", 0);
 }
 
 void ra_reply_unavailable(struct http_response *resp, const char *reason, const char *message)
@@ -38,12 +67,7 @@ static void count_wait_end(const struct http_request *req, int satisfied)
 {
     if (req->resumed == 0)
         return;
-    if (satisfied)
-        metrics_counter_add("readapi_waits_satisfied_total",
-                            "min_version waits answered once the version was projected.", 1);
-    else
-        metrics_counter_add("readapi_waits_timed_out_total",
-                            "min_version waits that ended at wait_ms without the version.", 1);
+    count_waits(satisfied ? "satisfied" : "timed_out", 1);
 }
 
 void ra_reply_status_error(struct http_response *resp, const struct err *e)
@@ -331,8 +355,7 @@ void ra_serve_account(const struct http_request *req, const struct ra_query *q,
         ra_reply_unavailable(resp, "too_many_waiters",
                              "too many requests are waiting for the projection; retry later");
     else if (req->resumed == 0)
-        metrics_counter_add("readapi_waits_started_total",
-                            "min_version reads parked until the version is projected.", 1);
+        count_waits("started", 1);
 cleanup:
     rs_statement_release(&s);
 }

@@ -16,6 +16,8 @@ void ra_serve_owner_accounts(const struct ra_query *q, struct http_response *res
 void ra_serve_lookup(const struct http_request *req, const struct ra_query *q,
                      struct http_response *resp);
 
+/* The counters of waits and of 503s by reason at 0, so each series exists before its first event. */
+void ra_serve_metrics_init(void);
 /* Answers 503 with the error code reason (Retry-After: 1) and counts it in
  * readapi_unavailable_responses_total{reason}. */
 void ra_reply_unavailable(struct http_response *resp, const char *reason, const char *message);

@@ -206,11 +206,36 @@ void tm_release(struct tm_scrape *m)
     memset(m, 0, sizeof *m);
 }
 
+/* Scrapes done per base URL: each is a GET /metrics the service counts in http_requests_total. */
+static struct {
+    char base[64];
+    long n;
+} scrapes[16];
+
+long tm_scrapes(const char *base)
+{
+    for (int i = 0; i < 16; i++)
+        if (strcmp(scrapes[i].base, base) == 0)
+            return scrapes[i].n;
+    return 0;
+}
+
+static void count_scrape(const char *base)
+{
+    for (int i = 0; i < 16; i++)
+        if (strcmp(scrapes[i].base, base) == 0 || scrapes[i].base[0] == '\0') {
+            snprintf(scrapes[i].base, sizeof scrapes[i].base, "%s", base);
+            scrapes[i].n++;
+            return;
+        }
+}
+
 void tm_scrape(struct tm_scrape *out, const char *base)
 {
     struct thttp_resp r;
     char err[256];
 
+    count_scrape(base);
     if (thttp_request(&r, "GET", base, "/metrics", NULL, NULL, 5000) != 0 || r.status != 200)
         tfail("GET %s/metrics: status %d", base, r.status);
     if (tm_parse(out, r.body, err, sizeof err) != 0)

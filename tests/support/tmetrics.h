@@ -25,6 +25,10 @@ void tm_release(struct tm_scrape *m);
 /* GET base/metrics with the stack's admin token and parse it; fails the test otherwise. */
 void tm_scrape(struct tm_scrape *out, const char *base);
 
+/* How many scrapes of base this process made (tm_scrape, tm_await): the GET /metrics the
+ * service counts in http_requests_total. */
+long tm_scrapes(const char *base);
+
 /* The canonical key of series ("name" or "name{labels}" in any label order) into buf; returns
  * buf, or NULL when series does not parse. */
 char *tm_key(char *buf, size_t len, const char *series);
