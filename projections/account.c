@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "fold_version.h"
 #include "jsonx.h"
 
 void account_view_init(struct account_view *acc, const char *account_id)
@@ -96,6 +97,15 @@ status proj_evolve(struct account_view *acc, const struct event *ev, struct stat
     }
     *acc = next;
     return ST_OK;
+}
+
+const char *proj_fold_version(void)
+{
+#ifdef PROJ_TEST_ALTERED_FOLD
+    return PROJ_FOLD_DIGEST "+altfold"; /* another fold, built from the same text */
+#else
+    return PROJ_FOLD_DIGEST;
+#endif
 }
 
 status proj_discard(struct account_view *acc, const char *event_id, int64_t version, const char *at,

@@ -56,6 +56,10 @@ status proj_evolve(struct account_view *acc, const struct event *ev, struct stat
 status proj_discard(struct account_view *acc, const char *event_id, int64_t version, const char *at,
                     const char *reason, struct statement_entry *entry, struct err *e) WUR;
 
+/* The fold version: a digest of this code (how events decode and fold), so that a generation
+ * is only ever written by one fold. Static text. */
+const char *proj_fold_version(void);
+
 /* JSON documents served by the read API; caller frees. NULL only on allocation failure. */
 char *account_view_to_json(const struct account_view *acc);
 char *statement_entry_to_json(const struct statement_entry *entry);

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "db.h"
+#include "gens.h"
 #include "log.h"
 #include "pass.h"
 #include "rds.h"
@@ -246,6 +247,10 @@ static status process_live(struct pj *p, struct pj_item **items, int n, unsigned
         log_info("read model generation is now %ld (was %ld)", g.current, p->gen);
     p->gen = g.current;
     p->building = g.building;
+    /* a generation another fold builds is its rebuild's alone (issue 13, hole 3) */
+    if (g.building > 0 && g.building != g.current && !pj_fold_writable(p, g.building))
+        g.building = 0;
+    pj_fold_note_current(p, g.current);
     sub = calloc((size_t)n + 1, sizeof *sub);
     bdisp = calloc((size_t)n + 1, sizeof *bdisp);
     if (sub == NULL || bdisp == NULL) {

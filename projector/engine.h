@@ -25,6 +25,9 @@ struct pj {
     /* the transaction horizon as the last sweep saw it (stalls.c) */
     char horizon_xmin[24];
     int64_t horizon_since_ms, horizon_warned_ms;
+    /* the fold versions of the last generations seen (gens.c pj_fold_writable) */
+    long fold_building, fold_current;
+    int fold_building_ok;
 };
 
 #define PJ_IGNORE_STALLED 1u /* replay-parked: fold stalled accounts too */

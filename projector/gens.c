@@ -1,10 +1,14 @@
-/* Generations present in Redis and the janitor that removes unreachable ones. */
+/* Generations present in Redis, the janitor that removes unreachable ones, and the fold
+ * version each generation is built with. */
 #include "gens.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "account.h"
+#include "engine.h"
+#include "log.h"
 #include "readmodel.h"
 
 static void add_key(struct pj_gens_present *out, const char *key)
@@ -89,4 +93,66 @@ status pj_gens_drop_unreachable(redisContext *c, long *dropped, long *removed, s
     if (removed != NULL)
         *removed = nk;
     return st;
+}
+
+/* ---- fold versions ---- */
+
+status pj_gen_fold(redisContext *c, long gen, char *out, size_t len, struct err *e)
+{
+    redisReply *r = redisCommand(c, "GET rm:%ld:fold", gen);
+    status st = ST_OK;
+
+    out[0] = '\0';
+    if (r == NULL || (r->type != REDIS_REPLY_STRING && r->type != REDIS_REPLY_NIL))
+        st = err_setr(e, ST_UNAVAILABLE, "read_model_unavailable", "redis fold version of generation %ld: %s", gen,
+                      r == NULL ? c->errstr : r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply");
+    else if (r->type == REDIS_REPLY_STRING)
+        snprintf(out, len, "%s", r->str);
+    freeReplyObject(r);
+    return st;
+}
+
+status pj_gen_fold_set(redisContext *c, long gen, struct err *e)
+{
+    redisReply *r = redisCommand(c, "SET rm:%ld:fold %s", gen, proj_fold_version());
+    status st = ST_OK;
+
+    if (r == NULL || r->type != REDIS_REPLY_STATUS)
+        st = err_setr(e, ST_UNAVAILABLE, "read_model_unavailable", "redis set the fold version of generation %ld: %s",
+                      gen, r == NULL ? c->errstr : r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply");
+    freeReplyObject(r);
+    return st;
+}
+
+int pj_fold_writable(struct pj *p, long gen)
+{
+    char fold[64];
+    struct err e;
+
+    if (gen == p->fold_building)
+        return p->fold_building_ok;
+    if (pj_gen_fold(p->rc, gen, fold, sizeof fold, &e) != ST_OK)
+        return 0; /* asked again with the next batch */
+    p->fold_building = gen;
+    p->fold_building_ok = strcmp(fold, proj_fold_version()) == 0;
+    if (!p->fold_building_ok)
+        log_info("generation %ld is being built with fold version %s, this worker folds %s: its rebuild "
+                 "folds every event of it, this worker only the current generation",
+                 gen, fold[0] ? fold : "(none)", proj_fold_version());
+    return p->fold_building_ok;
+}
+
+void pj_fold_note_current(struct pj *p, long gen)
+{
+    char fold[64];
+    struct err e;
+
+    if (gen <= 0 || gen == p->fold_current)
+        return;
+    if (pj_gen_fold(p->rc, gen, fold, sizeof fold, &e) != ST_OK)
+        return;
+    p->fold_current = gen;
+    if (fold[0] != '\0' && strcmp(fold, proj_fold_version()) != 0)
+        log_warn("current generation %ld was built with fold version %s, this worker folds %s: run the same "
+                 "projector binary everywhere (and rebuild with it)", gen, fold, proj_fold_version());
 }

@@ -10,6 +10,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "account.h"
 #include "engine.h"
 #include "gens.h"
 #include "jsonx.h"
@@ -288,6 +289,16 @@ static status start(struct pj *p, const struct rb_opts *o, long *gen, struct tai
             goto cleanup;
         log_info("dropped abandoned %s generation %ld (%ld keys)", k == 4 ? "building" : "unopened", stale, removed);
     }
+    if (res->resumed) {
+        char fold[64];
+        /* a generation is folded by one fold: another binary's is not continued */
+        st = pj_gen_fold(p->rc, *gen, fold, sizeof fold, e);
+        if (st == ST_OK && strcmp(fold, proj_fold_version()) != 0)
+            st = err_set(e, ST_CONFLICT, "generation %ld is being built with fold version %s, this binary folds %s: "
+                         "run 'projector rebuild --abort' first", *gen, fold[0] ? fold : "(none)", proj_fold_version());
+        if (st != ST_OK)
+            goto cleanup;
+    }
     if (!res->resumed) {
         long left = 0;
         /* rm:genseq was lost (a partial flush): keys of this number may be left over. They go
@@ -299,6 +310,10 @@ static status start(struct pj *p, const struct rb_opts *o, long *gen, struct tai
             if (left > 0)
                 log_warn("generation %ld: removed %ld keys left over from an earlier generation of that number", *gen, left);
         }
+        /* before any worker can see it: workers of another fold leave it to this rebuild */
+        st = pj_gen_fold_set(p->rc, *gen, e);
+        if (st != ST_OK)
+            goto cleanup;
         freeReplyObject(r);
         r = redisCommand(p->rc, "EVAL %s 0 %ld %s", rm_open_script(), *gen, now_s);
         if (r == NULL || r->type != REDIS_REPLY_INTEGER) {

@@ -3,6 +3,7 @@
 
 #include <hiredis/hiredis.h>
 #include <jansson.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -220,6 +221,25 @@ cleanup:
     return st;
 }
 
+/* Folds into generation built what account id lacks of the store: events committed after the
+ * rebuild read past them reach it through live workers only when they fold the same way, so the
+ * rebuild itself catches the account up before it reports a difference (issue 13, hole 3). */
+static status catch_up_built(struct pj *p, long built, const char *id, struct err *e)
+{
+    struct rm_account acc = {0};
+    struct pj_item *items = NULL;
+    int n = 0, gone = 0;
+    status st = rm_load_account(p->rc, built, id, &acc, e);
+
+    if (st == ST_OK)
+        st = pj_read_stream(p, id, acc.version + 1, INT32_MAX, &items, &n, e);
+    if (st == ST_OK && n > 0)
+        st = pj_process_gen(p, built, items, n, PJ_IGNORE_STALLED, &gone, e);
+    rm_account_release(&acc);
+    pj_items_free(items, n);
+    return st;
+}
+
 status rb_verify(struct pj *p, long live, long built, const struct rb_opts *o,
                  struct rb_result *res, struct err *e)
 {
@@ -248,7 +268,8 @@ status rb_verify(struct pj *p, long live, long built, const struct rb_opts *o,
         st = compare_chunk(p, live, built, &set, i, i + VERIFY_CHUNK < set.n ? i + VERIFY_CHUNK : set.n,
                            bad, NULL, NULL, e);
     /* an event the live projector is applying right now reaches the two generations a few
-     * milliseconds apart: look again at what differs before reporting it */
+     * milliseconds apart, or only the live one (a worker of another fold): look again at what
+     * differs, the rebuilt account caught up first, before reporting it */
     for (int pass = 0; pass < 3 && st == ST_OK; pass++) {
         long nbad = 0;
         for (long i = 0; i < set.n; i++)
@@ -256,6 +277,9 @@ status rb_verify(struct pj *p, long live, long built, const struct rb_opts *o,
         if (nbad == 0)
             break;
         svc_pause_ms(300);
+        for (long i = 0; i < set.n && st == ST_OK; i++)
+            if (bad[i])
+                st = catch_up_built(p, built, set.ids[i], e);
         for (long i = 0; i < set.n && st == ST_OK; i++)
             if (bad[i])
                 st = compare_chunk(p, live, built, &set, i, i + 1, bad, pass == 2 ? o->out : NULL,

@@ -19,7 +19,9 @@
 #include "support.h"
 #include "tcheck.h"
 #include "tgen.h"
+#include "tholes.h"
 #include "thttp.h"
+#include "treadapi.h"
 #include "trebuild.h"
 #include "tstack.h"
 #include "twriter.h"
@@ -236,6 +238,54 @@ static void test_verify(void **state)
     fprintf(stderr, "reported %ld difference lines\n", reported);
 }
 
+/* Issue 13, hole 3: a verify with another fold while commands arrive on accounts that fold
+ * changes reports every one of them. The live workers (the deployed fold) must leave its
+ * generation alone: had they applied those commands there (and gap-repaired the accounts'
+ * whole histories with their fold), the verify would compare the live fold with itself.
+ * Deterministic: a transaction holds the rebuild's horizon while the commands commit and the
+ * live generation shows them, so only live workers could have written them meanwhile. */
+static void test_verify_another_fold_under_commands(void **state)
+{
+    static const char *const args[] = {"rebuild", "--verify", NULL};
+    const int changed[3] = {3, 7, 13};
+    long from = th_log_size("projector_altfold"), differing;
+    int64_t deadline;
+    void *hold;
+    pid_t pid;
+    int ec;
+
+    (void)state;
+    hold = th_hold_horizon();
+    pid = tsvc_start("projector_altfold", args, NULL);
+    tstack_guard(pid);
+    deadline = tnow_ms() + 60000;
+    while (tnow_ms() < deadline && trb_get(rc, "rm:building") == 0)
+        usleep(5000);
+    assert_true(trb_get(rc, "rm:building") > 0);
+    for (int i = 0; i < 3; i++) {
+        char path[160];
+        json_t *doc = tw_money(load.ids[changed[i]], "deposits", 250, "altfold bonus under the verify");
+        snprintf(path, sizeof path, "/accounts/%s?min_version=%lld&wait_ms=10000", load.ids[changed[i]],
+                 (long long)tw_int(doc, "version"));
+        json_decref(doc);
+        json_decref(tr_get_ok(NULL, path));
+    }
+    usleep(500000); /* (the live path writes a building generation before the current one) */
+    th_release_horizon(hold);
+    ec = trb_wait(pid, 180000);
+    tstack_unguard(pid);
+    differing = trb_hget(rc, "rm:rebuild", "differing");
+    fprintf(stderr, "projector_altfold rebuild --verify under commands: exit %d, %ld accounts differ\n", ec, differing);
+    assert_int_equal(ec, 3);
+    /* test_verify's three accounts and these three: the altered fold changes exactly those */
+    assert_int_equal(differing, 6);
+    for (int i = 0; i < 3; i++)
+        if (th_log_count("projector_altfold", from, load.ids[changed[i]]) < 1)
+            fail_msg("verify did not report account %s, which took an altfold deposit while it ran",
+                     load.ids[changed[i]]);
+    assert_int_equal(trb_get(rc, "rm:building"), 0);
+}
+
 static pid_t start_rebuild_and_kill_halfway(long *gen, int check_progress)
 {
     static const char *const args[] = {"rebuild", NULL};
@@ -361,6 +411,7 @@ int main(void)
         cmocka_unit_test(test_rebuild_under_load),
         cmocka_unit_test(test_out_of_order_commits),
         cmocka_unit_test(test_verify),
+        cmocka_unit_test(test_verify_another_fold_under_commands),
         cmocka_unit_test(test_rollback_and_interrupted_rebuilds),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

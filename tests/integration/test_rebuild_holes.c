@@ -151,27 +151,6 @@ static void test_eviction_policy_refused(void **state)
     free(out);
 }
 
-/* A transaction with an xid held open: the rebuild reads nothing committed after it (the
- * horizon) and waits there, at a point the test knows. */
-static PGconn *hold_horizon(void)
-{
-    PGconn *holder = tw_pg();
-    PGresult *res = PQexec(holder, "BEGIN");
-    PQclear(res);
-    res = PQexec(holder, "SELECT pg_current_xact_id()");
-    if (PQresultStatus(res) != PGRES_TUPLES_OK)
-        tfail("take an xid: %s", PQerrorMessage(holder));
-    PQclear(res);
-    return holder;
-}
-
-static void release_horizon(PGconn *holder)
-{
-    PGresult *res = PQexec(holder, "COMMIT");
-    PQclear(res);
-    PQfinish(holder);
-}
-
 static void deposits(int n)
 {
     for (int i = 0; i < n; i++)
@@ -204,7 +183,8 @@ static void rebuild_done_at(long want, const char *where)
 static void test_rebuild_after_redis_lost_writes(void **state)
 {
     static const char *const args[] = {"rebuild", "--batch", "20", NULL};
-    PGconn *pg = tw_pg(), *first, *second;
+    PGconn *pg = tw_pg();
+    void *first, *second;
     long at_first, at_second, gen, building, log_from = th_log_size("projector");
     int64_t deadline;
     pid_t pid;
@@ -212,10 +192,10 @@ static void test_rebuild_after_redis_lost_writes(void **state)
 
     (void)state;
     at_first = (long)tw_scalar(pg, "SELECT count(*) FROM events", NULL, NULL);
-    first = hold_horizon();
+    first = th_hold_horizon();
     deposits(300);
     at_second = (long)tw_scalar(pg, "SELECT count(*) FROM events", NULL, NULL);
-    second = hold_horizon();
+    second = th_hold_horizon();
     deposits(100);
     PQfinish(pg);
     pid = tsvc_start("projector", args, NULL);
@@ -227,7 +207,7 @@ static void test_rebuild_after_redis_lost_writes(void **state)
     building = trb_get(rc, "rm:building");
     rebuild_done_at(at_first, "behind the first open transaction");
     th_snapshot(rc);
-    release_horizon(first);
+    th_release_horizon(first);
     rebuild_done_at(at_second, "behind the second open transaction");
     fprintf(stderr, "snapshot at %ld events; restarting redis from it with the rebuild at %ld\n", at_first,
             at_second);
@@ -237,7 +217,7 @@ static void test_rebuild_after_redis_lost_writes(void **state)
     th_restart_from_snapshot();
     rc = tredis_open();
     fprintf(stderr, "redis back: rebuild cursor there %ld done\n", trb_hget(rc, "rm:rebuild", "done"));
-    release_horizon(second);
+    th_release_horizon(second);
     ec = trb_wait(pid, 90000);
     tstack_unguard(pid);
     th_aof_back(rc);

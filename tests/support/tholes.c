@@ -259,6 +259,25 @@ void th_restart_from_snapshot(void)
     tfail("redis did not come back from the snapshot");
 }
 
+void *th_hold_horizon(void)
+{
+    PGconn *holder = tw_pg();
+    PGresult *res = PQexec(holder, "BEGIN");
+    PQclear(res);
+    res = PQexec(holder, "SELECT pg_current_xact_id()");
+    if (PQresultStatus(res) != PGRES_TUPLES_OK)
+        tfail("take an xid: %s", PQerrorMessage(holder));
+    PQclear(res);
+    return holder;
+}
+
+void th_release_horizon(void *holder)
+{
+    PGresult *res = PQexec(holder, "COMMIT");
+    PQclear(res);
+    PQfinish(holder);
+}
+
 void th_aof_back(redisContext *rc)
 {
     redisReply *r = redisCommand(rc, "CONFIG SET appendonly yes");

@@ -42,6 +42,12 @@ void th_snapshot(redisContext *rc);
 void th_restart_from_snapshot(void);
 void th_aof_back(redisContext *rc);
 
+/* A transaction that took an xid and stays open (BEGIN; pg_current_xact_id()): readers of the
+ * events table (rebuild, sweep) see nothing committed after it until th_release_horizon
+ * commits it and closes the connection. */
+void *th_hold_horizon(void);
+void th_release_horizon(void *holder);
+
 /* Publishes an event envelope on the account's events.<partition> subject (Nats-Msg-Id =
  * event_id); with insert, the row goes into the events table first (its position is used).
  * Returns the position (0 for a message that is not in the store). */
