@@ -32,6 +32,7 @@ struct fastpub {
     pthread_cond_t cv;
     struct event *queue, *work; /* swapped: committers fill one, the thread sends the other */
     int nqueue;
+    int64_t oldest_ns; /* when the queue's first event was handed over */
     bool stopping;
     bool down; /* the last round failed: offers are dropped until it works again */
     /* the outbox may hold events older than the queue's (dropped offers, unacked rounds, a
@@ -41,6 +42,7 @@ struct fastpub {
     struct bus bus;
     jsCtx *js;
     PGconn *pg;
+    bool delete_sent; /* the last round's outbox delete runs while the next round publishes */
     struct pubset set;
 };
 
@@ -56,6 +58,13 @@ static void on_bus_return(natsConnection *nc, void *closure)
     pthread_mutex_unlock(&f->mu);
 }
 
+static int64_t mono_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
 static status ensure(struct fastpub *f, struct err *e)
 {
     jsOptions jo;
@@ -65,6 +74,7 @@ static status ensure(struct fastpub *f, struct err *e)
     if (f->pg != NULL && db_broken(f->pg)) {
         PQfinish(f->pg);
         f->pg = NULL;
+        f->delete_sent = false;
     }
     if (f->pg == NULL) {
         PGresult *res;
@@ -145,15 +155,29 @@ static status catch_up(struct fastpub *f, struct err *e)
     }
 }
 
+/* Reads the answer to the last round's delete, if one is out. */
+static status delete_wait(struct fastpub *f, struct err *e)
+{
+    if (!f->delete_sent)
+        return ST_OK;
+    f->delete_sent = false;
+    return pubset_delete_wait(f->pg, e);
+}
+
 /* Publishes the n events of f->work (after the outbox's older rows when behind) and deletes
- * the acked rows. */
+ * the acked rows: the delete is sent and its answer read at the next round, so the next events
+ * are published while Postgres deletes (a delete lost to a crash only republishes rows, which
+ * the stream drops by their Nats-Msg-Id). */
 static status send_round(struct fastpub *f, int n, bool behind, struct err *e)
 {
     int published = 0, acked = 0;
     status st = ensure(f, e);
 
-    if (st == ST_OK && behind)
-        st = catch_up(f, e);
+    if (st == ST_OK && behind) {
+        st = delete_wait(f, e);
+        if (st == ST_OK)
+            st = catch_up(f, e);
+    }
     if (st != ST_OK)
         return st;
     pubset_begin(&f->set);
@@ -166,7 +190,9 @@ static status send_round(struct fastpub *f, int n, bool behind, struct err *e)
     if (published > 0)
         pubset_complete(&f->set, f->js, f->cfg->request_timeout_ms);
     if (st == ST_OK || published > 0) {
-        status dst = pubset_delete_acked(&f->set, f->pg, &acked, e);
+        status dst = delete_wait(f, e);
+        if (dst == ST_OK)
+            dst = pubset_send_delete_acked(&f->set, f->pg, &acked, &f->delete_sent, e);
         if (st == ST_OK)
             st = dst;
     }
@@ -192,6 +218,7 @@ static void *fastpub_main(void *arg)
         struct err e = {0};
         status st;
         bool behind;
+        int64_t since;
 
         if (f->nqueue == 0) {
             pthread_cond_wait(&f->cv, &f->mu);
@@ -204,8 +231,11 @@ static void *fastpub_main(void *arg)
         f->nqueue = 0;
         behind = f->behind;
         f->behind = false;
+        since = f->oldest_ns;
         pthread_mutex_unlock(&f->mu);
         st = send_round(f, n, behind, &e);
+        if (st == ST_OK)
+            wm_publish_after_commit((double)(mono_ns() - since) / 1e9);
         if (st != ST_OK) {
             /* the rows stay in the outbox: the relay publishes them after its sweep age */
             if (!warned)
@@ -249,6 +279,8 @@ void fastpub_offer(struct fastpub *f, const struct event *const *evs, int n)
         return;
     pthread_mutex_lock(&f->mu);
     if (!f->down && !f->stopping && f->nqueue + n <= QUEUE_MAX) {
+        if (f->nqueue == 0)
+            f->oldest_ns = mono_ns();
         for (int i = 0; i < n; i++)
             f->queue[f->nqueue++] = *evs[i];
         pthread_cond_signal(&f->cv);
@@ -304,8 +336,11 @@ void fastpub_stop(struct fastpub **fp)
     }
     jsCtx_Destroy(f->js);
     bus_release(&f->bus);
-    if (f->pg != NULL)
+    if (f->pg != NULL) {
+        struct err e = {0};
+        (void)delete_wait(f, &e); /* the last delete lands before the session ends */
         PQfinish(f->pg);
+    }
     pubset_free(&f->set);
     pthread_mutex_destroy(&f->mu);
     pthread_cond_destroy(&f->cv);

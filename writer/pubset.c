@@ -163,18 +163,17 @@ void pubset_last_error(struct pubset *ps, char *buf, size_t len)
     pthread_mutex_unlock(&ps->mu);
 }
 
-status pubset_delete_acked(struct pubset *ps, PGconn *pg, int *acked, struct err *e)
+#define DELETE_SQL "DELETE FROM outbox WHERE position = ANY($1::bigint[])"
+
+/* The acked positions as a bigint[] literal (malloc'd; NULL: out of memory); *acked: how many. */
+static char *acked_array(struct pubset *ps, int *acked)
 {
     size_t cap = (size_t)ps->n * 21 + 3, len = 1;
     char *arr = malloc(cap);
-    PGresult *res = NULL;
-    const char *p[1];
-    char msg[200];
-    status st = ST_OK;
 
     *acked = 0;
     if (arr == NULL)
-        return err_set(e, ST_INTERNAL, "out of memory");
+        return NULL;
     arr[0] = '{';
     pthread_mutex_lock(&ps->mu);
     for (int i = 0; i < ps->n; i++) {
@@ -185,15 +184,51 @@ status pubset_delete_acked(struct pubset *ps, PGconn *pg, int *acked, struct err
     }
     pthread_mutex_unlock(&ps->mu);
     snprintf(arr + len, cap - len, "}");
+    return arr;
+}
+
+status pubset_send_delete_acked(struct pubset *ps, PGconn *pg, int *acked, bool *sent, struct err *e)
+{
+    char *arr = acked_array(ps, acked);
+    char msg[200];
+    status st = ST_OK;
+
+    *sent = false;
+    if (arr == NULL)
+        return err_set(e, ST_INTERNAL, "out of memory");
     if (*acked > 0) {
-        p[0] = arr;
-        res = PQexecParams(pg, "DELETE FROM outbox WHERE position = ANY($1::bigint[])", 1, NULL, p, NULL,
-                           NULL, 0);
-        if (PQresultStatus(res) != PGRES_COMMAND_OK)
+        const char *p[1] = {arr};
+        if (PQsendQueryParams(pg, DELETE_SQL, 1, NULL, p, NULL, NULL, 0) != 1)
+            st = err_setr(e, ST_UNAVAILABLE, "store_unavailable", "delete from outbox: %s",
+                          db_error(msg, sizeof msg, pg, NULL));
+        else
+            *sent = true;
+    }
+    free(arr);
+    return st;
+}
+
+status pubset_delete_wait(PGconn *pg, struct err *e)
+{
+    PGresult *res;
+    char msg[200];
+    status st = ST_OK;
+
+    while ((res = PQgetResult(pg)) != NULL) {
+        if (PQresultStatus(res) != PGRES_COMMAND_OK && st == ST_OK)
             st = err_setr(e, ST_UNAVAILABLE, "store_unavailable", "delete from outbox: %s",
                           db_error(msg, sizeof msg, pg, res));
+        PQclear(res);
     }
-    PQclear(res);
-    free(arr);
+    return st;
+}
+
+status pubset_delete_acked(struct pubset *ps, PGconn *pg, int *acked, struct err *e)
+{
+    bool sent = false;
+    status st = pubset_send_delete_acked(ps, pg, acked, &sent, e);
+
+    if (st == ST_OK && sent)
+        st = pubset_delete_wait(pg, e);
     return st;
 }

@@ -44,6 +44,14 @@ void wm_batch(int n)
                               (int)(sizeof batch_bounds / sizeof batch_bounds[0]), n);
 }
 
+void wm_publish_after_commit(double seconds)
+{
+    metrics_histogram_observe("writer_publish_after_commit_seconds", NULL,
+                              "From a committed event handed to the writer's publisher to JetStream's ack "
+                              "(the oldest event of each round).",
+                              metrics_latency_bounds, metrics_latency_nbounds, seconds);
+}
+
 static void pool_failures(double v)
 {
     metrics_counter_add("writer_pool_checkout_failures_total", "Pool checkouts that timed out or could not connect.", v);

@@ -17,6 +17,9 @@ void wm_relay_active(int active);
 /* A relay round: published (handed to JetStream), acked (deleted from the outbox), failed
  * (published but not acked). Dead letters are counted where they are moved aside. */
 void wm_relay_round(int published, int acked, int failed);
+/* Publishing after COMMIT: seconds from the hand-over of a round's oldest event to the acks of
+ * the whole round (how much of the end-to-end latency the writer's publishing takes). */
+void wm_publish_after_commit(double seconds);
 /* A relay round that failed before or while publishing (Postgres or NATS unavailable). */
 void wm_relay_error(void);
 /* n undecodable outbox rows moved to the dead letters. */

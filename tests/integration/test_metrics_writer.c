@@ -153,6 +153,15 @@ static void test_commands_batches_pool_relay(void **state)
     tm_expect_delta(&a, &b, "writer_relay_acked_total" W, 8);
     tm_expect_delta(&a, &b, "writer_relay_failed_total" W, 0);
     tm_expect_delta(&a, &b, "writer_relay_errors_total" W, 0);
+    {
+        /* the publisher after COMMIT observes each round once: the 7 commands that wrote events
+         * were sent one by one, so 1..7 rounds (two may share one), every one acked within 10 s */
+        double rounds = tm_delta(&a, &b, "writer_publish_after_commit_seconds_count" W);
+        assert_true(rounds >= 1 && rounds <= 7);
+        assert_true(tm_delta(&a, &b, "writer_publish_after_commit_seconds_bucket{service=\"writer\",le=\"10\"}") ==
+                    rounds);
+        assert_true(tm_delta(&a, &b, "writer_publish_after_commit_seconds_sum" W) > 0);
+    }
     assert_true(tm_value(&b, "writer_relay_active" W) == 1);
     assert_true(tm_value(&b, "metrics_dropped_series_total" W) == 0);
     tm_release(&a);
