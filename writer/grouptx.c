@@ -187,6 +187,8 @@ static status finish_keys(PGconn *conn, struct pending **batch, int n, struct er
             st = sql_fail(conn, NULL, "send batch keys", e);
         else
             st = pipeline_collect(conn, 2, ok, r3, e);
+        if (st == ST_OK)
+            st = sql_committed(r3[1], e);
     }
     clear_all(r3, 2);
     for (int i = 0; i < 6; i++)
@@ -403,6 +405,7 @@ enum grouptx_end grouptx_run(PGconn *conn, struct pending **batch, int n, bool n
         static const ExecStatusType ok_notify[3] = {PGRES_TUPLES_OK, PGRES_TUPLES_OK, PGRES_COMMAND_OK},
                                     ok_plain[2] = {PGRES_TUPLES_OK, PGRES_COMMAND_OK};
         bool commit = !keys_claimed;
+        int nstmts;
         if (PQsendQueryPrepared(conn, "batch_append", 11, p, NULL, NULL, 0) != 1 ||
             (notify && PQsendQueryPrepared(conn, "notify", 0, NULL, NULL, NULL, 0) != 1) ||
             (commit && PQsendQueryParams(conn, "COMMIT", 0, NULL, NULL, NULL, NULL, 0) != 1) ||
@@ -412,7 +415,13 @@ enum grouptx_end grouptx_run(PGconn *conn, struct pending **batch, int n, bool n
             end = commit && db_broken(conn) ? GTX_COMMIT_LOST : GTX_NOT_COMMITTED;
             goto cleanup;
         }
-        st = pipeline_collect(conn, (notify ? 3 : 2) - (commit ? 0 : 1), notify ? ok_notify : ok_plain, r2, e);
+        nstmts = (notify ? 3 : 2) - (commit ? 0 : 1);
+        st = pipeline_collect(conn, nstmts, notify ? ok_notify : ok_plain, r2, e);
+        if (st == ST_OK && commit && sql_committed(r2[nstmts - 1], e) != ST_OK) {
+            end = GTX_NOT_COMMITTED; /* answered ROLLBACK: nothing applied */
+            st = e->code;
+            goto cleanup;
+        }
         if (st != ST_OK) {
             /* a statement error aborts the rest, COMMIT included; a broken connection may
              * have lost the answer to a COMMIT that happened */

@@ -167,7 +167,9 @@ static status transact(PGconn *conn, struct fastpub *pub, const struct command *
         lc->nevents = d.count;
     }
     if (st == ST_OK) {
-        st = sql_exec(conn, "COMMIT", e);
+        PGresult *res = PQexec(conn, "COMMIT");
+        st = PQresultStatus(res) == PGRES_COMMAND_OK ? sql_committed(res, e) : sql_fail(conn, res, "COMMIT", e);
+        PQclear(res);
         /* an error answer to COMMIT is a rollback; no answer at all is a question */
         *commit_lost = st != ST_OK && db_broken(conn);
     }

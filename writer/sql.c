@@ -195,6 +195,14 @@ status sql_exec(PGconn *conn, const char *sql, struct err *e)
     return st;
 }
 
+status sql_committed(const PGresult *res, struct err *e)
+{
+    if (PQresultStatus(res) == PGRES_COMMAND_OK && strcmp(PQcmdStatus((PGresult *)res), "COMMIT") != 0)
+        return err_setr(e, ST_UNAVAILABLE, "store_unavailable", "COMMIT answered '%s': nothing applied",
+                        PQcmdStatus((PGresult *)res));
+    return ST_OK;
+}
+
 status sql_lock_account(PGconn *conn, const char *id, struct account_view *v, struct err *e)
 {
     PGresult *res = NULL;

@@ -30,6 +30,9 @@ status sql_run(PGconn *conn, PGresult **res, const char *name, int n, const char
 
 /* Runs a parameterless command (BEGIN, COMMIT) expecting PGRES_COMMAND_OK. */
 status sql_exec(PGconn *conn, const char *sql, struct err *e) WUR;
+/* res, the answer to a COMMIT, says the transaction committed: a COMMIT of a transaction that
+ * had failed is answered "ROLLBACK" with success (nothing of it is applied). */
+status sql_committed(const PGresult *res, struct err *e) WUR;
 
 /* Locks and reads an account; a missing row is an ACCOUNT_NONE view. */
 status sql_lock_account(PGconn *conn, const char *id, struct account_view *v, struct err *e) WUR;
