@@ -1,0 +1,111 @@
+/* Internals shared by the HTTP server's files (httpd.c: server and connection life cycle,
+ * httpd_reply.c: what a handler reads and answers, httpd_limits.c: what a client may send,
+ * httpd_park.c: parked read-your-writes requests and the ticker). Not for callers of httpd.h. */
+#ifndef COMMON_HTTPD_PRIV_H
+#define COMMON_HTTPD_PRIV_H
+
+#include <microhttpd.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <time.h>
+
+#include "httpd.h"
+#include "sbuf.h"
+
+#define MAX_HEADERS 8
+#define HEADERS_MAX_BYTES 8192  /* request headers beyond this: 431 with a JSON body */
+#define HEADERS_MAX_COUNT 100
+/* libmicrohttpd's per-connection pool holds the whole header block: past it, libmicrohttpd
+ * answers 431 itself, in HTML, or closes. libmicrohttpd zeroes the whole pool before every
+ * request (a 1 MiB pool was 24% of the writer's CPU), so it is sized for the legitimate
+ * bound (HEADERS_MAX_BYTES) with room for refuse_early's JSON 431 up to 128 KiB of headers
+ * in up to 100 fields (measured: JSON up to pool - ~60 bytes per field). */
+#define CONN_MEMORY (144 * 1024)
+#define DRAIN_MAX (1024 * 1024)  /* body bytes dropped after a 413 before the connection closes */
+#define TICK_MS 20
+
+struct http_response {
+    int status;
+    int deferred;
+    char request_id[REQID_MAX + 1];
+    char *body;
+    size_t body_len;
+    const char *content_type;
+    const char *route;
+    int nheaders;
+    char *hname[MAX_HEADERS];
+    char *hvalue[MAX_HEADERS];
+};
+
+/* A connection, from accept to close: for the janitor's header deadline. */
+struct conn_track {
+    struct conn_track *prev, *next;
+    int fd;
+    int64_t since_ms;  /* accepted, or its last request completed */
+    int in_request;    /* headers of the current request are complete */
+};
+
+/* One request. */
+struct conn_state {
+    struct sbuf body;
+    size_t dropped;
+    int too_large;
+    int begun;      /* the first handler call (headers complete) happened */
+    int bad_uri;    /* a control byte, raw or %-encoded, in the request target */
+    int waiting;    /* counts against max_waiters */
+    int parked;
+    int resumed;
+    int64_t wake_at;
+    struct MHD_Connection *conn;
+    struct conn_state *prev, *next; /* parked list */
+    struct timespec started;
+    int64_t started_ms;
+    struct auth_principal who;
+    char request_id[REQID_MAX + 1];
+};
+
+struct http_server {
+    struct MHD_Daemon *daemon;
+    struct http_server_opts o;
+    int can_defer;
+    pthread_mutex_t mu; /* the lists and counts below */
+    struct conn_state *parked;
+    struct conn_track *conns;
+    int nwaiting;
+    uint64_t wake_gen;
+    int stopping;
+    pthread_t ticker;
+    int ticker_started;
+    atomic_int ticker_stop;
+};
+
+/* What http_request.priv points at. */
+struct req_priv {
+    struct MHD_Connection *conn;
+    struct conn_state *cs;
+    struct http_server *srv;
+};
+
+/* httpd_reply.c: the response as libmicrohttpd queues it (request id stamped into error
+ * bodies), and the response's own memory. */
+enum MHD_Result http__send_response(struct MHD_Connection *conn, struct http_response *r);
+void http__response_release(struct http_response *r);
+/* Seconds since from (CLOCK_MONOTONIC). */
+double http__elapsed(const struct timespec *from);
+
+/* httpd_limits.c: the request's state, made from its raw target (libmicrohttpd's URI log
+ * callback); what is refused before the body is read (true: resp holds the answer); the
+ * header deadline, run by the ticker under srv->mu; the counters, 0 at start. */
+void *http__on_uri(void *cls, const char *uri, struct MHD_Connection *conn);
+bool http__refuse_early(struct http_server *srv, struct MHD_Connection *conn, struct conn_state *cs,
+                        struct http_response *resp);
+void http__janitor_locked(struct http_server *srv, int64_t now);
+void http__count_slow_closed(double v);
+
+/* httpd_park.c: the ticker thread (wake-ups at wake_at, the janitor, the waiters gauge) and
+ * the refused-waits counter. */
+void *http__ticker_main(void *arg);
+void http__count_waiter_refused(double v);
+
+#endif
