@@ -1,69 +1,31 @@
-/* Redis side of the read API: a connection per worker thread, scripts that read each answer
- * (generation included) in one round trip, and the rm:applied listener for read-your-writes. */
+/* The read API's reads: an account (from the document cache when it is current, else one
+ * script), a statement page, the seek by time, a page of documents, the status document of
+ * GET /projections and readiness. Each answer, generation included, comes from one script run,
+ * so it never mixes generations. Connections are rconn.c's; the rm:applied listener that keeps
+ * the cache true and wakes read-your-writes waiters is listener.c. */
 #include "rstore.h"
 
-#include <errno.h>
 #include <hiredis/hiredis.h>
 #include <jansson.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/time.h>
 #include <time.h>
 
 #include "account.h"
 #include "cache.h"
 #include "jsonx.h"
-#include "log.h"
-#include "metrics.h"
 #include "query.h"
+#include "rconn.h"
 #include "rds.h"
 #include "readmodel.h"
 #include "svc.h"
 
-enum { SCRIPT_ACCOUNT, SCRIPT_STATEMENT, SCRIPT_ACCOUNTS, SCRIPT_PROJECTIONS, SCRIPT_COUNT };
-/* The read scripts belong to the layout (common/readmodel.c); the API only runs them. */
-static const char *script_text(int idx)
-{
-    return idx == SCRIPT_ACCOUNT     ? rm_read_account_script()
-           : idx == SCRIPT_STATEMENT ? rm_read_statement_script()
-           : idx == SCRIPT_ACCOUNTS  ? rm_read_accounts_script()
-                                     : rm_read_status_script();
-}
-
-static const struct cfg *rs_cfg;
-static struct rcache *cache; /* account documents, fed by the rm:applied listener */
-static pthread_key_t conn_key;
-static pthread_once_t key_once = PTHREAD_ONCE_INIT;
-
-struct rconn {
-    redisContext *ctx;
-    char sha[SCRIPT_COUNT][48];
-};
-
-static void rconn_free(void *p)
-{
-    struct rconn *rc = p;
-    if (rc == NULL)
-        return;
-    if (rc->ctx != NULL)
-        redisFree(rc->ctx);
-    free(rc);
-}
-
-static void make_key(void)
-{
-    pthread_key_create(&conn_key, rconn_free);
-}
-
-static void redis_errors(double v);
+static struct rcache *cache; /* account documents, kept true by the rm:applied listener */
 
 status rs_init(const struct cfg *c, struct err *e)
 {
-    rs_cfg = c;
-    redis_errors(0); /* the series exists before the first failure */
-    pthread_once(&key_once, make_key);
+    rconn_setup(c);
     return rc_create(&cache, (size_t)c->read_cache_slots, c->read_cache_ttl_ms, e);
 }
 
@@ -73,142 +35,9 @@ void rs_fini(void)
     cache = NULL;
 }
 
-static struct timeval ms_tv(int ms)
+struct rcache *rs__cache(void)
 {
-    struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
-    return tv;
-}
-
-static void redis_errors(double v)
-{
-    metrics_counter_add("redis_errors_total", "Redis commands that failed.", v);
-}
-
-static void redis_error(void)
-{
-    redis_errors(1);
-}
-
-static redisContext *connect_redis(struct err *e)
-{
-    redisContext *ctx = NULL;
-
-    /* the shared helper: Sentinel discovery and the ROLE check at every (re)connect */
-    if (rds_open(&ctx, rs_cfg, rs_cfg->request_timeout_ms < 1000 ? rs_cfg->request_timeout_ms : 1000, e) != ST_OK)
-        return NULL;
-    return ctx;
-}
-
-/* This thread's connection with its scripts loaded; NULL (and e set) when Redis is unreachable. */
-static struct rconn *conn_get(struct err *e)
-{
-    struct rconn *rc = pthread_getspecific(conn_key);
-
-    if (rc == NULL) {
-        rc = calloc(1, sizeof *rc);
-        if (rc == NULL) {
-            err_set(e, ST_INTERNAL, "out of memory");
-            return NULL;
-        }
-        pthread_setspecific(conn_key, rc);
-    }
-    if (rc->ctx != NULL)
-        return rc;
-    rc->ctx = connect_redis(e);
-    if (rc->ctx == NULL)
-        return NULL;
-    memset(rc->sha, 0, sizeof rc->sha); /* scripts are loaded when first used */
-    return rc;
-}
-
-/* The sha of script idx on this connection, loaded on first use: a connection made for one
- * request (a thread per HTTP connection) loads only the script it runs. NULL with e set. */
-static const char *script_sha(struct rconn *rc, int idx, struct err *e)
-{
-    redisReply *r;
-
-    if (rc->sha[idx][0] != '\0')
-        return rc->sha[idx];
-    r = redisCommand(rc->ctx, "SCRIPT LOAD %s", script_text(idx));
-    if (r == NULL || r->type != REDIS_REPLY_STRING) {
-        freeReplyObject(r);
-        err_setr(e, ST_UNAVAILABLE, "read_model_unavailable", "unable to load a script into redis");
-        return NULL;
-    }
-    snprintf(rc->sha[idx], sizeof rc->sha[idx], "%s", r->str);
-    freeReplyObject(r);
-    return rc->sha[idx];
-}
-
-static void conn_drop(struct rconn *rc)
-{
-    if (rc != NULL && rc->ctx != NULL) {
-        redisFree(rc->ctx);
-        rc->ctx = NULL;
-    }
-}
-
-/* Runs script idx with argv; returns the reply (caller frees) or NULL with e set. A NOSCRIPT
- * reply (Redis restarted) reloads once. */
-static redisReply *run_script(int idx, int argc, const char **argv, struct err *e)
-{
-    const char *small_args[8];
-    size_t small_lens[8];
-    const char **args = small_args;
-    size_t *lens = small_lens;
-    redisReply *r = NULL;
-
-    if (argc + 3 > 8) {
-        args = calloc((size_t)argc + 3, sizeof *args);
-        lens = calloc((size_t)argc + 3, sizeof *lens);
-        if (args == NULL || lens == NULL) {
-            err_set(e, ST_INTERNAL, "out of memory");
-            goto cleanup;
-        }
-    }
-    for (int attempt = 0; attempt < 2; attempt++) {
-        struct rconn *rc = conn_get(e);
-        const char *sha = rc != NULL ? script_sha(rc, idx, e) : NULL;
-
-        if (sha == NULL) {
-            /* a connection or a load that failed (a timeout under load) is tried once more */
-            redis_error();
-            conn_drop(rc);
-            continue;
-        }
-        args[0] = "EVALSHA";
-        args[1] = sha;
-        args[2] = "0";
-        for (int i = 0; i < argc; i++)
-            args[3 + i] = argv[i];
-        for (int i = 0; i < argc + 3; i++)
-            lens[i] = strlen(args[i]);
-        r = redisCommandArgv(rc->ctx, argc + 3, args, lens);
-        if (r == NULL) {
-            err_setr(e, ST_UNAVAILABLE, "read_model_unavailable", "redis: %s", rc->ctx->errstr);
-            conn_drop(rc);
-            redis_error();
-            continue;
-        }
-        if (r->type == REDIS_REPLY_ERROR) {
-            int noscript = strncmp(r->str, "NOSCRIPT", 8) == 0;
-            err_setr(e, ST_UNAVAILABLE, "read_model_unavailable", "redis: %s", r->str);
-            freeReplyObject(r);
-            r = NULL;
-            redis_error();
-            conn_drop(rc);
-            if (noscript)
-                continue;
-            goto cleanup;
-        }
-        goto cleanup;
-    }
-cleanup:
-    if (args != small_args) {
-        free(args);
-        free(lens);
-    }
-    return r;
+    return cache;
 }
 
 static char *dup_str(const redisReply *r)
@@ -243,7 +72,7 @@ static status fill_account(struct rs_account *out, const redisReply *r, struct e
 status rs_account_fresh(struct rs_account *out, const char *id, struct err *e)
 {
     const char *argv[1] = {id};
-    redisReply *r = run_script(SCRIPT_ACCOUNT, 1, argv, e);
+    redisReply *r = rconn_script(RS_SCRIPT_ACCOUNT, 1, argv, e);
     status st;
 
     memset(out, 0, sizeof *out);
@@ -286,7 +115,7 @@ status rs_statement(struct rs_statement *out, const char *id, int limit, int64_t
     snprintf(lim, sizeof lim, "%d", limit);
     snprintf(los, sizeof los, "%lld", (long long)lo);
     snprintf(his, sizeof his, "%lld", (long long)hi);
-    r = run_script(SCRIPT_STATEMENT, 5, argv, e);
+    r = rconn_script(RS_SCRIPT_STATEMENT, 5, argv, e);
     if (r == NULL)
         return e != NULL ? e->code : ST_UNAVAILABLE;
     st = fill_account(&out->acc, r, e);
@@ -328,8 +157,8 @@ static status entry_time(struct rconn *rc, long gen, const char *id, int64_t ver
     r = redisCommand(rc->ctx, "LINDEX %s %lld", key, (long long)(ver - 1));
     if (r == NULL) {
         err_setr(e, ST_UNAVAILABLE, "read_model_unavailable", "redis: %s", rc->ctx->errstr);
-        conn_drop(rc);
-        redis_error();
+        rconn_drop(rc);
+        rconn_count_error();
         return ST_UNAVAILABLE;
     }
     if (r->type != REDIS_REPLY_STRING) {
@@ -352,11 +181,11 @@ cleanup:
 status rs_statement_seek(int64_t *out, long gen, const char *id, int64_t v, int64_t t_us,
                          struct err *e)
 {
-    struct rconn *rc = conn_get(e);
+    struct rconn *rc = rconn_get(e);
     int64_t lo = 1, hi = v + 1;
 
     if (rc == NULL) {
-        redis_error();
+        rconn_count_error();
         return e != NULL ? e->code : ST_UNAVAILABLE;
     }
     /* invariant: every version below lo is earlier than t, every version from hi on is not */
@@ -381,7 +210,7 @@ status rs_accounts(char **docs, long *gen, const char *const *ids, int n, struct
     *gen = 0;
     for (int i = 0; i < n; i++)
         docs[i] = NULL;
-    r = run_script(SCRIPT_ACCOUNTS, n, (const char **)ids, e);
+    r = rconn_script(RS_SCRIPT_ACCOUNTS, n, (const char **)ids, e);
     if (r == NULL)
         return e != NULL ? e->code : ST_UNAVAILABLE;
     if (r->type != REDIS_REPLY_ARRAY || (r->elements != 0 && r->elements != (size_t)n + 1)) {
@@ -436,7 +265,7 @@ static int64_t now_ms(void)
 
 status rs_projections(char **out, struct err *e)
 {
-    redisReply *r = run_script(SCRIPT_PROJECTIONS, 0, NULL, e);
+    redisReply *r = rconn_script(RS_SCRIPT_PROJECTIONS, 0, NULL, e);
     json_t *doc = NULL, *cp, *bcp, *head, *stalled, *rebuild;
     int64_t pos, headpos, lag_events, lag_s = 0;
 
@@ -518,148 +347,4 @@ void rs_statement_release(struct rs_statement *s)
     free(s->entries);
     s->entries = NULL;
     s->nentries = 0;
-}
-
-/* --- read-your-writes wake-ups --- */
-
-static pthread_mutex_t applied_mu = PTHREAD_MUTEX_INITIALIZER;
-static volatile int listener_stop;
-static pthread_t listener_thread;
-static int listener_started;
-
-static void (*applied_fn)(void *);
-static void *applied_arg;
-
-void rs_on_applied(void (*fn)(void *), void *arg)
-{
-    pthread_mutex_lock(&applied_mu);
-    applied_fn = fn;
-    applied_arg = arg;
-    pthread_mutex_unlock(&applied_mu);
-}
-
-static void wake_all(void)
-{
-    pthread_mutex_lock(&applied_mu);
-    if (applied_fn != NULL)
-        applied_fn(applied_arg);
-    pthread_mutex_unlock(&applied_mu);
-}
-
-static void publish_cache_metrics(void)
-{
-    struct rc_stats st;
-
-    rc_stats(cache, &st);
-    metrics_counter_set("readapi_cache_hits_total", "Account reads answered from memory.",
-                        (double)st.hits);
-    metrics_counter_set("readapi_cache_misses_total", "Account reads that went to Redis.",
-                        (double)st.misses);
-    metrics_counter_set("readapi_cache_refused_total",
-                        "Cache fills dropped because a notification raced them.", (double)st.refused);
-    metrics_counter_set("readapi_cache_invalidations_total",
-                        "Account notifications received on rm:applied.", (double)st.invalidations);
-    metrics_counter_set("readapi_cache_clears_total",
-                        "Whole-cache clears (generation change, listener reconnect).",
-                        (double)st.clears);
-}
-
-/* Which generation readers see now (0: none): the cache follows it. */
-static status probe_generation(redisContext *probe, struct err *e)
-{
-    static long long stalled_seen = -1;
-    struct rm_gens g;
-    status st = rm_load_gens(probe, &g, e);
-    redisReply *r;
-
-    if (st == ST_OK)
-        rc_set_gen(cache, g.current);
-    /* A stall is not announced on rm:applied, and a stalled account's document is served with
-     * its marker: when the set of stalled accounts changes size, cached documents start over. */
-    r = st == ST_OK ? redisCommand(probe, "HLEN %s", RM_STALLED_KEY) : NULL;
-    if (r != NULL && r->type == REDIS_REPLY_INTEGER) {
-        if (r->integer != stalled_seen && stalled_seen != -1)
-            rc_clear(cache);
-        stalled_seen = r->integer;
-    }
-    freeReplyObject(r);
-    publish_cache_metrics();
-    return st;
-}
-
-#define PROBE_MS 100
-
-/* Listens on rm:applied: wakes read-your-writes waiters and keeps the cache true. The cache is
- * enabled only while this thread is subscribed and its probe (every PROBE_MS) reaches Redis:
- * a lost connection, a flush or a generation switch clears it before anything stale is
- * served. */
-static void *listener_main(void *arg)
-{
-    (void)arg;
-    while (!listener_stop) {
-        struct err e;
-        redisContext *ctx = connect_redis(&e), *probe = ctx != NULL ? connect_redis(&e) : NULL;
-        redisReply *r = NULL;
-        int64_t last_probe;
-
-        if (ctx != NULL && probe != NULL)
-            r = redisCommand(ctx, "SUBSCRIBE %s", RM_APPLIED_CHANNEL);
-        if (r == NULL || r->type != REDIS_REPLY_ARRAY || probe_generation(probe, &e) != ST_OK) {
-            freeReplyObject(r);
-            if (ctx != NULL)
-                redisFree(ctx);
-            if (probe != NULL)
-                redisFree(probe);
-            rc_set_gen(cache, 0);
-            svc_pause_ms(200);
-            continue;
-        }
-        freeReplyObject(r);
-        last_probe = svc_mono_ms();
-        /* short read timeout: the probe runs and a stop request is noticed */
-        redisSetTimeout(ctx, ms_tv(PROBE_MS));
-        wake_all(); /* (re)connected: something may have been applied while we were away */
-        while (!listener_stop) {
-            void *reply = NULL;
-            if (redisGetReply(ctx, &reply) == REDIS_OK) {
-                redisReply *m = reply;
-                if (m->type == REDIS_REPLY_ARRAY && m->elements == 3 &&
-                    m->element[2]->type == REDIS_REPLY_STRING &&
-                    rc_apply_message(cache, m->element[2]->str, m->element[2]->len))
-                    last_probe = 0; /* cleared (a switch?): learn the generation now */
-                freeReplyObject(reply);
-                wake_all();
-            } else if (ctx->err == REDIS_ERR_IO && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-                ctx->err = 0; /* a read timeout: keep listening */
-            } else {
-                break;
-            }
-            if (svc_mono_ms() - last_probe >= PROBE_MS) {
-                if (probe_generation(probe, &e) != ST_OK)
-                    break;
-                last_probe = svc_mono_ms();
-            }
-        }
-        rc_set_gen(cache, 0); /* notifications may be lost from here on */
-        redisFree(ctx);
-        redisFree(probe);
-    }
-    return NULL;
-}
-
-status rs_start_listener(struct err *e)
-{
-    if (pthread_create(&listener_thread, NULL, listener_main, NULL) != 0)
-        return err_set(e, ST_INTERNAL, "unable to start the rm:applied listener");
-    listener_started = 1;
-    return ST_OK;
-}
-
-void rs_stop_listener(void)
-{
-    if (!listener_started)
-        return;
-    listener_stop = 1;
-    pthread_join(listener_thread, NULL);
-    listener_started = 0;
 }

@@ -1,4 +1,5 @@
-/* Read-model access for the read API: per-thread Redis connections and one script per request. */
+/* Read-model access for the read API: one script per read (rstore.c) over a Redis connection per
+ * worker thread (rconn.c), and the rm:applied listener (listener.c). */
 #ifndef READAPI_RSTORE_H
 #define READAPI_RSTORE_H
 
