@@ -40,16 +40,21 @@ static void make_key(void)
     pthread_key_create(&conn_key, rconn_free);
 }
 
+static void redis_errors(double v)
+{
+    metrics_counter_add("redis_errors_total", "Redis commands that failed.", v);
+}
+
 void rconn_setup(const struct cfg *c)
 {
     conf = c;
-    metrics_counter_add("redis_errors_total", "Redis commands that failed.", 0); /* the series exists before the first failure */
+    redis_errors(0); /* the series exists before the first failure */
     pthread_once(&key_once, make_key);
 }
 
 void rconn_count_error(void)
 {
-    metrics_counter_add("redis_errors_total", "Redis commands that failed.", 1);
+    redis_errors(1);
 }
 
 redisContext *rconn_connect(struct err *e)
