@@ -289,7 +289,10 @@ static const char open_lua[] =
 
 /* The rebuild's cursor is compared with the one Redis holds: when Redis came back with writes
  * lost (a restore, a promoted replica, an everysec AOF), the generation holds only what that
- * older cursor claims, and the switch must wait for the rebuild to go over the rest again. */
+ * older cursor claims, and the switch must wait for the rebuild to go over the rest again.
+ * Stalls belong to a generation: the served one's are rm:stalled, a building one's
+ * rm:<gen>:stalled; the switch keeps the old current's under its number (a rollback brings
+ * them back) and makes the new one's rm:stalled, in the same step. */
 static const char switch_lua[] =
     "if redis.call('GET', 'rm:building') ~= ARGV[1] then return -1 end\n"
     "if redis.call('HGET', 'rm:rebuild', 'cursor') ~= ARGV[3] then return -2 end\n"
@@ -302,6 +305,14 @@ static const char switch_lua[] =
     "  if p and p ~= c and p ~= ARGV[1] then dropped = tonumber(p) end\n"
     "elseif p == ARGV[1] then\n"
     "  redis.call('DEL', 'rm:previous')\n"
+    "end\n"
+    "if c and c ~= ARGV[1] and redis.call('EXISTS', 'rm:stalled') == 1 then\n"
+    "  redis.call('RENAME', 'rm:stalled', 'rm:' .. c .. ':stalled')\n"
+    "else\n"
+    "  redis.call('DEL', 'rm:stalled')\n"
+    "end\n"
+    "if redis.call('EXISTS', 'rm:' .. ARGV[1] .. ':stalled') == 1 then\n"
+    "  redis.call('RENAME', 'rm:' .. ARGV[1] .. ':stalled', 'rm:stalled')\n"
     "end\n"
     "redis.call('SET', 'rm:current', ARGV[1])\n"
     "redis.call('DEL', 'rm:building')\n"

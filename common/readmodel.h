@@ -32,7 +32,11 @@
  *                              positions, 0 when none): lag = position - checkpoint + unapplied
  *   rm:parked                  hash: event_id -> {"event_id","account_id","stream_version",
  *                              "position","reason","parked_at","payload"[,"jetstream_seq"]}
- *   rm:stalled                 hash: account_id -> {"event_id","reason","since"}
+ *   rm:stalled                 hash: account_id -> {"event_id","reason","since"}: the served
+ *                              generation's stalls
+ *   rm:<gen>:stalled           the same for a generation being built (or kept for rollback):
+ *                              the switch makes it rm:stalled and files the old one here
+ *   rm:<gen>:fold              string: the fold version the generation is built with
  *   channel rm:applied         "<account_id>:<version> ..." after each applied batch, "*" when
  *                              the switch script changes rm:current (read API caches follow)
  * The {id} hash tag keeps an account's two keys on one Redis Cluster slot, which the apply

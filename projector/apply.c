@@ -284,7 +284,8 @@ status ap_read_accounts(struct pj *p, long gen, struct acct *accts, int na, stru
     const char *(*argv)[4] = NULL;
     const char *const **cmds = NULL;
     redisReply **rep = NULL;
-    char (*keys)[RM_KEY_SIZE] = NULL;
+    char (*keys)[RM_KEY_SIZE] = NULL, kbuf[64];
+    const char *stalled_key = pj_stalled_key(p, kbuf, sizeof kbuf);
 
     for (int i = 0; i < na; i++)
         pending += accts[i].need_read;
@@ -310,7 +311,7 @@ status ap_read_accounts(struct pj *p, long gen, struct acct *accts, int na, stru
         k++;
         argc[k] = 3;
         argv[k][0] = "HGET";
-        argv[k][1] = RM_STALLED_KEY;
+        argv[k][1] = stalled_key;
         argv[k][2] = accts[i].id;
         k++;
     }

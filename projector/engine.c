@@ -111,6 +111,7 @@ static status process_gen(struct pj *p, long gen, struct pj_item **items, int n,
     status st;
 
     *gone = 0;
+    p->pass_gen = gen;
     for (int i = 0; i < n; i++)
         items[i]->disp = items[i]->stray ? PJ_TERM : PJ_PENDING;
     pj_sort(items, n);

@@ -28,6 +28,7 @@ struct pj {
     /* the fold versions of the last generations seen (gens.c pj_fold_writable) */
     long fold_building, fold_current;
     int fold_building_ok;
+    long pass_gen; /* the generation the running pass writes (park.c: whose stalls) */
 };
 
 #define PJ_IGNORE_STALLED 1u /* replay-parked: fold stalled accounts too */

@@ -354,12 +354,15 @@ static int cmd_status(const struct cfg *c)
                pk_jstr(rec, "parked_at"), pk_jstr(rec, "reason"));
         json_decref(rec);
     }
-    printf("stalled accounts:  %zu\n", stalled->elements / 2);
-    for (size_t i = 0; i + 1 < stalled->elements; i += 2) {
-        json_t *rec = pk_parse_record(stalled->element[i + 1]);
-        printf("  %s event=%s since=%s: %s\n", stalled->element[i]->str, pk_jstr(rec, "event_id"),
-               pk_jstr(rec, "since"), pk_jstr(rec, "reason"));
-        json_decref(rec);
+    pk_print_stalls("stalled accounts:  ", stalled);
+    if (gens.building > 0) {
+        /* stalls met only while building: that generation's, not the served one's */
+        char title[80];
+        redisReply *b = redisCommand(p.rc, "HGETALL rm:%ld:stalled", gens.building);
+        snprintf(title, sizeof title, "stalled in building generation %ld: ", gens.building);
+        if (b != NULL && b->type == REDIS_REPLY_ARRAY && b->elements > 0)
+            pk_print_stalls(title, b);
+        freeReplyObject(b);
     }
     rc = 0;
 cleanup:

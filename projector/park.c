@@ -13,10 +13,18 @@
 
 /* ---- parking ---- */
 
+const char *pj_stalled_key(const struct pj *p, char *buf, size_t len)
+{
+    if (p->pass_gen <= 0 || p->pass_gen == p->gen)
+        return RM_STALLED_KEY;
+    snprintf(buf, len, "rm:%ld:stalled", p->pass_gen);
+    return buf;
+}
+
 status pj_stall(struct pj *p, const char *account_id, const char *event_id, const char *reason,
                     struct err *e)
 {
-    char now[40];
+    char now[40], key[64];
     char *rec = NULL;
     redisReply *r = NULL;
     status st = ST_OK;
@@ -26,7 +34,7 @@ status pj_stall(struct pj *p, const char *account_id, const char *event_id, cons
     if (rec == NULL)
         return err_set(e, ST_INTERNAL, "out of memory");
     /* NX: the first stuck event is the one an operator must look at; later ones follow it */
-    r = redisCommand(p->rc, "HSETNX %s %s %s", RM_STALLED_KEY, account_id, rec);
+    r = redisCommand(p->rc, "HSETNX %s %s %s", pj_stalled_key(p, key, sizeof key), account_id, rec);
     if (r == NULL || r->type == REDIS_REPLY_ERROR)
         st = pj_redis_failed(p, r, e, "stall '%s'", account_id);
     freeReplyObject(r);

@@ -27,6 +27,19 @@ const char *pk_jstr(const json_t *o, const char *k)
     return s != NULL ? s : "-";
 }
 
+void pk_print_stalls(const char *title, const redisReply *r)
+{
+    size_t n = r != NULL && r->type == REDIS_REPLY_ARRAY ? r->elements / 2 : 0;
+
+    printf("%s%zu\n", title, n);
+    for (size_t i = 0; i < n; i++) {
+        json_t *rec = pk_parse_record(r->element[2 * i + 1]);
+        printf("  %s event=%s since=%s: %s\n", r->element[2 * i]->str, pk_jstr(rec, "event_id"),
+               pk_jstr(rec, "since"), pk_jstr(rec, "reason"));
+        json_decref(rec);
+    }
+}
+
 /* ---- catching an account up ---- */
 
 static status stream_head(struct pj *p, const char *id, int64_t *head, struct err *e)

@@ -13,6 +13,9 @@ json_t *pk_parse_record(const redisReply *r);
 /* String field k of o, "-" when absent (belongs to o). */
 const char *pk_jstr(const json_t *o, const char *k);
 
+/* Prints title with the count, then one line per stall record of r (an HGETALL reply). */
+void pk_print_stalls(const char *title, const redisReply *r);
+
 /* Retries every parked event (only: the one event id given) after its cause was fixed; exit
  * status 0 all replayed, 1 some left parked or a failure, 5 no such parked event. */
 int pk_cmd_replay(const struct cfg *c, const char *only);

@@ -66,7 +66,12 @@ status rp_gap_events(struct pj *p, struct acct *a, int64_t from, int64_t to, str
 status pj_fold_discarded(struct pj *p, struct account_view *view, const struct pj_item *it,
                          struct statement_entry *en, int *found, struct err *e) WUR;
 
-/* park.c: stalls account_id in rm:stalled (the first cause is kept). */
+/* park.c: the stall hash of the generation the running pass writes: rm:stalled for the served
+ * one, rm:<gen>:stalled for one being built (the switch makes it rm:stalled), so a stall met
+ * only in a building generation never freezes the served one. Returns RM_STALLED_KEY or buf. */
+const char *pj_stalled_key(const struct pj *p, char *buf, size_t len);
+
+/* park.c: stalls account_id in the pass generation's stall hash (the first cause is kept). */
 status pj_stall(struct pj *p, const char *account_id, const char *event_id, const char *reason,
                 struct err *e) WUR;
 

@@ -7,6 +7,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 #include <libpq-fe.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -157,12 +158,77 @@ static void test_lag_sees_stalled_events(void **state)
     PQfinish(pg);
 }
 
+/* Hole 4, second half: stalls belong to a generation. A broken pair met only in a generation
+ * being built stalls the account there, and status reports it under that generation, while the
+ * served generation goes on applying the account (before: one global rm:stalled froze it in
+ * the served generation too, its deposits acked unapplied). */
+static void test_building_only_stall(void **state)
+{
+    static const char *const args[] = {"rebuild", NULL};
+    redisContext *rc = tredis_open();
+    char id[UUID_STR_SIZE], other[UUID_STR_SIZE], out[16384], key[128], want[128];
+    int64_t v, ms, deadline;
+    long building;
+    redisReply *r;
+    void *hold;
+    pid_t pid;
+
+    (void)state;
+    tw_open(id, "holes", "building-stall", "EUR", 0);
+    v = deposit(id);
+    assert_int_equal(read_min_version(id, v, &ms), 200);
+    /* the rebuild reads everything below this transaction, then waits for it (an event is
+     * committed behind it): it stays building */
+    tw_open(other, "holes", "behind-the-horizon", "EUR", 0);
+    hold = th_hold_horizon();
+    (void)deposit(other);
+    pid = tsvc_start("projector", args, NULL);
+    tstack_guard(pid);
+    deadline = tnow_ms() + 60000;
+    while (tnow_ms() < deadline && trb_get(rc, "rm:building") == 0)
+        usleep(5000);
+    building = trb_get(rc, "rm:building");
+    assert_true(building > 0);
+    snprintf(key, sizeof key, "rm:%ld:a:{%s}", building, id);
+    while (tnow_ms() < deadline && trb_hget(rc, key, "v") != v)
+        usleep(5000);
+    assert_int_equal(trb_hget(rc, key, "v"), v);
+    /* the building generation's pair of this account broken, the served one's whole */
+    freeReplyObject(redisCommand(rc, "DEL rm:%ld:s:{%s}", building, id));
+    v = deposit(id);
+    assert_int_equal(read_min_version(id, v, &ms), 200);
+    assert_true(ms < 3000);
+    r = redisCommand(rc, "HEXISTS rm:stalled %s", id);
+    assert_true(r != NULL && r->type == REDIS_REPLY_INTEGER && r->integer == 0);
+    freeReplyObject(r);
+    r = redisCommand(rc, "HEXISTS rm:%ld:stalled %s", building, id);
+    assert_true(r != NULL && r->type == REDIS_REPLY_INTEGER && r->integer == 1);
+    freeReplyObject(r);
+    assert_int_equal(trun_capture("projector", "status", out, sizeof out), 0);
+    fprintf(stderr, "status with the rebuild held:\n%s", out);
+    snprintf(want, sizeof want, "stalled in building generation %ld: ", building);
+    assert_non_null(strstr(out, want));
+    assert_non_null(strstr(strstr(out, want), id));
+    /* the abandoned generation takes its stalls with it */
+    tsvc_stop(pid, SIGTERM, 10000);
+    tstack_unguard(pid);
+    assert_int_equal(trun_capture("projector", "rebuild --abort", out, sizeof out), 0);
+    th_release_horizon(hold);
+    snprintf(key, sizeof key, "rm:%ld:stalled", building);
+    assert_int_equal(trb_get(rc, key), 0);
+    r = redisCommand(rc, "EXISTS %s", key);
+    assert_true(r != NULL && r->type == REDIS_REPLY_INTEGER && r->integer == 0);
+    freeReplyObject(r);
+    redisFree(rc);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_stray_message_does_not_stall),
         cmocka_unit_test(test_poison_copy_then_rebuild),
         cmocka_unit_test(test_lag_sees_stalled_events),
+        cmocka_unit_test(test_building_only_stall),
     };
     return cmocka_run_group_tests(tests, tstack_group_setup, tstack_group_teardown);
 }
