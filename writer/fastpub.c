@@ -290,6 +290,15 @@ void fastpub_offer(struct fastpub *f, const struct event *const *evs, int n)
     pthread_mutex_unlock(&f->mu);
 }
 
+void fastpub_missed(struct fastpub *f)
+{
+    if (f == NULL)
+        return;
+    pthread_mutex_lock(&f->mu);
+    f->behind = true;
+    pthread_mutex_unlock(&f->mu);
+}
+
 status fastpub_start(struct fastpub **out, const struct cfg *cfg, struct err *e)
 {
     struct fastpub *f;

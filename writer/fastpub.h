@@ -21,5 +21,9 @@ void fastpub_stop(struct fastpub **f);
 /* Hands n committed events (positions set) to the publisher; copies them, never blocks on the
  * bus. f may be NULL (nothing happens: the relay publishes). Thread-safe. */
 void fastpub_offer(struct fastpub *f, const struct event *const *evs, int n);
+/* Committed events were not offered (their COMMIT's answer was lost and they were found in the
+ * store afterwards): the next round publishes the outbox's older rows first, so they go before
+ * later events of their accounts. f may be NULL. Thread-safe. */
+void fastpub_missed(struct fastpub *f);
 
 #endif

@@ -147,13 +147,17 @@ static void run_batch(struct group *s, struct pending **batch, int n)
         break;
     case GTX_COMMIT_LOST: {
         int nev = 0;
+        /* whatever commits next on these accounts waits for the outbox's older rows (those
+         * of this batch, if it committed) */
+        fastpub_missed(s->pub);
         for (int i = 0; i < n; i++)
             nev += batch[i]->decided ? batch[i]->d.count : 0;
         switch (outcome_resolve(cfg->database_url, xid, event_ids, nev, &positions, cfg->outcome_wait_ms, &re)) {
         case OUTCOME_COMMITTED:
-            /* found in the store; still, only what the relay reads back from it is published */
+            /* found in the store; still, only what is read back from its outbox is published */
             grouptx_positions(batch, n, positions);
             answer_committed(NULL, batch, n);
+            fastpub_missed(s->pub);
             break;
         case OUTCOME_ABORTED: {
             struct err ae = {0};

@@ -183,8 +183,9 @@ static status transact(PGconn *conn, struct fastpub *pub, const struct command *
 }
 
 /* The COMMIT of a command was sent and its answer lost: the truth from the store. Its events
- * are left to the relay, which publishes what it reads back from the outbox. */
-static status resolve(struct pool *p, const struct lost_commit *lc, struct store_reply *out, struct err *e)
+ * are published as read back from the outbox (by the next publisher round, or the relay). */
+static status resolve(struct pool *p, struct fastpub *pub, const struct lost_commit *lc, struct store_reply *out,
+                      struct err *e)
 {
     const struct cfg *cfg = pool_cfg(p);
     char cause[sizeof e->msg];
@@ -195,6 +196,7 @@ static status resolve(struct pool *p, const struct lost_commit *lc, struct store
                             &re)) {
     case OUTCOME_COMMITTED:
         err_clear(e);
+        fastpub_missed(pub);
         return out->body != NULL ? ST_OK : err_set(e, ST_INTERNAL, "committed reply missing");
     case OUTCOME_ABORTED:
         return err_setr(e, ST_UNAVAILABLE, "store_unavailable", "commit answer lost (%s), not committed: %s",
@@ -233,7 +235,8 @@ status single_execute(struct pool *p, struct fastpub *pub, const struct command 
         pool_checkin(p, sl);
         sl = NULL;
         if (commit_lost) {
-            st = resolve(p, &lc, out, e);
+            fastpub_missed(pub); /* see group.c: later commits go after this one's rows */
+            st = resolve(p, pub, &lc, out, e);
             break;
         }
         if (st == ST_OK || strcmp(e->reason, "retry") != 0)
