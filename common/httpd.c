@@ -17,6 +17,7 @@
 #include "httpd_priv.h"
 #include "log.h"
 #include "metrics.h"
+#include "openapi.h"
 #include "svc.h"
 
 static struct conn_track *track_of(struct MHD_Connection *conn)
@@ -112,6 +113,11 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         http_set_route(&resp, "body_too_large");
         http_reply_error(&resp, 413, "body_too_large", "the request body exceeds %zu bytes",
                          srv->o.max_body);
+    } else if ((strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0) && strcmp(url, "/openapi.json") == 0) {
+        /* open like /healthz: the description of the APIs is no secret */
+        http_set_route(&resp, "GET /openapi.json");
+        http_set_content_type(&resp, "application/json");
+        http_reply(&resp, 200, strdup(openapi_document()));
     } else if (strcmp(method, "GET") == 0 && strcmp(url, "/metrics") == 0) {
         http_set_route(&resp, "GET /metrics");
         req = (struct http_request){.who = &cs->who};

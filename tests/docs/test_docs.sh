@@ -83,6 +83,15 @@ for code in $codes; do
 done
 echo "checked $(wc -w <<<"$codes") error codes against README's table"
 
+# Every code of README's error table is in the OpenAPI document (docs/openapi.yaml), which
+# names the codes each status of each route can carry.
+for code in $(grep -E '^\| [0-9]{3}(, [0-9]{3})* \| `' README.md | cut -d'|' -f3 | grep -oE '`[a-z_]+`' | tr -d '`' | sort -u); do
+    if ! grep -qE "(^|[^a-z_])$code([^a-z_]|\$)" docs/openapi.yaml; then
+        echo "docs/openapi.yaml lacks the error code \`$code\` of README's table" >&2
+        fail=1
+    fi
+done
+
 # Links: relative targets must exist inside the repository; nothing points outside it.
 for f in README.md docs/*.md; do
     dir=$(dirname "$f")
