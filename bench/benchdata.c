@@ -104,7 +104,7 @@ static void publish_events(const struct tgen_history *h)
     for (long i = 0; i < h->n; i++) {
         char subject[32], *payload = event_encode(&h->events[i]);
         natsMsg *msg = NULL;
-        event_subject(h->events[i].stream_id, subject, sizeof subject);
+        event_subject(h->events[i].stream_id, EVENT_PARTITIONS, subject, sizeof subject);
         ns = natsMsg_Create(&msg, subject, NULL, payload, (int)strlen(payload));
         if (ns == NATS_OK)
             ns = natsMsgHeader_Set(msg, "Nats-Msg-Id", h->events[i].event_id);

@@ -48,6 +48,8 @@ struct cfg {
     int projector_batch;  /* messages fetched per pull */
     int projector_ack_wait_ms;
     int projector_max_deliver;
+    int partitions;       /* stream partitions: events.<fnv1a32(stream_id) % partitions> */
+    int projector_lease_ms; /* partition lease lifetime (KV bucket TTL) */
     int relay_batch;      /* outbox rows per publish round */
     int lock_timeout_ms;  /* writer: wait for an account row lock */
     int outcome_wait_ms;  /* writer: bound on resolving a lost COMMIT answer */

@@ -26,88 +26,177 @@ void rm_key_tail(char *buf, size_t len, long gen)
     snprintf(buf, len, "rm:%ld:tail", gen);
 }
 
+void rm_key_partition(char *buf, size_t len, int part)
+{
+    snprintf(buf, len, "rm:part:%d", part);
+}
+
 /* Everything the script decides is read inside it, so two workers (or the live projector and a
- * rebuild) can never interleave between the version check and the write. RPUSH goes in chunks
- * because unpack() is bounded by the Lua C stack (about 8000 values). Lua numbers are doubles:
- * versions and positions are exact up to 2^53. */
+ * rebuild) can never interleave between the version check and the write, and a fenced owner
+ * writes nothing at all. Every account is checked before any is written; an account that fails
+ * its check is skipped and reported, the others are applied. RPUSH goes in chunks because
+ * unpack() is bounded by the Lua C stack (about 8000 values). Lua numbers are doubles: versions,
+ * positions, sequences and epochs are exact up to 2^53. */
 static const char apply_lua[] =
-    "if redis.call('EXISTS', KEYS[3]) == 0 then\n"
-    "  return redis.error_reply('RMNOGEN ' .. KEYS[3] .. ' is missing: the generation does not exist')\n"
+    "if redis.call('EXISTS', KEYS[1]) == 0 then\n"
+    "  return redis.error_reply('RMNOGEN ' .. KEYS[1] .. ' is missing: the generation does not exist')\n"
     "end\n"
-    "local cur = tonumber(redis.call('HGET', KEYS[1], 'v') or '0')\n"
-    "local expected = tonumber(ARGV[1])\n"
-    "if cur ~= expected then return cur end\n"
-    "local len = redis.call('LLEN', KEYS[2])\n"
-    "if len ~= expected then\n"
-    "  return redis.error_reply('RMBROKEN ' .. KEYS[2] .. ' holds ' .. len .. ' entries but v is ' .. cur)\n"
+    "local epoch = tonumber(ARGV[1])\n"
+    "local fe, fs = 0, 0\n"
+    "if epoch > 0 then\n"
+    "  local f = redis.call('HMGET', KEYS[2], 'epoch', 'seq')\n"
+    "  fe = tonumber(f[1] or '0')\n"
+    "  fs = tonumber(f[2] or '0')\n"
+    "  if fe > epoch then return {-1, fe, fs} end\n"
+    "  if fe < epoch or fs < tonumber(ARGV[2]) then return {-2, fe, fs} end\n"
     "end\n"
-    "local n = #ARGV - 5\n"
-    "if n < 1 or tonumber(ARGV[2]) ~= expected + n then\n"
-    "  return redis.error_reply('RMARGS ' .. n .. ' entries do not lead from ' .. expected .. ' to ' .. ARGV[2])\n"
+    "local out = {1, fe, fs}\n"
+    "local todo = {}\n"
+    "local i, k, all = 5, 3, true\n"
+    "while i <= #ARGV do\n"
+    "  local exp, new, nent = tonumber(ARGV[i]), tonumber(ARGV[i + 1]), tonumber(ARGV[i + 4])\n"
+    "  local cur = tonumber(redis.call('HGET', KEYS[k], 'v') or '0')\n"
+    "  local res = -1\n"
+    "  if cur ~= exp then res = cur\n"
+    "  elseif nent < 1 or new ~= exp + nent or i + 4 + nent > #ARGV then\n"
+    "    res = 'RMARGS ' .. nent .. ' entries do not lead from ' .. exp .. ' to ' .. new\n"
+    "  else\n"
+    "    local len = redis.call('LLEN', KEYS[k + 1])\n"
+    "    if len ~= exp then res = 'RMBROKEN ' .. KEYS[k + 1] .. ' holds ' .. len .. ' entries but v is ' .. cur end\n"
+    "  end\n"
+    "  out[#out + 1] = res\n"
+    "  if res == -1 then todo[#todo + 1] = {k, i} else all = false end\n"
+    "  if type(nent) ~= 'number' or nent < 1 then break end\n"
+    "  i = i + 5 + nent\n"
+    "  k = k + 2\n"
     "end\n"
-    "for i = 6, #ARGV, 1000 do\n"
-    "  redis.call('RPUSH', KEYS[2], unpack(ARGV, i, math.min(i + 999, #ARGV)))\n"
+    "local pos = tonumber(redis.call('HGET', KEYS[1], 'position') or '0')\n"
+    "local count = 0\n"
+    "for _, t in ipairs(todo) do\n"
+    "  local k, i = t[1], t[2]\n"
+    "  local first, last = i + 5, i + 4 + tonumber(ARGV[i + 4])\n"
+    "  for j = first, last, 1000 do\n"
+    "    redis.call('RPUSH', KEYS[k + 1], unpack(ARGV, j, math.min(j + 999, last)))\n"
+    "  end\n"
+    "  redis.call('HSET', KEYS[k], 'v', ARGV[i + 1], 'doc', ARGV[i + 2])\n"
+    "  if tonumber(ARGV[i + 3]) > pos then pos = tonumber(ARGV[i + 3]) end\n"
+    "  count = count + last - first + 1\n"
     "end\n"
-    "redis.call('HSET', KEYS[1], 'v', ARGV[2], 'doc', ARGV[3])\n"
-    "local p = tonumber(redis.call('HGET', KEYS[3], 'position') or '0')\n"
-    "if tonumber(ARGV[4]) > p then redis.call('HSET', KEYS[3], 'position', ARGV[4]) end\n"
-    "redis.call('HSET', KEYS[3], 'at_ms', ARGV[5])\n"
-    "redis.call('HINCRBY', KEYS[3], 'events', n)\n"
-    "return redis.status_reply('OK')\n";
+    "if count > 0 then\n"
+    "  redis.call('HSET', KEYS[1], 'position', pos, 'at_ms', ARGV[4])\n"
+    "  redis.call('HINCRBY', KEYS[1], 'events', count)\n"
+    "end\n"
+    "if epoch > 0 and all and tonumber(ARGV[3]) > fs then\n"
+    "  redis.call('HSET', KEYS[2], 'seq', ARGV[3], 'at_ms', ARGV[4])\n"
+    "  out[3] = tonumber(ARGV[3])\n"
+    "end\n"
+    "return out\n";
+
+/* A new owner installs its epoch before it reads anything: from then on an older owner's
+ * apply is refused. reset >= 0 also sets seq (the stream was recreated below it). */
+static const char claim_lua[] =
+    "local f = redis.call('HMGET', KEYS[1], 'epoch', 'seq')\n"
+    "local fe, fs = tonumber(f[1] or '0'), tonumber(f[2] or '0')\n"
+    "local epoch = tonumber(ARGV[1])\n"
+    "if fe > epoch then return {-1, fe, fs} end\n"
+    "if tonumber(ARGV[2]) >= 0 then fs = tonumber(ARGV[2]) end\n"
+    "redis.call('HSET', KEYS[1], 'epoch', epoch, 'seq', fs, 'owner', ARGV[3], 'at_ms', ARGV[4])\n"
+    "return {1, epoch, fs}\n";
 
 const char *rm_apply_script(void)
 {
     return apply_lua;
 }
 
-int rm_apply_argc(const struct rm_apply *a)
+const char *rm_claim_script(void)
 {
-    return RM_APPLY_FIXED_ARGS + (a->nentries > 0 ? a->nentries : 0);
+    return claim_lua;
 }
 
-int rm_apply_argv(const struct rm_apply *a, long gen, const char *sha, struct rm_apply_buf *buf,
-                  const char **argv, size_t *lens)
+int rm_apply_argc(const struct rm_apply *a, int naccounts)
 {
-    int n = 0;
+    int n = RM_APPLY_FIXED_ARGS;
 
-    if (a->nentries < 1 || a->expected < 0 || a->new_version != a->expected + a->nentries)
-        return -1;
-    rm_key_account(buf->keys[0], sizeof buf->keys[0], gen, a->account_id);
-    rm_key_statement(buf->keys[1], sizeof buf->keys[1], gen, a->account_id);
-    rm_key_checkpoint(buf->keys[2], sizeof buf->keys[2], gen);
-    snprintf(buf->nums[0], sizeof buf->nums[0], "%" PRId64, a->expected);
-    snprintf(buf->nums[1], sizeof buf->nums[1], "%" PRId64, a->new_version);
-    snprintf(buf->nums[2], sizeof buf->nums[2], "%" PRId64, a->position);
-    snprintf(buf->nums[3], sizeof buf->nums[3], "%" PRId64, a->at_ms);
+    for (int i = 0; i < naccounts; i++)
+        n += 2 + 5 + (a[i].nentries > 0 ? a[i].nentries : 0);
+    return n;
+}
+
+int rm_apply_argv(const struct rm_apply *a, int naccounts, const struct rm_fence *f, long gen,
+                  int64_t at_ms, const char *sha, struct rm_apply_buf *buf, const char **argv,
+                  size_t *lens)
+{
+    int n = 0, nkeys = 2 + 2 * naccounts;
+
+    for (int i = 0; i < naccounts; i++)
+        if (a[i].nentries < 1 || a[i].expected < 0 || a[i].new_version != a[i].expected + a[i].nentries)
+            return -1;
+    rm_key_checkpoint(buf->head[0], sizeof buf->head[0], gen);
+    if (f != NULL)
+        rm_key_partition(buf->head[1], sizeof buf->head[1], f->part);
+    else
+        snprintf(buf->head[1], sizeof buf->head[1], "rm:part:none");
+    snprintf(buf->nums[0], sizeof buf->nums[0], "%d", nkeys);
+    snprintf(buf->nums[1], sizeof buf->nums[1], "%" PRIu64, f != NULL ? f->epoch : 0);
+    snprintf(buf->nums[2], sizeof buf->nums[2], "%" PRIu64, f != NULL ? f->expect_seq : 0);
+    snprintf(buf->nums[3], sizeof buf->nums[3], "%" PRIu64, f != NULL ? f->new_seq : 0);
+    snprintf(buf->nums[4], sizeof buf->nums[4], "%" PRId64, at_ms);
     argv[n++] = "EVALSHA";
     argv[n++] = sha;
-    argv[n++] = "3";
-    argv[n++] = buf->keys[0];
-    argv[n++] = buf->keys[1];
-    argv[n++] = buf->keys[2];
     argv[n++] = buf->nums[0];
+    argv[n++] = buf->head[0];
+    argv[n++] = buf->head[1];
+    for (int i = 0; i < naccounts; i++) {
+        rm_key_account(buf->acct[i].keys[0], sizeof buf->acct[i].keys[0], gen, a[i].account_id);
+        rm_key_statement(buf->acct[i].keys[1], sizeof buf->acct[i].keys[1], gen, a[i].account_id);
+        argv[n++] = buf->acct[i].keys[0];
+        argv[n++] = buf->acct[i].keys[1];
+    }
     argv[n++] = buf->nums[1];
-    argv[n++] = a->doc;
     argv[n++] = buf->nums[2];
     argv[n++] = buf->nums[3];
-    for (int i = 0; i < a->nentries; i++)
-        argv[n++] = a->entries[i];
+    argv[n++] = buf->nums[4];
+    for (int i = 0; i < naccounts; i++) {
+        struct rm_apply_acct_buf *ab = &buf->acct[i];
+        snprintf(ab->nums[0], sizeof ab->nums[0], "%" PRId64, a[i].expected);
+        snprintf(ab->nums[1], sizeof ab->nums[1], "%" PRId64, a[i].new_version);
+        snprintf(ab->nums[2], sizeof ab->nums[2], "%" PRId64, a[i].position);
+        snprintf(ab->nums[3], sizeof ab->nums[3], "%d", a[i].nentries);
+        argv[n++] = ab->nums[0];
+        argv[n++] = ab->nums[1];
+        argv[n++] = a[i].doc;
+        argv[n++] = ab->nums[2];
+        argv[n++] = ab->nums[3];
+        for (int j = 0; j < a[i].nentries; j++)
+            argv[n++] = a[i].entries[j];
+    }
     for (int i = 0; i < n; i++)
         lens[i] = strlen(argv[i]);
     return n;
 }
 
-enum rm_apply_result rm_apply_reply(const redisReply *r, int64_t *current)
+enum rm_apply_result rm_apply_reply(const redisReply *r, struct rm_fence *f, int naccounts,
+                                    int64_t *held)
 {
-    if (r == NULL)
+    if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements < 3 ||
+        r->element[0]->type != REDIS_REPLY_INTEGER || r->element[1]->type != REDIS_REPLY_INTEGER ||
+        r->element[2]->type != REDIS_REPLY_INTEGER)
         return RM_FAILED;
-    if (r->type == REDIS_REPLY_STATUS && strcmp(r->str, "OK") == 0)
-        return RM_APPLIED;
-    if (r->type == REDIS_REPLY_INTEGER) {
-        *current = (int64_t)r->integer;
-        return RM_CONFLICT;
+    if (f != NULL) {
+        f->held_epoch = (uint64_t)r->element[1]->integer;
+        f->held_seq = (uint64_t)r->element[2]->integer;
     }
-    return RM_FAILED;
+    if (r->element[0]->integer == -1)
+        return RM_FENCED;
+    if (r->element[0]->integer == -2)
+        return RM_REWOUND;
+    if (r->elements != (size_t)naccounts + 3)
+        return RM_FAILED;
+    for (int i = 0; i < naccounts; i++) {
+        const redisReply *x = r->element[3 + i];
+        held[i] = x->type == REDIS_REPLY_INTEGER ? (int64_t)x->integer : -2; /* -2: an error text */
+    }
+    return RM_APPLIED;
 }
 
 static status parse_gen(const redisReply *r, long *gen, struct err *e)

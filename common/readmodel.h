@@ -26,6 +26,9 @@
  *                              refuses to write into a generation without it, and the read API
  *                              treats a current generation without it as no model.
  *   rm:<gen>:tail              string: the projector's catch-up cursor "tx_id:position"
+ *   rm:part:<p>                hash: epoch (fencing epoch of partition p's owner), seq (last
+ *                              JetStream sequence of events.<p> applied to every generation),
+ *                              owner, at_ms. Written by the claim and the apply scripts only.
  *   rm:head                    hash: position (event-store head seen by a projector), at_ms,
  *                              unapplied (events the store holds beyond the applied version of
  *                              the stalled accounts), lowest_unapplied (the lowest of their
@@ -58,48 +61,75 @@ void rm_key_account(char *buf, size_t len, long gen, const char *id);
 void rm_key_statement(char *buf, size_t len, long gen, const char *id);
 void rm_key_checkpoint(char *buf, size_t len, long gen);
 void rm_key_tail(char *buf, size_t len, long gen);
+void rm_key_partition(char *buf, size_t len, int part);
 
-/* The apply script (static text, never freed). Compare-and-set of one account into a
- * generation that exists (its checkpoint hash is there; else the error "RMNOGEN ..."):
- *   KEYS = account hash, statement list, checkpoint hash
- *   ARGV = expected prior version, new version, doc, position, at_ms, entry 1..n
+/* The apply script (static text, never freed): compare-and-set of many accounts into a
+ * generation that exists (its checkpoint hash is there; else the error "RMNOGEN ..."), fenced by
+ * the partition's owner epoch:
+ *   KEYS = generation checkpoint, rm:part:<p>, then per account: account hash, statement list
+ *   ARGV = epoch (0: unfenced, the sweep and the rebuild), expected seq, new seq (0: keep), at_ms,
+ *          then per account: expected version, new version, doc, position, n, entry 1..n
  *          (n = new - expected, the entries of versions expected+1 .. new, in order)
- * Replies: status "OK" when applied; an integer, the version it holds, when `v` is not the
- * expected one (nothing written); an error when the list length disagrees with `v` or the
- * arguments are inconsistent (nothing written). */
+ * Fenced calls first read rm:part:<p>: an epoch above the caller's refuses the whole call
+ * (reply {-1, epoch, seq}); an epoch below it or a seq below the expected one means the store
+ * went back in time (reply {-2, epoch, seq}); nothing is written in either case. Otherwise the
+ * reply is {1, epoch, seq, r_1 .. r_n}: r_i = -1 applied, an integer >= 0 the version the
+ * account holds when it is not the expected one, or an error text (RMBROKEN: the list length
+ * disagrees with v; RMARGS) and that account is not written. seq moves to the new seq only
+ * when every account of the call was applied. */
 const char *rm_apply_script(void);
+/* The claim script: KEYS rm:part:<p>; ARGV epoch, reset seq (-1: keep), owner, at_ms. Installs
+ * the epoch unless a newer one is there: reply {1, epoch, seq} or {-1, held epoch, seq}. */
+const char *rm_claim_script(void);
 
-#define RM_APPLY_FIXED_ARGS 11 /* EVALSHA sha 3 k1 k2 k3 expected new doc position at_ms */
+#define RM_APPLY_FIXED_ARGS 9 /* EVALSHA sha numkeys k1 k2 epoch expect_seq new_seq at_ms */
 
-/* One account's apply: the caller owns every string and keeps them alive while argv is used. */
+/* One account's part of an apply: the caller owns every string and keeps them alive while argv
+ * is used. */
 struct rm_apply {
     const char *account_id;
     int64_t expected;    /* version the hash must hold (0: absent) */
     int64_t new_version; /* expected + nentries */
     const char *doc;
     int64_t position;    /* highest global position among the entries */
-    int64_t at_ms;
     int nentries;
-    char *const *entries; /* statement JSON of versions expected+1 .. new_version */
+    char *const *entries; /* statement entries of versions expected+1 .. new_version */
 };
 
-/* Scratch space for the EVALSHA argument strings of one rm_apply. */
-struct rm_apply_buf {
-    char keys[3][RM_KEY_SIZE];
+/* The partition fence of a live owner's apply. */
+struct rm_fence {
+    int part;
+    uint64_t epoch;      /* the owner's lease revision */
+    uint64_t expect_seq; /* the seq rm:part:<p> must hold at least */
+    uint64_t new_seq;    /* seq to record when every account applies (0: keep) */
+    uint64_t held_epoch, held_seq; /* from the reply */
+};
+
+/* Scratch space for the argument strings of one apply call: acct has one slot per account
+ * (caller-allocated). */
+struct rm_apply_acct_buf {
+    char keys[2][RM_KEY_SIZE];
     char nums[4][24];
 };
+struct rm_apply_buf {
+    char head[2][RM_KEY_SIZE];
+    char nums[5][24];
+    struct rm_apply_acct_buf *acct;
+};
 
-/* Number of argv slots rm_apply_argv needs for a. */
-int rm_apply_argc(const struct rm_apply *a);
-/* Builds "EVALSHA sha 3 keys... args..." into argv/lens (rm_apply_argc(a) slots); the strings
- * point into a, sha and buf. Returns the argc, or -1 when a is inconsistent
- * (new_version != expected + nentries, nentries < 1). */
-int rm_apply_argv(const struct rm_apply *a, long gen, const char *sha, struct rm_apply_buf *buf,
-                  const char **argv, size_t *lens);
+/* Number of argv slots rm_apply_argv needs for the n accounts of a. */
+int rm_apply_argc(const struct rm_apply *a, int n);
+/* Builds "EVALSHA sha numkeys keys... args..." into argv/lens (rm_apply_argc slots); f NULL:
+ * unfenced. The strings point into a, sha and buf. Returns the argc, or -1 when an account is
+ * inconsistent (new_version != expected + nentries, nentries < 1). */
+int rm_apply_argv(const struct rm_apply *a, int n, const struct rm_fence *f, long gen, int64_t at_ms,
+                  const char *sha, struct rm_apply_buf *buf, const char **argv, size_t *lens);
 
-enum rm_apply_result { RM_APPLIED = 0, RM_CONFLICT, RM_FAILED };
-/* Interprets the script's reply: *current set to the held version on RM_CONFLICT. */
-enum rm_apply_result rm_apply_reply(const redisReply *r, int64_t *current);
+enum rm_apply_result { RM_APPLIED = 0, RM_FENCED, RM_REWOUND, RM_FAILED };
+/* Interprets the script's reply: f's held_epoch/held_seq are set (f may be NULL); on RM_APPLIED
+ * held[i] is -1 (applied), the held version (>= 0) on a conflict, or -2 (an error text: the
+ * caller reads the reply's element 3 + i). */
+enum rm_apply_result rm_apply_reply(const redisReply *r, struct rm_fence *f, int n, int64_t *held);
 
 /* The read API's scripts (static text), each one round trip with the generation read inside,
  * so an answer never mixes generations. A generation without its checkpoint hash counts as no

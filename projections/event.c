@@ -298,7 +298,12 @@ uint32_t fnv1a32(const char *s)
     return h;
 }
 
-void event_subject(const char *stream_id, char *buf, size_t len)
+unsigned event_partition(const char *stream_id, unsigned partitions)
 {
-    snprintf(buf, len, "events.%u", fnv1a32(stream_id) % EVENT_PARTITIONS);
+    return fnv1a32(stream_id) % (partitions > 0 ? partitions : 1);
+}
+
+void event_subject(const char *stream_id, unsigned partitions, char *buf, size_t len)
+{
+    snprintf(buf, len, "events.%u", event_partition(stream_id, partitions));
 }

@@ -16,7 +16,7 @@
 #define REASON_MAX 256
 #define IDEMPOTENCY_KEY_MAX 128
 #define TIMESTAMP_SIZE 40
-#define EVENT_PARTITIONS 16
+#define EVENT_PARTITIONS 16 /* default of the PARTITIONS setting */
 
 #define EVENT_TYPE_MAP(X)                                 \
     X(ACCOUNT_OPENED, "AccountOpened")                    \
@@ -97,7 +97,9 @@ int64_t event_balance_effect(const struct event *ev);
 
 /* FNV-1a 32-bit hash (the contract's partition function). */
 uint32_t fnv1a32(const char *s);
-/* "events.<fnv1a32(stream_id) % 16>" into buf. */
-void event_subject(const char *stream_id, char *buf, size_t len);
+/* The partition of a stream: fnv1a32(stream_id) % partitions (partitions >= 1). */
+unsigned event_partition(const char *stream_id, unsigned partitions);
+/* "events.<event_partition(stream_id, partitions)>" into buf. */
+void event_subject(const char *stream_id, unsigned partitions, char *buf, size_t len);
 
 #endif

@@ -361,34 +361,73 @@ cleanup:
     return st;
 }
 
-/* One round trip: an EVALSHA per account that has something to write. */
-status ap_apply_accounts(struct pj *p, long gen, struct acct *accts, int na, int *reload,
-                             int *gone, struct err *e)
+/* After this call every item of the batch would be settled, if every account in it applies:
+ * only then may the partition's seq move past the batch. */
+static int batch_settles(const struct acct *accts, int na)
 {
-    int nc = 0;
+    for (int i = 0; i < na; i++) {
+        const struct acct *a = &accts[i];
+        if (a->need_read && a->nent > 0) {
+            if (a->stop == STOP_MISSING)
+                return 0;
+            continue;
+        }
+        for (int k = 0; k < a->n; k++)
+            if (a->it[k]->disp != PJ_ACK && a->it[k]->disp != PJ_TERM)
+                return 0;
+    }
+    return 1;
+}
+
+/* An account the script refused with an error text: stalled (nothing after it is applied). */
+static status refuse(struct pj *p, struct acct *a, const redisReply *why, struct err *e)
+{
+    const char *text = why->type == REDIS_REPLY_STRING || why->type == REDIS_REPLY_ERROR ? why->str
+                                                                                         : "unexpected reply";
+    status st;
+
+    log_error("account=%s cannot be applied: %s", a->id, text);
+    st = pj_stall(p, a->id, a->it[0]->ev.event_id, text, e);
+    if (st != ST_OK)
+        return st;
+    a->stop = STOP_POISON;
+    a->new_version = a->applied;
+    ap_settle(p, a);
+    return ST_OK;
+}
+
+/* One round trip: one EVALSHA for every account that has something to write, fenced by the
+ * partition owner's epoch when p->fence is set (the seq moves only in the final pass). */
+status ap_apply_accounts(struct pj *p, long gen, struct acct *accts, int na, int *reload,
+                         int *gone, struct err *e)
+{
+    int nc = 0, argc, *which = NULL;
     status st = ST_OK;
-    int64_t now = pj_now_ms();
-    int *argc = NULL, *which = NULL;
-    const char ***argv = NULL;
-    size_t **lens = NULL;
-    struct rm_apply_buf *bufs = NULL;
+    const char **argv = NULL;
+    size_t *lens = NULL;
+    struct rm_apply_buf buf;
     struct rm_apply *ap = NULL;
-    redisReply **rep = NULL;
+    struct rm_fence fence, *f = NULL;
+    int64_t *held = NULL;
+    redisReply *rep = NULL;
 
     *reload = 0;
+    memset(&buf, 0, sizeof buf);
     for (int i = 0; i < na; i++)
         nc += accts[i].need_read && accts[i].nent > 0;
-    if (nc == 0)
+    if (p->fence != NULL) {
+        fence = *p->fence;
+        if (!p->fence_final || !batch_settles(accts, na))
+            fence.new_seq = 0;
+        f = &fence;
+    }
+    if (nc == 0 && (f == NULL || fence.new_seq == 0 || fence.new_seq <= p->fence->expect_seq))
         return ST_OK;
-    argc = calloc((size_t)nc, sizeof *argc);
-    which = calloc((size_t)nc, sizeof *which);
-    argv = calloc((size_t)nc, sizeof *argv);
-    lens = calloc((size_t)nc, sizeof *lens);
-    bufs = calloc((size_t)nc, sizeof *bufs);
-    ap = calloc((size_t)nc, sizeof *ap);
-    rep = calloc((size_t)nc, sizeof *rep);
-    if (argc == NULL || which == NULL || argv == NULL || lens == NULL || bufs == NULL || ap == NULL ||
-        rep == NULL) {
+    which = calloc((size_t)nc + 1, sizeof *which);
+    ap = calloc((size_t)nc + 1, sizeof *ap);
+    held = calloc((size_t)nc + 1, sizeof *held);
+    buf.acct = calloc((size_t)nc + 1, sizeof *buf.acct);
+    if (which == NULL || ap == NULL || held == NULL || buf.acct == NULL) {
         st = err_set(e, ST_INTERNAL, "out of memory");
         goto cleanup;
     }
@@ -397,78 +436,86 @@ status ap_apply_accounts(struct pj *p, long gen, struct acct *accts, int na, int
         if (!a->need_read || a->nent == 0)
             continue;
         which[j] = i;
-        ap[j] = (struct rm_apply){a->id, a->applied, a->new_version, a->doc, a->max_pos, now, a->nent,
-                                  a->entries};
-        argv[j] = calloc((size_t)rm_apply_argc(&ap[j]), sizeof *argv[j]);
-        lens[j] = calloc((size_t)rm_apply_argc(&ap[j]), sizeof *lens[j]);
-        if (argv[j] == NULL || lens[j] == NULL) {
-            st = err_set(e, ST_INTERNAL, "out of memory");
-            goto cleanup;
-        }
-        argc[j] = rm_apply_argv(&ap[j], gen, p->sha, &bufs[j], argv[j], lens[j]);
-        if (argc[j] < 0) {
-            st = err_set(e, ST_INTERNAL, "inconsistent apply for '%s'", a->id);
-            goto cleanup;
-        }
-        j++;
+        ap[j++] = (struct rm_apply){a->id, a->applied, a->new_version, a->doc, a->max_pos, a->nent,
+                                    a->entries};
     }
-    st = rds_pipeline(p->rc, nc, argc, (const char *const *const *)argv, (const size_t *const *)lens,
-                      rep, e);
-    if (st != ST_OK) {
-        pj_drop_redis(p);
+    argc = rm_apply_argc(ap, nc);
+    argv = calloc((size_t)argc, sizeof *argv);
+    lens = calloc((size_t)argc, sizeof *lens);
+    if (argv == NULL || lens == NULL) {
+        st = err_set(e, ST_INTERNAL, "out of memory");
         goto cleanup;
     }
+    if (rm_apply_argv(ap, nc, f, gen, pj_now_ms(), p->sha, &buf, argv, lens) != argc) {
+        st = err_set(e, ST_INTERNAL, "inconsistent apply of %d accounts", nc);
+        goto cleanup;
+    }
+    rep = redisCommandArgv(p->rc, argc, argv, lens);
+    if (rep == NULL) {
+        st = pj_redis_failed(p, rep, e, "apply %d accounts", nc);
+        goto cleanup;
+    }
+    if (rep->type == REDIS_REPLY_ERROR) {
+        if (strncmp(rep->str, "NOSCRIPT", 8) == 0) {
+            *reload = 1; /* the server lost its scripts (restart, SCRIPT FLUSH) */
+        } else if (strncmp(rep->str, "RMNOGEN", 7) == 0) {
+            /* the generation was dropped or flushed under us: nothing of this pass counts */
+            *gone = 1;
+            for (int j = 0; j < nc; j++)
+                accts[which[j]].need_read = 0;
+        } else {
+            st = err_setr(e, ST_UNAVAILABLE, "read_model_unavailable", "apply %d accounts: %s", nc,
+                          rep->str);
+        }
+        goto cleanup;
+    }
+    switch (rm_apply_reply(rep, f, nc, held)) {
+    case RM_FENCED:
+        p->fenced = 1;
+        st = err_set(e, ST_CONFLICT, "partition %d: epoch %" PRIu64 " superseded by %" PRIu64,
+                     fence.part, fence.epoch, fence.held_epoch);
+        goto cleanup;
+    case RM_REWOUND:
+        p->rewound = 1;
+        p->fence->held_seq = fence.held_seq;
+        p->fence->held_epoch = fence.held_epoch;
+        st = err_set(e, ST_CONFLICT, "partition %d: the store holds seq %" PRIu64 " epoch %" PRIu64
+                     ", expected seq %" PRIu64 " epoch %" PRIu64 ": it went back in time",
+                     fence.part, fence.held_seq, fence.held_epoch, fence.expect_seq, fence.epoch);
+        goto cleanup;
+    case RM_FAILED:
+        st = err_setr(e, ST_UNAVAILABLE, "read_model_unavailable", "apply %d accounts: unexpected reply",
+                      nc);
+        goto cleanup;
+    case RM_APPLIED:
+        break;
+    }
+    if (f != NULL && fence.held_seq > p->fence->expect_seq)
+        p->fence->expect_seq = fence.held_seq; /* recorded: the next batch expects at least this */
     for (int j = 0; j < nc; j++) {
         struct acct *a = &accts[which[j]];
-        int64_t held = 0;
-        switch (rm_apply_reply(rep[j], &held)) {
-        case RM_APPLIED:
+        if (held[j] == -1) {
             p->applied += a->nent;
             ap_settle(p, a);
-            break;
-        case RM_CONFLICT:
-            /* another worker (or a rebuild) moved it: re-read and re-fold */
+        } else if (held[j] >= 0) {
+            /* another worker (or a rebuild, or the sweep) moved it: re-read and re-fold */
             p->conflicts++;
             log_debug("account=%s holds version %" PRId64 ", expected %" PRId64 ": re-reading", a->id,
-                      held, a->applied);
-            break;
-        case RM_FAILED:
-            if (rep[j]->type == REDIS_REPLY_ERROR && strncmp(rep[j]->str, "NOSCRIPT", 8) == 0) {
-                *reload = 1; /* the server lost its scripts (restart, SCRIPT FLUSH) */
-            } else if (rep[j]->type == REDIS_REPLY_ERROR && strncmp(rep[j]->str, "RMNOGEN", 7) == 0) {
-                /* the generation was dropped or flushed under us: nothing of this pass counts */
-                *gone = 1;
-                a->need_read = 0;
-            } else if (rep[j]->type == REDIS_REPLY_ERROR && strncmp(rep[j]->str, "RM", 2) == 0) {
-                log_error("account=%s cannot be applied: %s", a->id, rep[j]->str);
-                st = pj_stall(p, a->id, a->it[0]->ev.event_id, rep[j]->str, e);
-                if (st != ST_OK)
-                    goto cleanup;
-                a->stop = STOP_POISON;
-                a->new_version = a->applied;
-                ap_settle(p, a);
-            } else {
-                st = err_setr(e, ST_UNAVAILABLE, "read_model_unavailable", "apply '%s': %s", a->id,
-                              rep[j]->type == REDIS_REPLY_ERROR ? rep[j]->str : "unexpected reply");
+                      held[j], a->applied);
+        } else {
+            st = refuse(p, a, rep->element[3 + j], e);
+            if (st != ST_OK)
                 goto cleanup;
-            }
-            break;
         }
     }
 cleanup:
-    if (rep != NULL)
-        rds_replies_free(rep, nc);
-    for (int j = 0; argv != NULL && j < nc; j++) {
-        free(argv[j]);
-        free(lens[j]);
-    }
-    free(argc);
+    freeReplyObject(rep);
     free(which);
+    free(ap);
+    free(held);
+    free(buf.acct);
     free(argv);
     free(lens);
-    free(bufs);
-    free(ap);
-    free(rep);
     return st;
 }
 

@@ -1,174 +1,325 @@
-/* Consumption: the JetStream pull consumer, fetching batches and acknowledging each message
- * only once its effect is durable in Redis (or it is parked). */
+/* Consumption: the owner of partition p reads events.<p> with an ordered consumer (no acks, in
+ * stream order) that starts after the sequence recorded in Redis (rm:part:<p>), so one process
+ * sees each account's events in order and gap repair is only the safety net. What is applied
+ * is recorded by the apply script itself (the seq moves with the read models, fenced by the
+ * owner's epoch), so a restart or a hand-over resumes exactly where the models are:
+ * - claim: the claim script installs our epoch (refused when a newer owner's is there) and
+ *   returns the seq to start after;
+ * - a batch is applied until every item is settled (retried as a whole while Redis or Postgres
+ *   fail, or an item waits): nothing is skipped, nothing needs acknowledging;
+ * - refused by a newer epoch: the thread exits (fenced), the caller forgets the partition;
+ * - the store went back in time (seq or epoch below ours): claim again, resume after the seq
+ *   the store holds, and everything after it is projected again (duplicates are no-ops). */
 #include "consume.h"
 
+#include <inttypes.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
+#include "batch.h"
+#include "engine.h"
 #include "log.h"
+#include "readmodel.h"
 #include "svc.h"
 
 #define BACKOFF_MAX_MS 5000
-#define NAK_DELAY_MS 1000
-#define MAX_ACK_PENDING 20000
+#define RETRY_DELAY_MS 200 /* an item waits (no model yet, contended): retry the batch */
+#define FIRST_WAIT_MS 200  /* how long a pull waits for the first message (stop latency) */
+#define STATS_EVERY_MS 1000
 
-/* Up to batch messages, returning as soon as what is there has been delivered. The simple
- * natsSubscription_Fetch keeps a pull open until the whole batch arrives or wait_ms passes, so
- * under a light load every event waited up to wait_ms: here a no-wait pull with an expiry asks
- * the server to wait for the first message only. */
-natsStatus cs_fetch(natsSubscription *sub, natsMsgList *list, int batch, int wait_ms)
+struct batch {
+    natsMsg **msgs;
+    struct pj_item *items;
+    int n, cap;
+};
+
+static void batch_clear(struct batch *b)
 {
-    jsFetchRequest req;
-
-    jsFetchRequest_Init(&req);
-    req.Batch = batch;
-    req.NoWait = true;
-    req.Expires = (int64_t)wait_ms * 1000000;
-    return natsSubscription_FetchRequest(list, sub, &req);
-}
-
-/* Sleeps ms in slices, telling JetStream the batch in hand is still being worked on so it is
- * not redelivered to another worker while a dependency is down. */
-static void wait_in_progress(natsMsgList *list, int ms, int ack_wait_ms, int64_t *last_progress)
-{
-    int64_t end = svc_mono_ms() + ms;
-
-    while (svc_mono_ms() < end) {
-        if (list != NULL && svc_mono_ms() - *last_progress >= ack_wait_ms / 3) {
-            for (int i = 0; i < list->Count; i++)
-                (void)natsMsg_InProgress(list->Msgs[i], NULL);
-            *last_progress = svc_mono_ms();
-        }
-        svc_pause_ms(100);
+    for (int i = 0; i < b->n; i++) {
+        pj_item_release(&b->items[i]);
+        natsMsg_Destroy(b->msgs[i]);
     }
+    b->n = 0;
 }
 
-/* The durable pull consumer every worker shares. */
-status cs_ensure_consumer(struct bus *b, const struct cfg *c, struct err *e)
-{
-    jsConsumerConfig cc;
-    jsConsumerInfo *ci = NULL;
-    jsErrCode jerr = 0;
-    natsStatus ns;
-
-    jsConsumerConfig_Init(&cc);
-    cc.Durable = BUS_CONSUMER;
-    /* every partition subject: any worker may get any account, the CAS makes that safe */
-    cc.FilterSubject = BUS_SUBJECTS;
-    /* explicit: a message is done only when its effect is in Redis (or it is parked) */
-    cc.AckPolicy = js_AckExplicit;
-    /* a fresh consumer (new deployment, reset read side) must see the whole stream */
-    cc.DeliverPolicy = js_DeliverAll;
-    /* how long a worker may hold a message before JetStream hands it to another: long enough
-     * for a batch with gap repair; a worker waiting on Redis sends InProgress meanwhile */
-    cc.AckWait = (int64_t)c->projector_ack_wait_ms * 1000000;
-    /* -1 (unlimited) by default: a message that cannot be applied yet is retried, never
-     * dropped; poison is terminated explicitly instead of exhausting deliveries */
-    cc.MaxDeliver = c->projector_max_deliver;
-    /* room for several workers' batches in flight; the per-account CAS, not ordering,
-     * provides correctness, so a large window costs nothing but memory on the server */
-    cc.MaxAckPending = MAX_ACK_PENDING;
-    ns = js_AddConsumer(&ci, b->js, BUS_STREAM, &cc, NULL, &jerr);
-    if (ns != NATS_OK) {
-        /* it exists with other settings (e.g. a changed PROJECTOR_ACK_WAIT_MS): update it */
-        jsConsumerInfo_Destroy(ci);
-        ci = NULL;
-        jerr = 0;
-        ns = js_UpdateConsumer(&ci, b->js, BUS_STREAM, &cc, NULL, &jerr);
-    }
-    jsConsumerInfo_Destroy(ci);
-    if (ns != NATS_OK)
-        return err_setr(e, ST_UNAVAILABLE, "bus_unavailable", "consumer '%s': %s (%d)", BUS_CONSUMER,
-                        natsStatus_GetText(ns), (int)jerr);
-    return ST_OK;
-}
-
-status cs_subscribe(natsSubscription **sub, struct bus *b, struct err *e)
-{
-    jsSubOptions so;
-    jsErrCode jerr = 0;
-    natsStatus ns;
-
-    jsSubOptions_Init(&so);
-    so.Stream = BUS_STREAM;
-    so.Consumer = BUS_CONSUMER; /* bind to the consumer made by ensure_consumer */
-    so.ManualAck = true;
-    ns = js_PullSubscribe(sub, b->js, BUS_SUBJECTS, BUS_CONSUMER, NULL, &so, &jerr);
-    if (ns != NATS_OK)
-        return err_setr(e, ST_UNAVAILABLE, "bus_unavailable", "pull subscribe: %s (%d)",
-                        natsStatus_GetText(ns), (int)jerr);
-    return ST_OK;
-}
-
-static uint64_t msg_seq(natsMsg *m)
+static uint64_t msg_meta(natsMsg *m, uint64_t *pending, int64_t *ts_ns)
 {
     jsMsgMetaData *meta = NULL;
     uint64_t seq = 0;
 
-    if (natsMsg_GetMetaData(&meta, m) == NATS_OK)
+    if (natsMsg_GetMetaData(&meta, m) == NATS_OK) {
         seq = meta->Sequence.Stream;
+        if (pending != NULL)
+            *pending = meta->NumPending;
+        if (ts_ns != NULL)
+            *ts_ns = meta->Timestamp;
+    }
     jsMsgMetaData_Destroy(meta);
     return seq;
 }
 
-/* Projects one fetched batch and acks it; retries (without acking) while Redis or Postgres is
- * down. The messages stay owned by list. */
-void cs_handle_batch(struct pj *p, const struct cfg *c, natsMsgList *list)
+/* Installs our epoch in rm:part:<p>; reset >= 0 also rewrites the seq. *fenced when a newer
+ * owner's epoch is there. */
+static status claim(struct cs_part *w, struct pj *p, struct rm_fence *f, long long reset,
+                    int *fenced, struct err *e)
 {
-    struct pj_item *items = calloc((size_t)list->Count, sizeof *items);
-    int64_t last_progress = svc_mono_ms();
-    struct err e;
-    status st = ST_UNAVAILABLE;
-    long ack = 0, term = 0, nak = 0;
+    char key[RM_KEY_SIZE];
+    redisReply *r;
+    status st;
 
-    if (items == NULL) {
-        log_error("out of memory for a batch of %d: redelivering", list->Count);
-        for (int i = 0; i < list->Count; i++)
-            (void)natsMsg_Nak(list->Msgs[i], NULL);
-        goto cleanup;
+    *fenced = 0;
+    st = pj_redis(p, e);
+    if (st != ST_OK)
+        return st;
+    rm_key_partition(key, sizeof key, w->part);
+    r = redisCommand(p->rc, "EVAL %s 1 %s %" PRIu64 " %lld %s %lld", rm_claim_script(), key, w->epoch,
+                     reset, w->worker, (long long)pj_now_ms());
+    if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements != 3 ||
+        r->element[0]->type != REDIS_REPLY_INTEGER || r->element[2]->type != REDIS_REPLY_INTEGER) {
+        st = pj_redis_failed(p, r, e, "claim partition %d", w->part);
+    } else if (r->element[0]->integer < 0) {
+        *fenced = 1;
+        f->held_epoch = (uint64_t)r->element[1]->integer;
+    } else {
+        f->expect_seq = (uint64_t)r->element[2]->integer;
     }
-    for (int i = 0; i < list->Count; i++) {
-        natsMsg *m = list->Msgs[i];
-        pj_item_decode(&items[i], natsMsg_GetData(m), (size_t)natsMsg_GetDataLength(m), msg_seq(m));
-    }
-    for (int attempt = 0;; attempt++) {
-        err_clear(&e);
-        st = pj_process(p, items, list->Count, 0, &e);
-        if (st == ST_OK)
-            break;
-        log_warn("batch of %d not applied (attempt %d): %s", list->Count, attempt + 1, e.msg);
-        if (svc_stop_requested && attempt >= 2) {
-            /* stopping and still failing: hand the batch back rather than hang the shutdown */
-            for (int i = 0; i < list->Count; i++)
-                (void)natsMsg_Nak(list->Msgs[i], NULL);
-            log_warn("stopping: %d messages handed back for redelivery", list->Count);
-            goto cleanup;
-        }
-        wait_in_progress(list, pj_backoff_ms(attempt, BACKOFF_MAX_MS), c->projector_ack_wait_ms,
-                         &last_progress);
-    }
-    /* only now is every effect durable in Redis (or parked): acknowledge */
-    for (int i = 0; i < list->Count; i++) {
-        natsMsg *m = list->Msgs[i];
-        switch (items[i].disp) {
-        case PJ_ACK:
-            (void)natsMsg_Ack(m, NULL);
-            ack++;
-            break;
-        case PJ_TERM:
-            (void)natsMsg_Term(m, NULL);
-            term++;
-            break;
-        default:
-            (void)natsMsg_NakWithDelay(m, NAK_DELAY_MS, NULL);
-            nak++;
-            break;
-        }
-    }
-    log_debug("batch of %d: %ld acked, %ld terminated, %ld redelivered later", list->Count, ack, term, nak);
-cleanup:
-    if (items != NULL)
-        for (int i = 0; i < list->Count; i++)
-            pj_item_release(&items[i]);
-    free(items);
+    freeReplyObject(r);
+    return st;
 }
 
+/* An ordered consumer on events.<p> from stream sequence start. */
+static status subscribe(struct cs_part *w, uint64_t start, natsSubscription **sub, struct err *e)
+{
+    char subject[32];
+    jsSubOptions so;
+    jsErrCode jerr = 0;
+    natsStatus ns;
+
+    snprintf(subject, sizeof subject, "events.%d", w->part);
+    jsSubOptions_Init(&so);
+    so.Stream = BUS_STREAM;
+    so.Ordered = true;
+    if (start > 1) {
+        so.Config.DeliverPolicy = js_DeliverByStartSequence;
+        so.Config.OptStartSeq = start;
+    } else {
+        so.Config.DeliverPolicy = js_DeliverAll;
+    }
+    ns = js_SubscribeSync(sub, w->bus->js, subject, NULL, &so, &jerr);
+    if (ns != NATS_OK)
+        return err_setr(e, ST_UNAVAILABLE, "bus_unavailable", "subscribe '%s': %s (%d)", subject,
+                        natsStatus_GetText(ns), (int)jerr);
+    return ST_OK;
+}
+
+/* The stream's last sequence: a checkpoint beyond it means the stream was recreated. */
+static status stream_last(struct cs_part *w, uint64_t *last, struct err *e)
+{
+    jsStreamInfo *si = NULL;
+    jsErrCode jerr = 0;
+    natsStatus ns = js_GetStreamInfo(&si, w->bus->js, BUS_STREAM, NULL, &jerr);
+
+    if (ns != NATS_OK)
+        return err_setr(e, ST_UNAVAILABLE, "bus_unavailable", "stream info: %s (%d)",
+                        natsStatus_GetText(ns), (int)jerr);
+    *last = si->State.LastSeq;
+    jsStreamInfo_Destroy(si);
+    return ST_OK;
+}
+
+/* Up to the batch size of messages, waiting only for the first. */
+static status collect(struct cs_part *w, natsSubscription *sub, struct batch *b, struct err *e)
+{
+    int want = w->cfg->projector_batch;
+
+    if (b->cap < want) {
+        natsMsg **m = realloc(b->msgs, (size_t)want * sizeof *m);
+        struct pj_item *it = m != NULL ? realloc(b->items, (size_t)want * sizeof *it) : NULL;
+        if (m != NULL)
+            b->msgs = m;
+        if (it == NULL)
+            return err_set(e, ST_INTERNAL, "out of memory for a batch of %d", want);
+        b->items = it;
+        b->cap = want;
+    }
+    while (b->n < want) {
+        natsMsg *m = NULL;
+        natsStatus ns = natsSubscription_NextMsg(&m, sub, b->n == 0 ? FIRST_WAIT_MS : 1);
+        if (ns == NATS_TIMEOUT)
+            break;
+        if (ns != NATS_OK)
+            return err_setr(e, ST_UNAVAILABLE, "bus_unavailable", "next message: %s",
+                            natsStatus_GetText(ns));
+        b->msgs[b->n] = m;
+        pj_item_decode(&b->items[b->n], natsMsg_GetData(m), (size_t)natsMsg_GetDataLength(m),
+                       msg_meta(m, NULL, NULL));
+        b->n++;
+    }
+    return ST_OK;
+}
+
+static int settled(const struct batch *b)
+{
+    for (int i = 0; i < b->n; i++)
+        if (b->items[i].disp != PJ_ACK && b->items[i].disp != PJ_TERM)
+            return 0;
+    return 1;
+}
+
+/* Lag of the partition into rm:part:<p> for status (at most once a second; not fenced: only
+ * figures, the next owner overwrites them). */
+static void record_lag(struct cs_part *w, struct pj *p)
+{
+    char key[RM_KEY_SIZE];
+    redisReply *r;
+
+    if (p->rc == NULL)
+        return;
+    rm_key_partition(key, sizeof key, w->part);
+    r = redisCommand(p->rc, "HSET %s pending %" PRIu64 " lag_ms %lld", key, atomic_load(&w->pending),
+                     (long long)atomic_load(&w->lag_ms));
+    freeReplyObject(r);
+}
+
+static void progress(struct cs_part *w, const struct batch *b)
+{
+    uint64_t pending = 0;
+    int64_t ts = 0;
+
+    (void)msg_meta(b->msgs[b->n - 1], &pending, &ts);
+    atomic_store(&w->pending, pending);
+    atomic_store(&w->lag_ms, pending > 0 && ts > 0 ? pj_now_ms() - ts / 1000000 : 0);
+}
+
+static void *part_main(void *arg)
+{
+    struct cs_part *w = arg;
+    struct rm_fence fence = {.part = w->part, .epoch = w->epoch};
+    struct batch b = {0};
+    natsSubscription *sub = NULL;
+    struct pj p;
+    struct err e;
+    int claimed = 0, attempt = 0, fenced = 0;
+    long long reset = -1;
+    int64_t last_stats = 0;
+
+    pj_init(&p, w->cfg);
+    p.fence = &fence;
+    while (!atomic_load(&w->stop) && !svc_stop_requested) {
+        status st = ST_OK;
+        err_clear(&e);
+        if (!claimed) {
+            st = claim(w, &p, &fence, reset, &fenced, &e);
+            if (st == ST_OK && fenced) {
+                log_warn("partition %d: epoch %" PRIu64 " is older than %" PRIu64 " in Redis: dropping it",
+                         w->part, w->epoch, fence.held_epoch);
+                atomic_store(&w->fenced, 1);
+                break;
+            }
+            if (st == ST_OK) {
+                uint64_t last = 0;
+                st = stream_last(w, &last, &e);
+                if (st == ST_OK && last < fence.expect_seq) {
+                    log_warn("partition %d: Redis has applied up to sequence %" PRIu64 " but the stream "
+                             "ends at %" PRIu64 " (recreated): starting it from the beginning",
+                             w->part, fence.expect_seq, last);
+                    reset = 0;
+                    continue;
+                }
+            }
+            if (st == ST_OK) {
+                claimed = 1;
+                reset = -1;
+                atomic_store(&w->seq, fence.expect_seq);
+                log_info("partition %d: epoch %" PRIu64 " installed, consuming after sequence %" PRIu64,
+                         w->part, w->epoch, fence.expect_seq);
+            }
+        }
+        if (st == ST_OK && sub == NULL)
+            st = subscribe(w, fence.expect_seq + 1, &sub, &e);
+        if (st == ST_OK && b.n == 0)
+            st = collect(w, sub, &b, &e);
+        if (st == ST_OK && b.n == 0)
+            continue;
+        if (st == ST_OK && svc_mono_ms() >= atomic_load(&w->valid_until)) {
+            svc_pause_ms(50); /* the lease is not confirmed: apply nothing until it is (or lost) */
+            continue;
+        }
+        if (st == ST_OK) {
+            fence.new_seq = b.items[b.n - 1].seq;
+            st = pj_process(&p, b.items, b.n, 0, &e);
+        }
+        if (st == ST_OK && settled(&b)) {
+            atomic_store(&w->seq, fence.expect_seq);
+            progress(w, &b);
+            batch_clear(&b);
+            attempt = 0;
+        } else if (st == ST_OK) {
+            svc_pause_ms(RETRY_DELAY_MS); /* an item waits: the whole batch again */
+        } else if (p.fenced) {
+            log_warn("partition %d: %s: dropping it", w->part, e.msg);
+            atomic_store(&w->fenced, 1);
+            break;
+        } else if (p.rewound) {
+            log_warn("%s: projecting again from sequence %" PRIu64, e.msg, fence.held_seq + 1);
+            atomic_fetch_add(&w->rewinds, 1);
+            batch_clear(&b);
+            natsSubscription_Destroy(sub);
+            sub = NULL;
+            claimed = 0;
+        } else {
+            log_warn("partition %d: batch of %d not applied (attempt %d): %s", w->part, b.n,
+                     attempt + 1, e.msg);
+            svc_pause_ms(pj_backoff_ms(attempt++, BACKOFF_MAX_MS));
+            if (st == ST_UNAVAILABLE && strstr(e.msg, "next message") != NULL) {
+                natsSubscription_Destroy(sub); /* resubscribe from the recorded seq */
+                sub = NULL;
+                batch_clear(&b);
+            }
+        }
+        atomic_store(&w->applied, p.applied);
+        atomic_store(&w->gap_events, p.gap_events);
+        atomic_store(&w->conflicts, p.conflicts);
+        if (svc_mono_ms() - last_stats >= STATS_EVERY_MS) {
+            record_lag(w, &p);
+            last_stats = svc_mono_ms();
+        }
+    }
+    atomic_store(&w->applied, p.applied);
+    atomic_store(&w->gap_events, p.gap_events);
+    batch_clear(&b);
+    free(b.msgs);
+    free(b.items);
+    natsSubscription_Destroy(sub);
+    pj_release(&p);
+    atomic_store(&w->finished, 1);
+    return NULL;
+}
+
+status cs_part_start(struct cs_part *w, struct err *e)
+{
+    atomic_store(&w->stop, 0);
+    atomic_store(&w->finished, 0);
+    atomic_store(&w->fenced, 0);
+    if (pthread_create(&w->thread, NULL, part_main, w) != 0)
+        return err_set(e, ST_INTERNAL, "unable to start the thread of partition %d", w->part);
+    return ST_OK;
+}
+
+void cs_part_join(struct cs_part *w)
+{
+    atomic_store(&w->stop, 1);
+    pthread_join(w->thread, NULL);
+}
+
+status cs_retire_shared_consumer(struct bus *b, struct err *e)
+{
+    jsErrCode jerr = 0;
+    natsStatus ns = js_DeleteConsumer(b->js, BUS_STREAM, BUS_CONSUMER, NULL, &jerr);
+
+    if (ns == NATS_OK || ns == NATS_NOT_FOUND || jerr == JSConsumerNotFoundErr)
+        return ST_OK;
+    return err_setr(e, ST_UNAVAILABLE, "bus_unavailable", "delete consumer '%s': %s (%d)",
+                    BUS_CONSUMER, natsStatus_GetText(ns), (int)jerr);
+}

@@ -1,22 +1,43 @@
-/* Consumption: the JetStream pull consumer and the handling of one fetched batch. */
+/* Consumption: one thread per owned partition reads events.<p> in order and applies it. */
 #ifndef PROJECTOR_CONSUME_H
 #define PROJECTOR_CONSUME_H
 
-#include <nats/nats.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
 
 #include "bus.h"
 #include "cfg.h"
-#include "engine.h"
 #include "status.h"
 
-/* Creates (or updates to c's settings) the durable pull consumer every worker shares. */
-status cs_ensure_consumer(struct bus *b, const struct cfg *c, struct err *e) WUR;
-/* Binds *sub to that consumer (caller: natsSubscription_Destroy). */
-status cs_subscribe(natsSubscription **sub, struct bus *b, struct err *e) WUR;
-/* Up to batch messages into list, returning as soon as what is there has been delivered. */
-natsStatus cs_fetch(natsSubscription *sub, natsMsgList *list, int batch, int wait_ms);
-/* Projects one fetched batch and acks it; retries (without acking) while Redis or Postgres is
- * down. The messages stay owned by list. */
-void cs_handle_batch(struct pj *p, const struct cfg *c, natsMsgList *list);
+/* One owned partition. The caller fills the first block, starts the thread, moves valid_until
+ * forward after each lease renewal, and sets stop to hand the partition back. */
+struct cs_part {
+    const struct cfg *cfg;  /* borrowed */
+    struct bus *bus;        /* borrowed: the process's connection (thread-safe) */
+    int part;
+    uint64_t epoch;         /* the lease's fencing epoch */
+    const char *worker;     /* borrowed: this process's name, recorded with the epoch */
+    _Atomic int64_t valid_until; /* monotonic ms: nothing is applied at or after it */
+
+    pthread_t thread;
+    atomic_int stop;     /* set by the caller: finish (or drop) the batch in hand and exit */
+    atomic_int finished; /* the thread has exited (join it) */
+    atomic_int fenced;   /* it exited because a newer owner's epoch is in Redis */
+    /* progress, for logs, status and tests */
+    _Atomic long applied, gap_events, conflicts, rewinds;
+    _Atomic uint64_t seq;     /* last stream sequence recorded in rm:part:<p> */
+    _Atomic uint64_t pending; /* messages of the partition after the last one applied */
+    _Atomic int64_t lag_ms;   /* age of the last message applied while more were pending */
+};
+
+/* Starts the partition's thread (the fields of the first block must be set). */
+status cs_part_start(struct cs_part *w, struct err *e) WUR;
+/* Sets stop and waits for the thread. */
+void cs_part_join(struct cs_part *w);
+
+/* Deletes the shared durable consumer of the first version ("projector"), if present: its
+ * pending messages would only age on the server. */
+status cs_retire_shared_consumer(struct bus *b, struct err *e) WUR;
 
 #endif

@@ -236,6 +236,8 @@ static status process_live(struct pj *p, struct pj_item **items, int n, unsigned
 
     for (int i = 0; i < n; i++)
         items[i]->disp = PJ_PENDING;
+    p->fenced = 0;
+    p->rewound = 0;
     st = pj_redis(p, e);
     if (st != ST_OK)
         return st;
@@ -260,6 +262,7 @@ static status process_live(struct pj *p, struct pj_item **items, int n, unsigned
     }
     if (g.building > 0 && g.building != g.current) {
         memcpy(sub, items, (size_t)n * sizeof *sub);
+        p->fence_final = g.current == 0;
         st = process_gen(p, g.building, sub, n, flags, g.current == 0, &gone, e);
         if (st != ST_OK)
             goto cleanup;
@@ -271,6 +274,7 @@ static status process_live(struct pj *p, struct pj_item **items, int n, unsigned
             sub[nsub++] = items[i];
     }
     if (g.current > 0) {
+        p->fence_final = 1;
         st = process_gen(p, g.current, sub, nsub, flags, 1, &gone, e);
         if (st != ST_OK)
             goto cleanup;

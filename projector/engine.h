@@ -8,6 +8,7 @@
 
 #include "batch.h"
 #include "cfg.h"
+#include "readmodel.h"
 #include "status.h"
 #include "tail.h"
 
@@ -20,6 +21,13 @@ struct pj {
     long building;         /* building generation seen by the last batch (0: none) */
     int no_model;          /* the last batch found no current generation */
     char lease_token[UUID_STR_SIZE]; /* identifies this worker's sweep lease */
+    /* set by a partition owner (NULL: unfenced, the sweep and the rebuild): every apply checks
+     * the owner's epoch, and the final pass of a batch that settles every item records
+     * fence->new_seq; expect_seq follows what was recorded */
+    struct rm_fence *fence;
+    int fence_final; /* this pass is the batch's last (internal to pj_process) */
+    int fenced;      /* the last pj_process was refused: a newer owner holds the partition */
+    int rewound;     /* the last pj_process found the store behind fence->expect_seq */
     /* counters since start, for logs */
     long applied, duplicates, parked, conflicts, gap_events, strays, holes;
     /* the transaction horizon as the last sweep saw it (stalls.c) */

@@ -14,7 +14,6 @@
 
 #include "bus.h"
 #include "cfg.h"
-#include "consume.h"
 #include "db.h"
 #include "engine.h"
 #include "gens.h"
@@ -27,179 +26,9 @@
 #include "rebuild.h"
 #include "svc.h"
 #include "uuid.h"
+#include "worker.h"
 
-#ifndef SWEEP_INTERVAL_MS
-#define SWEEP_INTERVAL_MS 1000 /* how soon an event lost on NATS is caught up from Postgres */
-#endif
-#define SWEEP_LIMIT 2000
-#define FETCH_WAIT_MS 500
 #define BACKOFF_MAX_MS 5000
-
-/* ---- self-healing: a rebuild in a thread when there is no valid current generation ---- */
-
-struct healer {
-    const struct cfg *cfg;
-    pthread_t thread;
-    int running;
-    volatile int finished;
-};
-
-static void *heal_main(void *arg)
-{
-    struct healer *h = arg;
-    struct rb_opts o = {.mode = RB_SWITCH, .auto_heal = 1, .stop = &svc_stop_requested};
-    struct rb_result res;
-    struct err e;
-
-    err_clear(&e);
-    if (rb_run(h->cfg, &o, &res, &e) != ST_OK && e.code != ST_CONFLICT)
-        log_warn("self-heal rebuild: %s", e.msg);
-    else if (e.code == ST_CONFLICT && e.msg[0] != '\0')
-        log_info("self-heal rebuild not run: %s", e.msg);
-    h->finished = 1;
-    return NULL;
-}
-
-/* Starts a rebuild when rm:current is missing or names a generation without data (Redis
- * restarted empty, keys flushed, rm:current set by hand). Only one process rebuilds: the
- * others find the lease taken, keep applying to the building generation and wait. */
-static void heal_check(struct pj *p, struct healer *h)
-{
-    struct rm_gens g;
-    struct err e;
-
-    if (h->running && h->finished) {
-        pthread_join(h->thread, NULL);
-        h->running = 0;
-    }
-    if (h->running || svc_stop_requested || p->rc == NULL)
-        return;
-    err_clear(&e);
-    if (rm_load_gens(p->rc, &g, &e) != ST_OK) {
-        pj_drop_redis(p);
-        return;
-    }
-    if (g.current > 0)
-        return;
-    if (g.current_named > 0)
-        log_warn("rm:current names generation %ld, which has no data: rebuilding", g.current_named);
-    else
-        log_warn("no current read-model generation: rebuilding from the events table");
-    h->finished = 0;
-    if (pthread_create(&h->thread, NULL, heal_main, h) == 0)
-        h->running = 1;
-    else
-        log_error("unable to start the self-heal rebuild thread");
-}
-
-static int cmd_run(const struct cfg *c)
-{
-    struct healer heal = {.cfg = c};
-    struct pj p;
-    struct bus b = {0};
-    natsSubscription *sub = NULL;
-    struct err e;
-    int64_t last_sweep = 0, last_stats = svc_mono_ms();
-    long last_applied = -1;
-    int sweep_more = 0, attempt;
-    struct pj_http *http = NULL;
-
-    pj_init(&p, c);
-    log_info("starting: batch %d, ack wait %d ms, max deliver %d", c->projector_batch,
-             c->projector_ack_wait_ms, c->projector_max_deliver);
-    err_clear(&e);
-    if (pj_http_start(&http, c, &e) != ST_OK) {
-        log_error("%s", e.msg);
-        pj_release(&p);
-        return 1;
-    }
-    for (attempt = 0; !svc_stop_requested; attempt++) {
-        err_clear(&e);
-        if (pj_pg(&p, &e) == ST_OK && db_migrate(p.pg, &e) == ST_OK)
-            break;
-        log_warn("postgres not ready (attempt %d): %s", attempt + 1, e.msg);
-        pj_drop_pg(&p);
-        svc_pause_ms(pj_backoff_ms(attempt, BACKOFF_MAX_MS));
-    }
-    for (attempt = 0; !svc_stop_requested; attempt++) {
-        err_clear(&e);
-        if (pj_redis(&p, &e) == ST_OK)
-            break;
-        log_warn("redis not ready (attempt %d): %s", attempt + 1, e.msg);
-        svc_pause_ms(pj_backoff_ms(attempt, BACKOFF_MAX_MS));
-    }
-    if (p.rc != NULL && rm_check_noeviction(p.rc, &e) == ST_INVALID) {
-        log_error("refusing to start: %s", e.msg);
-        pj_release(&p);
-        return 2;
-    }
-    for (attempt = 0; !svc_stop_requested; attempt++) {
-        err_clear(&e);
-        if (bus_connect_cfg(&b, c, "projector", &e) == ST_OK &&
-            bus_ensure_stream(&b, &e) == ST_OK && cs_ensure_consumer(&b, c, &e) == ST_OK &&
-            cs_subscribe(&sub, &b, &e) == ST_OK)
-            break;
-        log_warn("nats not ready (attempt %d): %s", attempt + 1, e.msg);
-        natsSubscription_Destroy(sub);
-        sub = NULL;
-        bus_release(&b);
-        svc_pause_ms(pj_backoff_ms(attempt, BACKOFF_MAX_MS));
-    }
-    if (!svc_stop_requested)
-        log_info("running: consumer %s on stream %s", BUS_CONSUMER, BUS_STREAM);
-    heal_check(&p, &heal);
-
-    while (!svc_stop_requested) {
-        natsMsgList list = {0};
-        natsStatus ns;
-        int64_t now = svc_mono_ms();
-
-        pj_observe(&p, sub != NULL);
-        if (sweep_more || now - last_sweep >= SWEEP_INTERVAL_MS) {
-            int count = 0;
-            status st;
-            err_clear(&e);
-            st = pj_sweep(&p, SWEEP_LIMIT, &count, &e);
-            if (st != ST_OK)
-                log_warn("catch-up sweep: %s", e.msg);
-            pj_observe_sweep(st == ST_OK, count);
-            sweep_more = count == SWEEP_LIMIT;
-            if (count > 0)
-                log_debug("catch-up sweep read %d events", count);
-            last_sweep = now;
-            heal_check(&p, &heal);
-        } else if (p.no_model && !heal.running) {
-            heal_check(&p, &heal); /* a batch found no model: do not wait for the sweep */
-        }
-        if (now - last_stats >= 10000 && p.applied != last_applied) {
-            log_info("applied %ld events (%ld from gap repair), %ld duplicates, %ld conflicts, %ld parked, %ld stray messages dropped, %ld history holes",
-                     p.applied, p.gap_events, p.duplicates, p.conflicts, p.parked, p.strays, p.holes);
-            last_applied = p.applied;
-            last_stats = now;
-        }
-        ns = cs_fetch(sub, &list, c->projector_batch, sweep_more ? 20 : FETCH_WAIT_MS);
-        if (ns == NATS_OK && list.Count > 0)
-            cs_handle_batch(&p, c, &list);
-        else if (ns != NATS_OK && ns != NATS_TIMEOUT && ns != NATS_NOT_FOUND) {
-            log_warn("fetch: %s", natsStatus_GetText(ns));
-            svc_pause_ms(500);
-        }
-        natsMsgList_Destroy(&list);
-    }
-    log_info("stopping: applied %ld events (%ld from gap repair), %ld duplicates, %ld conflicts, %ld parked, %ld stray messages dropped",
-             p.applied, p.gap_events, p.duplicates, p.conflicts, p.parked, p.strays);
-    if (sub != NULL) {
-        /* drain: acks already sent are flushed before the connection closes */
-        (void)natsConnection_Flush(b.conn);
-        natsSubscription_Destroy(sub);
-    }
-    bus_release(&b);
-    if (heal.running)
-        pthread_join(heal.thread, NULL); /* it saw svc_stop_requested: its checkpoint is saved */
-    pj_http_stop(&http);
-    pj_release(&p);
-    return 0;
-}
 
 /* ---- status ---- */
 
@@ -568,7 +397,7 @@ int main(int argc, char **argv)
     /* the handler only sets the flag: loops finish their batch and drain */
     svc_signals_install(0);
     if (strcmp(cmd, "run") == 0)
-        return cmd_run(&c);
+        return worker_run(&c);
     if (strcmp(cmd, "status") == 0)
         return cmd_status(&c);
     if (strcmp(cmd, "rebuild") == 0)

@@ -315,7 +315,7 @@ status fastpub_start(struct fastpub **out, const struct cfg *cfg, struct err *e)
     pthread_cond_init(&f->cv, NULL);
     f->queue = calloc(QUEUE_MAX, sizeof *f->queue);
     f->work = calloc(QUEUE_MAX, sizeof *f->work);
-    if (f->queue == NULL || f->work == NULL || pubset_init(&f->set, QUEUE_MAX, e) != ST_OK) {
+    if (f->queue == NULL || f->work == NULL || pubset_init(&f->set, QUEUE_MAX, (unsigned)cfg->partitions, e) != ST_OK) {
         free(f->queue);
         free(f->work);
         free(f);

@@ -8,9 +8,10 @@
 
 #include "db.h"
 
-status pubset_init(struct pubset *ps, int cap, struct err *e)
+status pubset_init(struct pubset *ps, int cap, unsigned partitions, struct err *e)
 {
     memset(ps, 0, sizeof *ps);
+    ps->partitions = partitions;
     pthread_mutex_init(&ps->mu, NULL);
     ps->cap = cap;
     ps->positions = calloc((size_t)cap, sizeof *ps->positions);
@@ -117,7 +118,7 @@ status pubset_publish(struct pubset *ps, jsCtx *js, const struct event *ev, stru
     ps->acked[ps->n] = false;
     ps->n++;
     pthread_mutex_unlock(&ps->mu);
-    event_subject(ev->stream_id, subject, sizeof subject);
+    event_subject(ev->stream_id, ps->partitions, subject, sizeof subject);
     ns = natsMsg_Create(&msg, subject, NULL, payload, (int)strlen(payload));
     if (ns == NATS_OK)
         ns = natsMsgHeader_Set(msg, "Nats-Msg-Id", ev->event_id);

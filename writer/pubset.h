@@ -16,6 +16,7 @@
 struct pubset {
     pthread_mutex_t mu; /* acks arrive on the NATS thread */
     int n, cap;
+    unsigned partitions; /* subject events.<p>: p = fnv1a32(stream id) % partitions */
     int64_t *positions;
     char (*ids)[UUID_STR_SIZE];
     bool *acked;
@@ -23,7 +24,7 @@ struct pubset {
     char last_error[160];
 };
 
-status pubset_init(struct pubset *ps, int cap, struct err *e) WUR;
+status pubset_init(struct pubset *ps, int cap, unsigned partitions, struct err *e) WUR;
 void pubset_free(struct pubset *ps);
 
 /* The ack handler of a jsCtx whose AckHandlerClosure is the pubset. */

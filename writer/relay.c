@@ -430,7 +430,7 @@ status relay_start(struct relay **out, const struct cfg *cfg, struct err *e)
     r->wake[0] = r->wake[1] = -1;
     r->bad_positions = calloc(n, sizeof *r->bad_positions);
     r->bad_reasons = calloc(n, sizeof *r->bad_reasons);
-    if (pubset_init(&r->set, cfg->relay_batch, e) != ST_OK) {
+    if (pubset_init(&r->set, cfg->relay_batch, (unsigned)cfg->partitions, e) != ST_OK) {
         free(r->bad_positions);
         free(r->bad_reasons);
         free(r);

@@ -15,6 +15,7 @@
 #include "db.h"
 #include "support.h"
 #include "tcheck.h"
+#include "tproj.h"
 #include "treadapi.h"
 #include "tstack.h"
 #include "twriter.h"
@@ -149,24 +150,6 @@ static void test_commands_reach_read_model(void **state)
     }
 }
 
-/* Waits until the durable consumer has delivered and had acked everything in the stream. */
-static void wait_consumer_idle(struct bus *b)
-{
-    int64_t deadline = tnow_ms() + 15000;
-    while (tnow_ms() < deadline) {
-        jsConsumerInfo *ci = NULL;
-        jsErrCode jerr = 0;
-        if (js_GetConsumerInfo(&ci, b->js, BUS_STREAM, BUS_CONSUMER, NULL, &jerr) == NATS_OK) {
-            int idle = ci->NumPending == 0 && ci->NumAckPending == 0;
-            jsConsumerInfo_Destroy(ci);
-            if (idle)
-                return;
-        }
-        usleep(50000);
-    }
-    tfail("the projector consumer did not drain");
-}
-
 /* Issue 2, check 4: an already-applied event published again with a fresh Nats-Msg-Id (so
  * JetStream cannot drop it) leaves the read model unchanged. */
 static void test_republished_event_has_no_effect(void **state)
@@ -177,6 +160,8 @@ static void test_republished_event_has_no_effect(void **state)
     struct err e;
     char path[256], subject[64], msgid[64];
     json_t *before_doc, *before_stmt, *after_doc, *after_stmt;
+    uint64_t last_seq = 0;
+    int part;
 
     (void)state;
     assert_true(account_id[0] != '\0');
@@ -197,6 +182,7 @@ static void test_republished_event_has_no_effect(void **state)
     assert_int_equal(PQresultStatus(res), PGRES_TUPLES_OK);
     assert_int_equal(PQntuples(res), 3);
     assert_int_equal(bus_connect(&b, tenv("NATS_URL"), "test-republish", 5000, &e), ST_OK);
+    part = (int)event_partition(account_id, EVENT_PARTITIONS);
     for (int round = 0; round < 2; round++) {
         for (int i = 0; i < PQntuples(res); i++) {
             struct event ev;
@@ -207,12 +193,13 @@ static void test_republished_event_has_no_effect(void **state)
 
             assert_int_equal(db_event_from_row(&ev, res, i, 0, &e), ST_OK);
             payload = event_encode(&ev);
-            event_subject(ev.stream_id, subject, sizeof subject);
+            event_subject(ev.stream_id, EVENT_PARTITIONS, subject, sizeof subject);
             uuid_generate(msgid); /* a fresh id: JetStream's de-duplication does not apply */
             assert_int_equal(natsMsg_Create(&msg, subject, NULL, payload, (int)strlen(payload)), NATS_OK);
             assert_int_equal(natsMsgHeader_Set(msg, "Nats-Msg-Id", msgid), NATS_OK);
             assert_int_equal(js_PublishMsg(&ack, b.js, msg, NULL, &jerr), NATS_OK);
             assert_false(ack->Duplicate);
+            last_seq = ack->Sequence;
             jsPubAck_Destroy(ack);
             natsMsg_Destroy(msg);
             free(payload);
@@ -220,7 +207,7 @@ static void test_republished_event_has_no_effect(void **state)
     }
     PQclear(res);
     PQfinish(pg);
-    wait_consumer_idle(&b);
+    tproj_wait_seq(part, last_seq, 15000); /* the partition's owner has been past them all */
     bus_release(&b);
 
     snprintf(path, sizeof path, "/accounts/%s", account_id);

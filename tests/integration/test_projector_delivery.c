@@ -82,7 +82,7 @@ static struct pub_stats publish_shuffled(uint64_t seed)
         natsMsg *msg = NULL;
         natsStatus st;
 
-        event_subject(ev->stream_id, subject, sizeof subject);
+        event_subject(ev->stream_id, EVENT_PARTITIONS, subject, sizeof subject);
         uuid_generate(msgid);
         if (natsMsg_Create(&msg, subject, NULL, payload, (int)strlen(payload)) != NATS_OK ||
             natsMsgHeader_Set(msg, "Nats-Msg-Id", msgid) != NATS_OK)

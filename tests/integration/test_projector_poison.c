@@ -46,7 +46,7 @@ static void inject(PGconn *pg, const char *event_id, const char *stream, int ver
              "\"type\":\"%s\",\"schema\":1,\"recorded_at\":\"2026-11-21T20:00:00.000000Z\",\"data\":%s,"
              "\"metadata\":{}}",
              event_id, stream, version, (long long)position, type, data);
-    event_subject(stream, subject, sizeof subject);
+    event_subject(stream, EVENT_PARTITIONS, subject, sizeof subject);
     if (bus_connect(&b, tenv("NATS_URL"), "test-poison", 5000, &e) != ST_OK)
         tfail("nats: %s", e.msg);
     assert_int_equal(natsMsg_Create(&msg, subject, NULL, payload, (int)strlen(payload)), NATS_OK);

@@ -385,6 +385,10 @@ void treset_read_side(void)
         natsStatus s = js_DeleteStream(b.js, BUS_STREAM, NULL, &jerr);
         if (s != NATS_OK && s != NATS_NOT_FOUND && jerr != JSStreamNotFoundErr)
             tfail("delete stream: %s (%d)", natsStatus_GetText(s), (int)jerr);
+        /* the partition leases go with the stream: workers of the next test start fresh */
+        s = js_DeleteKeyValue(b.js, "projector_leases");
+        if (s != NATS_OK && s != NATS_NOT_FOUND)
+            tfail("delete lease bucket: %s", natsStatus_GetText(s));
     }
     bus_release(&b);
 }

@@ -337,7 +337,7 @@ long tw_check_stream_exactly_once(PGconn *pg)
         if (strcmp(msgs[i].msg_id, msgs[i].event_id) != 0)
             tfail("message %llu: Nats-Msg-Id %s for event %s", (unsigned long long)msgs[i].seq,
                   msgs[i].msg_id, msgs[i].event_id);
-        event_subject(msgs[i].stream_id, subject, sizeof subject);
+        event_subject(msgs[i].stream_id, EVENT_PARTITIONS, subject, sizeof subject);
         if (strcmp(msgs[i].subject, subject) != 0)
             tfail("message %llu: subject %s, expected %s", (unsigned long long)msgs[i].seq, msgs[i].subject,
                   subject);

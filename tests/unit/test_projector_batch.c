@@ -199,42 +199,71 @@ static void test_readmodel_keys(void **state)
 static void test_apply_argv(void **state)
 {
     char *entries[] = {"{\"version\":3}", "{\"version\":4}"};
-    struct rm_apply a = {ID_A, 2, 4, "{\"doc\":1}", 40, 1700000000000, 2, entries};
-    struct rm_apply_buf buf;
-    const char *argv[RM_APPLY_FIXED_ARGS + 2];
-    size_t lens[RM_APPLY_FIXED_ARGS + 2];
-    static const char *const want[] = {"EVALSHA", "sha", "3", "rm:5:a:{" ID_A "}", "rm:5:s:{" ID_A "}",
-                                       "rm:5:checkpoint", "2", "4", "{\"doc\":1}", "40",
-                                       "1700000000000", "{\"version\":3}", "{\"version\":4}"};
+    struct rm_apply a[2] = {{ID_A, 2, 4, "{\"doc\":1}", 40, 2, entries},
+                            {ID_A, 0, 1, "{\"doc\":2}", 41, 1, entries}};
+    struct rm_apply_acct_buf ab[2];
+    struct rm_apply_buf buf = {.acct = ab};
+    struct rm_fence f = {.part = 7, .epoch = 12, .expect_seq = 100, .new_seq = 130};
+    const char *argv[RM_APPLY_FIXED_ARGS + 7 * 2 + 3];
+    size_t lens[RM_APPLY_FIXED_ARGS + 7 * 2 + 3];
+    static const char *const want[] = {"EVALSHA", "sha", "6", "rm:5:checkpoint", "rm:part:7",
+                                       "rm:5:a:{" ID_A "}", "rm:5:s:{" ID_A "}", "rm:5:a:{" ID_A "}",
+                                       "rm:5:s:{" ID_A "}", "12", "100", "130", "1700000000000",
+                                       "2", "4", "{\"doc\":1}", "40", "2", "{\"version\":3}",
+                                       "{\"version\":4}", "0", "1", "{\"doc\":2}", "41", "1",
+                                       "{\"version\":3}"};
+    int n = (int)(sizeof want / sizeof want[0]);
 
     (void)state;
-    assert_int_equal(rm_apply_argc(&a), RM_APPLY_FIXED_ARGS + 2);
-    assert_int_equal(rm_apply_argv(&a, 5, "sha", &buf, argv, lens), RM_APPLY_FIXED_ARGS + 2);
-    for (int i = 0; i < RM_APPLY_FIXED_ARGS + 2; i++) {
+    assert_int_equal(rm_apply_argc(a, 2), n);
+    assert_int_equal(rm_apply_argv(a, 2, &f, 5, 1700000000000, "sha", &buf, argv, lens), n);
+    for (int i = 0; i < n; i++) {
         assert_string_equal(argv[i], want[i]);
         assert_int_equal(lens[i], strlen(want[i]));
     }
-    a.new_version = 5; /* entries do not lead from 2 to 5 */
-    assert_int_equal(rm_apply_argv(&a, 5, "sha", &buf, argv, lens), -1);
-    a.new_version = 2;
-    a.nentries = 0;
-    assert_int_equal(rm_apply_argv(&a, 5, "sha", &buf, argv, lens), -1);
+    /* unfenced: epoch 0 and a placeholder partition key */
+    assert_int_equal(rm_apply_argv(a, 1, NULL, 5, 1, "sha", &buf, argv, lens), RM_APPLY_FIXED_ARGS + 9);
+    assert_string_equal(argv[4], "rm:part:none");
+    assert_string_equal(argv[7], "0");
+    a[0].new_version = 5; /* entries do not lead from 2 to 5 */
+    assert_int_equal(rm_apply_argv(a, 2, &f, 5, 1, "sha", &buf, argv, lens), -1);
+    a[0].new_version = 2;
+    a[0].nentries = 0;
+    assert_int_equal(rm_apply_argv(a, 2, &f, 5, 1, "sha", &buf, argv, lens), -1);
     assert_non_null(strstr(rm_apply_script(), "HSET"));
 }
 
 static void test_apply_reply(void **state)
 {
-    redisReply ok = {.type = REDIS_REPLY_STATUS, .str = "OK", .len = 2};
-    redisReply conflict = {.type = REDIS_REPLY_INTEGER, .integer = 9};
+    redisReply i1 = {.type = REDIS_REPLY_INTEGER, .integer = 1};
+    redisReply m1 = {.type = REDIS_REPLY_INTEGER, .integer = -1};
+    redisReply m2 = {.type = REDIS_REPLY_INTEGER, .integer = -2};
+    redisReply ep = {.type = REDIS_REPLY_INTEGER, .integer = 12};
+    redisReply seq = {.type = REDIS_REPLY_INTEGER, .integer = 130};
+    redisReply nine = {.type = REDIS_REPLY_INTEGER, .integer = 9};
+    redisReply broken = {.type = REDIS_REPLY_STRING, .str = "RMBROKEN x", .len = 10};
+    redisReply *ok_el[] = {&i1, &ep, &seq, &m1, &nine, &broken};
+    redisReply *fenced_el[] = {&m1, &ep, &seq};
+    redisReply *back_el[] = {&m2, &ep, &seq};
+    redisReply ok = {.type = REDIS_REPLY_ARRAY, .elements = 6, .element = ok_el};
+    redisReply fenced = {.type = REDIS_REPLY_ARRAY, .elements = 3, .element = fenced_el};
+    redisReply back = {.type = REDIS_REPLY_ARRAY, .elements = 3, .element = back_el};
     redisReply noscript = {.type = REDIS_REPLY_ERROR, .str = "NOSCRIPT No matching script", .len = 27};
-    int64_t held = 0;
+    struct rm_fence f = {0};
+    int64_t held[3] = {0};
 
     (void)state;
-    assert_int_equal(rm_apply_reply(&ok, &held), RM_APPLIED);
-    assert_int_equal(rm_apply_reply(&conflict, &held), RM_CONFLICT);
-    assert_int_equal(held, 9);
-    assert_int_equal(rm_apply_reply(&noscript, &held), RM_FAILED);
-    assert_int_equal(rm_apply_reply(NULL, &held), RM_FAILED);
+    assert_int_equal(rm_apply_reply(&ok, &f, 3, held), RM_APPLIED);
+    assert_int_equal(held[0], -1);
+    assert_int_equal(held[1], 9);
+    assert_int_equal(held[2], -2);
+    assert_int_equal(f.held_seq, 130);
+    assert_int_equal(rm_apply_reply(&ok, &f, 2, held), RM_FAILED); /* count mismatch */
+    assert_int_equal(rm_apply_reply(&fenced, &f, 3, held), RM_FENCED);
+    assert_int_equal(f.held_epoch, 12);
+    assert_int_equal(rm_apply_reply(&back, NULL, 3, held), RM_REWOUND);
+    assert_int_equal(rm_apply_reply(&noscript, &f, 3, held), RM_FAILED);
+    assert_int_equal(rm_apply_reply(NULL, &f, 3, held), RM_FAILED);
 }
 
 int main(void)

@@ -1,0 +1,297 @@
+/* Ownership: each partition events.<p> is owned by one live worker through a lease in the
+ * JetStream KV bucket OWN_BUCKET. The bucket is the arbiter, nothing here votes:
+ * - key p.<n>: the lease. Claimed with kvStore_Create (fails when the key exists), renewed with
+ *   kvStore_Update on the revision we last wrote (fails when anyone else wrote it, or when it
+ *   expired: the bucket's TTL is PROJECTOR_LEASE_MS, so a key nobody renews disappears). The
+ *   revision of the claim is the owner's fencing epoch: revisions only grow, so a later owner
+ *   always has a higher epoch, and the apply script refuses writes of a lower one.
+ * - key w.<worker>: liveness, put every tick; the live workers are the w.* keys that exist.
+ * A worker renews every lease_ms / 4 and acts on a partition only while its last renewal is
+ * younger than 3/4 of the lease, so it stops before anyone can claim what it held. */
+#include "ownership.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "event.h"
+#include "svc.h"
+
+static void part_key(char *buf, size_t len, int p)
+{
+    snprintf(buf, len, "p.%d", p);
+}
+
+static void worker_key(char *buf, size_t len, const char *worker)
+{
+    snprintf(buf, len, "w.%s", worker);
+}
+
+static status kv_failed(struct err *e, const char *what, natsStatus ns)
+{
+    return err_setr(e, ST_UNAVAILABLE, "bus_unavailable", "lease bucket %s: %s", what,
+                    natsStatus_GetText(ns));
+}
+
+status own_bind(kvStore **kv, struct bus *b, struct err *e)
+{
+    natsStatus ns = js_KeyValue(kv, b->js, OWN_BUCKET);
+
+    if (ns == NATS_NOT_FOUND)
+        return err_set(e, ST_NOT_FOUND, "no lease bucket");
+    if (ns != NATS_OK)
+        return kv_failed(e, "bind", ns);
+    return ST_OK;
+}
+
+status own_open(struct own *o, const struct cfg *c, struct bus *b, const char *worker,
+                struct err *e)
+{
+    kvConfig kc;
+    natsStatus ns;
+
+    memset(o, 0, sizeof *o);
+    o->cfg = c;
+    o->nparts = c->partitions;
+    o->live = 1;
+    snprintf(o->worker, sizeof o->worker, "%s", worker);
+    o->parts = calloc((size_t)o->nparts, sizeof *o->parts);
+    o->events = calloc((size_t)o->nparts * 2, sizeof *o->events);
+    if (o->parts == NULL || o->events == NULL) {
+        own_close(o);
+        return err_set(e, ST_INTERNAL, "out of memory");
+    }
+    kvConfig_Init(&kc);
+    kc.Bucket = OWN_BUCKET;
+    kc.History = 1;
+    kc.TTL = (int64_t)c->projector_lease_ms * 1000000; /* nanoseconds */
+    kc.StorageType = js_MemoryStorage; /* leases need not survive a restart of NATS */
+    kc.Replicas = c->nats_replicas;
+    ns = js_CreateKeyValue(&o->kv, b->js, &kc);
+    if (ns != NATS_OK) /* it exists (possibly with other settings, kept: the first one wins) */
+        ns = js_KeyValue(&o->kv, b->js, OWN_BUCKET);
+    if (ns != NATS_OK) {
+        own_close(o);
+        return kv_failed(e, "open", ns);
+    }
+    return ST_OK;
+}
+
+void own_close(struct own *o)
+{
+    struct err e;
+
+    for (int p = 0; o->parts != NULL && p < o->nparts; p++)
+        if (o->parts[p].held && own_release(o, p, &e) != ST_OK)
+            continue; /* it expires within the lease */
+    if (o->kv != NULL) {
+        char key[OWN_WORKER_SIZE + 8];
+        worker_key(key, sizeof key, o->worker);
+        (void)kvStore_Delete(o->kv, key); /* the others count one worker less at once */
+        kvStore_Destroy(o->kv);
+    }
+    free(o->parts);
+    free(o->events);
+    memset(o, 0, sizeof *o);
+}
+
+static void event(struct own *o, int p, enum own_event_kind kind, const char *why)
+{
+    struct own_event *ev = &o->events[o->nevents++];
+
+    ev->part = p;
+    ev->kind = kind;
+    ev->epoch = o->parts[p].epoch;
+    snprintf(ev->why, sizeof ev->why, "%s", why);
+}
+
+static void drop(struct own *o, int p, const char *why)
+{
+    event(o, p, OWN_LOST, why);
+    o->parts[p].held = 0;
+    o->parts[p].release_wanted = 0;
+    o->held--;
+}
+
+static void renew(struct own *o, int p)
+{
+    struct own_part *pp = &o->parts[p];
+    char key[32], val[OWN_WORKER_SIZE + 24], why[120];
+    uint64_t rev = 0;
+    int64_t sent = svc_mono_ms();
+    natsStatus ns;
+
+    part_key(key, sizeof key, p);
+    snprintf(val, sizeof val, "%s %" PRIu64, o->worker, pp->epoch);
+    ns = kvStore_UpdateString(&rev, o->kv, key, val, pp->rev);
+    if (ns == NATS_OK) {
+        pp->rev = rev;
+        pp->renewed_ms = sent;
+        return;
+    }
+    /* give up at once: the key moved (expired and taken) or NATS did not confirm in time */
+    snprintf(why, sizeof why, "renewal failed: %s", natsStatus_GetText(ns));
+    drop(o, p, why);
+}
+
+static void claim(struct own *o, int p, const char *why)
+{
+    struct own_part *pp = &o->parts[p];
+    char key[32];
+    uint64_t rev = 0;
+    int64_t sent = svc_mono_ms();
+
+    part_key(key, sizeof key, p);
+    if (kvStore_CreateString(&rev, o->kv, key, o->worker) != NATS_OK)
+        return; /* someone else was faster (or NATS failed): the next tick looks again */
+    pp->held = 1;
+    pp->rev = rev;
+    pp->epoch = rev;
+    pp->renewed_ms = sent;
+    pp->unowned_since = 0;
+    pp->release_wanted = 0;
+    o->held++;
+    event(o, p, OWN_CLAIMED, why);
+}
+
+/* The live workers and which partitions have a lease, from one listing of the bucket. */
+static status survey(struct own *o, int *owned, struct err *e)
+{
+    kvKeysList list = {0};
+    kvWatchOptions wo;
+    natsStatus ns;
+    int live = 0;
+
+    kvWatchOptions_Init(&wo);
+    wo.Timeout = o->cfg->request_timeout_ms;
+    ns = kvStore_Keys(&list, o->kv, &wo);
+    if (ns != NATS_OK && ns != NATS_NOT_FOUND)
+        return kv_failed(e, "keys", ns);
+    for (int i = 0; i < list.Count; i++) {
+        const char *k = list.Keys[i];
+        if (strncmp(k, "w.", 2) == 0) {
+            live++;
+        } else if (strncmp(k, "p.", 2) == 0) {
+            int p = atoi(k + 2);
+            if (p >= 0 && p < o->nparts)
+                owned[p] = 1;
+        }
+    }
+    kvKeysList_Destroy(&list);
+    o->live = live > 0 ? live : 1;
+    return ST_OK;
+}
+
+status own_tick(struct own *o, struct err *e)
+{
+    char key[OWN_WORKER_SIZE + 8], val[24];
+    int *owned = NULL, share, start;
+    int64_t now = svc_mono_ms();
+    natsStatus ns;
+    status st;
+
+    o->nevents = 0;
+    worker_key(key, sizeof key, o->worker);
+    snprintf(val, sizeof val, "%d", o->held);
+    ns = kvStore_PutString(NULL, o->kv, key, val);
+    for (int p = 0; p < o->nparts; p++)
+        if (o->parts[p].held)
+            renew(o, p);
+    if (ns != NATS_OK)
+        return kv_failed(e, "heartbeat", ns);
+    owned = calloc((size_t)o->nparts, sizeof *owned);
+    if (owned == NULL)
+        return err_set(e, ST_INTERNAL, "out of memory");
+    st = survey(o, owned, e);
+    if (st != ST_OK)
+        goto cleanup;
+    share = (o->nparts + o->live - 1) / o->live;
+    /* start where this worker's name points, so newcomers do not all race for partition 0 */
+    start = (int)(fnv1a32(o->worker) % (unsigned)o->nparts);
+    for (int i = 0; i < o->nparts; i++) {
+        int p = (start + i) % o->nparts;
+        struct own_part *pp = &o->parts[p];
+        if (owned[p] || pp->held) {
+            pp->unowned_since = 0;
+            continue;
+        }
+        if (pp->unowned_since == 0)
+            pp->unowned_since = now;
+        if (o->held < share)
+            claim(o, p, "below the share");
+        else if (now - pp->unowned_since >= o->cfg->projector_lease_ms &&
+                 (pp->released_ms == 0 || now - pp->released_ms >= 2 * o->cfg->projector_lease_ms))
+            claim(o, p, "unowned for a whole lease");
+    }
+    /* above the share: hand the surplus over (the caller stops the consumer first) */
+    for (int p = 0, extra = o->held - share; p < o->nparts; p++) {
+        o->parts[p].release_wanted = o->parts[p].held && extra > 0;
+        if (o->parts[p].release_wanted)
+            extra--;
+    }
+cleanup:
+    free(owned);
+    return st;
+}
+
+int own_valid(const struct own *o, int p, int64_t now_ms)
+{
+    const struct own_part *pp = &o->parts[p];
+
+    return pp->held && now_ms - pp->renewed_ms < (int64_t)o->cfg->projector_lease_ms * 3 / 4;
+}
+
+status own_release(struct own *o, int p, struct err *e)
+{
+    char key[32];
+    natsStatus ns;
+
+    if (!o->parts[p].held)
+        return ST_OK;
+    o->parts[p].held = 0;
+    o->parts[p].release_wanted = 0;
+    o->parts[p].released_ms = svc_mono_ms();
+    o->held--;
+    if (!own_valid(o, p, svc_mono_ms()))
+        return ST_OK; /* too old to be sure it is still ours: let it expire */
+    part_key(key, sizeof key, p);
+    ns = kvStore_Delete(o->kv, key);
+    if (ns != NATS_OK)
+        return kv_failed(e, "release", ns); /* it expires within the lease anyway */
+    return ST_OK;
+}
+
+void own_forget(struct own *o, int p)
+{
+    if (o->parts[p].held)
+        o->held--;
+    o->parts[p].held = 0;
+    o->parts[p].release_wanted = 0;
+    o->parts[p].released_ms = svc_mono_ms();
+}
+
+status own_read(kvStore *kv, int p, char *owner, size_t len, uint64_t *epoch, struct err *e)
+{
+    kvEntry *en = NULL;
+    char key[32];
+    natsStatus ns;
+    const char *v, *sp;
+
+    owner[0] = '\0';
+    *epoch = 0;
+    part_key(key, sizeof key, p);
+    ns = kvStore_Get(&en, kv, key);
+    if (ns == NATS_NOT_FOUND)
+        return ST_OK;
+    if (ns != NATS_OK)
+        return kv_failed(e, "get", ns);
+    v = kvEntry_ValueString(en);
+    sp = v != NULL ? strchr(v, ' ') : NULL;
+    /* "worker epoch" after a renewal; a fresh claim holds the worker only (epoch = revision) */
+    snprintf(owner, len, "%.*s", sp != NULL ? (int)(sp - v) : (int)strlen(v != NULL ? v : ""),
+             v != NULL ? v : "");
+    *epoch = sp != NULL ? strtoull(sp + 1, NULL, 10) : kvEntry_Revision(en);
+    kvEntry_Destroy(en);
+    return ST_OK;
+}

@@ -1,0 +1,71 @@
+/* Ownership: which worker owns which partition, through leases in a JetStream KV bucket. */
+#ifndef PROJECTOR_OWNERSHIP_H
+#define PROJECTOR_OWNERSHIP_H
+
+#include <nats/nats.h>
+#include <stdint.h>
+
+#include "bus.h"
+#include "cfg.h"
+#include "status.h"
+
+#define OWN_BUCKET "projector_leases"
+#define OWN_WORKER_SIZE 96
+
+struct own_part {
+    int held;               /* this worker holds the lease */
+    uint64_t rev;           /* revision of our last claim or renewal (the CAS value) */
+    uint64_t epoch;         /* revision of the claim: the fencing epoch */
+    int64_t renewed_ms;     /* monotonic time the last successful renewal was sent */
+    int64_t unowned_since;  /* monotonic: first tick it was seen without an owner (0: owned) */
+    int64_t released_ms;    /* when this worker released it (0: never) */
+    int release_wanted;     /* above the share: the caller stops its consumer, then own_release */
+};
+
+enum own_event_kind { OWN_CLAIMED, OWN_LOST };
+
+struct own_event {
+    int part;
+    enum own_event_kind kind;
+    uint64_t epoch;
+    char why[120];
+};
+
+struct own {
+    const struct cfg *cfg; /* borrowed */
+    kvStore *kv;           /* owned */
+    char worker[OWN_WORKER_SIZE];
+    int nparts;
+    struct own_part *parts; /* nparts, owned */
+    int live;               /* live workers at the last tick (this one included) */
+    int held;               /* partitions held */
+    struct own_event *events; /* what the last tick changed (nparts slots, owned) */
+    int nevents;
+};
+
+/* Binds (creating it when missing: TTL = PROJECTOR_LEASE_MS, memory storage, NATS_REPLICAS
+ * replicas) the lease bucket on b's connection; worker names this process. */
+status own_open(struct own *o, const struct cfg *c, struct bus *b, const char *worker,
+                struct err *e) WUR;
+/* Releases every held lease (the caller has stopped their consumers) and frees o. */
+void own_close(struct own *o);
+
+/* One round: announces this worker, renews every held lease by revision CAS (the first failed
+ * renewal drops the partition: OWN_LOST), counts the live workers, claims unowned partitions up
+ * to ceil(P / live) (or any partition left unowned for a whole lease) and marks the ones above
+ * the share release_wanted. o->events lists the claims and losses. */
+status own_tick(struct own *o, struct err *e) WUR;
+
+/* The lease of p is held and was renewed recently enough to act on it at now_ms (monotonic). */
+int own_valid(const struct own *o, int p, int64_t now_ms);
+/* Gives p up: deletes its lease (only right after a successful renewal, so it is still ours). */
+status own_release(struct own *o, int p, struct err *e) WUR;
+/* Forgets p without touching the bucket (a newer owner fenced us: the key is not ours). */
+void own_forget(struct own *o, int p);
+
+/* For status: the owner of p as stored in the bucket ("" when unowned) and its epoch. */
+status own_read(kvStore *kv, int p, char *owner, size_t len, uint64_t *epoch, struct err *e) WUR;
+/* Binds the existing bucket (ST_NOT_FOUND when no worker ever ran). */
+status own_bind(kvStore **kv, struct bus *b, struct err *e) WUR;
+
+#endif

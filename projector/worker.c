@@ -1,0 +1,297 @@
+/* The `projector run` loop. The main thread renews and balances the partition leases
+ * (ownership.c), starts a consumer thread for each partition it claims and stops it before
+ * handing the partition over (consume.c), and runs the commit-safe sweep (sweep.c) and the
+ * self-healing rebuild; it logs every claim, hand-over and loss. */
+#include "worker.h"
+
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "bus.h"
+#include "consume.h"
+#include "db.h"
+#include "engine.h"
+#include "log.h"
+#include "ownership.h"
+#include "readmodel.h"
+#include "rebuild.h"
+#include "svc.h"
+#include "uuid.h"
+
+#ifndef SWEEP_INTERVAL_MS
+#define SWEEP_INTERVAL_MS 1000 /* how soon an event lost on NATS is caught up from Postgres */
+#endif
+#define SWEEP_LIMIT 2000
+#define BACKOFF_MAX_MS 5000
+#define LOOP_MS 50
+
+/* ---- self-healing: a rebuild in a thread when there is no valid current generation ---- */
+
+struct healer {
+    const struct cfg *cfg;
+    pthread_t thread;
+    int running;
+    volatile int finished;
+};
+
+static void *heal_main(void *arg)
+{
+    struct healer *h = arg;
+    struct rb_opts o = {.mode = RB_SWITCH, .auto_heal = 1, .stop = &svc_stop_requested};
+    struct rb_result res;
+    struct err e;
+
+    err_clear(&e);
+    if (rb_run(h->cfg, &o, &res, &e) != ST_OK && e.code != ST_CONFLICT)
+        log_warn("self-heal rebuild: %s", e.msg);
+    else if (e.code == ST_CONFLICT && e.msg[0] != '\0')
+        log_info("self-heal rebuild not run: %s", e.msg);
+    h->finished = 1;
+    return NULL;
+}
+
+/* Starts a rebuild when rm:current is missing or names a generation without data (Redis
+ * restarted empty, keys flushed, rm:current set by hand). Only one process rebuilds: the
+ * others find the lease taken, keep applying to the building generation and wait. */
+static void heal_check(struct pj *p, struct healer *h)
+{
+    struct rm_gens g;
+    struct err e;
+
+    if (h->running && h->finished) {
+        pthread_join(h->thread, NULL);
+        h->running = 0;
+    }
+    if (h->running || svc_stop_requested || p->rc == NULL)
+        return;
+    err_clear(&e);
+    if (rm_load_gens(p->rc, &g, &e) != ST_OK) {
+        pj_drop_redis(p);
+        return;
+    }
+    if (g.current > 0)
+        return;
+    if (g.current_named > 0)
+        log_warn("rm:current names generation %ld, which has no data: rebuilding", g.current_named);
+    else
+        log_warn("no current read-model generation: rebuilding from the events table");
+    h->finished = 0;
+    if (pthread_create(&h->thread, NULL, heal_main, h) == 0)
+        h->running = 1;
+    else
+        log_error("unable to start the self-heal rebuild thread");
+}
+
+
+struct worker {
+    const struct cfg *cfg;
+    char name[OWN_WORKER_SIZE];
+    struct bus bus;
+    struct own own;
+    struct cs_part *parts; /* nparts; running when running[p] */
+    int *running;
+    long applied_done, gap_done; /* counters of consumer threads already joined */
+};
+
+static void part_stop(struct worker *w, int p)
+{
+    if (!w->running[p])
+        return;
+    cs_part_join(&w->parts[p]);
+    w->applied_done += atomic_load(&w->parts[p].applied);
+    w->gap_done += atomic_load(&w->parts[p].gap_events);
+    w->running[p] = 0;
+}
+
+static void part_start(struct worker *w, int p)
+{
+    struct cs_part *cp = &w->parts[p];
+    struct err e;
+
+    memset(cp, 0, sizeof *cp);
+    cp->cfg = w->cfg;
+    cp->bus = &w->bus;
+    cp->part = p;
+    cp->epoch = w->own.parts[p].epoch;
+    cp->worker = w->name;
+    atomic_store(&cp->valid_until, w->own.parts[p].renewed_ms + (int64_t)w->cfg->projector_lease_ms * 3 / 4);
+    err_clear(&e);
+    if (cs_part_start(cp, &e) != ST_OK) {
+        log_error("partition %d: %s: giving it up", p, e.msg);
+        if (own_release(&w->own, p, &e) != ST_OK)
+            log_warn("partition %d: %s", p, e.msg);
+        return;
+    }
+    w->running[p] = 1;
+}
+
+/* One ownership round and what it changes for the consumer threads. */
+static void ownership_round(struct worker *w)
+{
+    struct err e;
+    status st;
+
+    /* threads that stopped on their own: fenced by a newer owner */
+    for (int p = 0; p < w->own.nparts; p++) {
+        if (!w->running[p] || !atomic_load(&w->parts[p].finished))
+            continue;
+        part_stop(w, p);
+        log_warn("lost partition %d: epoch %" PRIu64 " fenced in Redis by a newer owner", p,
+                 w->own.parts[p].epoch);
+        own_forget(&w->own, p);
+    }
+    err_clear(&e);
+    st = own_tick(&w->own, &e);
+    for (int i = 0; i < w->own.nevents; i++) {
+        const struct own_event *ev = &w->own.events[i];
+        if (ev->kind == OWN_CLAIMED) {
+            log_info("claimed partition %d: epoch %" PRIu64 " (%s; %d live workers)", ev->part,
+                     ev->epoch, ev->why, w->own.live);
+            part_start(w, ev->part);
+        } else {
+            part_stop(w, ev->part);
+            log_warn("lost partition %d: epoch %" PRIu64 ": %s", ev->part, ev->epoch, ev->why);
+        }
+    }
+    if (st != ST_OK)
+        log_warn("ownership: %s", e.msg);
+    for (int p = 0; p < w->own.nparts; p++) {
+        if (w->running[p] && w->own.parts[p].held)
+            atomic_store(&w->parts[p].valid_until,
+                         w->own.parts[p].renewed_ms + (int64_t)w->cfg->projector_lease_ms * 3 / 4);
+        if (st == ST_OK && w->own.parts[p].release_wanted) {
+            uint64_t epoch = w->own.parts[p].epoch;
+            part_stop(w, p);
+            err_clear(&e);
+            if (own_release(&w->own, p, &e) != ST_OK)
+                log_warn("partition %d: %s", p, e.msg);
+            log_info("handed over partition %d: epoch %" PRIu64 " (%d live workers, share %d)", p, epoch,
+                     w->own.live, (w->own.nparts + w->own.live - 1) / w->own.live);
+        }
+    }
+}
+
+static void totals(struct worker *w, long *applied, long *gap)
+{
+    *applied = w->applied_done;
+    *gap = w->gap_done;
+    for (int p = 0; p < w->own.nparts; p++)
+        if (w->running[p]) {
+            *applied += atomic_load(&w->parts[p].applied);
+            *gap += atomic_load(&w->parts[p].gap_events);
+        }
+}
+
+static int connect_all(struct worker *w, struct pj *p)
+{
+    const struct cfg *c = w->cfg;
+    struct err e;
+    int attempt;
+
+    for (attempt = 0; !svc_stop_requested; attempt++) {
+        err_clear(&e);
+        if (pj_pg(p, &e) == ST_OK && db_migrate(p->pg, &e) == ST_OK)
+            break;
+        log_warn("postgres not ready (attempt %d): %s", attempt + 1, e.msg);
+        pj_drop_pg(p);
+        svc_pause_ms(pj_backoff_ms(attempt, BACKOFF_MAX_MS));
+    }
+    for (attempt = 0; !svc_stop_requested; attempt++) {
+        err_clear(&e);
+        if (pj_redis(p, &e) == ST_OK)
+            break;
+        log_warn("redis not ready (attempt %d): %s", attempt + 1, e.msg);
+        svc_pause_ms(pj_backoff_ms(attempt, BACKOFF_MAX_MS));
+    }
+    for (attempt = 0; !svc_stop_requested; attempt++) {
+        err_clear(&e);
+        if (bus_connect_cfg(&w->bus, c, "projector", &e) == ST_OK && bus_ensure_stream(&w->bus, &e) == ST_OK &&
+            cs_retire_shared_consumer(&w->bus, &e) == ST_OK && own_open(&w->own, c, &w->bus, w->name, &e) == ST_OK)
+            break;
+        log_warn("nats not ready (attempt %d): %s", attempt + 1, e.msg);
+        bus_release(&w->bus);
+        svc_pause_ms(pj_backoff_ms(attempt, BACKOFF_MAX_MS));
+    }
+    return !svc_stop_requested;
+}
+
+int worker_run(const struct cfg *c)
+{
+    struct healer heal = {.cfg = c};
+    struct worker w;
+    struct pj p;
+    struct err e;
+    char host[64] = "host", id[UUID_STR_SIZE];
+    int64_t last_sweep = 0, last_stats = svc_mono_ms(), last_tick = 0;
+    long last_applied = -1, applied = 0, gap = 0;
+    int sweep_more = 0;
+
+    memset(&w, 0, sizeof w);
+    w.cfg = c;
+    (void)gethostname(host, sizeof host - 1);
+    for (char *s = host; *s; s++)
+        if (!(*s >= 'a' && *s <= 'z') && !(*s >= 'A' && *s <= 'Z') && !(*s >= '0' && *s <= '9') && *s != '-')
+            *s = '-';
+    uuid_generate(id);
+    snprintf(w.name, sizeof w.name, "%s-%ld-%.8s", host, (long)getpid(), id);
+    w.parts = calloc((size_t)c->partitions, sizeof *w.parts);
+    w.running = calloc((size_t)c->partitions, sizeof *w.running);
+    if (w.parts == NULL || w.running == NULL) {
+        log_error("out of memory");
+        free(w.parts);
+        free(w.running);
+        return 1;
+    }
+    pj_init(&p, c);
+    log_info("starting worker %s: %d partitions, lease %d ms, batch %d", w.name, c->partitions,
+             c->projector_lease_ms, c->projector_batch);
+    if (connect_all(&w, &p))
+        log_info("running: stream %s, lease bucket %s", BUS_STREAM, OWN_BUCKET);
+    heal_check(&p, &heal);
+
+    while (!svc_stop_requested) {
+        int64_t now = svc_mono_ms();
+
+        if (now - last_tick >= c->projector_lease_ms / 4) {
+            ownership_round(&w);
+            last_tick = now;
+        }
+        if (sweep_more || now - last_sweep >= SWEEP_INTERVAL_MS) {
+            int count = 0;
+            err_clear(&e);
+            if (pj_sweep(&p, SWEEP_LIMIT, &count, &e) != ST_OK)
+                log_warn("catch-up sweep: %s", e.msg);
+            sweep_more = count == SWEEP_LIMIT;
+            if (count > 0)
+                log_debug("catch-up sweep read %d events", count);
+            last_sweep = now;
+            heal_check(&p, &heal);
+        }
+        totals(&w, &applied, &gap);
+        if (now - last_stats >= 10000 && applied != last_applied) {
+            log_info("applied %ld events (%ld from gap repair) over %d partitions, sweep %ld",
+                     applied, gap, w.own.held, p.applied);
+            last_applied = applied;
+            last_stats = now;
+        }
+        if (!sweep_more)
+            svc_pause_ms(LOOP_MS);
+    }
+    for (int i = 0; i < c->partitions; i++)
+        part_stop(&w, i);
+    totals(&w, &applied, &gap);
+    log_info("stopping: applied %ld events (%ld from gap repair), sweep applied %ld, %ld parked",
+             applied, gap, p.applied, p.parked);
+    own_close(&w.own);
+    bus_release(&w.bus);
+    if (heal.running)
+        pthread_join(heal.thread, NULL); /* it saw svc_stop_requested: its checkpoint is saved */
+    pj_release(&p);
+    free(w.parts);
+    free(w.running);
+    return 0;
+}
