@@ -284,10 +284,14 @@ static const char read_status_lua[] =
     "if g then cp = redis.call('HGETALL', 'rm:' .. g .. ':checkpoint') end\n"
     "local bcp = {}\n"
     "if b then bcp = redis.call('HGETALL', 'rm:' .. b .. ':checkpoint') end\n"
+    "local parts = {}\n"
+    "for p = 0, tonumber(ARGV[1] or '0') - 1 do\n"
+    "  parts[#parts + 1] = redis.call('HGETALL', 'rm:part:' .. p)\n"
+    "end\n"
     "return {g or false, b or false, cp, bcp, redis.call('HGETALL', 'rm:head'),\n"
     "        redis.call('HGETALL', 'rm:stalled'), redis.call('HGETALL', 'rm:rebuild'),\n"
     "        redis.call('HLEN', 'rm:parked'), redis.call('GET', 'rm:previous') or false,\n"
-    "        g and redis.call('EXISTS', 'rm:' .. g .. ':checkpoint') or 0}\n";
+    "        g and redis.call('EXISTS', 'rm:' .. g .. ':checkpoint') or 0, parts}\n";
 
 const char *rm_read_account_script(void)
 {

@@ -140,9 +140,10 @@ enum rm_apply_result rm_apply_reply(const redisReply *r, struct rm_fence *f, int
  *              the versions lo..hi clipped to 1..v, at most limit of them from the top (desc)
  *              or the bottom (asc); first = last = 0 when none
  *   accounts  (ARGV id...):      {} when no model, else {gen, doc|nil per id}
- *   status    (no ARGV): {current|false, building|false, current checkpoint pairs, building
- *              checkpoint pairs, rm:head pairs, rm:stalled pairs, rm:rebuild pairs,
- *              parked count, previous|false, current checkpoint exists 0/1}
+ *   status    (ARGV partitions, may be absent): {current|false, building|false, current
+ *              checkpoint pairs, building checkpoint pairs, rm:head pairs, rm:stalled pairs,
+ *              rm:rebuild pairs, parked count, previous|false, current checkpoint exists 0/1,
+ *              {rm:part:0 pairs, ..., rm:part:<partitions-1> pairs}}
  * stalled is the account's rm:stalled record (JSON) when a parked event holds it back. */
 const char *rm_read_account_script(void);
 const char *rm_read_statement_script(void);

@@ -192,6 +192,29 @@ static void progress(struct cs_part *w, const struct batch *b)
     atomic_store(&w->lag_ms, pending > 0 && ts > 0 ? pj_now_ms() - ts / 1000000 : 0);
 }
 
+/* rm:part:<p> holds an older seq or another epoch than this owner wrote (a newer epoch is left to
+ * the next apply, which refuses and drops the partition). */
+static int store_behind(struct cs_part *w, struct pj *p, struct rm_fence *f)
+{
+    char key[RM_KEY_SIZE];
+    redisReply *r;
+    int behind = 0;
+
+    if (p->rc == NULL)
+        return 0;
+    rm_key_partition(key, sizeof key, w->part);
+    r = redisCommand(p->rc, "HMGET %s epoch seq", key);
+    if (r != NULL && r->type == REDIS_REPLY_ARRAY && r->elements == 2) {
+        f->held_epoch = r->element[0]->type == REDIS_REPLY_STRING ? strtoull(r->element[0]->str, NULL, 10) : 0;
+        f->held_seq = r->element[1]->type == REDIS_REPLY_STRING ? strtoull(r->element[1]->str, NULL, 10) : 0;
+        behind = f->held_epoch < w->epoch || (f->held_epoch == w->epoch && f->held_seq < f->expect_seq);
+    } else if (r == NULL) {
+        pj_drop_redis(p);
+    }
+    freeReplyObject(r);
+    return behind;
+}
+
 static void *part_main(void *arg)
 {
     struct cs_part *w = arg;
@@ -202,7 +225,7 @@ static void *part_main(void *arg)
     struct err e;
     int claimed = 0, attempt = 0, fenced = 0;
     long long reset = -1;
-    int64_t last_stats = 0;
+    int64_t last_stats = 0, last_check = 0;
 
     pj_init(&p, w->cfg);
     p.fence = &fence;
@@ -240,8 +263,23 @@ static void *part_main(void *arg)
             st = subscribe(w, fence.expect_seq + 1, &sub, &e);
         if (st == ST_OK && b.n == 0)
             st = collect(w, sub, &b, &e);
-        if (st == ST_OK && b.n == 0)
+        if (st == ST_OK && b.n == 0) {
+            /* idle: a store that went back in time must be noticed without new events */
+            if (svc_mono_ms() - last_check >= STATS_EVERY_MS) {
+                last_check = svc_mono_ms();
+                if (store_behind(w, &p, &fence)) {
+                    log_warn("partition %d: Redis holds seq %" PRIu64 " epoch %" PRIu64 ", expected seq %" PRIu64
+                             " epoch %" PRIu64 ": it went back in time: projecting again from sequence %" PRIu64,
+                             w->part, fence.held_seq, fence.held_epoch, fence.expect_seq, w->epoch,
+                             fence.held_seq + 1);
+                    atomic_fetch_add(&w->rewinds, 1);
+                    natsSubscription_Destroy(sub);
+                    sub = NULL;
+                    claimed = 0;
+                }
+            }
             continue;
+        }
         if (st == ST_OK && svc_mono_ms() >= atomic_load(&w->valid_until)) {
             svc_pause_ms(50); /* the lease is not confirmed: apply nothing until it is (or lost) */
             continue;

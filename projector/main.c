@@ -21,6 +21,7 @@
 #include "log.h"
 #include "observe.h"
 #include "parked.h"
+#include "ownership.h"
 #include "rds.h"
 #include "readmodel.h"
 #include "rebuild.h"
@@ -31,6 +32,43 @@
 #define BACKOFF_MAX_MS 5000
 
 /* ---- status ---- */
+
+/* One line per partition: the owner and epoch in the lease bucket, the epoch and seq recorded in
+ * Redis (rm:part:<p>) and the lag its owner last reported. */
+static void print_partitions(const struct cfg *c, redisContext *rc)
+{
+    struct bus b = {0};
+    kvStore *kv = NULL;
+    struct err e;
+    int have_kv = 0;
+
+    err_clear(&e);
+    if (bus_connect(&b, c->nats_url, "projector-status", c->request_timeout_ms, &e) == ST_OK &&
+        own_bind(&kv, &b, &e) == ST_OK)
+        have_kv = 1;
+    printf("partitions:        %d (lease %d ms)%s%s\n", c->partitions, c->projector_lease_ms,
+           have_kv ? "" : ": owners unknown: ", have_kv ? "" : e.msg);
+    for (int part = 0; part < c->partitions; part++) {
+        char key[RM_KEY_SIZE], owner[OWN_WORKER_SIZE] = "";
+        uint64_t kv_epoch = 0;
+        redisReply *r;
+        const char *f[5] = {"-", "-", "-", "-", "-"};
+
+        if (have_kv && own_read(kv, part, owner, sizeof owner, &kv_epoch, &e) != ST_OK)
+            snprintf(owner, sizeof owner, "?");
+        rm_key_partition(key, sizeof key, part);
+        r = redisCommand(rc, "HMGET %s epoch seq pending lag_ms owner", key);
+        for (size_t k = 0; r != NULL && r->type == REDIS_REPLY_ARRAY && k < r->elements && k < 5; k++)
+            if (r->element[k]->type == REDIS_REPLY_STRING)
+                f[k] = r->element[k]->str;
+        printf("  %2d owner %s epoch %" PRIu64 " | redis epoch %s seq %s | lag %s events, %s ms\n", part,
+               owner[0] != '\0' ? owner : (have_kv ? "none" : "?"), kv_epoch, f[0], f[1], f[2], f[3]);
+        freeReplyObject(r);
+    }
+    if (kv != NULL)
+        kvStore_Destroy(kv);
+    bus_release(&b);
+}
 
 static int cmd_status(const struct cfg *c)
 {
@@ -193,6 +231,7 @@ static int cmd_status(const struct cfg *c)
             pk_print_stalls(title, b);
         freeReplyObject(b);
     }
+    print_partitions(c, p.rc);
     rc = 0;
 cleanup:
     freeReplyObject(cp);

@@ -131,7 +131,8 @@ static void renew(struct own *o, int p)
         return;
     }
     /* give up at once: the key moved (expired and taken) or NATS did not confirm in time */
-    snprintf(why, sizeof why, "renewal failed: %s", natsStatus_GetText(ns));
+    snprintf(why, sizeof why, "renewal failed: %s", nats_GetLastError(NULL) != NULL ? nats_GetLastError(NULL)
+                                                                                  : natsStatus_GetText(ns));
     drop(o, p, why);
 }
 

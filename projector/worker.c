@@ -6,6 +6,7 @@
 
 #include <inttypes.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -93,8 +94,10 @@ struct worker {
     struct bus bus;
     struct own own;
     struct cs_part *parts; /* nparts; running when running[p] */
-    int *running;
-    long applied_done, gap_done; /* counters of consumer threads already joined */
+    atomic_int *running;
+    _Atomic long applied_done, gap_done; /* counters of consumer threads already joined */
+    _Atomic int held;                    /* partitions held, for the main thread's logs */
+    pthread_t owner_thread;
 };
 
 static void part_stop(struct worker *w, int p)
@@ -164,15 +167,33 @@ static void ownership_round(struct worker *w)
             atomic_store(&w->parts[p].valid_until,
                          w->own.parts[p].renewed_ms + (int64_t)w->cfg->projector_lease_ms * 3 / 4);
         if (st == ST_OK && w->own.parts[p].release_wanted) {
-            uint64_t epoch = w->own.parts[p].epoch;
             part_stop(w, p);
+            /* logged before the lease goes, so no claim of it can appear in a log earlier */
+            log_info("handed over partition %d: epoch %" PRIu64 " (%d live workers, share %d)", p,
+                     w->own.parts[p].epoch, w->own.live, (w->own.nparts + w->own.live - 1) / w->own.live);
             err_clear(&e);
             if (own_release(&w->own, p, &e) != ST_OK)
                 log_warn("partition %d: %s", p, e.msg);
-            log_info("handed over partition %d: epoch %" PRIu64 " (%d live workers, share %d)", p, epoch,
-                     w->own.live, (w->own.nparts + w->own.live - 1) / w->own.live);
         }
     }
+}
+
+/* The ownership thread: one round every lease / 4, on its own so that nothing the main thread
+ * does (a long sweep, a slow Postgres) can delay a renewal past the lease. */
+static void *owner_main(void *arg)
+{
+    struct worker *w = arg;
+
+    while (!svc_stop_requested) {
+        int64_t next = svc_mono_ms() + w->cfg->projector_lease_ms / 4;
+        ownership_round(w);
+        atomic_store(&w->held, w->own.held);
+        while (!svc_stop_requested && svc_mono_ms() < next)
+            svc_pause_ms(20);
+    }
+    for (int p = 0; p < w->own.nparts; p++)
+        part_stop(w, p);
+    return NULL;
 }
 
 static void totals(struct worker *w, long *applied, long *gap)
@@ -226,7 +247,8 @@ int worker_run(const struct cfg *c)
     struct pj p;
     struct err e;
     char host[64] = "host", id[UUID_STR_SIZE];
-    int64_t last_sweep = 0, last_stats = svc_mono_ms(), last_tick = 0;
+    int64_t last_sweep = 0, last_stats = svc_mono_ms();
+    int owner_started = 0;
     long last_applied = -1, applied = 0, gap = 0;
     int sweep_more = 0;
 
@@ -249,17 +271,17 @@ int worker_run(const struct cfg *c)
     pj_init(&p, c);
     log_info("starting worker %s: %d partitions, lease %d ms, batch %d", w.name, c->partitions,
              c->projector_lease_ms, c->projector_batch);
-    if (connect_all(&w, &p))
+    if (connect_all(&w, &p)) {
         log_info("running: stream %s, lease bucket %s", BUS_STREAM, OWN_BUCKET);
+        owner_started = pthread_create(&w.owner_thread, NULL, owner_main, &w) == 0;
+        if (!owner_started)
+            log_error("unable to start the ownership thread: consuming nothing, sweeping only");
+    }
     heal_check(&p, &heal);
 
     while (!svc_stop_requested) {
         int64_t now = svc_mono_ms();
 
-        if (now - last_tick >= c->projector_lease_ms / 4) {
-            ownership_round(&w);
-            last_tick = now;
-        }
         if (sweep_more || now - last_sweep >= SWEEP_INTERVAL_MS) {
             int count = 0;
             err_clear(&e);
@@ -274,15 +296,15 @@ int worker_run(const struct cfg *c)
         totals(&w, &applied, &gap);
         if (now - last_stats >= 10000 && applied != last_applied) {
             log_info("applied %ld events (%ld from gap repair) over %d partitions, sweep %ld",
-                     applied, gap, w.own.held, p.applied);
+                     applied, gap, atomic_load(&w.held), p.applied);
             last_applied = applied;
             last_stats = now;
         }
         if (!sweep_more)
             svc_pause_ms(LOOP_MS);
     }
-    for (int i = 0; i < c->partitions; i++)
-        part_stop(&w, i);
+    if (owner_started)
+        pthread_join(w.owner_thread, NULL); /* it stops every consumer thread first */
     totals(&w, &applied, &gap);
     log_info("stopping: applied %ld events (%ld from gap repair), sweep applied %ld, %ld parked",
              applied, gap, p.applied, p.parked);

@@ -22,10 +22,12 @@
 #include "svc.h"
 
 static struct rcache *cache; /* account documents, kept true by the rm:applied listener */
+static int partitions;       /* PARTITIONS: /projections lists each */
 
 status rs_init(const struct cfg *c, struct err *e)
 {
     rconn_setup(c);
+    partitions = c->partitions;
     return rc_create(&cache, (size_t)c->read_cache_slots, c->read_cache_ttl_ms, e);
 }
 
@@ -265,14 +267,18 @@ static int64_t now_ms(void)
 
 status rs_projections(char **out, struct err *e)
 {
-    redisReply *r = rconn_script(RS_SCRIPT_PROJECTIONS, 0, NULL, e);
-    json_t *doc = NULL, *cp, *bcp, *head, *stalled, *rebuild;
+    char nparts[16];
+    const char *argv[1] = {nparts};
+    redisReply *r;
+    json_t *doc = NULL, *cp, *bcp, *head, *stalled, *rebuild, *parts;
     int64_t pos, headpos, lag_events, lag_s = 0;
 
     *out = NULL;
+    snprintf(nparts, sizeof nparts, "%d", partitions);
+    r = rconn_script(RS_SCRIPT_PROJECTIONS, 1, argv, e);
     if (r == NULL)
         return e != NULL ? e->code : ST_UNAVAILABLE;
-    if (r->type != REDIS_REPLY_ARRAY || r->elements < 10) {
+    if (r->type != REDIS_REPLY_ARRAY || r->elements < 11) {
         freeReplyObject(r);
         return err_setr(e, ST_UNAVAILABLE, "read_model_unavailable", "unexpected reply from redis");
     }
@@ -281,6 +287,14 @@ status rs_projections(char **out, struct err *e)
     head = pairs_to_object(r->element[4]);
     stalled = pairs_to_object(r->element[5]);
     rebuild = pairs_to_object(r->element[6]);
+    /* per partition: the owner and epoch that last claimed it in Redis, the stream sequence
+     * applied, and the lag its owner reports (pending events, lag_ms) */
+    parts = json_array();
+    for (size_t i = 0; r->element[10]->type == REDIS_REPLY_ARRAY && i < r->element[10]->elements; i++) {
+        json_t *o = pairs_to_object(r->element[10]->element[i]);
+        json_object_set_new(o, "partition", json_integer((json_int_t)i));
+        json_array_append_new(parts, o);
+    }
     pos = json_integer_value(json_object_get(cp, "position"));
     headpos = json_integer_value(json_object_get(head, "position"));
     /* the head is sampled by the projector once a second: never report it behind what was
@@ -292,7 +306,7 @@ status rs_projections(char **out, struct err *e)
     lag_events += json_integer_value(json_object_get(head, "unapplied"));
     if (lag_events > 0 && json_integer_value(json_object_get(cp, "at_ms")) > 0)
         lag_s = (now_ms() - json_integer_value(json_object_get(cp, "at_ms"))) / 1000;
-    doc = json_pack("{s:o, s:b, s:o, s:o, s:I, s:o, s:I, s:I, s:I, s:o, s:o, s:I, s:o}", "current_generation",
+    doc = json_pack("{s:o, s:b, s:o, s:o, s:I, s:o, s:I, s:I, s:I, s:o, s:o, s:I, s:o, s:o}", "current_generation",
                     r->element[0]->type == REDIS_REPLY_STRING ? json_integer(rds_reply_int(r->element[0]))
                                                               : json_null(),
                     "read_model_available", rds_reply_int(r->element[9]) == 1,
@@ -305,7 +319,8 @@ status rs_projections(char **out, struct err *e)
                     "position", (json_int_t)pos, "checkpoint", cp, "head", (json_int_t)headpos,
                     "lag_events", (json_int_t)lag_events, "lag_seconds", (json_int_t)lag_s, "rebuild",
                     json_object_size(rebuild) > 0 ? rebuild : json_null(), "building_checkpoint", bcp,
-                    "parked_events", (json_int_t)rds_reply_int(r->element[7]), "stalled_accounts", stalled);
+                    "parked_events", (json_int_t)rds_reply_int(r->element[7]), "stalled_accounts", stalled,
+                    "partitions", parts);
     if (json_object_size(rebuild) == 0)
         json_decref(rebuild);
     json_decref(head);
