@@ -5,8 +5,9 @@
  *   benchdata open N FILE                open N accounts through the writer, ids to FILE
  *   benchdata seed EVENTS ACCOUNTS FILE  generate a valid history, COPY it into Postgres,
  *                                        publish it to EVENTS (async), account ids to FILE
- *   benchdata drain WORKERS TIMEOUT_S    start WORKERS `projector run`, time until the consumer
- *                                        has nothing pending, print events/s and the peak RSS
+ *   benchdata drain WORKERS TIMEOUT_S    start WORKERS `projector run`, time until every
+ *                                        partition's owner recorded the partition's last
+ *                                        sequence in rm:part:<p>; print events/s and peak RSS
  *   benchdata jsping N                   median JetStream publish-ack round trip (own stream)
  *   benchdata check [TIMEOUT_MS]         read models == fold of the events table (exit 1 if not)
  */
@@ -174,20 +175,34 @@ static int cmd_open(int n, const char *file)
     return 0;
 }
 
-static void consumer_state(struct bus *b, uint64_t *pending, int64_t *ack_pending, uint64_t *delivered)
+/* The last stream sequence of each partition (0: none). */
+static void last_seqs(struct bus *b, uint64_t *last)
 {
-    jsConsumerInfo *ci = NULL;
-    jsErrCode jerr = 0;
-
-    *pending = 1;
-    *ack_pending = 1;
-    *delivered = 0;
-    if (js_GetConsumerInfo(&ci, b->js, BUS_STREAM, BUS_CONSUMER, NULL, &jerr) == NATS_OK) {
-        *pending = ci->NumPending;
-        *ack_pending = ci->NumAckPending;
-        *delivered = ci->Delivered.Stream;
-        jsConsumerInfo_Destroy(ci);
+    for (int p = 0; p < EVENT_PARTITIONS; p++) {
+        char subject[32];
+        natsMsg *m = NULL;
+        jsErrCode jerr = 0;
+        snprintf(subject, sizeof subject, "events.%d", p);
+        last[p] = js_GetLastMsg(&m, b->js, BUS_STREAM, subject, NULL, &jerr) == NATS_OK ? natsMsg_GetSequence(m) : 0;
+        natsMsg_Destroy(m);
     }
+}
+
+/* Every partition's owner has recorded its last sequence in rm:part:<p>. */
+static int drained(redisContext *rc, const uint64_t *last)
+{
+    for (int p = 0; p < EVENT_PARTITIONS; p++) {
+        redisReply *r;
+        uint64_t seq;
+        if (last[p] == 0)
+            continue;
+        r = redisCommand(rc, "HGET rm:part:%d seq", p);
+        seq = r != NULL && r->type == REDIS_REPLY_STRING ? strtoull(r->str, NULL, 10) : 0;
+        freeReplyObject(r);
+        if (seq < last[p])
+            return 0;
+    }
+    return 1;
 }
 
 static long vm_kib(pid_t pid, const char *field)
@@ -213,8 +228,9 @@ static int cmd_drain(int workers, int timeout_s)
     pid_t pids[16];
     jsStreamInfo *si = NULL;
     jsErrCode jerr = 0;
-    uint64_t total, pending, delivered;
-    int64_t ack_pending, t0;
+    uint64_t total, last[EVENT_PARTITIONS];
+    redisContext *rc = NULL;
+    int64_t t0;
     long hwm = 0;
     int done = 0;
 
@@ -226,6 +242,10 @@ static int cmd_drain(int workers, int timeout_s)
         tfail("stream info (%d)", (int)jerr);
     total = si->State.Msgs;
     jsStreamInfo_Destroy(si);
+    last_seqs(&b, last);
+    rc = redisConnect("127.0.0.1", atoi(tenv("REDIS_PORT")));
+    if (rc == NULL || rc->err)
+        tfail("redis");
     t0 = tnow_ms();
     for (int i = 0; i < workers; i++) {
         static const char *const args[] = {"run", NULL};
@@ -234,12 +254,11 @@ static int cmd_drain(int workers, int timeout_s)
     }
     while (secs_since(t0) < timeout_s) {
         usleep(20000);
-        consumer_state(&b, &pending, &ack_pending, &delivered);
         for (int i = 0; i < workers; i++) {
             long v = vm_kib(pids[i], "VmHWM:");
             hwm = v > hwm ? v : hwm;
         }
-        if (pending == 0 && ack_pending == 0 && delivered > 0) {
+        if (drained(rc, last)) { /* the partition owners are past every message */
             done = 1;
             break;
         }
@@ -253,6 +272,7 @@ static int cmd_drain(int workers, int timeout_s)
         tsvc_stop(pids[i], SIGTERM, 15000);
         tstack_unguard(pids[i]);
     }
+    redisFree(rc);
     bus_release(&b);
     return done ? 0 : 1;
 }
