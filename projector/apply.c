@@ -396,10 +396,11 @@ static status refuse(struct pj *p, struct acct *a, const redisReply *why, struct
     return ST_OK;
 }
 
-/* One round trip: one EVALSHA for every account that has something to write, fenced by the
- * partition owner's epoch when p->fence is set (the seq moves only in the final pass). */
-status ap_apply_accounts(struct pj *p, long gen, struct acct *accts, int na, int *reload,
-                         int *gone, struct err *e)
+/* One EVALSHA for every account of accts[0..na) that has something to write, fenced by the
+ * partition owner's epoch when p->fence is set; the seq moves only when record_seq is set.
+ * *all is cleared when an account of the call was not applied. */
+static status apply_call(struct pj *p, long gen, struct acct *accts, int na, int record_seq,
+                         int *reload, int *gone, int *all, struct err *e)
 {
     int nc = 0, argc, *which = NULL;
     status st = ST_OK;
@@ -417,7 +418,7 @@ status ap_apply_accounts(struct pj *p, long gen, struct acct *accts, int na, int
         nc += accts[i].need_read && accts[i].nent > 0;
     if (p->fence != NULL) {
         fence = *p->fence;
-        if (!p->fence_final || !batch_settles(accts, na))
+        if (!record_seq)
             fence.new_seq = 0;
         f = &fence;
     }
@@ -494,6 +495,8 @@ status ap_apply_accounts(struct pj *p, long gen, struct acct *accts, int na, int
         p->fence->expect_seq = fence.held_seq; /* recorded: the next batch expects at least this */
     for (int j = 0; j < nc; j++) {
         struct acct *a = &accts[which[j]];
+        if (held[j] != -1)
+            *all = 0;
         if (held[j] == -1) {
             p->applied += a->nent;
             ap_settle(p, a);
@@ -517,6 +520,37 @@ cleanup:
     free(argv);
     free(lens);
     return st;
+}
+
+/* Bounds of one script call: Redis runs a script alone, so a call must stay short however
+ * large the batch (a rebuild passes thousands of accounts). */
+#define APPLY_MAX_ACCOUNTS 64
+#define APPLY_MAX_ENTRIES 2000
+
+status ap_apply_accounts(struct pj *p, long gen, struct acct *accts, int na, int *reload,
+                         int *gone, struct err *e)
+{
+    int settles = p->fence != NULL && p->fence_final && batch_settles(accts, na), ok = 1;
+
+    *reload = 0;
+    for (int lo = 0;;) {
+        int hi = lo, count = 0, entries = 0, last, all = 1;
+        status st;
+        while (hi < na && count < APPLY_MAX_ACCOUNTS && entries < APPLY_MAX_ENTRIES) {
+            if (accts[hi].need_read && accts[hi].nent > 0) {
+                count++;
+                entries += accts[hi].nent;
+            }
+            hi++;
+        }
+        last = hi >= na;
+        /* the seq goes with the last call, and only when every earlier one applied everything */
+        st = apply_call(p, gen, accts + lo, hi - lo, settles && ok && last, reload, gone, &all, e);
+        if (st != ST_OK || *reload || *gone || last)
+            return st;
+        ok &= all;
+        lo = hi;
+    }
 }
 
 /* The batch wrote this account: settled (not left contended) with a newer version. */
