@@ -182,6 +182,17 @@ static void record_lag(struct cs_part *w, struct pj *p)
     freeReplyObject(r);
 }
 
+/* The thread's counters, for the worker's logs and metrics. */
+static void publish_counts(struct cs_part *w, const struct pj *p)
+{
+    atomic_store(&w->applied, p->applied);
+    atomic_store(&w->gap_events, p->gap_events);
+    atomic_store(&w->conflicts, p->conflicts);
+    atomic_store(&w->duplicates, p->duplicates);
+    atomic_store(&w->parked, p->parked);
+    atomic_store(&w->strays, p->strays);
+}
+
 static void progress(struct cs_part *w, const struct batch *b)
 {
     uint64_t pending = 0;
@@ -316,16 +327,13 @@ static void *part_main(void *arg)
                 batch_clear(&b);
             }
         }
-        atomic_store(&w->applied, p.applied);
-        atomic_store(&w->gap_events, p.gap_events);
-        atomic_store(&w->conflicts, p.conflicts);
+        publish_counts(w, &p);
         if (svc_mono_ms() - last_stats >= STATS_EVERY_MS) {
             record_lag(w, &p);
             last_stats = svc_mono_ms();
         }
     }
-    atomic_store(&w->applied, p.applied);
-    atomic_store(&w->gap_events, p.gap_events);
+    publish_counts(w, &p);
     batch_clear(&b);
     free(b.msgs);
     free(b.items);

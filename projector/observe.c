@@ -1,6 +1,7 @@
 /* Projector metrics: counters of this process and gauges of the shared read side. */
 #include "observe.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -44,7 +45,7 @@ static double field_double(const redisReply *pairs, const char *name)
     return v != NULL ? strtod(v, NULL) : 0;
 }
 
-static void counters(const struct pj *p)
+static void counters(const struct pj_counts *p)
 {
     metrics_counter_set("projector_events_applied_total", "Events this process applied to the current read model.",
                         (double)p->applied);
@@ -61,6 +62,9 @@ static void counters(const struct pj *p)
     metrics_counter_set("projector_history_holes_total",
                         "Events this process parked because earlier versions of their account are missing from the event store.",
                         (double)p->holes);
+    metrics_counter_set("projector_stray_messages_total",
+                        "Messages dropped because the event store holds another event (or none) at their version.",
+                        (double)p->strays);
 }
 
 /* The read side's state from one status script call; ST_OK with *has_model set when a current
@@ -136,7 +140,7 @@ static status read_side(struct pj *p, int *has_model, struct err *e)
 
 static void count_sweep(const char *result, double runs, double events);
 
-void pj_observe(struct pj *p, int subscribed)
+void pj_observe(struct pj *p, const struct pj_counts *n, int subscribed)
 {
     static int64_t last;
     int64_t now = svc_mono_ms();
@@ -147,7 +151,7 @@ void pj_observe(struct pj *p, int subscribed)
         count_sweep("result=\"ok\"", 0, 0);
         count_sweep("result=\"failed\"", 0, 0);
     }
-    counters(p);
+    counters(n);
     if (last != 0 && now - last < REFRESH_MS)
         return;
     last = now;
@@ -161,7 +165,7 @@ void pj_observe(struct pj *p, int subscribed)
     else if (!has_model)
         pj_http_set_ready(0, "no current read-model generation (a rebuild is due or running)");
     else if (!subscribed)
-        pj_http_set_ready(0, "not subscribed to the event stream");
+        pj_http_set_ready(0, "not taking part in the partition leases");
     else
         pj_http_set_ready(1, NULL);
 }
@@ -176,4 +180,26 @@ static void count_sweep(const char *result, double runs, double events)
 void pj_observe_sweep(int ok, int count)
 {
     count_sweep(ok ? "result=\"ok\"" : "result=\"failed\"", 1, (double)count);
+}
+
+void pj_observe_owned(int n)
+{
+    metrics_gauge_set("projector_partitions_owned", "Stream partitions this worker owns (consumes) now.", n);
+}
+
+void pj_observe_partition(int part, int owned, uint64_t pending, int64_t lag_ms)
+{
+    char labels[32];
+
+    snprintf(labels, sizeof labels, "partition=\"%d\"", part);
+    if (!owned) {
+        metrics_remove_l("projector_partition_pending_messages", labels);
+        metrics_remove_l("projector_partition_lag_seconds", labels);
+        return;
+    }
+    metrics_gauge_set_l("projector_partition_pending_messages", labels,
+                        "Messages of an owned partition after the last one applied.", (double)pending);
+    metrics_gauge_set_l("projector_partition_lag_seconds", labels,
+                        "Age of the last message applied of an owned partition while more are pending (0 when caught up).",
+                        (double)lag_ms / 1000.0);
 }

@@ -16,7 +16,9 @@
 #include "consume.h"
 #include "db.h"
 #include "engine.h"
+#include "http.h"
 #include "log.h"
+#include "observe.h"
 #include "ownership.h"
 #include "readmodel.h"
 #include "rebuild.h"
@@ -95,7 +97,8 @@ struct worker {
     struct own own;
     struct cs_part *parts; /* nparts; running when running[p] */
     atomic_int *running;
-    _Atomic long applied_done, gap_done; /* counters of consumer threads already joined */
+    /* counters of consumer threads already joined */
+    _Atomic long applied_done, gap_done, duplicates_done, conflicts_done, parked_done, strays_done;
     _Atomic int held;                    /* partitions held, for the main thread's logs */
     pthread_t owner_thread;
 };
@@ -107,6 +110,10 @@ static void part_stop(struct worker *w, int p)
     cs_part_join(&w->parts[p]);
     w->applied_done += atomic_load(&w->parts[p].applied);
     w->gap_done += atomic_load(&w->parts[p].gap_events);
+    w->duplicates_done += atomic_load(&w->parts[p].duplicates);
+    w->conflicts_done += atomic_load(&w->parts[p].conflicts);
+    w->parked_done += atomic_load(&w->parts[p].parked);
+    w->strays_done += atomic_load(&w->parts[p].strays);
     w->running[p] = 0;
 }
 
@@ -196,17 +203,43 @@ static void *owner_main(void *arg)
     return NULL;
 }
 
-static void totals(struct worker *w, long *applied, long *gap)
+/* This process's counters: the sweep's (sw), the joined consumer threads' and the running ones'. */
+static void totals(struct worker *w, const struct pj *sw, struct pj_counts *n)
 {
-    *applied = w->applied_done;
-    *gap = w->gap_done;
+    n->applied = w->applied_done;
+    n->gap_events = w->gap_done;
+    n->duplicates = w->duplicates_done + sw->duplicates;
+    n->conflicts = w->conflicts_done + sw->conflicts;
+    n->parked = w->parked_done + sw->parked;
+    n->strays = w->strays_done + sw->strays;
     for (int p = 0; p < w->own.nparts; p++)
         if (w->running[p]) {
-            *applied += atomic_load(&w->parts[p].applied);
-            *gap += atomic_load(&w->parts[p].gap_events);
+            const struct cs_part *cp = &w->parts[p];
+            n->applied += atomic_load(&cp->applied);
+            n->gap_events += atomic_load(&cp->gap_events);
+            n->duplicates += atomic_load(&cp->duplicates);
+            n->conflicts += atomic_load(&cp->conflicts);
+            n->parked += atomic_load(&cp->parked);
+            n->strays += atomic_load(&cp->strays);
         }
 }
 
+/* Partition gauges: owned, and pending / lag of each partition this worker consumes. */
+static void observe_partitions(struct worker *w, int *published)
+{
+    pj_observe_owned(atomic_load(&w->held));
+    for (int p = 0; p < w->own.nparts; p++) {
+        int owned = w->running[p];
+        if (owned)
+            pj_observe_partition(p, 1, atomic_load(&w->parts[p].pending), atomic_load(&w->parts[p].lag_ms));
+        else if (published[p])
+            pj_observe_partition(p, 0, 0, 0);
+        published[p] = owned;
+    }
+}
+
+/* 1 connected, 0 stopped before, -1 refused: Redis may evict keys (any policy but noeviction
+ * can drop one key of an account's pair or a generation's checkpoint). */
 static int connect_all(struct worker *w, struct pj *p)
 {
     const struct cfg *c = w->cfg;
@@ -228,6 +261,11 @@ static int connect_all(struct worker *w, struct pj *p)
         log_warn("redis not ready (attempt %d): %s", attempt + 1, e.msg);
         svc_pause_ms(pj_backoff_ms(attempt, BACKOFF_MAX_MS));
     }
+    err_clear(&e);
+    if (p->rc != NULL && rm_check_noeviction(p->rc, &e) == ST_INVALID) {
+        log_error("refusing to start: %s", e.msg);
+        return -1;
+    }
     for (attempt = 0; !svc_stop_requested; attempt++) {
         err_clear(&e);
         if (bus_connect_cfg(&w->bus, c, "projector", &e) == ST_OK && bus_ensure_stream(&w->bus, &e) == ST_OK &&
@@ -246,10 +284,13 @@ int worker_run(const struct cfg *c)
     struct worker w;
     struct pj p;
     struct err e;
+    struct pj_http *http = NULL;
+    struct pj_counts n = {0};
     char host[64] = "host", id[UUID_STR_SIZE];
     int64_t last_sweep = 0, last_stats = svc_mono_ms();
-    int owner_started = 0;
-    long last_applied = -1, applied = 0, gap = 0;
+    int owner_started = 0, connected, rc = 0;
+    int *published; /* partitions whose gauges are published */
+    long last_applied = -1;
     int sweep_more = 0;
 
     memset(&w, 0, sizeof w);
@@ -262,16 +303,29 @@ int worker_run(const struct cfg *c)
     snprintf(w.name, sizeof w.name, "%s-%ld-%.8s", host, (long)getpid(), id);
     w.parts = calloc((size_t)c->partitions, sizeof *w.parts);
     w.running = calloc((size_t)c->partitions, sizeof *w.running);
-    if (w.parts == NULL || w.running == NULL) {
+    published = calloc((size_t)c->partitions, sizeof *published);
+    if (w.parts == NULL || w.running == NULL || published == NULL) {
         log_error("out of memory");
         free(w.parts);
         free(w.running);
+        free(published);
         return 1;
     }
     pj_init(&p, c);
     log_info("starting worker %s: %d partitions, lease %d ms, batch %d", w.name, c->partitions,
              c->projector_lease_ms, c->projector_batch);
-    if (connect_all(&w, &p)) {
+    err_clear(&e);
+    if (pj_http_start(&http, c, &e) != ST_OK) {
+        log_error("%s", e.msg);
+        rc = 1;
+        goto cleanup;
+    }
+    connected = connect_all(&w, &p);
+    if (connected < 0) {
+        rc = 2;
+        goto cleanup;
+    }
+    if (connected) {
         log_info("running: stream %s, lease bucket %s", BUS_STREAM, OWN_BUCKET);
         owner_started = pthread_create(&w.owner_thread, NULL, owner_main, &w) == 0;
         if (!owner_started)
@@ -282,22 +336,29 @@ int worker_run(const struct cfg *c)
     while (!svc_stop_requested) {
         int64_t now = svc_mono_ms();
 
+        totals(&w, &p, &n);
+        pj_observe(&p, &n, owner_started);
+        observe_partitions(&w, published);
         if (sweep_more || now - last_sweep >= SWEEP_INTERVAL_MS) {
             int count = 0;
+            status st;
             err_clear(&e);
-            if (pj_sweep(&p, SWEEP_LIMIT, &count, &e) != ST_OK)
+            st = pj_sweep(&p, SWEEP_LIMIT, &count, &e);
+            if (st != ST_OK)
                 log_warn("catch-up sweep: %s", e.msg);
+            pj_observe_sweep(st == ST_OK, count);
             sweep_more = count == SWEEP_LIMIT;
             if (count > 0)
                 log_debug("catch-up sweep read %d events", count);
             last_sweep = now;
             heal_check(&p, &heal);
         }
-        totals(&w, &applied, &gap);
-        if (now - last_stats >= 10000 && applied != last_applied) {
-            log_info("applied %ld events (%ld from gap repair) over %d partitions, sweep %ld",
-                     applied, gap, atomic_load(&w.held), p.applied);
-            last_applied = applied;
+        if (now - last_stats >= 10000 && n.applied != last_applied) {
+            log_info("applied %ld events (%ld from gap repair) over %d partitions, sweep %ld; %ld duplicates, "
+                     "%ld conflicts, %ld parked, %ld stray messages dropped",
+                     n.applied, n.gap_events, atomic_load(&w.held), p.applied, n.duplicates, n.conflicts, n.parked,
+                     n.strays);
+            last_applied = n.applied;
             last_stats = now;
         }
         if (!sweep_more)
@@ -305,15 +366,19 @@ int worker_run(const struct cfg *c)
     }
     if (owner_started)
         pthread_join(w.owner_thread, NULL); /* it stops every consumer thread first */
-    totals(&w, &applied, &gap);
-    log_info("stopping: applied %ld events (%ld from gap repair), sweep applied %ld, %ld parked",
-             applied, gap, p.applied, p.parked);
+    totals(&w, &p, &n);
+    log_info("stopping: applied %ld events (%ld from gap repair), sweep applied %ld, %ld duplicates, %ld conflicts, "
+             "%ld parked, %ld stray messages dropped",
+             n.applied, n.gap_events, p.applied, n.duplicates, n.conflicts, n.parked, n.strays);
+cleanup:
     own_close(&w.own);
     bus_release(&w.bus);
     if (heal.running)
         pthread_join(heal.thread, NULL); /* it saw svc_stop_requested: its checkpoint is saved */
+    pj_http_stop(&http);
     pj_release(&p);
     free(w.parts);
+    free(published);
     free(w.running);
-    return 0;
+    return rc;
 }

@@ -345,7 +345,7 @@ long long th_event(void *pgv, int insert, const char *event_id, const char *stre
              "\"type\":\"%s\",\"schema\":1,\"recorded_at\":\"2026-11-21T20:00:00.000000Z\",\"data\":%s,"
              "\"metadata\":{}}",
              event_id, stream, version, position > 0 ? position : 999999999LL, type, data);
-    event_subject(stream, subject, sizeof subject);
+    event_subject(stream, EVENT_PARTITIONS, subject, sizeof subject);
     if (bus_connect(&b, tenv("NATS_URL"), "test-holes", 5000, &e) != ST_OK)
         tfail("nats: %s", e.msg);
     if (natsMsg_Create(&msg, subject, NULL, payload, (int)strlen(payload)) != NATS_OK ||
