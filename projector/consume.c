@@ -27,6 +27,8 @@
 #define RETRY_DELAY_MS 200 /* an item waits (no model yet, contended): retry the batch */
 #define FIRST_WAIT_MS 200  /* how long a pull waits for the first message (stop latency) */
 #define STATS_EVERY_MS 1000
+#define UNSUB_FLUSH_MS 1000 /* see unsubscribe() */
+#define UNSUB_GRACE_MS 200
 
 struct batch {
     natsMsg **msgs;
@@ -113,6 +115,22 @@ static status subscribe(struct cs_part *w, uint64_t start, natsSubscription **su
     return ST_OK;
 }
 
+/* Ends the partition's subscription. libnats 3.4.1 can crash when a subscription is destroyed
+ * while its read loop still processes a message for it (nats.c issue #637, fixed in 3.6.0 by
+ * PR #638: "malloc_consolidate(): unaligned fastbin chunk" at hand-over here). So: UNSUB first
+ * (no new message is routed to it), then a flush (the PONG is read after any message the read
+ * loop held for it), then destroy; if the flush fails, a grace period stands in for it. */
+static void unsubscribe(struct cs_part *w, natsSubscription **sub)
+{
+    if (*sub == NULL)
+        return;
+    (void)natsSubscription_Unsubscribe(*sub);
+    if (natsConnection_FlushTimeout(w->bus->conn, UNSUB_FLUSH_MS) != NATS_OK)
+        svc_pause_ms(UNSUB_GRACE_MS);
+    natsSubscription_Destroy(*sub);
+    *sub = NULL;
+}
+
 /* The stream's last sequence: a checkpoint beyond it means the stream was recreated. */
 static status stream_last(struct cs_part *w, uint64_t *last, struct err *e)
 {
@@ -191,6 +209,7 @@ static void publish_counts(struct cs_part *w, const struct pj *p)
     atomic_store(&w->duplicates, p->duplicates);
     atomic_store(&w->parked, p->parked);
     atomic_store(&w->strays, p->strays);
+    atomic_store(&w->holes, p->holes);
 }
 
 static void progress(struct cs_part *w, const struct batch *b)
@@ -284,8 +303,7 @@ static void *part_main(void *arg)
                              w->part, fence.held_seq, fence.held_epoch, fence.expect_seq, w->epoch,
                              fence.held_seq + 1);
                     atomic_fetch_add(&w->rewinds, 1);
-                    natsSubscription_Destroy(sub);
-                    sub = NULL;
+                    unsubscribe(w, &sub);
                     claimed = 0;
                 }
             }
@@ -314,16 +332,14 @@ static void *part_main(void *arg)
             log_warn("%s: projecting again from sequence %" PRIu64, e.msg, fence.held_seq + 1);
             atomic_fetch_add(&w->rewinds, 1);
             batch_clear(&b);
-            natsSubscription_Destroy(sub);
-            sub = NULL;
+            unsubscribe(w, &sub);
             claimed = 0;
         } else {
             log_warn("partition %d: batch of %d not applied (attempt %d): %s", w->part, b.n,
                      attempt + 1, e.msg);
             svc_pause_ms(pj_backoff_ms(attempt++, BACKOFF_MAX_MS));
             if (st == ST_UNAVAILABLE && strstr(e.msg, "next message") != NULL) {
-                natsSubscription_Destroy(sub); /* resubscribe from the recorded seq */
-                sub = NULL;
+                unsubscribe(w, &sub); /* resubscribe from the recorded seq */
                 batch_clear(&b);
             }
         }
@@ -337,7 +353,7 @@ static void *part_main(void *arg)
     batch_clear(&b);
     free(b.msgs);
     free(b.items);
-    natsSubscription_Destroy(sub);
+    unsubscribe(w, &sub);
     pj_release(&p);
     atomic_store(&w->finished, 1);
     return NULL;

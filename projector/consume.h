@@ -25,7 +25,7 @@ struct cs_part {
     atomic_int finished; /* the thread has exited (join it) */
     atomic_int fenced;   /* it exited because a newer owner's epoch is in Redis */
     /* progress, for logs, status and tests */
-    _Atomic long applied, gap_events, conflicts, rewinds, duplicates, parked, strays;
+    _Atomic long applied, gap_events, conflicts, rewinds, duplicates, parked, strays, holes;
     _Atomic uint64_t seq;     /* last stream sequence recorded in rm:part:<p> */
     _Atomic uint64_t pending; /* messages of the partition after the last one applied */
     _Atomic int64_t lag_ms;   /* age of the last message applied while more were pending */

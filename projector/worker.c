@@ -97,8 +97,12 @@ struct worker {
     struct own own;
     struct cs_part *parts; /* nparts; running when running[p] */
     atomic_int *running;
+    /* mu: parts[] (re)started and stopped by the ownership thread while the main thread sums
+     * their counters and reads their gauges: the same partition must not be read while it is
+     * cleared for a new thread, nor counted both as running and as joined */
+    pthread_mutex_t mu;
     /* counters of consumer threads already joined */
-    _Atomic long applied_done, gap_done, duplicates_done, conflicts_done, parked_done, strays_done;
+    long applied_done, gap_done, duplicates_done, conflicts_done, parked_done, strays_done, holes_done;
     _Atomic int held;                    /* partitions held, for the main thread's logs */
     pthread_t owner_thread;
 };
@@ -108,20 +112,25 @@ static void part_stop(struct worker *w, int p)
     if (!w->running[p])
         return;
     cs_part_join(&w->parts[p]);
+    pthread_mutex_lock(&w->mu);
     w->applied_done += atomic_load(&w->parts[p].applied);
     w->gap_done += atomic_load(&w->parts[p].gap_events);
     w->duplicates_done += atomic_load(&w->parts[p].duplicates);
     w->conflicts_done += atomic_load(&w->parts[p].conflicts);
     w->parked_done += atomic_load(&w->parts[p].parked);
     w->strays_done += atomic_load(&w->parts[p].strays);
+    w->holes_done += atomic_load(&w->parts[p].holes);
     w->running[p] = 0;
+    pthread_mutex_unlock(&w->mu);
 }
 
 static void part_start(struct worker *w, int p)
 {
     struct cs_part *cp = &w->parts[p];
     struct err e;
+    status st;
 
+    pthread_mutex_lock(&w->mu);
     memset(cp, 0, sizeof *cp);
     cp->cfg = w->cfg;
     cp->bus = &w->bus;
@@ -130,13 +139,15 @@ static void part_start(struct worker *w, int p)
     cp->worker = w->name;
     atomic_store(&cp->valid_until, w->own.parts[p].renewed_ms + (int64_t)w->cfg->projector_lease_ms * 3 / 4);
     err_clear(&e);
-    if (cs_part_start(cp, &e) != ST_OK) {
+    st = cs_part_start(cp, &e);
+    if (st == ST_OK)
+        w->running[p] = 1;
+    pthread_mutex_unlock(&w->mu);
+    if (st != ST_OK) {
         log_error("partition %d: %s: giving it up", p, e.msg);
         if (own_release(&w->own, p, &e) != ST_OK)
             log_warn("partition %d: %s", p, e.msg);
-        return;
     }
-    w->running[p] = 1;
 }
 
 /* One ownership round and what it changes for the consumer threads. */
@@ -206,12 +217,14 @@ static void *owner_main(void *arg)
 /* This process's counters: the sweep's (sw), the joined consumer threads' and the running ones'. */
 static void totals(struct worker *w, const struct pj *sw, struct pj_counts *n)
 {
+    pthread_mutex_lock(&w->mu);
     n->applied = w->applied_done;
     n->gap_events = w->gap_done;
     n->duplicates = w->duplicates_done + sw->duplicates;
     n->conflicts = w->conflicts_done + sw->conflicts;
     n->parked = w->parked_done + sw->parked;
     n->strays = w->strays_done + sw->strays;
+    n->holes = w->holes_done + sw->holes;
     for (int p = 0; p < w->own.nparts; p++)
         if (w->running[p]) {
             const struct cs_part *cp = &w->parts[p];
@@ -221,13 +234,16 @@ static void totals(struct worker *w, const struct pj *sw, struct pj_counts *n)
             n->conflicts += atomic_load(&cp->conflicts);
             n->parked += atomic_load(&cp->parked);
             n->strays += atomic_load(&cp->strays);
+            n->holes += atomic_load(&cp->holes);
         }
+    pthread_mutex_unlock(&w->mu);
 }
 
 /* Partition gauges: owned, and pending / lag of each partition this worker consumes. */
 static void observe_partitions(struct worker *w, int *published)
 {
     pj_observe_owned(atomic_load(&w->held));
+    pthread_mutex_lock(&w->mu);
     for (int p = 0; p < w->own.nparts; p++) {
         int owned = w->running[p];
         if (owned)
@@ -236,6 +252,7 @@ static void observe_partitions(struct worker *w, int *published)
             pj_observe_partition(p, 0, 0, 0);
         published[p] = owned;
     }
+    pthread_mutex_unlock(&w->mu);
 }
 
 /* 1 connected, 0 stopped before, -1 refused: Redis may evict keys (any policy but noeviction
@@ -294,6 +311,7 @@ int worker_run(const struct cfg *c)
     int sweep_more = 0;
 
     memset(&w, 0, sizeof w);
+    pthread_mutex_init(&w.mu, NULL);
     w.cfg = c;
     (void)gethostname(host, sizeof host - 1);
     for (char *s = host; *s; s++)
@@ -309,6 +327,7 @@ int worker_run(const struct cfg *c)
         free(w.parts);
         free(w.running);
         free(published);
+        pthread_mutex_destroy(&w.mu);
         return 1;
     }
     pj_init(&p, c);
@@ -355,9 +374,9 @@ int worker_run(const struct cfg *c)
         }
         if (now - last_stats >= 10000 && n.applied != last_applied) {
             log_info("applied %ld events (%ld from gap repair) over %d partitions, sweep %ld; %ld duplicates, "
-                     "%ld conflicts, %ld parked, %ld stray messages dropped",
+                     "%ld conflicts, %ld parked, %ld stray messages dropped, %ld history holes",
                      n.applied, n.gap_events, atomic_load(&w.held), p.applied, n.duplicates, n.conflicts, n.parked,
-                     n.strays);
+                     n.strays, n.holes);
             last_applied = n.applied;
             last_stats = now;
         }
@@ -368,8 +387,8 @@ int worker_run(const struct cfg *c)
         pthread_join(w.owner_thread, NULL); /* it stops every consumer thread first */
     totals(&w, &p, &n);
     log_info("stopping: applied %ld events (%ld from gap repair), sweep applied %ld, %ld duplicates, %ld conflicts, "
-             "%ld parked, %ld stray messages dropped",
-             n.applied, n.gap_events, p.applied, n.duplicates, n.conflicts, n.parked, n.strays);
+             "%ld parked, %ld stray messages dropped, %ld history holes",
+             n.applied, n.gap_events, p.applied, n.duplicates, n.conflicts, n.parked, n.strays, n.holes);
 cleanup:
     own_close(&w.own);
     bus_release(&w.bus);
@@ -380,5 +399,6 @@ cleanup:
     free(w.parts);
     free(published);
     free(w.running);
+    pthread_mutex_destroy(&w.mu);
     return rc;
 }
