@@ -46,8 +46,6 @@ struct cfg {
     int pg_pool_size;     /* writer: Postgres connections for commands */
     int http_threads;     /* worker threads of an HTTP service */
     int projector_batch;  /* messages fetched per pull */
-    int projector_ack_wait_ms;
-    int projector_max_deliver;
     int partitions;       /* stream partitions: events.<fnv1a32(stream_id) % partitions> */
     int projector_lease_ms; /* partition lease lifetime (KV bucket TTL) */
     int relay_batch;      /* outbox rows per publish round */
