@@ -554,9 +554,16 @@ struct snapshot {
     redisReply **dumps;
 };
 
+/* A point-in-time copy, like the RDB file a restore would load: writes are paused while the
+ * keys are dumped one by one (else an account's document and statement list could come from
+ * different script calls, a state no real snapshot holds: the projector rightly stalls such an
+ * account as broken). */
 static void snapshot_take(redisContext *rc, struct snapshot *sn)
 {
-    redisReply *keys = redisCommand(rc, "KEYS *");
+    redisReply *keys;
+
+    freeReplyObject(redisCommand(rc, "CLIENT PAUSE 10000 WRITE"));
+    keys = redisCommand(rc, "KEYS *");
 
     assert_true(keys != NULL && keys->type == REDIS_REPLY_ARRAY);
     sn->n = (int)keys->elements;
@@ -567,6 +574,7 @@ static void snapshot_take(redisContext *rc, struct snapshot *sn)
         sn->dumps[i] = redisCommand(rc, "DUMP %s", sn->keys[i]);
         assert_true(sn->dumps[i] != NULL);
     }
+    freeReplyObject(redisCommand(rc, "CLIENT UNPAUSE"));
     freeReplyObject(keys);
 }
 
