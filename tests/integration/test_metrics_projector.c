@@ -16,6 +16,7 @@
 
 #include <hiredis/hiredis.h>
 
+#include "event.h"
 #include "support.h"
 #include "tholes.h"
 #include "thttp.h"
@@ -125,6 +126,19 @@ static void test_applied_swept_positions(void **state)
     assert_true(tm_value(&b, "projector_horizon_wait_seconds" P) == 0);
     assert_true(tm_value(&b, "projector_read_model_available" P) == 1);
     assert_true(tm_value(&b, "metrics_dropped_series_total" P) == 0);
+    tm_expect_delta(&a, &b, "projector_stray_messages_total" P, 0);
+    {
+        /* the stack's one projector owns every partition; the account's is caught up */
+        char subject[32], series[128];
+        event_subject(id, EVENT_PARTITIONS, subject, sizeof subject);
+        assert_true(tm_value(&b, "projector_partitions_owned" P) == EVENT_PARTITIONS);
+        snprintf(series, sizeof series, "projector_partition_pending_messages{service=\"projector\",partition=\"%s\"}",
+                 subject + strlen("events."));
+        assert_true(tm_value(&b, series) == 0);
+        snprintf(series, sizeof series, "projector_partition_lag_seconds{service=\"projector\",partition=\"%s\"}",
+                 subject + strlen("events."));
+        assert_true(tm_value(&b, series) == 0);
+    }
     tm_release(&a);
     tm_release(&b);
 }
