@@ -21,7 +21,7 @@ static int split_servers(char *buf, const char **out, int max)
 }
 
 static status connect_with(struct bus *b, const char *url, const char *name, int timeout_ms,
-                           natsConnectionHandler reconnected, void *closure, struct err *e)
+                           natsConnectionHandler reconnected, void *closure, bool send_asap, struct err *e)
 {
     status st = ST_OK;
     natsStatus ns;
@@ -58,6 +58,8 @@ static status connect_with(struct bus *b, const char *url, const char *name, int
         ns = natsOptions_SetReconnectWait(opts, 250);
     if (ns == NATS_OK && reconnected != NULL)
         ns = natsOptions_SetReconnectedCB(opts, reconnected, closure);
+    if (ns == NATS_OK && send_asap)
+        ns = natsOptions_SetSendAsap(opts, true);
     if (ns != NATS_OK) {
         st = err_set(e, ST_INVALID, "nats options for '%s': %s", url, natsStatus_GetText(ns));
         goto cleanup;
@@ -85,18 +87,18 @@ cleanup:
 
 status bus_connect(struct bus *b, const char *url, const char *name, int timeout_ms, struct err *e)
 {
-    return connect_with(b, url, name, timeout_ms, NULL, NULL, e);
+    return connect_with(b, url, name, timeout_ms, NULL, NULL, false, e);
 }
 
 status bus_connect_cfg(struct bus *b, const struct cfg *c, const char *name, struct err *e)
 {
-    return bus_connect_watch(b, c, name, NULL, NULL, e);
+    return bus_connect_watch(b, c, name, NULL, NULL, false, e);
 }
 
 status bus_connect_watch(struct bus *b, const struct cfg *c, const char *name, natsConnectionHandler reconnected,
-                         void *closure, struct err *e)
+                         void *closure, bool send_asap, struct err *e)
 {
-    status st = connect_with(b, c->nats_url, name, c->request_timeout_ms, reconnected, closure, e);
+    status st = connect_with(b, c->nats_url, name, c->request_timeout_ms, reconnected, closure, send_asap, e);
 
     if (st == ST_OK)
         b->replicas = c->nats_replicas;

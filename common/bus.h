@@ -28,9 +28,11 @@ status bus_connect(struct bus *b, const char *url, const char *name, int timeout
  * NATS_REPLICAS. */
 status bus_connect_cfg(struct bus *b, const struct cfg *c, const char *name, struct err *e) WUR;
 /* bus_connect_cfg whose reconnected(conn, closure) runs, on a NATS library thread, each time
- * the connection is back after a loss (what waits for the bus can go at once). */
+ * the connection is back after a loss (what waits for the bus can go at once); send_asap: a
+ * publish is written to the socket by the publishing thread at once, not by the library's
+ * flusher thread (one thread hop less for a latency-bound publisher). */
 status bus_connect_watch(struct bus *b, const struct cfg *c, const char *name, natsConnectionHandler reconnected,
-                         void *closure, struct err *e) WUR;
+                         void *closure, bool send_asap, struct err *e) WUR;
 /* Creates the EVENTS stream (file storage, subjects events.>, duplicate window, b->replicas
  * replicas) if missing. */
 status bus_ensure_stream(struct bus *b, struct err *e) WUR;

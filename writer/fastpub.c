@@ -94,7 +94,7 @@ static status ensure(struct fastpub *f, struct err *e)
         return ST_OK;
     if (f->js != NULL)
         return err_setr(e, ST_UNAVAILABLE, "bus_unavailable", "nats is reconnecting");
-    st = bus_connect_watch(&f->bus, f->cfg, "writer-publish", on_bus_return, f, e);
+    st = bus_connect_watch(&f->bus, f->cfg, "writer-publish", on_bus_return, f, true, e);
     if (st == ST_OK)
         st = bus_ensure_stream(&f->bus, e);
     if (st != ST_OK) {

@@ -161,7 +161,7 @@ static status ensure_bus(struct relay *r, struct err *e)
 
     if (r->js != NULL)
         return ST_OK;
-    st = bus_connect_watch(&r->bus, r->cfg, "writer-relay", on_bus_return, r, e);
+    st = bus_connect_watch(&r->bus, r->cfg, "writer-relay", on_bus_return, r, false, e);
     if (st == ST_OK)
         st = bus_ensure_stream(&r->bus, e);
     if (st != ST_OK) {
