@@ -19,9 +19,11 @@
 #include <unistd.h>
 
 #include "bus.h"
+#include "event.h"
 #include "support.h"
 #include "tcheck.h"
 #include "thttp.h"
+#include "tproj.h"
 #include "tload.h"
 #include "tstack.h"
 #include "twriter.h"
@@ -40,6 +42,8 @@
 #define GOAL_INFLIGHT (-1) /* only attempts in flight at the kill may fail */
 #define SERVED_MS 1000     /* "served" while stale: reads may not be unavailable for longer */
 #define CAUGHT_UP_MS 5000  /* "projected when quorum returns": staleness at the window's end */
+#define HANDOVER_SLACK_MS 2000 /* a killed projector's partitions owned again within lease + this */
+#define LEASE_MS_DEFAULT 6000  /* PROJECTOR_LEASE_MS when the stack's env does not set it */
 
 struct fault {
     const char *name;
@@ -52,6 +56,11 @@ struct fault {
     char victim[32];
     int64_t t_kill, t_back, t_end;
     struct tload_window w, tail;
+    /* a projector killed: its pid, the partitions it owned, and when (ms after the kill) no
+     * lease named it any more and every partition had an owner (-1: not within the bound) */
+    pid_t victim_pid;
+    int victim_parts;
+    int64_t handover_ms;
 };
 
 static int nth_port(const char *key, int n);
@@ -238,10 +247,56 @@ static void kill_readapi(struct fault *f)
     kill_group(f->victim);
 }
 
+static int lease_ms(void)
+{
+    const char *v = tenv("PROJECTOR_LEASE_MS");
+    return v != NULL && atoi(v) > 0 ? atoi(v) : LEASE_MS_DEFAULT;
+}
+
+/* Partitions whose lease names the worker of pid (its name is <host>-<pid>-<id>); *owned: how
+ * many partitions have an owner at all. */
+static int parts_of(pid_t pid, int *owned)
+{
+    char owner[EVENT_PARTITIONS][TPROJ_OWNER_SIZE], tag[24];
+    uint64_t epoch[EVENT_PARTITIONS];
+    int n = 0;
+
+    *owned = tproj_owners(EVENT_PARTITIONS, owner, epoch);
+    snprintf(tag, sizeof tag, "-%ld-", (long)pid);
+    for (int p = 0; p < EVENT_PARTITIONS; p++)
+        n += strstr(owner[p], tag) != NULL;
+    return n;
+}
+
 static void kill_projector(struct fault *f)
 {
+    int owned;
+
     snprintf(f->victim, sizeof f->victim, "projector1");
+    f->victim_pid = tstack_pid(f->victim);
+    f->victim_parts = f->victim_pid > 0 ? parts_of(f->victim_pid, &owned) : 0;
     kill_group(f->victim);
+}
+
+/* After a projector's kill: polls the lease bucket until no partition names the dead worker
+ * and every partition has an owner (the other projector took them over), at most lease + 2 s
+ * after the kill. */
+static void await_handover(struct fault *f)
+{
+    int64_t bound = lease_ms() + HANDOVER_SLACK_MS;
+    int owned = 0, left;
+
+    f->handover_ms = -1;
+    do {
+        left = parts_of(f->victim_pid, &owned);
+        if (left == 0 && owned == EVENT_PARTITIONS) {
+            f->handover_ms = tnow_ms() - f->t_kill;
+            return;
+        }
+        usleep(100000);
+    } while (tnow_ms() - f->t_kill <= bound);
+    fprintf(stderr, "ha: after %lld ms %d partitions still name the killed projector (pid %ld), %d of %d owned\n",
+            (long long)(tnow_ms() - f->t_kill), left, (long)f->victim_pid, owned, EVENT_PARTITIONS);
 }
 
 static void fmt_goal(char *buf, size_t len, int goal)
@@ -358,7 +413,14 @@ static void test_ha_faults(void **state)
         }
         f->kill(f);
         f->t_kill = tnow_ms(); /* attempts begun before this were in flight at the kill */
-        usleep((useconds_t)f->down_ms * 1000);
+        if (f->kill == kill_projector) {
+            /* down past the lease: the hand-over is the other projector's doing, not the restart's */
+            if (f->down_ms < lease_ms() + HANDOVER_SLACK_MS)
+                f->down_ms = lease_ms() + HANDOVER_SLACK_MS;
+            await_handover(f);
+        }
+        if (tnow_ms() - f->t_kill < f->down_ms)
+            usleep((useconds_t)(f->down_ms - (tnow_ms() - f->t_kill)) * 1000);
         f->recover(f);
         f->t_back = tnow_ms();
         usleep((useconds_t)f->after_ms * 1000);
@@ -403,6 +465,17 @@ static void test_ha_faults(void **state)
     fprintf(stderr, "ha: lease bucket projector_leases: %s%d\n", lease_replicas > 0 ? "R" : "absent ", lease_replicas);
     if (lease_replicas != 0)
         assert_int_equal(lease_replicas, 3);
+    for (int i = 0; i < nfaults; i++) {
+        const struct fault *f = &faults[i];
+        if (f->kill != kill_projector || f->t_kill == f->t_end)
+            continue;
+        fprintf(stderr, "ha: projector hand-over: pid %ld owned %d partitions; none named it and all %d owned "
+                "%lld ms after the SIGKILL (bound %d ms = lease + %d ms)\n", (long)f->victim_pid,
+                f->victim_parts, EVENT_PARTITIONS, (long long)f->handover_ms, lease_ms() + HANDOVER_SLACK_MS,
+                HANDOVER_SLACK_MS);
+        assert_true(f->victim_parts > 0); /* the name check found the victim's leases at all */
+        assert_true(f->handover_ms >= 0);
+    }
     assert_int_equal(missed, 0);
     assert_int_equal(rep.replays_bad, 0);
     assert_int_equal(rep.reuse_bad, 0);
