@@ -367,6 +367,20 @@ static void print_faults(FILE *o, struct fault *faults, int n)
     }
 }
 
+/* The projector fault's hand-over: when no lease named the killed worker any more. */
+static void print_handover(FILE *o, const struct fault *faults, int n)
+{
+    for (int i = 0; i < n; i++) {
+        const struct fault *f = &faults[i];
+        if (f->kill != kill_projector || f->t_kill == f->t_end)
+            continue;
+        fprintf(o, "  projector hand-over    pid %ld owned %d partitions; none named it and all %d owned %lld ms after "
+                "the SIGKILL (bound %d ms = lease + %d ms; down %.1f s)\n", (long)f->victim_pid, f->victim_parts,
+                EVENT_PARTITIONS, (long long)f->handover_ms, lease_ms() + HANDOVER_SLACK_MS, HANDOVER_SLACK_MS,
+                f->down_ms / 1000.0);
+    }
+}
+
 static void test_ha_faults(void **state)
 {
     struct fault faults[] = {
@@ -453,6 +467,7 @@ static void test_ha_faults(void **state)
                 READERS, (tnow_ms() - t0) / 1000.0);
         print_faults(f, faults, nfaults);
         missed = check_goals(f, load, faults, nfaults);
+        print_handover(f, faults, nfaults);
         tload_print(&rep, f);
         fprintf(f, "  time to converge       %lld ms (after the last fault)\n", (long long)converge_ms);
         fflush(f);
@@ -469,10 +484,6 @@ static void test_ha_faults(void **state)
         const struct fault *f = &faults[i];
         if (f->kill != kill_projector || f->t_kill == f->t_end)
             continue;
-        fprintf(stderr, "ha: projector hand-over: pid %ld owned %d partitions; none named it and all %d owned "
-                "%lld ms after the SIGKILL (bound %d ms = lease + %d ms)\n", (long)f->victim_pid,
-                f->victim_parts, EVENT_PARTITIONS, (long long)f->handover_ms, lease_ms() + HANDOVER_SLACK_MS,
-                HANDOVER_SLACK_MS);
         assert_true(f->victim_parts > 0); /* the name check found the victim's leases at all */
         assert_true(f->handover_ms >= 0);
     }
