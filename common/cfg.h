@@ -21,6 +21,8 @@ struct cfg {
     char redis_host[256]; /* parsed from redis_url */
     int redis_port;
     int redis_db;
+    char redis_username[128];  /* ACL user (empty: default) */
+    char redis_password[256];  /* empty: no AUTH */
     char redis_sentinels[512]; /* empty: redis_host:redis_port is the server */
     char redis_master_name[128];
     struct cfg_hostport redis_sentinel[CFG_MAX_SENTINELS]; /* parsed from redis_sentinels */

@@ -90,6 +90,40 @@ static status check_master(redisContext *ctx, const char *host, int port, struct
     return st;
 }
 
+/* AUTH as the configured ACL user (nothing when no password is set), then SELECT of the
+ * database (rds_connect was given 0: a SELECT before AUTH is refused). */
+static status auth(redisContext *ctx, const struct cfg *c, struct err *e)
+{
+    redisReply *r;
+    status st = ST_OK;
+
+    if (c->redis_password[0] == '\0')
+        return ST_OK;
+    if (c->redis_username[0] != '\0')
+        r = redisCommand(ctx, "AUTH %s %s", c->redis_username, c->redis_password);
+    else
+        r = redisCommand(ctx, "AUTH %s", c->redis_password);
+    if (r == NULL || r->type != REDIS_REPLY_STATUS)
+        st = err_setr(e, ST_UNAVAILABLE, "read_model_unavailable", "redis auth as '%s': %s",
+                      c->redis_username[0] ? c->redis_username : "default",
+                      r == NULL ? ctx->errstr : r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply");
+    freeReplyObject(r);
+    if (st == ST_OK && c->redis_db != 0) {
+        r = redisCommand(ctx, "SELECT %d", c->redis_db);
+        if (r == NULL || r->type == REDIS_REPLY_ERROR)
+            st = err_setr(e, ST_UNAVAILABLE, "read_model_unavailable", "redis select %d: %s", c->redis_db,
+                          r != NULL ? r->str : ctx->errstr);
+        freeReplyObject(r);
+    }
+    return st;
+}
+
+/* The database rds_connect selects itself: none when AUTH must come first. */
+static int first_db(const struct cfg *c)
+{
+    return c->redis_password[0] != '\0' ? 0 : c->redis_db;
+}
+
 status rds_open(redisContext **out, const struct cfg *c, int timeout_ms, struct err *e)
 {
     /* the Sentinel that answered last is asked first: a dead one costs a connect each time */
@@ -98,8 +132,14 @@ status rds_open(redisContext **out, const struct cfg *c, int timeout_ms, struct 
     int port = 0;
     status st = ST_UNAVAILABLE;
 
-    if (c->redis_sentinel_count == 0)
-        return rds_connect(out, c->redis_host, c->redis_port, c->redis_db, timeout_ms, e);
+    if (c->redis_sentinel_count == 0) {
+        st = rds_connect(out, c->redis_host, c->redis_port, first_db(c), timeout_ms, e);
+        if (st == ST_OK)
+            st = auth(*out, c, e);
+        if (st != ST_OK)
+            rds_free(out);
+        return st;
+    }
     *out = NULL;
     for (int k = 0; k < c->redis_sentinel_count && st != ST_OK; k++) {
         int i = (first + k) % c->redis_sentinel_count;
@@ -110,7 +150,9 @@ status rds_open(redisContext **out, const struct cfg *c, int timeout_ms, struct 
     }
     if (st != ST_OK)
         return st;
-    st = rds_connect(out, host, port, c->redis_db, timeout_ms, e);
+    st = rds_connect(out, host, port, first_db(c), timeout_ms, e);
+    if (st == ST_OK)
+        st = auth(*out, c, e);
     if (st == ST_OK)
         st = check_master(*out, host, port, e);
     if (st != ST_OK)

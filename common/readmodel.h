@@ -40,6 +40,8 @@
  *   rm:<gen>:stalled           the same for a generation being built (or kept for rollback):
  *                              the switch makes it rm:stalled and files the old one here
  *   rm:<gen>:fold              string: the fold version the generation is built with
+ *   rm:applied:lost            counter: notifications a projector could not send (refused,
+ *                              connection lost); the read API clears its cache when it moves
  *   channel rm:applied         "<account_id>:<version> ..." after each applied batch, "*" when
  *                              the switch script changes rm:current (read API caches follow)
  * The {id} hash tag keeps an account's two keys on one Redis Cluster slot, which the apply
@@ -52,6 +54,7 @@
 #define RM_REBUILD_LEASE_KEY "rm:rebuild:lease"
 #define RM_HEAD_KEY "rm:head"
 #define RM_PARKED_KEY "rm:parked"
+#define RM_APPLIED_LOST_KEY "rm:applied:lost"
 #define RM_STALLED_KEY "rm:stalled"
 #define RM_APPLIED_CHANNEL "rm:applied"
 #define RM_KEY_SIZE 128

@@ -577,11 +577,12 @@ status ap_publish_applied(struct pj *p, struct acct *accts, int na, struct err *
     for (int i = 0; i < na; i++)
         if (wrote(&accts[i]))
             (void)pj_applied_append(msg, len, accts[i].id, accts[i].new_version);
-    r = redisCommand(p->rc, "PUBLISH %s %s", RM_APPLIED_CHANNEL, msg);
-    if (r == NULL) {
-        /* the writes are durable; waiters fall back to their timeout */
-        st = err_setr(e, ST_UNAVAILABLE, "read_model_unavailable", "publish: %s", p->rc->errstr);
-        pj_drop_redis(p);
+    r = p->rc != NULL ? redisCommand(p->rc, "PUBLISH %s %s", RM_APPLIED_CHANNEL, msg) : NULL;
+    if (r == NULL || r->type == REDIS_REPLY_ERROR) {
+        /* the writes are durable; the read API's caches learn of the loss another way */
+        st = err_setr(e, ST_UNAVAILABLE, "read_model_unavailable", "publish: %s",
+                      r != NULL ? r->str : p->rc != NULL ? p->rc->errstr : "not connected");
+        pj_notify_lost(p, r != NULL ? "refused" : "connection", e->msg);
     }
     freeReplyObject(r);
     free(msg);

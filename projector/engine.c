@@ -18,6 +18,7 @@ void pj_init(struct pj *p, const struct cfg *c)
 {
     memset(p, 0, sizeof *p);
     p->cfg = c;
+    pj_notify_declare();
 }
 
 void pj_release(struct pj *p)
@@ -85,6 +86,8 @@ status pj_redis(struct pj *p, struct err *e)
          * follow a worker killed between its write and its PUBLISH: read API caches drop
          * everything ("*") rather than serve what that notification would have invalidated */
         r = redisCommand(p->rc, "PUBLISH %s *", RM_APPLIED_CHANNEL);
+        if (r == NULL || r->type == REDIS_REPLY_ERROR)
+            pj_notify_lost(p, r != NULL ? "refused" : "connection", r != NULL ? r->str : p->rc->errstr);
         freeReplyObject(r);
     }
     /* no generation is created here: a current generation only ever comes from a rebuild's
@@ -181,11 +184,16 @@ static status process_gen(struct pj *p, long gen, struct pj_item **items, int n,
                 if (accts[i].it[k]->disp != PJ_TERM)
                     accts[i].it[k]->disp = PJ_NAK;
         }
-    /* a lost wake-up only delays read-your-writes waiters to their timeout: not a failure */
-    if (publish && ap_publish_applied(p, accts, na, e) != ST_OK)
-        log_warn("publish %s failed: %s", RM_APPLIED_CHANNEL, e != NULL ? e->msg : "");
     st = ST_OK;
 cleanup:
+    /* also when a later round failed (Postgres, say): what earlier rounds wrote is durable and
+     * must be announced. Not sent: counted and the caches cleared another way (notify.c). */
+    if (publish && !*gone) {
+        struct err pe;
+        err_clear(&pe);
+        if (ap_publish_applied(p, accts, na, &pe) != ST_OK)
+            log_debug("publish %s: %s", RM_APPLIED_CHANNEL, pe.msg); /* counted and logged by notify.c */
+    }
     for (int i = 0; i < na; i++)
         ap_acct_release(&accts[i]);
     free(accts);

@@ -39,6 +39,13 @@ struct pj {
     long pass_gen; /* the generation the running pass writes (park.c: whose stalls) */
 };
 
+/* notify.c: a notification on rm:applied could not be sent (reason "refused" or "connection",
+ * why the error text): counted, logged at most once a minute, and rm:applied:lost bumped so the
+ * read API clears its caches. */
+void pj_notify_lost(struct pj *p, const char *reason, const char *why);
+/* Declares the family at 0 (pj_init does), so a healthy projector shows it. */
+void pj_notify_declare(void);
+
 #define PJ_IGNORE_STALLED 1u /* replay-parked: fold stalled accounts too */
 #define PJ_MAX_CAS_ROUNDS 8  /* re-read and re-fold an account at most this often per batch */
 

@@ -47,7 +47,7 @@ status ap_fold_account(struct pj *p, struct acct *a, unsigned flags, struct err 
 status ap_apply_accounts(struct pj *p, long gen, struct acct *accts, int na, int *reload,
                          int *gone, struct err *e) WUR;
 void ap_settle(struct pj *p, struct acct *a);
-/* PUBLISHes the accounts the pass wrote on rm:applied. */
+/* PUBLISHes the accounts the pass wrote on rm:applied (pj_notify_lost when it cannot). */
 status ap_publish_applied(struct pj *p, struct acct *accts, int na, struct err *e) WUR;
 /* Frees what the pass allocated in a (not a itself). */
 void ap_acct_release(struct acct *a);

@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <hiredis/hiredis.h>
 #include <pthread.h>
+#include <stdlib.h>
 #include <sys/time.h>
 
 #include "cache.h"
@@ -65,7 +66,7 @@ static void publish_cache_metrics(void)
 /* Which generation readers see now (0: none): the cache follows it. */
 static status probe_generation(redisContext *probe, struct err *e)
 {
-    static long long stalled_seen = -1;
+    static long long stalled_seen = -1, lost_seen = -1;
     struct rm_gens g;
     status st = rm_load_gens(probe, &g, e);
     redisReply *r;
@@ -79,6 +80,16 @@ static status probe_generation(redisContext *probe, struct err *e)
         if (r->integer != stalled_seen && stalled_seen != -1)
             rc_clear(rs__cache());
         stalled_seen = r->integer;
+    }
+    freeReplyObject(r);
+    /* a projector that could not send a notification (refused PUBLISH, lost connection) bumps
+     * rm:applied:lost: anything cached may be stale then */
+    r = st == ST_OK ? redisCommand(probe, "GET %s", RM_APPLIED_LOST_KEY) : NULL;
+    if (r != NULL && (r->type == REDIS_REPLY_STRING || r->type == REDIS_REPLY_NIL)) {
+        long long lost = r->type == REDIS_REPLY_STRING ? strtoll(r->str, NULL, 10) : 0;
+        if (lost != lost_seen && lost_seen != -1)
+            rc_clear(rs__cache());
+        lost_seen = lost;
     }
     freeReplyObject(r);
     publish_cache_metrics();

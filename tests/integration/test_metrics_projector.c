@@ -115,6 +115,11 @@ static void test_applied_swept_positions(void **state)
     tm_expect_delta(&a, &b, "projector_gap_repair_events_total" P, 0);
     tm_expect_delta(&a, &b, "projector_cas_conflicts_total" P, 0);
     tm_expect_delta(&a, &b, "projector_events_parked_total" P, 0);
+    {
+        /* every notification sent (test_readapi has the refused ones: reason="refused") */
+        static const struct tm_want none[] = {{NULL, 0}};
+        (void)tm_expect_family(&a, &b, "projector_notifications_lost_total", none);
+    }
     tm_expect_delta(&a, &b, SWEEP_FAILED, 0);
     assert_true(tm_delta(&a, &b, SWEEP_OK) >= 2); /* once a second */
     assert_true(tm_value(&b, "projector_checkpoint_position" P) == (double)store_head());
