@@ -27,4 +27,11 @@ int tc_check(const json_t *spec, const char *server, const char *method, const c
 int tc_validate(const json_t *spec, const json_t *schema, const json_t *value, const char *where, char *err,
                 size_t errlen);
 
+/* Every answer thttp_request gets from the stack's writer or read API (WRITER_URL, READAPI_URL)
+ * is checked here when $CQRS_OPENAPI_JSON is set (ctest sets it); a difference is appended, one
+ * line, to <STACK_DIR>/logs/contract-<test program>.log (emptied by the program's first
+ * answer), which ctest contract_report lists after the suites. Thread-safe. */
+void tc_record(const char *base, const char *method, const char *target, int status, const char *headers,
+               const char *body);
+
 #endif

@@ -1,6 +1,7 @@
 /* Blocking HTTP/1.1 client: Connection: close, Content-Length bodies (what our services send). */
 #include "thttp.h"
 #include "support.h"
+#include "tcontract.h"
 #include "ttoken.h"
 
 #include <arpa/inet.h>
@@ -87,6 +88,8 @@ int thttp_request_as(struct thttp_resp *out, const char *method, const char *bas
     memcpy(req + reqlen, body != NULL ? body : "", blen);
     rc = thttp_exchange(out, base, req, (size_t)reqlen + blen, timeout_ms);
     free(req);
+    if (rc == 0)
+        tc_record(base, method, path, out->status, out->headers, out->body);
     return rc;
 }
 
