@@ -7,8 +7,9 @@
 #include <jansson.h>
 #include <stddef.h>
 
-/* The document from a JSON file (NULL: $CQRS_OPENAPI_JSON); NULL with a message in err when it
- * cannot be read. Caller json_decref-s. */
+/* The document from a JSON file (NULL: $CQRS_OPENAPI_JSON, else the openapi.json of the build
+ * the running test belongs to); NULL with a message in err when it cannot be read. Caller
+ * json_decref-s. */
 json_t *tc_load(const char *path, char *err, size_t errlen);
 
 /* One answer of server (the description of a server of the document: "writer", "read API";
