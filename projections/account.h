@@ -68,6 +68,15 @@ status account_view_from_json(struct account_view *acc, const char *json, size_t
 status statement_entry_from_json(struct statement_entry *entry, const char *json, size_t len,
                                  struct err *e) WUR;
 
+/* The stored form of a statement entry (Redis, projections/entrycode.c): compact text, or the
+ * JSON when the entry does not fit it; caller frees, NULL only on allocation failure. */
+char *statement_entry_encode(const struct statement_entry *entry);
+/* Reads a stored entry (either form); version is its place in the list (not stored). */
+status statement_entry_decode(struct statement_entry *entry, int64_t version, const char *s, size_t len,
+                              struct err *e) WUR;
+/* The contract's JSON of a stored entry; NULL when it cannot be read (or no memory). */
+char *statement_entry_render(const char *s, size_t len, int64_t version);
+
 const char *account_status_name(enum account_status s);
 
 #endif

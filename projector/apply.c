@@ -64,7 +64,7 @@ static status push_entry(struct acct *a, const struct statement_entry *en, int64
         a->entries = v;
         a->cap = cap;
     }
-    s = statement_entry_to_json(en);
+    s = statement_entry_encode(en); /* the stored form: the read API renders the JSON */
     if (s == NULL)
         return err_set(e, ST_INTERNAL, "out of memory");
     a->entries[a->nent++] = s;

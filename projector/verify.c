@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "account.h"
 #include "rds.h"
 #include "readmodel.h"
 #include "svc.h"
@@ -147,9 +148,15 @@ static long compare_account(FILE *f, const char *id, const redisReply *la, const
         if (f == NULL)
             return 1;
         {
+            /* stored compact: compared field by field as the contract's JSON */
             char prefix[48];
+            char *lj = statement_entry_render(ls->element[i]->str, ls->element[i]->len, (int64_t)i + 1);
+            char *rj = statement_entry_render(rs->element[i]->str, rs->element[i]->len, (int64_t)i + 1);
             snprintf(prefix, sizeof prefix, "statement[%zu].", i + 1);
-            n += diff_objects(f, id, prefix, ls->element[i]->str, rs->element[i]->str);
+            n += diff_objects(f, id, prefix, lj != NULL ? lj : ls->element[i]->str,
+                              rj != NULL ? rj : rs->element[i]->str);
+            free(lj);
+            free(rj);
         }
         break; /* later entries usually differ by the same cause (balance_after) */
     }

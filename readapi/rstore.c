@@ -132,9 +132,14 @@ status rs_statement(struct rs_statement *out, const char *id, int limit, int64_t
                 goto cleanup;
             }
             for (size_t i = 0; i < list->elements; i++) {
-                out->entries[i] = dup_str(list->element[i]);
+                const redisReply *it = list->element[i];
+                /* stored compact: rendered as the contract's JSON (version = place in the list) */
+                out->entries[i] = it->type == REDIS_REPLY_STRING
+                                      ? statement_entry_render(it->str, it->len, out->first + (int64_t)i)
+                                      : NULL;
                 if (out->entries[i] == NULL) {
-                    st = err_set(e, ST_INTERNAL, "out of memory");
+                    st = err_set(e, ST_INTERNAL, "statement entry %lld of '%s' cannot be read",
+                                 (long long)(out->first + (int64_t)i), id);
                     goto cleanup;
                 }
                 out->nentries++;
@@ -169,7 +174,7 @@ static status entry_time(struct rconn *rc, long gen, const char *id, int64_t ver
                       "the read model generation changed during the request");
         goto cleanup;
     }
-    if (statement_entry_from_json(&en, r->str, r->len, e) != ST_OK ||
+    if (statement_entry_decode(&en, ver, r->str, r->len, e) != ST_OK ||
         ra_parse_time(en.at, us) != ST_OK) {
         st = err_set(e, ST_INTERNAL, "statement entry %lld of '%s' has no readable time",
                      (long long)ver, id);

@@ -13,6 +13,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "account.h"
 #include "support.h"
 #include "thttp.h"
 #include "treadapi.h"
@@ -249,7 +250,12 @@ static json_t *statement_line(redisContext *rc, const char *id, long ver)
     fprintf(stderr, "generation %ld: v=%s LLEN=%lld\n", gen, v->str, (long long)len->integer);
     assert_int_equal(atol(v->str), len->integer);
     assert_true(line != NULL && line->type == REDIS_REPLY_STRING);
-    doc = json_loads(line->str, 0, NULL);
+    {
+        char *js = statement_entry_render(line->str, line->len, ver); /* stored compact */
+        assert_non_null(js);
+        doc = json_loads(js, 0, NULL);
+        free(js);
+    }
     assert_non_null(doc);
     freeReplyObject(v);
     freeReplyObject(len);

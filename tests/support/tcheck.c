@@ -125,7 +125,7 @@ long tcheck_readmodels(struct tcheck_stats *stats, int verbose)
             f.cap = f.cap ? f.cap * 2 : 64;
             f.entries = realloc(f.entries, (size_t)f.cap * sizeof *f.entries);
         }
-        f.entries[f.n++] = statement_entry_to_json(&en);
+        f.entries[f.n++] = statement_entry_encode(&en); /* the stored form */
     }
     free(f.entries);
     PQclear(res);

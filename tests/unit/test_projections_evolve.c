@@ -360,6 +360,66 @@ static void test_discard_is_a_no_op(void **state)
     assert_int_equal(a.version, 4);
 }
 
+/* The stored form of a statement entry (Redis): compact, read back to the same entry and the
+ * same JSON as the contract's; an entry that does not fit the form is stored as the JSON. */
+static void check_stored_form(const struct statement_entry *en, size_t max_len)
+{
+    struct statement_entry back;
+    struct err e;
+    char *stored = statement_entry_encode(en), *json = statement_entry_to_json(en), *rendered;
+
+    assert_non_null(stored);
+    assert_true(strlen(stored) <= max_len);
+    assert_int_equal(statement_entry_decode(&back, en->version, stored, strlen(stored), &e), ST_OK);
+    assert_memory_equal(&back, en, sizeof back);
+    rendered = statement_entry_render(stored, strlen(stored), en->version);
+    assert_non_null(rendered);
+    assert_string_equal(rendered, json);
+    free(rendered);
+    free(stored);
+    free(json);
+}
+
+static void test_statement_entry_stored_form(void **state)
+{
+    struct account_view a;
+    struct statement_entry en, back;
+    struct event ev;
+    struct err e;
+    char *stored;
+
+    (void)state;
+    account_view_init(&a, ACC_A);
+    ev = opened(ACC_A, 100);
+    apply_ok(&a, &ev, &en);
+    check_stored_form(&en, 90);
+    ev = money(ACC_A, 2, EV_MONEY_DEPOSITED, 1234);
+    strcpy(ev.description, "a|b|c|d|e|f|g|h: bars kept");
+    apply_ok(&a, &ev, &en);
+    check_stored_form(&en, 120);
+    ev = money(ACC_A, 3, EV_TRANSFER_SENT, 50);
+    strcpy(ev.transfer_id, XFER);
+    strcpy(ev.counterparty, ACC_B);
+    apply_ok(&a, &ev, &en);
+    check_stored_form(&en, 160);
+    assert_int_equal(proj_discard(&a, XFER, 4, "2026-01-01T00:00:00.000000Z", "why", &en, &e), ST_OK);
+    check_stored_form(&en, 90);
+    stored = statement_entry_encode(&en);
+    assert_int_equal(stored[0], '-');
+    free(stored);
+    /* a time in another format: the JSON is stored, and read back */
+    memset(en.at, 0, sizeof en.at);
+    strcpy(en.at, "2026-01-01 00:00:00+00");
+    stored = statement_entry_encode(&en);
+    assert_int_equal(stored[0], '{');
+    free(stored);
+    check_stored_form(&en, 400);
+    /* malformed */
+    assert_int_equal(statement_entry_decode(&back, 1, "B12|x", 5, &e), ST_INVALID);
+    assert_int_equal(statement_entry_decode(&back, 1, "Z1|1|20260101000000000000|0123||||", 33, &e), ST_INVALID);
+    assert_null(statement_entry_render("", 0, 1));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -369,6 +429,7 @@ int main(void)
         cmocka_unit_test(test_bad_envelopes_are_poison),
         cmocka_unit_test(test_read_model_documents_round_trip),
         cmocka_unit_test(test_discard_is_a_no_op),
+        cmocka_unit_test(test_statement_entry_stored_form),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
