@@ -221,6 +221,7 @@ static void test_refusals_and_outages(void **state)
     tm_expect_delta(&a, &b, "readapi_waits_timed_out_total" R, 1);
     tm_expect_delta(&a, &b, "readapi_store_errors_total" R, 1);
     tm_release(&a);
+    tm_release(&b);
 
     /* Redis gone: each read fails on Redis; back: the listener reconnects and clears the cache */
     tm_scrape(&a, base);
