@@ -192,8 +192,10 @@ status ap_fold_account(struct pj *p, struct acct *a, unsigned flags, struct err 
             break;
         }
         if (u > view.version + 1) {
-            /* a gap: the missing versions are committed (u is), so Postgres has them */
-            st = rp_gap_events(p, a, view.version + 1, u - 1, &gap, &ngap, &owned, e);
+            /* a gap: the missing versions are committed (u is), so Postgres has them. Read and
+             * folded a page at a time (RP_GAP_PAGE): the rest waits for the next pass. */
+            int64_t hi = u - 1 - view.version > RP_GAP_PAGE ? view.version + RP_GAP_PAGE : u - 1;
+            st = rp_gap_events(p, a, view.version + 1, hi, &gap, &ngap, &owned, e);
             if (st != ST_OK)
                 goto cleanup;
             for (int k = 0; k < ngap && !stopped; k++) {
@@ -211,6 +213,10 @@ status ap_fold_account(struct pj *p, struct acct *a, unsigned flags, struct err 
             ngap = 0;
             if (stopped)
                 break;
+            if (hi < u - 1 && view.version == hi) {
+                a->stop = STOP_MISSING; /* a page of the gap applied; the item waits for the rest */
+                break;
+            }
             if (view.version != u - 1) {
                 if (it->seq == 0) {
                     /* read from the events table: its predecessors committed no later than it

@@ -52,6 +52,10 @@ status ap_publish_applied(struct pj *p, struct acct *accts, int na, struct err *
 /* Frees what the pass allocated in a (not a itself). */
 void ap_acct_release(struct acct *a);
 
+/* Gap repair reads and folds at most this many versions of one account per pass (memory and
+ * the apply script's size stay bounded whatever the gap; issue 13, hole 7). */
+#define RP_GAP_PAGE 10000
+
 /* repair.c: Postgres rows as items (*out malloc'd, pj_items_free). */
 status pj_rows_to_items(const PGresult *res, struct pj_item **out, int *n, struct err *e) WUR;
 /* Reads every gap of the pending accounts in one query into each account's gap pool. */

@@ -90,11 +90,12 @@ cleanup:
 }
 
 /* The missing versions of a's batch, given what Redis holds: [applied+1, first item - 1] and
- * every hole between its items, until the first item already parked. Calls add(lo, hi). */
+ * every hole between its items, until the first item already parked, at most RP_GAP_PAGE of
+ * them (the fold pages the same way). Calls add(lo, hi). */
 static void gap_ranges(const struct acct *a, void (*add)(void *ctx, const char *id, int64_t lo, int64_t hi),
                        void *ctx)
 {
-    int64_t expected = a->applied + 1;
+    int64_t expected = a->applied + 1, budget = RP_GAP_PAGE;
 
     for (int i = 0; i < a->n; i++) {
         int64_t u = a->it[i]->ev.stream_version;
@@ -104,8 +105,13 @@ static void gap_ranges(const struct acct *a, void (*add)(void *ctx, const char *
             break;
         if (u < expected)
             continue;
-        if (u > expected)
-            add(ctx, a->id, expected, u - 1);
+        if (u > expected) {
+            int64_t hi = u - 1 - expected + 1 > budget ? expected + budget - 1 : u - 1;
+            add(ctx, a->id, expected, hi);
+            budget -= hi - expected + 1;
+            if (budget <= 0)
+                break;
+        }
         expected = u + 1;
     }
 }

@@ -58,12 +58,14 @@ int trb_wait(pid_t pid, int timeout_ms)
     int64_t deadline = tnow_ms() + timeout_ms;
     int wst = 0;
 
-    while (tnow_ms() < deadline) {
+    /* at least once: a timeout of 0 asks whether it has exited already */
+    do {
         pid_t r = waitpid(pid, &wst, WNOHANG);
         if (r == pid)
             return WIFEXITED(wst) ? WEXITSTATUS(wst) : 128 + WTERMSIG(wst);
-        usleep(20000);
-    }
+        if (timeout_ms > 0)
+            usleep(20000);
+    } while (tnow_ms() < deadline);
     return -1;
 }
 
