@@ -101,6 +101,15 @@ static const struct cfg_entry cfg_table[] = {
      "(0: no cache)"},
     {"READ_CACHE_SLOTS", CFG_INT, I(read_cache_slots), "65536", 256, 16777216,
      "read API: account documents kept in memory"},
+    {"READ_REPLICAS", CFG_INT, I(read_replicas), "0", 0, 1,
+     "read API: answer reads from a Redis replica (REDIS_REPLICA_URL, else one the Sentinels "
+     "list); a read the replica cannot answer at min_version goes to the primary"},
+    {"REDIS_REPLICA_URL", CFG_STR, S(redis_replica_url), "", 0, 0,
+     "read API with READ_REPLICAS=1: redis://host:port of the replica (empty: one REDIS_SENTINELS "
+     "list as healthy)"},
+    {"READ_REPLICA_MAX_LAG_MS", CFG_INT, I(read_replica_max_lag_ms), "1000", 50, 10000,
+     "read API: a replica further behind the primary than this (or whose link is down) is not "
+     "read from"},
 };
 
 #undef S
@@ -204,6 +213,26 @@ status cfg_load(struct cfg *c, char *errs, size_t errs_len)
             st = ST_INVALID;
         }
     }
+    if (c->redis_replica_url[0] != '\0') {
+        struct err e;
+        int db = 0;
+        if (cfg_parse_redis_url(c->redis_replica_url, c->redis_replica_host,
+                                sizeof c->redis_replica_host, &c->redis_replica_port, &db, &e) != ST_OK) {
+            append(errs, errs_len, "REDIS_REPLICA_URL: %s\n", e.msg);
+            st = ST_INVALID;
+        } else if (strchr(c->redis_replica_url + 8, '/') != NULL && db != c->redis_db) {
+            append(errs, errs_len, "REDIS_REPLICA_URL: database %d is not REDIS_URL's %d\n", db,
+                   c->redis_db);
+            st = ST_INVALID;
+        }
+        if (!c->read_replicas) {
+            append(errs, errs_len, "REDIS_REPLICA_URL: set but READ_REPLICAS is 0\n");
+            st = ST_INVALID;
+        }
+    } else if (c->read_replicas && c->redis_sentinel_count == 0) {
+        append(errs, errs_len, "READ_REPLICAS: 1 needs REDIS_REPLICA_URL or REDIS_SENTINELS\n");
+        st = ST_INVALID;
+    }
     for (const char *u = c->nats_url; *u != '\0';) {
         const char *end = strchr(u, ',');
         size_t len = end != NULL ? (size_t)(end - u) : strlen(u);
@@ -271,6 +300,9 @@ static const struct {
     {"PUBLISH_AFTER_COMMIT", " writer "},
     {"READ_CACHE_TTL_MS", " readapi "},
     {"READ_CACHE_SLOTS", " readapi "},
+    {"READ_REPLICAS", " readapi "},
+    {"REDIS_REPLICA_URL", " readapi "},
+    {"READ_REPLICA_MAX_LAG_MS", " readapi "},
 };
 
 static int used_by(const char *name, const char *service)

@@ -59,6 +59,11 @@ struct cfg {
     int request_timeout_ms; /* bound on any single dependency call */
     int read_cache_ttl_ms;  /* read API: longest an account document is served from memory */
     int read_cache_slots;   /* read API: account documents kept in memory */
+    int read_replicas;      /* read API: plain reads from a Redis replica (1) */
+    char redis_replica_url[512]; /* that replica (empty: one the Sentinels list) */
+    char redis_replica_host[256]; /* parsed from redis_replica_url */
+    int redis_replica_port;
+    int read_replica_max_lag_ms; /* a replica further behind is not read from */
 };
 
 /* Reads every variable of the table. Every bad value is reported on its own line in

@@ -160,6 +160,56 @@ status rds_open(redisContext **out, const struct cfg *c, int timeout_ms, struct 
     return st;
 }
 
+/* The value of field name in a SENTINEL REPLICAS entry (a flat name, value array); NULL when
+ * absent. */
+static const char *pair_value(const redisReply *entry, const char *name)
+{
+    if (entry->type != REDIS_REPLY_ARRAY)
+        return NULL;
+    for (size_t i = 0; i + 1 < entry->elements; i += 2)
+        if (entry->element[i]->type == REDIS_REPLY_STRING &&
+            entry->element[i + 1]->type == REDIS_REPLY_STRING &&
+            strcmp(entry->element[i]->str, name) == 0)
+            return entry->element[i + 1]->str;
+    return NULL;
+}
+
+status rds_sentinel_replica(const struct cfg *c, int timeout_ms, char *host, size_t host_len,
+                            int *port, struct err *e)
+{
+    status st = err_setr(e, ST_UNAVAILABLE, "read_model_unavailable", "no sentinel configured");
+
+    for (int k = 0; k < c->redis_sentinel_count; k++) {
+        redisContext *ctx = NULL;
+        redisReply *r;
+
+        st = rds_connect(&ctx, c->redis_sentinel[k].host, c->redis_sentinel[k].port, 0, timeout_ms, e);
+        if (st != ST_OK)
+            continue;
+        r = redisCommand(ctx, "SENTINEL REPLICAS %s", c->redis_master_name);
+        st = err_setr(e, ST_UNAVAILABLE, "read_model_unavailable",
+                      "sentinel '%s:%d' lists no healthy replica of '%s'", c->redis_sentinel[k].host,
+                      c->redis_sentinel[k].port, c->redis_master_name);
+        for (size_t i = 0; r != NULL && r->type == REDIS_REPLY_ARRAY && i < r->elements; i++) {
+            const char *ip = pair_value(r->element[i], "ip"), *p = pair_value(r->element[i], "port");
+            const char *flags = pair_value(r->element[i], "flags");
+            const char *link = pair_value(r->element[i], "master-link-status");
+            if (ip == NULL || p == NULL || flags == NULL || strcmp(flags, "slave") != 0 ||
+                link == NULL || strcmp(link, "ok") != 0 || strlen(ip) >= host_len)
+                continue;
+            memcpy(host, ip, strlen(ip) + 1);
+            *port = atoi(p);
+            st = ST_OK;
+            break;
+        }
+        freeReplyObject(r);
+        redisFree(ctx);
+        if (st == ST_OK)
+            break;
+    }
+    return st;
+}
+
 status rds_connect_cfg(redisContext **out, const struct cfg *c, struct err *e)
 {
     return rds_open(out, c, c->request_timeout_ms, e);

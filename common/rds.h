@@ -17,6 +17,11 @@ status rds_connect(redisContext **out, const char *host, int port, int db, int t
  * call, so a reconnect follows a failover) and only once it answers ROLE as master; else
  * REDIS_URL's host and port. Selects c's database; timeout_ms bounds connect and commands. */
 status rds_open(redisContext **out, const struct cfg *c, int timeout_ms, struct err *e) WUR;
+/* A replica of REDIS_MASTER_NAME the Sentinels list as healthy (flags just "slave", master
+ * link ok), into host (host_len bytes) and *port; ST_UNAVAILABLE when no Sentinel answers or
+ * none is healthy. timeout_ms bounds each Sentinel's connect and command. */
+status rds_sentinel_replica(const struct cfg *c, int timeout_ms, char *host, size_t host_len,
+                            int *port, struct err *e) WUR;
 /* rds_open with c's request_timeout_ms. */
 status rds_connect_cfg(redisContext **out, const struct cfg *c, struct err *e) WUR;
 /* Frees *ctx (NULL-safe) and clears the caller's pointer. */

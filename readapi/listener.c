@@ -1,11 +1,14 @@
-/* The rm:applied listener: wakes parked read-your-writes requests after every projector batch
- * and keeps the document cache true (invalidations, generation, stalls); the cache is enabled
- * only while this thread is subscribed and its probe reaches Redis. */
+/* The rm:applied listener on the primary: wakes parked read-your-writes requests after every
+ * projector batch and keeps the document cache true (invalidations, generation, stalls); the
+ * cache is enabled only while the listener of the source it follows (this one, or replica.c's
+ * on the replica) is subscribed and its probe reaches Redis. Every invalidation is applied
+ * whichever server it came from: dropping an entry is always safe. */
 #include "rstore.h"
 
 #include <errno.h>
 #include <hiredis/hiredis.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <sys/time.h>
 
@@ -63,23 +66,71 @@ static void publish_cache_metrics(void)
                         (double)st.clears);
 }
 
-/* Which generation readers see now (0: none): the cache follows it. */
-static status probe_generation(redisContext *probe, struct err *e)
+/* --- the source the cache follows --- */
+
+static pthread_mutex_t source_mu = PTHREAD_MUTEX_INITIALIZER;
+static _Atomic int source = RS_PRIMARY;
+
+enum rs_src rs__source(void)
 {
-    static long long stalled_seen = -1, lost_seen = -1;
+    return (enum rs_src)atomic_load(&source);
+}
+
+void rs__set_source(enum rs_src src)
+{
+    pthread_mutex_lock(&source_mu);
+    if (atomic_load(&source) != (int)src) {
+        /* stored before the clear: a reader whose ticket follows the clear reads from src */
+        atomic_store(&source, (int)src);
+        rc_set_gen(rs__cache(), 0);
+    }
+    pthread_mutex_unlock(&source_mu);
+}
+
+void rs__follow_gen(enum rs_src from, long gen)
+{
+    pthread_mutex_lock(&source_mu);
+    if (atomic_load(&source) == (int)from)
+        rc_set_gen(rs__cache(), gen);
+    pthread_mutex_unlock(&source_mu);
+}
+
+int rs__receive(redisContext *sub, int *cleared)
+{
+    void *reply = NULL;
+    redisReply *m;
+
+    *cleared = 0;
+    if (redisGetReply(sub, &reply) != REDIS_OK) {
+        if (sub->err == REDIS_ERR_IO && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            sub->err = 0; /* a read timeout: keep listening */
+            return 0;
+        }
+        return -1;
+    }
+    m = reply;
+    if (m->type == REDIS_REPLY_ARRAY && m->elements == 3 && m->element[2]->type == REDIS_REPLY_STRING)
+        *cleared = rc_apply_message(rs__cache(), m->element[2]->str, m->element[2]->len);
+    freeReplyObject(reply);
+    return 1;
+}
+
+status rs__probe(enum rs_src from, redisContext *probe, struct err *e)
+{
+    static long long stalled_seen[2] = {-1, -1}, lost_seen[2] = {-1, -1};
     struct rm_gens g;
     status st = rm_load_gens(probe, &g, e);
     redisReply *r;
 
     if (st == ST_OK)
-        rc_set_gen(rs__cache(), g.current);
+        rs__follow_gen(from, g.current);
     /* A stall is not announced on rm:applied, and a stalled account's document is served with
      * its marker: when the set of stalled accounts changes size, cached documents start over. */
     r = st == ST_OK ? redisCommand(probe, "HLEN %s", RM_STALLED_KEY) : NULL;
     if (r != NULL && r->type == REDIS_REPLY_INTEGER) {
-        if (r->integer != stalled_seen && stalled_seen != -1)
+        if (r->integer != stalled_seen[from] && stalled_seen[from] != -1)
             rc_clear(rs__cache());
-        stalled_seen = r->integer;
+        stalled_seen[from] = r->integer;
     }
     freeReplyObject(r);
     /* a projector that could not send a notification (refused PUBLISH, lost connection) bumps
@@ -87,9 +138,9 @@ static status probe_generation(redisContext *probe, struct err *e)
     r = st == ST_OK ? redisCommand(probe, "GET %s", RM_APPLIED_LOST_KEY) : NULL;
     if (r != NULL && (r->type == REDIS_REPLY_STRING || r->type == REDIS_REPLY_NIL)) {
         long long lost = r->type == REDIS_REPLY_STRING ? strtoll(r->str, NULL, 10) : 0;
-        if (lost != lost_seen && lost_seen != -1)
+        if (lost != lost_seen[from] && lost_seen[from] != -1)
             rc_clear(rs__cache());
-        lost_seen = lost;
+        lost_seen[from] = lost;
     }
     freeReplyObject(r);
     publish_cache_metrics();
@@ -113,13 +164,13 @@ static void *listener_main(void *arg)
 
         if (ctx != NULL && probe != NULL)
             r = redisCommand(ctx, "SUBSCRIBE %s", RM_APPLIED_CHANNEL);
-        if (r == NULL || r->type != REDIS_REPLY_ARRAY || probe_generation(probe, &e) != ST_OK) {
+        if (r == NULL || r->type != REDIS_REPLY_ARRAY || rs__probe(RS_PRIMARY, probe, &e) != ST_OK) {
             freeReplyObject(r);
             if (ctx != NULL)
                 redisFree(ctx);
             if (probe != NULL)
                 redisFree(probe);
-            rc_set_gen(rs__cache(), 0);
+            rs__follow_gen(RS_PRIMARY, 0);
             svc_pause_ms(200);
             continue;
         }
@@ -129,27 +180,20 @@ static void *listener_main(void *arg)
         redisSetTimeout(ctx, ms_tv(PROBE_MS));
         wake_all(); /* (re)connected: something may have been applied while we were away */
         while (!listener_stop) {
-            void *reply = NULL;
-            if (redisGetReply(ctx, &reply) == REDIS_OK) {
-                redisReply *m = reply;
-                if (m->type == REDIS_REPLY_ARRAY && m->elements == 3 &&
-                    m->element[2]->type == REDIS_REPLY_STRING &&
-                    rc_apply_message(rs__cache(), m->element[2]->str, m->element[2]->len))
-                    last_probe = 0; /* cleared (a switch?): learn the generation now */
-                freeReplyObject(reply);
-                wake_all();
-            } else if (ctx->err == REDIS_ERR_IO && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-                ctx->err = 0; /* a read timeout: keep listening */
-            } else {
+            int cleared = 0, got = rs__receive(ctx, &cleared);
+            if (got < 0)
                 break;
-            }
+            if (cleared)
+                last_probe = 0; /* cleared (a switch?): learn the generation now */
+            if (got > 0)
+                wake_all();
             if (svc_mono_ms() - last_probe >= PROBE_MS) {
-                if (probe_generation(probe, &e) != ST_OK)
+                if (rs__probe(RS_PRIMARY, probe, &e) != ST_OK)
                     break;
                 last_probe = svc_mono_ms();
             }
         }
-        rc_set_gen(rs__cache(), 0); /* notifications may be lost from here on */
+        rs__follow_gen(RS_PRIMARY, 0); /* notifications may be lost from here on */
         redisFree(ctx);
         redisFree(probe);
     }

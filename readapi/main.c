@@ -14,6 +14,7 @@
 #include "jsonx.h"
 #include "log.h"
 #include "query.h"
+#include "replica.h"
 #include "lookup.h"
 #include "rstore.h"
 #include "serve.h"
@@ -178,8 +179,10 @@ int main(int argc, char **argv)
     /* Only the main thread takes SIGTERM/SIGINT: block them before any thread starts. */
     svc_signals_install(1);
     ra_serve_metrics_init();
-    if (rs_init(&cfg, &e) != ST_OK || lk_init(&cfg, &e) != ST_OK || rs_start_listener(&e) != ST_OK) {
+    if (rs_init(&cfg, &e) != ST_OK || lk_init(&cfg, &e) != ST_OK || rs_start_listener(&e) != ST_OK ||
+        replica_start(&cfg, &e) != ST_OK) {
         log_error("%s", e.msg);
+        rs_stop_listener();
         rs_fini();
         auth_free(&auth);
         return 1;
@@ -200,18 +203,24 @@ int main(int argc, char **argv)
                                   .max_waiters = cfg.http_max_waiters};
     if (http_server_start(&srv, &o, &e) != ST_OK) {
         log_error("%s", e.msg);
+        replica_stop();
         rs_stop_listener();
         rs_fini();
         auth_free(&auth);
         return 1;
     }
     rs_on_applied(wake_waiters, srv);
-    log_info("listening on %s:%d redis=%s:%d auth=%s", cfg.http_bind, cfg.readapi_port,
-             cfg.redis_host, cfg.redis_port, auth_mode_str(auth));
+    log_info("listening on %s:%d redis=%s:%d replica=%s auth=%s", cfg.http_bind, cfg.readapi_port,
+             cfg.redis_host, cfg.redis_port,
+             !cfg.read_replicas ? "none"
+             : cfg.redis_replica_url[0] != '\0' ? cfg.redis_replica_url
+                                                 : "sentinels",
+             auth_mode_str(auth));
     svc_wait_stop();
     log_info("stopping: draining requests");
     rs_on_applied(NULL, NULL);
     http_server_stop(&srv);
+    replica_stop();
     rs_stop_listener();
     rs_fini();
     lk_fini();

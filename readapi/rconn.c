@@ -11,6 +11,10 @@
 #include "metrics.h"
 #include "rds.h"
 #include "readmodel.h"
+#include "replica.h"
+
+/* A replica command waits at most this long: the primary answers when the replica does not. */
+#define REPLICA_TIMEOUT_MS 500
 
 /* The read scripts belong to the layout (common/readmodel.c); the API only runs them. */
 static const char *script_text(int idx)
@@ -25,13 +29,15 @@ static const struct cfg *conf;
 static pthread_key_t conn_key;
 static pthread_once_t key_once = PTHREAD_ONCE_INIT;
 
+/* A thread's slot: a link to the primary and one to the replica (RS_PRIMARY, RS_REPLICA). */
 static void rconn_free(void *p)
 {
     struct rconn *rc = p;
     if (rc == NULL)
         return;
-    if (rc->ctx != NULL)
-        redisFree(rc->ctx);
+    for (int i = 0; i < 2; i++)
+        if (rc[i].ctx != NULL)
+            redisFree(rc[i].ctx);
     free(rc);
 }
 
@@ -57,6 +63,14 @@ void rconn_count_error(void)
     redis_errors(1);
 }
 
+/* A failed command: the primary's count in redis_errors_total; the replica's are counted by
+ * the reads that then go to the primary (readapi_replica_fallbacks_total). */
+static void count_error(enum rs_src src)
+{
+    if (src == RS_PRIMARY)
+        redis_errors(1);
+}
+
 redisContext *rconn_connect(struct err *e)
 {
     redisContext *ctx = NULL;
@@ -67,26 +81,53 @@ redisContext *rconn_connect(struct err *e)
     return ctx;
 }
 
-/* This thread's connection with its scripts loaded; NULL (and e set) when Redis is unreachable. */
-struct rconn *rconn_get(struct err *e)
+/* The replica's connection: to the address replica.c chose (a new one when it changed), with a
+ * short timeout, since the primary answers when the replica does not. */
+static redisContext *connect_replica(unsigned *epoch, struct err *e)
 {
-    struct rconn *rc = pthread_getspecific(conn_key);
+    redisContext *ctx = NULL;
+    char host[256];
+    int port;
 
-    if (rc == NULL) {
-        rc = calloc(1, sizeof *rc);
-        if (rc == NULL) {
+    if (!replica_addr(host, sizeof host, &port, epoch)) {
+        err_setr(e, ST_UNAVAILABLE, "read_model_unavailable", "no replica to read from");
+        return NULL;
+    }
+    if (rds_connect(&ctx, host, port, conf->redis_db,
+                    conf->request_timeout_ms < REPLICA_TIMEOUT_MS ? conf->request_timeout_ms
+                                                                  : REPLICA_TIMEOUT_MS,
+                    e) != ST_OK)
+        return NULL;
+    return ctx;
+}
+
+struct rconn *rconn_get_on(enum rs_src src, struct err *e)
+{
+    struct rconn *slot = pthread_getspecific(conn_key), *rc;
+
+    if (slot == NULL) {
+        slot = calloc(2, sizeof *slot);
+        if (slot == NULL) {
             err_set(e, ST_INTERNAL, "out of memory");
             return NULL;
         }
-        pthread_setspecific(conn_key, rc);
+        pthread_setspecific(conn_key, slot);
     }
+    rc = &slot[src];
+    if (src == RS_REPLICA && rc->ctx != NULL && rc->epoch != replica_epoch())
+        rconn_drop(rc); /* the replica moved */
     if (rc->ctx != NULL)
         return rc;
-    rc->ctx = rconn_connect(e);
+    rc->ctx = src == RS_REPLICA ? connect_replica(&rc->epoch, e) : rconn_connect(e);
     if (rc->ctx == NULL)
         return NULL;
     memset(rc->sha, 0, sizeof rc->sha); /* scripts are loaded when first used */
     return rc;
+}
+
+struct rconn *rconn_get(struct err *e)
+{
+    return rconn_get_on(RS_PRIMARY, e);
 }
 
 /* The sha of script idx on this connection, loaded on first use: a connection made for one
@@ -116,9 +157,12 @@ void rconn_drop(struct rconn *rc)
     }
 }
 
-/* Runs script idx with argv; returns the reply (caller frees) or NULL with e set. A NOSCRIPT
- * reply (Redis restarted) reloads once. */
 redisReply *rconn_script(int idx, int argc, const char **argv, struct err *e)
+{
+    return rconn_script_on(RS_PRIMARY, idx, argc, argv, e);
+}
+
+redisReply *rconn_script_on(enum rs_src src, int idx, int argc, const char **argv, struct err *e)
 {
     const char *small_args[8];
     size_t small_lens[8];
@@ -135,13 +179,16 @@ redisReply *rconn_script(int idx, int argc, const char **argv, struct err *e)
         }
     }
     for (int attempt = 0; attempt < 2; attempt++) {
-        struct rconn *rc = rconn_get(e);
+        struct rconn *rc = rconn_get_on(src, e);
         const char *sha = rc != NULL ? script_sha(rc, idx, e) : NULL;
 
         if (sha == NULL) {
-            /* a connection or a load that failed (a timeout under load) is tried once more */
-            rconn_count_error();
+            /* a connection or a load that failed (a timeout under load) is tried once more on
+             * the primary; a replica's failure goes to the primary at once (the caller) */
+            count_error(src);
             rconn_drop(rc);
+            if (src == RS_REPLICA)
+                goto cleanup;
             continue;
         }
         args[0] = "EVALSHA";
@@ -155,7 +202,9 @@ redisReply *rconn_script(int idx, int argc, const char **argv, struct err *e)
         if (r == NULL) {
             err_setr(e, ST_UNAVAILABLE, "read_model_unavailable", "redis: %s", rc->ctx->errstr);
             rconn_drop(rc);
-            rconn_count_error();
+            count_error(src);
+            if (src == RS_REPLICA)
+                goto cleanup;
             continue;
         }
         if (r->type == REDIS_REPLY_ERROR) {
@@ -163,7 +212,7 @@ redisReply *rconn_script(int idx, int argc, const char **argv, struct err *e)
             err_setr(e, ST_UNAVAILABLE, "read_model_unavailable", "redis: %s", r->str);
             freeReplyObject(r);
             r = NULL;
-            rconn_count_error();
+            count_error(src);
             rconn_drop(rc);
             if (noscript)
                 continue;

@@ -15,6 +15,7 @@
 #include "account.h"
 #include "cache.h"
 #include "jsonx.h"
+#include "metrics.h"
 #include "query.h"
 #include "rconn.h"
 #include "rds.h"
@@ -24,10 +25,32 @@
 static struct rcache *cache; /* account documents, kept true by the rm:applied listener */
 static int partitions;       /* PARTITIONS: /projections lists each */
 
+static void count_replica_reads(double v)
+{
+    metrics_counter_add("readapi_replica_reads_total", "Reads answered by the Redis replica.", v);
+}
+
+static void count_fallbacks(const char *reason, double v)
+{
+    char labels[48];
+
+    snprintf(labels, sizeof labels, "reason=\"%s\"", reason);
+    metrics_counter_add_l("readapi_replica_fallbacks_total", labels,
+                          "Reads the replica could not answer, answered by the primary: behind "
+                          "(below min_version), missing (no generation or no document), error.",
+                          v);
+}
+
 status rs_init(const struct cfg *c, struct err *e)
 {
     rconn_setup(c);
     partitions = c->partitions;
+    if (c->read_replicas) { /* the series exist before the first read */
+        count_replica_reads(0);
+        count_fallbacks("behind", 0);
+        count_fallbacks("missing", 0);
+        count_fallbacks("error", 0);
+    }
     return rc_create(&cache, (size_t)c->read_cache_slots, c->read_cache_ttl_ms, e);
 }
 
@@ -71,10 +94,38 @@ static status fill_account(struct rs_account *out, const redisReply *r, struct e
     return ST_OK;
 }
 
-status rs_account_fresh(struct rs_account *out, const char *id, struct err *e)
+/* Runs an account-shaped script (reply: generation, version, document, ...) on src, and on the
+ * primary when src is the replica and its answer does not do: a failure, no generation or
+ * document, or a version below min_version. So an answer from the replica is never older than
+ * min_version, and one the replica cannot give costs a round trip, not a failed read. *from:
+ * where the answer came from. */
+static redisReply *account_script(int idx, int argc, const char **argv, int64_t min_version,
+                                  enum rs_src src, enum rs_src *from, struct err *e)
+{
+    *from = RS_PRIMARY;
+    if (src == RS_REPLICA) {
+        struct err re = {0};
+        redisReply *r = rconn_script_on(RS_REPLICA, idx, argc, argv, &re);
+        int has_doc = r != NULL && r->type == REDIS_REPLY_ARRAY && r->elements >= 3 &&
+                      r->element[2]->type == REDIS_REPLY_STRING;
+
+        if (has_doc && rds_reply_int(r->element[1]) >= min_version) {
+            count_replica_reads(1);
+            *from = RS_REPLICA;
+            return r;
+        }
+        count_fallbacks(r == NULL ? "error" : has_doc ? "behind" : "missing", 1);
+        freeReplyObject(r);
+    }
+    return rconn_script(idx, argc, argv, e);
+}
+
+/* One account from src (else the primary, see account_script). */
+static status account_read(struct rs_account *out, const char *id, int64_t min_version,
+                           enum rs_src src, enum rs_src *from, struct err *e)
 {
     const char *argv[1] = {id};
-    redisReply *r = rconn_script(RS_SCRIPT_ACCOUNT, 1, argv, e);
+    redisReply *r = account_script(RS_SCRIPT_ACCOUNT, 1, argv, min_version, src, from, e);
     status st;
 
     memset(out, 0, sizeof *out);
@@ -87,9 +138,17 @@ status rs_account_fresh(struct rs_account *out, const char *id, struct err *e)
     return st;
 }
 
+status rs_account_fresh(struct rs_account *out, const char *id, struct err *e)
+{
+    enum rs_src from;
+
+    return account_read(out, id, 0, rs__source(), &from, e);
+}
+
 status rs_account(struct rs_account *out, const char *id, int64_t min_version, struct err *e)
 {
     struct rc_ticket t = {0, 0};
+    enum rs_src src, from;
     status st;
 
     memset(out, 0, sizeof *out);
@@ -98,16 +157,20 @@ status rs_account(struct rs_account *out, const char *id, int64_t min_version, s
             return ST_OK;
         t = rc_fill_begin(cache, id);
     }
-    st = rs_account_fresh(out, id, e);
-    /* a stalled account is not cached: its marker must go as soon as the stall is lifted */
-    if (st == ST_OK && cache != NULL && out->doc != NULL && out->stalled == NULL)
+    /* after the ticket: a source switched since is refused by the clear that came with it */
+    src = rs__source();
+    st = account_read(out, id, min_version, src, &from, e);
+    /* a stalled account is not cached: its marker must go as soon as the stall is lifted; an
+     * answer from another server than the one whose notifications the cache follows neither */
+    if (st == ST_OK && cache != NULL && out->doc != NULL && out->stalled == NULL && from == src)
         (void)rc_fill_commit(cache, id, t, out->gen, out->version, out->doc, svc_mono_ms());
     return st;
 }
 
 status rs_statement(struct rs_statement *out, const char *id, int limit, int64_t lo, int64_t hi,
-                    int asc, struct err *e)
+                    int asc, int64_t min_version, struct err *e)
 {
+    enum rs_src from;
     char lim[16], los[24], his[24];
     const char *argv[5] = {id, lim, los, his, asc ? "asc" : "desc"};
     redisReply *r;
@@ -117,7 +180,7 @@ status rs_statement(struct rs_statement *out, const char *id, int limit, int64_t
     snprintf(lim, sizeof lim, "%d", limit);
     snprintf(los, sizeof los, "%lld", (long long)lo);
     snprintf(his, sizeof his, "%lld", (long long)hi);
-    r = rconn_script(RS_SCRIPT_STATEMENT, 5, argv, e);
+    r = account_script(RS_SCRIPT_STATEMENT, 5, argv, min_version, rs__source(), &from, e);
     if (r == NULL)
         return e != NULL ? e->code : ST_UNAVAILABLE;
     st = fill_account(&out->acc, r, e);
@@ -217,7 +280,20 @@ status rs_accounts(char **docs, long *gen, const char *const *ids, int n, struct
     *gen = 0;
     for (int i = 0; i < n; i++)
         docs[i] = NULL;
-    r = rconn_script(RS_SCRIPT_ACCOUNTS, n, (const char **)ids, e);
+    r = NULL;
+    if (rs__source() == RS_REPLICA) {
+        struct err re = {0};
+        r = rconn_script_on(RS_REPLICA, RS_SCRIPT_ACCOUNTS, n, (const char **)ids, &re);
+        if (r != NULL && r->type == REDIS_REPLY_ARRAY && r->elements == (size_t)n + 1) {
+            count_replica_reads(1);
+        } else {
+            count_fallbacks(r == NULL ? "error" : "missing", 1);
+            freeReplyObject(r);
+            r = NULL;
+        }
+    }
+    if (r == NULL)
+        r = rconn_script(RS_SCRIPT_ACCOUNTS, n, (const char **)ids, e);
     if (r == NULL)
         return e != NULL ? e->code : ST_UNAVAILABLE;
     if (r->type != REDIS_REPLY_ARRAY || (r->elements != 0 && r->elements != (size_t)n + 1)) {
@@ -341,7 +417,8 @@ status rs_ready(struct err *e)
 {
     struct rs_account a;
     char zero[] = "00000000-0000-0000-0000-000000000000";
-    status st = rs_account_fresh(&a, zero, e);
+    enum rs_src from;
+    status st = account_read(&a, zero, 0, RS_PRIMARY, &from, e);
 
     if (st != ST_OK)
         return st;

@@ -28,12 +28,17 @@ void rs_fini(void);
 /* Loads one account: from the cache when it holds a current document at or above min_version,
  * else in one Redis round trip. ST_UNAVAILABLE when Redis fails (bounded by timeouts). */
 status rs_account(struct rs_account *out, const char *id, int64_t min_version, struct err *e) WUR;
+/* With READ_REPLICAS=1 the reads below go to the Redis replica while replica.c finds it
+ * usable, and to the primary whenever the replica's answer does not do (a failure, no
+ * generation or document, a version below min_version): never an answer below min_version,
+ * never a failed read for the replica's sake. /projections and readiness ask the primary. */
 /* Loads one account from Redis (never the cache), with its stall record. */
 status rs_account_fresh(struct rs_account *out, const char *id, struct err *e) WUR;
 /* Loads the account and, in one round trip, the page of at most limit entries of versions
- * lo..hi (hi 0: the newest) from the top (asc 0) or the bottom (asc 1). */
+ * lo..hi (hi 0: the newest) from the top (asc 0) or the bottom (asc 1), from a server that has
+ * the account at min_version when one does (the replica's answer below it is not taken). */
 status rs_statement(struct rs_statement *out, const char *id, int limit, int64_t lo, int64_t hi,
-                    int asc, struct err *e) WUR;
+                    int asc, int64_t min_version, struct err *e) WUR;
 /* The first version of account id in generation gen (of v versions) whose entry's time is at
  * or after t_us (microseconds since the epoch); v + 1 when none. A binary search over the
  * statement, which is in time order: about log2(v) round trips. */

@@ -224,7 +224,7 @@ static status load_statement(const struct ra_query *q, struct rs_statement *s, i
         lo = q->after + 1;
     /* the script takes 0 as "the newest" and reads nothing for hi < lo */
     st = rs_statement(s, q->account_id, q->limit, lo, hi == INT64_MAX ? 0 : (hi < 1 ? -1 : hi),
-                      q->order == RA_ASC, e);
+                      q->order == RA_ASC, q->min_version, e);
     if (st != ST_OK || s->acc.doc == NULL)
         return st;
     v = s->acc.version;
