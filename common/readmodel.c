@@ -324,7 +324,8 @@ static const char gens_lua[] =
 
 status rm_load_gens(redisContext *c, struct rm_gens *out, struct err *e)
 {
-    redisReply *r = redisCommand(c, "EVAL %s 0", gens_lua);
+    /* EVAL_RO: it only reads, so it also runs on a replica holding its stream (CLIENT PAUSE) */
+    redisReply *r = redisCommand(c, "EVAL_RO %s 0", gens_lua);
     status st = ST_OK;
 
     memset(out, 0, sizeof *out);

@@ -191,7 +191,9 @@ redisReply *rconn_script_on(enum rs_src src, int idx, int argc, const char **arg
                 goto cleanup;
             continue;
         }
-        args[0] = "EVALSHA";
+        /* read-only on the replica: EVALSHA_RO runs while the replica holds its replication
+         * stream (CLIENT PAUSE WRITE) and could never write there */
+        args[0] = src == RS_REPLICA ? "EVALSHA_RO" : "EVALSHA";
         args[1] = sha;
         args[2] = "0";
         for (int i = 0; i < argc; i++)

@@ -1,6 +1,6 @@
 /* Read scaling (issue 15): a read API with READ_REPLICAS=1 reads from a real Redis replica of
- * the stack's Redis, started here (REPLICAOF through a forwarder this test can pause, so the
- * replica lags while its link stays up). Shows: plain reads come from the replica (its own
+ * the stack's Redis, started here (REPLICAOF; CLIENT PAUSE WRITE on it holds its replication
+ * stream, so it lags while its link stays up and it still answers reads). Shows: plain reads come from the replica (its own
  * command counts and readapi_replica_reads_total); a min_version read the paused replica has
  * not reached is answered by the primary, never below min_version; a read API with a small
  * READ_REPLICA_MAX_LAG_MS stops using the lagging replica; after the pause the cache shows the
@@ -8,10 +8,8 @@
  * failed read. */
 #include <arpa/inet.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <hiredis/hiredis.h>
 #include <netinet/in.h>
-#include <poll.h>
 #include <pthread.h>
 #include <setjmp.h>
 #include <signal.h>
@@ -36,97 +34,21 @@
 #define R "{service=\"readapi\"}"
 #define FALLBACK(reason) "readapi_replica_fallbacks_total{service=\"readapi\",reason=\"" reason "\"}"
 
-/* --- a pausable TCP forwarder between the replica and the stack's Redis --- */
+static int redis_port;
 
-static atomic_int fwd_paused, fwd_stop;
-static int fwd_listen = -1, fwd_port, redis_port;
-static pthread_t fwd_thread;
-
-static int listen_any(int *port)
+static int free_port(void)
 {
     struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = 0};
     socklen_t len = sizeof a;
-    int fd = socket(AF_INET, SOCK_STREAM, 0), one = 1;
+    int fd = socket(AF_INET, SOCK_STREAM, 0), port;
 
     a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof a) != 0 || listen(fd, 8) != 0 ||
+    if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof a) != 0 ||
         getsockname(fd, (struct sockaddr *)&a, &len) != 0)
-        tfail("no loopback port to listen on: %s", strerror(errno));
-    *port = ntohs(a.sin_port);
-    return fd;
-}
-
-static int connect_local(int port)
-{
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (fd >= 0 && connect(fd, (struct sockaddr *)&a, sizeof a) != 0) {
-        close(fd);
-        return -1;
-    }
-    return fd;
-}
-
-/* Copies what is ready on from to to; 0 when from closed. */
-static int pump(int from, int to)
-{
-    char buf[65536];
-    ssize_t n = read(from, buf, sizeof buf);
-
-    if (n <= 0)
-        return 0;
-    for (ssize_t off = 0; off < n;) {
-        ssize_t w = write(to, buf + off, (size_t)(n - off));
-        if (w <= 0)
-            return 0;
-        off += w;
-    }
-    return 1;
-}
-
-/* One connection pair at a time is enough: the replica holds one link to its master. While
- * paused nothing moves either way, so the replica stays a replica with its link up, and
- * falls behind. */
-static void *fwd_main(void *arg)
-{
-    int a = -1, b = -1;
-
-    (void)arg;
-    while (!atomic_load(&fwd_stop)) {
-        struct pollfd p[3] = {{fwd_listen, POLLIN, 0}, {a, POLLIN, 0}, {b, POLLIN, 0}};
-        int paused = atomic_load(&fwd_paused);
-
-        if (paused) {
-            p[1].fd = -1;
-            p[2].fd = -1;
-        }
-        if (poll(p, 3, 20) <= 0)
-            continue;
-        if (p[0].revents & POLLIN) {
-            int c = accept(fwd_listen, NULL, NULL);
-            if (c >= 0) {
-                if (a >= 0)
-                    close(a), close(b);
-                a = c;
-                b = connect_local(redis_port);
-                if (b < 0)
-                    close(a), a = -1;
-            }
-            continue;
-        }
-        if (a >= 0 && ((p[1].revents & (POLLIN | POLLHUP) && !pump(a, b)) ||
-                       (p[2].revents & (POLLIN | POLLHUP) && !pump(b, a)))) {
-            close(a);
-            close(b);
-            a = b = -1;
-        }
-    }
-    if (a >= 0)
-        close(a), close(b);
-    return NULL;
+        tfail("no free loopback port: %s", strerror(errno));
+    port = ntohs(a.sin_port);
+    close(fd);
+    return port;
 }
 
 /* --- the replica --- */
@@ -165,14 +87,14 @@ static void info_field(redisContext *c, const char *section, const char *name, c
     freeReplyObject(r);
 }
 
-/* EVALSHA calls the replica has served. */
+/* EVALSHA_RO calls the replica has served. */
 static long long replica_evalsha_calls(void)
 {
     redisContext *c = replica_open();
     char v[256];
     long long calls = 0;
 
-    info_field(c, "commandstats", "cmdstat_evalsha", v, sizeof v);
+    info_field(c, "commandstats", "cmdstat_evalsha_ro", v, sizeof v);
     if (v[0] != '\0')
         sscanf(v, "calls=%lld", &calls);
     redisFree(c);
@@ -183,15 +105,13 @@ static void replica_start(void)
 {
     char port[16], master[64], log[512];
     int64_t t0 = tnow_ms();
-    int ignore;
 
-    ignore = close(listen_any(&replica_port)); /* a free port, given to the replica */
-    (void)ignore;
+    replica_port = free_port();
     snprintf(replica_dir, sizeof replica_dir, "/tmp/cqrs-replica-XXXXXX");
     if (mkdtemp(replica_dir) == NULL)
         tfail("mkdtemp: %s", strerror(errno));
     snprintf(port, sizeof port, "%d", replica_port);
-    snprintf(master, sizeof master, "127.0.0.1 %d", fwd_port);
+    snprintf(master, sizeof master, "127.0.0.1 %d", redis_port);
     snprintf(log, sizeof log, "%s/redis.log", replica_dir);
     replica_pid = fork();
     if (replica_pid == 0) {
@@ -215,6 +135,42 @@ static void replica_start(void)
         usleep(100 * 1000);
     }
     fprintf(stderr, "replica on %d synced in %lld ms\n", replica_port, (long long)(tnow_ms() - t0));
+}
+
+/* Waits until the replica has applied all the primary had written when called (after its
+ * first sync the primary streams only once the replica's first REPLCONF ACK came, up to 1 s). */
+static void await_caught_up(void)
+{
+    redisContext *p = tredis_open(), *c = replica_open();
+    char v[64];
+    long long want;
+    int64_t t0 = tnow_ms();
+
+    info_field(p, "replication", "master_repl_offset", v, sizeof v);
+    want = atoll(v);
+    for (;;) {
+        info_field(c, "replication", "slave_repl_offset", v, sizeof v);
+        if (atoll(v) >= want)
+            break;
+        if (tnow_ms() - t0 > 5000)
+            tfail("the replica did not reach offset %lld within 5 s (at %s)", want, v);
+        usleep(10 * 1000);
+    }
+    redisFree(p);
+    redisFree(c);
+}
+
+/* CLIENT PAUSE WRITE on the replica (ms > 0; 0: CLIENT UNPAUSE): it stops applying its
+ * replication stream, its link stays up, and it keeps answering reads (EVALSHA_RO). */
+static void replica_pause(int ms)
+{
+    redisContext *c = replica_open();
+    redisReply *r = ms > 0 ? redisCommand(c, "CLIENT PAUSE %d WRITE", ms) : redisCommand(c, "CLIENT UNPAUSE");
+
+    if (r == NULL || r->type == REDIS_REPLY_ERROR)
+        tfail("CLIENT PAUSE/UNPAUSE on the replica failed");
+    freeReplyObject(r);
+    redisFree(c);
 }
 
 /* --- read APIs on the replica --- */
@@ -264,9 +220,6 @@ static int setup(void **state)
     if (tstack_group_setup(state) != 0)
         return -1;
     redis_port = atoi(tenv("REDIS_PORT"));
-    fwd_listen = listen_any(&fwd_port);
-    if (pthread_create(&fwd_thread, NULL, fwd_main, NULL) != 0)
-        tfail("forwarder thread");
     replica_start();
     api_start(&wide, 7, 10000);
     api_start(&narrow, 8, 300);
@@ -286,9 +239,6 @@ static int teardown(void **state)
         tstack_unguard(replica_pid);
         tsvc_stop(replica_pid, SIGTERM, 5000);
     }
-    atomic_store(&fwd_stop, 1);
-    pthread_join(fwd_thread, NULL);
-    close(fwd_listen);
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", replica_dir);
     ignore = system(cmd);
     (void)ignore;
@@ -310,10 +260,11 @@ static void test_reads_come_from_the_replica(void **state)
     json_decref(tw_money(id, "deposits", 500, "first"));
     snprintf(path, sizeof path, "/accounts/%s?min_version=2&wait_ms=5000", id);
     json_decref(tr_get_ok(wide.base, path));
+    await_caught_up();
+    snprintf(path, sizeof path, "/accounts/%s/statement", id);
     reads0 = thttp_metric(wide.base, "readapi_replica_reads_total" R);
     calls0 = replica_evalsha_calls();
     /* statements are not cached: each one is a script on the replica */
-    snprintf(path, sizeof path, "/accounts/%s/statement", id);
     for (int i = 0; i < 20; i++) {
         r = tr_get_ok(wide.base, path);
         assert_int_equal(tw_int(r, "balance"), 500);
@@ -343,9 +294,9 @@ static void test_min_version_is_never_stale(void **state)
     tw_open(id, "replica", "min", "EUR", 0);
     snprintf(path, sizeof path, "/accounts/%s?min_version=1&wait_ms=5000", id);
     json_decref(tr_get_ok(wide.base, path));
-    usleep(300 * 1000); /* the replica has the account */
+    await_caught_up(); /* the replica has the account */
     behind0 = thttp_metric(wide.base, FALLBACK("behind"));
-    atomic_store(&fwd_paused, 1);
+    replica_pause(30000);
     for (int i = 1; i <= 10; i++) {
         int status;
         json_t *d = tw_money(id, "deposits", 100, "paused");
@@ -386,7 +337,7 @@ static void test_min_version_is_never_stale(void **state)
 
     /* the replica catches up: the tolerant API's cache shows the newest version soon (the
      * replica's own notifications invalidate it), the narrow one reads the replica again */
-    atomic_store(&fwd_paused, 0);
+    replica_pause(0);
     {
         int64_t t0 = tnow_ms();
         for (;;) {
@@ -425,10 +376,13 @@ static void *reader_main(void *arg)
              (long long)rd->min_version);
     for (int i = 0; !atomic_load(&rd->stop); i++) {
         struct thttp_resp hr;
-        if (thttp_request(&hr, "GET", rd->base, path[i % 3], NULL, NULL, 10000) == 0 && hr.status == 200)
+        if (thttp_request(&hr, "GET", rd->base, path[i % 3], NULL, NULL, 10000) == 0 && hr.status == 200) {
             rd->ok++;
-        else
+        } else {
             rd->failed++;
+            fprintf(stderr, "%s%s: %d %.300s\n", rd->base, path[i % 3], hr.status,
+                    hr.body != NULL ? hr.body : "");
+        }
         thttp_resp_release(&hr);
     }
     return NULL;
@@ -448,6 +402,13 @@ static void test_replica_gone_costs_no_read(void **state)
     rd[0].min_version = rd[1].min_version = tw_int(d, "version");
     json_decref(d);
     memcpy(rd[1].id, rd[0].id, sizeof rd[1].id);
+    for (int i = 0; i < 2; i++) { /* projected before the readers start: a 404 is a failure */
+        char path[256];
+        snprintf(path, sizeof path, "/accounts/%s?min_version=%lld&wait_ms=5000", rd[i].id,
+                 (long long)rd[i].min_version);
+        json_decref(tr_get_ok(rd[i].base, path));
+    }
+    await_caught_up();
     for (int i = 0; i < 2; i++)
         pthread_create(&t[i], NULL, reader_main, &rd[i]);
     usleep(500 * 1000);
