@@ -85,6 +85,7 @@ expect 'NATS_URL: nats://nats1:4222,nats://nats2:4222,nats://nats3:4222' "the NA
 expect "NATS_REPLICAS: '?3'?" "stream replicas 3"
 expect 'REDIS_SENTINELS: sentinel1:26379,sentinel2:26379,sentinel3:26379' "REDIS_SENTINELS"
 expect 'REDIS_MASTER_NAME: cqrs' "REDIS_MASTER_NAME"
+expect "READ_REPLICAS: '?1'?" "the read APIs reading from the Redis replica"
 expect 'target_session_attrs=read-write' "a multi-host DATABASE_URL following the primary"
 n="$(printf '%s\n' "$out" | grep -c 'REDIS_SENTINELS: ')"
 [ "$n" -ge 6 ] || fail "REDIS_SENTINELS is set for $n services, expected 2 writers, 2 read APIs, 2 projectors"

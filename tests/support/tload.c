@@ -657,8 +657,17 @@ static long check_read_api(PGconn *pg, struct tload *l, struct tload_report *rep
 
         if (version > 500)
             tfail("account %s has %lld events: more than one statement page", id, (long long)version);
-        snprintf(path, sizeof path, "/accounts/%s", id);
-        if (thttp_request(&r, "GET", l->o.readapi_url, path, NULL, NULL, 5000) != 0 || r.status != 200)
+        /* at the write side's version: a read API on a Redis replica answers from the primary
+         * what its replica has not reached yet, as it does for a client's min_version */
+        snprintf(path, sizeof path, "/accounts/%s?min_version=%lld&wait_ms=3000", id, (long long)version);
+        if (thttp_request(&r, "GET", l->o.readapi_url, path, NULL, NULL, 5000) == 0 && r.status == 503) {
+            fprintf(stderr, "  read API %s: not at the write side's version %lld: %s\n", id,
+                    (long long)version, r.body ? r.body : "");
+            thttp_resp_release(&r);
+            bad++;
+            continue;
+        }
+        if (r.status != 200)
             tfail("GET %s: %d %s", path, r.status, r.body ? r.body : "");
         doc = thttp_json(&r);
         if (tw_int(doc, "balance") != balance || tw_int(doc, "version") != version ||
@@ -671,7 +680,8 @@ static long check_read_api(PGconn *pg, struct tload *l, struct tload_report *rep
         json_decref(doc);
         thttp_resp_release(&r);
 
-        snprintf(path, sizeof path, "/accounts/%s/statement?limit=500", id);
+        snprintf(path, sizeof path, "/accounts/%s/statement?limit=500&min_version=%lld&wait_ms=3000", id,
+                 (long long)version);
         if (thttp_request(&r, "GET", l->o.readapi_url, path, NULL, NULL, 5000) != 0 || r.status != 200)
             tfail("GET %s: %d", path, r.status);
         doc = thttp_json(&r);

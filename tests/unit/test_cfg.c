@@ -12,7 +12,8 @@
 
 static const char *const vars[] = {"DATABASE_URL", "NATS_URL", "REDIS_URL", "WRITER_PORT", "READAPI_PORT",
                                    "PROJECTOR_PORT", "LOG_LEVEL", "LOG_FORMAT", "API_TOKEN", "HTTP_THREADS", "PROJECTOR_BATCH",
-                                   "NATS_REPLICAS", "REDIS_SENTINELS", "REDIS_MASTER_NAME", NULL};
+                                   "NATS_REPLICAS", "REDIS_SENTINELS", "REDIS_MASTER_NAME", "READ_REPLICAS",
+                                   "REDIS_REPLICA_URL", "READ_REPLICA_MAX_LAG_MS", NULL};
 
 static int clear_env(void **state)
 {
@@ -148,6 +149,39 @@ static void test_cluster_settings(void **state)
     assert_non_null(strstr(errs, "REDIS_SENTINELS: bad port"));
 }
 
+/* Reads from a replica: off by default; a replica URL or Sentinels to find one; its database is
+ * REDIS_URL's; a URL without READ_REPLICAS=1 is refused rather than ignored. */
+static void test_replica_settings(void **state)
+{
+    struct cfg c;
+    char errs[2048];
+
+    (void)state;
+    assert_int_equal(cfg_load(&c, errs, sizeof errs), ST_OK);
+    assert_int_equal(c.read_replicas, 0);
+    assert_int_equal(c.read_replica_max_lag_ms, 1000);
+    setenv("READ_REPLICAS", "1", 1);
+    setenv("REDIS_REPLICA_URL", "redis://10.0.0.2:6380", 1);
+    setenv("READ_REPLICA_MAX_LAG_MS", "250", 1);
+    assert_int_equal(cfg_load(&c, errs, sizeof errs), ST_OK);
+    assert_string_equal(c.redis_replica_host, "10.0.0.2");
+    assert_int_equal(c.redis_replica_port, 6380);
+    assert_int_equal(c.read_replica_max_lag_ms, 250);
+    unsetenv("REDIS_REPLICA_URL");
+    assert_int_equal(cfg_load(&c, errs, sizeof errs), ST_INVALID);
+    assert_non_null(strstr(errs, "READ_REPLICAS: 1 needs REDIS_REPLICA_URL or REDIS_SENTINELS"));
+    setenv("REDIS_SENTINELS", "127.0.0.1:29020", 1);
+    setenv("REDIS_MASTER_NAME", "cqrs", 1);
+    assert_int_equal(cfg_load(&c, errs, sizeof errs), ST_OK);
+    setenv("READ_REPLICAS", "0", 1);
+    setenv("REDIS_REPLICA_URL", "redis://h:1/3", 1);
+    setenv("READ_REPLICA_MAX_LAG_MS", "5", 1);
+    assert_int_equal(cfg_load(&c, errs, sizeof errs), ST_INVALID);
+    assert_non_null(strstr(errs, "REDIS_REPLICA_URL: set but READ_REPLICAS is 0"));
+    assert_non_null(strstr(errs, "REDIS_REPLICA_URL: database 3 is not REDIS_URL's 0"));
+    assert_non_null(strstr(errs, "READ_REPLICA_MAX_LAG_MS:"));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -156,6 +190,7 @@ int main(void)
         cmocka_unit_test_setup(test_every_bad_value_reported, clear_env),
         cmocka_unit_test_setup(test_redis_urls, clear_env),
         cmocka_unit_test_setup(test_cluster_settings, clear_env),
+        cmocka_unit_test_setup(test_replica_settings, clear_env),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
