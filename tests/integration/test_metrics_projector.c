@@ -206,6 +206,52 @@ static void test_duplicate_and_gap_repair(void **state)
     PQfinish(pg);
 }
 
+/* Another writer moves an account while the projector folds it: the projector has read the
+ * account (version 2) and waits on its gap read (events locked by the test), the account is
+ * moved to version 3 behind it (the other writer, simulated by its version in Redis), then the
+ * read returns: the compare-and-set fails once (one conflict), the projector re-reads and
+ * re-folds. Only the version was moved, so the re-read finds a document of version 2 under
+ * version 3: the projector stalls the account ("read model document unreadable") rather than
+ * fold on it; the rebuild that follows in this group builds it again from the events. */
+static void test_cas_conflict(void **state)
+{
+    struct tm_scrape a, b;
+    char id[UUID_STR_SIZE], e3[UUID_STR_SIZE], e4[UUID_STR_SIZE];
+    redisContext *rc = tredis_open();
+    PGconn *lock = tw_pg();
+    PGresult *res;
+    redisReply *r;
+
+    set_url(state);
+    tw_open(id, "pmetrics", "cas", "EUR", 0);
+    json_decref(tw_money(id, "deposits", 10, "p")); /* version 2 */
+    await_projected(id, 2);
+    await_quiet(&a);
+    hold_sweep(rc, 1);
+    res = PQexec(lock, "BEGIN; LOCK TABLE events IN ACCESS EXCLUSIVE MODE");
+    assert_int_equal(PQresultStatus(res), PGRES_COMMAND_OK);
+    PQclear(res);
+    uuid_generate(e3);
+    uuid_generate(e4);
+    insert_only(lock, e3, id, 3, "{\"amount\":3,\"description\":\"gap\"}");
+    th_event(lock, 1, e4, id, 4, "MoneyDeposited", "{\"amount\":4,\"description\":\"published\"}");
+    usleep(800 * 1000); /* the projector has version 4, read version 2, and waits for version 3 */
+    r = redisCommand(rc, "HSET rm:%ld:a:{%s} v 3", trb_get(rc, "rm:current"), id);
+    assert_true(r != NULL && r->type == REDIS_REPLY_INTEGER);
+    freeReplyObject(r);
+    res = PQexec(lock, "COMMIT");
+    assert_int_equal(PQresultStatus(res), PGRES_COMMAND_OK);
+    PQclear(res);
+    tm_await(&b, url, &a, "projector_cas_conflicts_total" P, 1, 10000, 1500);
+    tm_print_moves(&a, &b, "projector_");
+    tm_expect_delta(&a, &b, "projector_cas_conflicts_total" P, 1);
+    tm_release(&b);
+    hold_sweep(rc, 0);
+    tm_release(&a);
+    redisFree(rc);
+    PQfinish(lock);
+}
+
 /* A transaction left open with an xid holds the horizon: the 2 events committed after it are
  * counted as held (the bus projects them all the same), with the time it has waited; ended:
  * nothing held. */
@@ -354,6 +400,7 @@ int main(void)
         cmocka_unit_test(test_applied_swept_positions),
         cmocka_unit_test(test_duplicate_and_gap_repair),
         cmocka_unit_test(test_horizon_held),
+        cmocka_unit_test(test_cas_conflict),
         cmocka_unit_test(test_rebuild_progress),
         cmocka_unit_test(test_poison_stall_lag_hole),
     };
