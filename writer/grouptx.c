@@ -203,8 +203,8 @@ static int find(char (*ids)[UUID_STR_SIZE], int nids, const char *id)
     return (int)(hit - ids);
 }
 
-enum grouptx_end grouptx_run(PGconn *conn, struct pending **batch, int n, bool notify, char *xid, size_t xid_len,
-                             char **event_ids, struct err *e)
+enum grouptx_end grouptx_run(PGconn *conn, struct pending **batch, int n, bool notify, void (*sent)(void *),
+                             void *arg, char *xid, size_t xid_len, char **event_ids, struct err *e)
 {
     enum grouptx_end end = GTX_NOT_COMMITTED;
     status st = ST_OK;
@@ -415,6 +415,8 @@ enum grouptx_end grouptx_run(PGconn *conn, struct pending **batch, int n, bool n
             end = commit && db_broken(conn) ? GTX_COMMIT_LOST : GTX_NOT_COMMITTED;
             goto cleanup;
         }
+        if (sent != NULL)
+            sent(arg);
         nstmts = (notify ? 3 : 2) - (commit ? 0 : 1);
         st = pipeline_collect(conn, nstmts, notify ? ok_notify : ok_plain, r2, e);
         if (st == ST_OK && commit && sql_committed(r2[nstmts - 1], e) != ST_OK) {

@@ -40,11 +40,13 @@ enum grouptx_end {
 };
 
 /* Runs the batch: each command is decided (p->decided, p->d) or rejected (p->st, p->e) or
- * marked alone; notify: wake the relays with pg_notify at COMMIT. xid receives the transaction id once known; *event_ids (malloc'd, caller
+ * marked alone; notify: wake the relays with pg_notify at COMMIT. sent(arg) (may be NULL) is
+ * called once the writes and COMMIT are on their way (the next batch may then take its locks
+ * while this one's WAL flush runs); not at all when the batch ends before. xid receives the transaction id once known; *event_ids (malloc'd, caller
  * frees; may be NULL) the uuid[] literal of the events written. The caller rolls back or
  * drops the connection when it is not idle afterwards. */
-enum grouptx_end grouptx_run(PGconn *conn, struct pending **batch, int n, bool notify, char *xid, size_t xid_len,
-                             char **event_ids, struct err *e);
+enum grouptx_end grouptx_run(PGconn *conn, struct pending **batch, int n, bool notify, void (*sent)(void *),
+                             void *arg, char *xid, size_t xid_len, char **event_ids, struct err *e);
 
 /* Sets the positions and times of the batch's events from rows "event_id, position,
  * recorded_at". */
