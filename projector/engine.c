@@ -2,6 +2,7 @@
  * compare-and-set (apply.c) over the building and then the current generation. */
 #include "engine.h"
 
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -226,6 +227,80 @@ status pj_process_gen(struct pj *p, long gen, struct pj_item *items, int n, unsi
     if (ptrs == NULL)
         return ST_INTERNAL;
     st = process_gen(p, gen, ptrs, n, flags, 0, gone, e);
+    free(ptrs);
+    return st;
+}
+
+/* One lane of pj_process_gen_lanes: its items, on its own connections. */
+struct lane {
+    struct pj *p;
+    long gen;
+    struct pj_item **ptrs;
+    int n;
+    unsigned flags;
+    int gone;
+    status st;
+    struct err e;
+    pthread_t thread;
+};
+
+static void *lane_main(void *arg)
+{
+    struct lane *l = arg;
+
+    err_clear(&l->e);
+    l->st = pj_redis(l->p, &l->e);
+    if (l->st == ST_OK && l->n > 0)
+        l->st = process_gen(l->p, l->gen, l->ptrs, l->n, l->flags, 0, &l->gone, &l->e);
+    return NULL;
+}
+
+status pj_process_gen_lanes(struct pj *p, struct pj *extra, int nl, long gen, struct pj_item *items, int n,
+                            unsigned flags, int *gone, struct err *e)
+{
+    struct lane lanes[PJ_LANES_MAX];
+    struct pj_item **ptrs;
+    int started[PJ_LANES_MAX] = {0}, at = 0;
+    status st = ST_OK;
+
+    if (nl <= 1 || n < 2 * nl)
+        return pj_process_gen(p, gen, items, n, flags, gone, e);
+    if (nl > PJ_LANES_MAX)
+        nl = PJ_LANES_MAX;
+    ptrs = calloc((size_t)n + 1, sizeof *ptrs);
+    if (ptrs == NULL)
+        return err_set(e, ST_INTERNAL, "out of memory for %d items", n);
+    /* each lane's items contiguous in ptrs, in the batch's order: an account (a partition) is
+     * in one lane, so its versions keep their order */
+    for (int k = 0; k < nl; k++) {
+        memset(&lanes[k], 0, sizeof lanes[k]);
+        lanes[k].p = k == 0 ? p : &extra[k - 1];
+        lanes[k].gen = gen;
+        lanes[k].flags = flags;
+        lanes[k].ptrs = ptrs + at;
+        for (int i = 0; i < n; i++)
+            if ((int)(event_partition(items[i].ev.stream_id, (unsigned)p->cfg->partitions) % (unsigned)nl) == k)
+                ptrs[at + lanes[k].n++] = &items[i];
+        at += lanes[k].n;
+    }
+    for (int k = 1; k < nl; k++)
+        started[k] = pthread_create(&lanes[k].thread, NULL, lane_main, &lanes[k]) == 0;
+    lane_main(&lanes[0]);
+    for (int k = 1; k < nl; k++) {
+        if (started[k])
+            pthread_join(lanes[k].thread, NULL);
+        else
+            lane_main(&lanes[k]); /* no thread: in this one */
+    }
+    *gone = 0;
+    for (int k = 0; k < nl; k++) {
+        *gone |= lanes[k].gone;
+        if (st == ST_OK && lanes[k].st != ST_OK) {
+            st = lanes[k].st;
+            if (e != NULL)
+                *e = lanes[k].e;
+        }
+    }
     free(ptrs);
     return st;
 }

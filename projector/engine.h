@@ -77,6 +77,14 @@ status pj_process(struct pj *p, struct pj_item *items, int n, unsigned flags, st
 status pj_process_gen(struct pj *p, long gen, struct pj_item *items, int n, unsigned flags,
                       int *gone, struct err *e) WUR;
 
+/* pj_process_gen over nl lanes in parallel (the rebuild's): the items of partition q go to lane
+ * q % nl, lane 0 is p, lanes 1.. are extra[0..nl-2] (pj_init'ed, their own connections). An
+ * account is in one lane, so its versions keep their order; the lanes' Redis calls and folds
+ * overlap. ST_OK when every lane's is; *gone when any lane found gen gone. */
+#define PJ_LANES_MAX 16
+status pj_process_gen_lanes(struct pj *p, struct pj *extra, int nl, long gen, struct pj_item *items, int n,
+                            unsigned flags, int *gone, struct err *e) WUR;
+
 /* Reads up to limit events after *cursor in commit-safe order (tx_id, position) below the
  * transaction horizon, as items (*out malloc'd, pj_items_free), and advances *cursor.
  * *caught_up: in the same snapshot no committed event lies beyond the new cursor. */

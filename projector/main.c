@@ -269,6 +269,14 @@ static int cmd_rebuild(const struct cfg *c, int argc, char **argv)
                 return 2;
             }
             o.batch = (int)b;
+        } else if (strcmp(argv[i], "--lanes") == 0 && i + 1 < argc) {
+            char *end = NULL;
+            long l = strtol(argv[++i], &end, 10);
+            if (end == argv[i] || *end != '\0' || l < 1 || l > PJ_LANES_MAX) {
+                fprintf(stderr, "projector rebuild: --lanes takes 1..%d\n", PJ_LANES_MAX);
+                return 2;
+            }
+            o.lanes = (int)l;
         } else if (strcmp(argv[i], "--abort") == 0) {
             long gen = 0, removed = 0;
             err_clear(&e);
@@ -394,6 +402,7 @@ static void usage(void)
             "                          or events of the history could not be folded\n"
             "  rebuild --abort         abandon the rebuild in progress and remove its keys\n"
             "  rebuild --batch N       events per read of the events table (default 5000)\n"
+            "  rebuild --lanes N       partition lanes applied in parallel (1..16, default 2)\n"
             "  rollback                make the previous generation current again (caught up first)\n"
             "  drop-generation         remove the previous generation (UNLINK over SCAN)\n"
             "exit status: 0 done (or nothing to do), 1 failure (a dependency, an event left parked),\n"

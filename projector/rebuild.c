@@ -336,6 +336,10 @@ status rb_run(const struct cfg *c, const struct rb_opts *o, struct rb_result *re
     struct pj_item *items = NULL;
     char token[UUID_STR_SIZE], cur_s[64], held[64] = "0:0";
     int batch = o->batch > 0 ? o->batch : RB_BATCH;
+    /* a batch's partitions applied on lanes in parallel, each with its own connections (the
+     * same apply path as the live owners: many accounts per script call) */
+    int nl = o->lanes > 0 ? (o->lanes < PJ_LANES_MAX ? o->lanes : PJ_LANES_MAX) : RB_LANES;
+    struct pj extra[PJ_LANES_MAX - 1];
     int leased = 0, waiting_said = 0, retries = 0, n = 0, rewound = 0;
     redisReply *r = NULL;
     long gen = 0;
@@ -344,6 +348,8 @@ status rb_run(const struct cfg *c, const struct rb_opts *o, struct rb_result *re
     memset(res, 0, sizeof *res);
     memset(&pg, 0, sizeof pg);
     pj_init(&p, c);
+    for (int k = 0; k < nl - 1; k++)
+        pj_init(&extra[k], c);
     uuid_generate(token);
     st = pj_redis(&p, e);
     if (st == ST_OK)
@@ -381,7 +387,7 @@ stream:
         before = cur;
         st = pj_tail_read(&p, &cur, batch, &items, &n, &caught_up, e);
         if (st == ST_OK && n > 0) {
-            st = pj_process_gen(&p, gen, items, n, PJ_IGNORE_STALLED, &gone, e);
+            st = pj_process_gen_lanes(&p, extra, nl, gen, items, n, PJ_IGNORE_STALLED, &gone, e);
             if (st == ST_OK && gone) {
                 st = err_set(e, ST_CONFLICT, "generation %ld was dropped under the rebuild (--abort, or redis flushed)", gen);
                 goto cleanup;
@@ -526,6 +532,8 @@ cleanup:
     if (leased)
         release_lease(&p, token);
     pj_items_free(items, n);
+    for (int k = 0; k < nl - 1; k++)
+        pj_release(&extra[k]);
     pj_release(&p);
     return st;
 }

@@ -16,12 +16,14 @@ enum rb_mode {
 };
 
 #define RB_BATCH 5000       /* events per read of the events table */
+#define RB_LANES 2          /* partition lanes a batch is applied on in parallel */
 #define RB_LEASE_MS 10000   /* a dead rebuild's lease lapses after this */
 #define RB_PROGRESS_MS 2000 /* plain progress lines (and the total's recount) this often */
 
 struct rb_opts {
     enum rb_mode mode;
     int batch;                         /* events per read; 0: RB_BATCH */
+    int lanes;                         /* partition lanes applied in parallel (1..16); 0: RB_LANES */
     int auto_heal;                     /* started by `projector run`: no waiting for the lease,
                                           progress as log lines */
     volatile sig_atomic_t *stop;       /* set asynchronously: stop at the next batch (resumable) */
