@@ -317,34 +317,48 @@ long th_log_count(const char *binary, long from, const char *needle)
     return n;
 }
 
-long long th_event(void *pgv, int insert, const char *event_id, const char *stream, int version,
-                   const char *type, const char *data)
+long long th_insert_event(void *pgv, const char *event_id, const char *stream, int version, const char *type,
+                          const char *data, char at[40])
 {
     PGconn *pg = pgv;
-    char ver[16], subject[64], payload[2048];
+    char ver[16];
     const char *p[5] = {event_id, stream, ver, type, data};
+    long long position;
+    PGresult *res;
+
+    snprintf(ver, sizeof ver, "%d", version);
+    res = PQexecParams(pg,
+                       "INSERT INTO events (event_id, stream_id, stream_version, type, schema, data) "
+                       "VALUES ($1, $2, $3, $4, 1, $5::jsonb) RETURNING position, "
+                       "to_char(recorded_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')",
+                       5, NULL, p, NULL, NULL, 0);
+    if (PQresultStatus(res) != PGRES_TUPLES_OK)
+        tfail("insert: %s", PQerrorMessage(pg));
+    position = atoll(PQgetvalue(res, 0, 0));
+    if (at != NULL)
+        snprintf(at, 40, "%s", PQgetvalue(res, 0, 1));
+    PQclear(res);
+    return position;
+}
+
+long long th_event(void *pg, int insert, const char *event_id, const char *stream, int version,
+                   const char *type, const char *data)
+{
+    char subject[64], payload[2048], at[40] = "2026-11-21T20:00:00.000000Z";
     struct bus b = {0};
     struct err e;
     natsMsg *msg = NULL;
     jsPubAck *ack = NULL;
     long long position = 0;
 
-    snprintf(ver, sizeof ver, "%d", version);
-    if (insert) {
-        PGresult *res = PQexecParams(pg,
-                                     "INSERT INTO events (event_id, stream_id, stream_version, type, schema, data) "
-                                     "VALUES ($1, $2, $3, $4, 1, $5::jsonb) RETURNING position",
-                                     5, NULL, p, NULL, NULL, 0);
-        if (PQresultStatus(res) != PGRES_TUPLES_OK)
-            tfail("insert: %s", PQerrorMessage(pg));
-        position = atoll(PQgetvalue(res, 0, 0));
-        PQclear(res);
-    }
+    if (insert)
+        position = th_insert_event(pg, event_id, stream, version, type, data, at);
+    /* an inserted event's message is the store's row: the same fold either way */
     snprintf(payload, sizeof payload,
              "{\"event_id\":\"%s\",\"stream_id\":\"%s\",\"stream_version\":%d,\"position\":%lld,"
-             "\"type\":\"%s\",\"schema\":1,\"recorded_at\":\"2026-11-21T20:00:00.000000Z\",\"data\":%s,"
+             "\"type\":\"%s\",\"schema\":1,\"recorded_at\":\"%s\",\"data\":%s,"
              "\"metadata\":{}}",
-             event_id, stream, version, position > 0 ? position : 999999999LL, type, data);
+             event_id, stream, version, position > 0 ? position : 999999999LL, type, at, data);
     event_subject(stream, EVENT_PARTITIONS, subject, sizeof subject);
     if (bus_connect(&b, tenv("NATS_URL"), "test-holes", 5000, &e) != ST_OK)
         tfail("nats: %s", e.msg);

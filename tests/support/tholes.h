@@ -48,9 +48,14 @@ void th_aof_back(redisContext *rc);
 void *th_hold_horizon(void);
 void th_release_horizon(void *holder);
 
+/* Inserts an event row through pg (a PGconn *) and nothing else (not published): returns its
+ * position, its recorded_at (the envelope's form) into at when not NULL. */
+long long th_insert_event(void *pg, const char *event_id, const char *stream, int version, const char *type,
+                          const char *data, char at[40]);
 /* Publishes an event envelope on the account's events.<partition> subject (Nats-Msg-Id =
- * event_id); with insert, the row goes into the events table first (its position is used).
- * Returns the position (0 for a message that is not in the store). */
+ * event_id); with insert, the row goes into the events table first (th_insert_event: the
+ * message carries its position and recorded_at, so it folds as the row does). Returns the
+ * position (0 for a message that is not in the store). */
 long long th_event(void *pg, int insert, const char *event_id, const char *stream, int version,
                    const char *type, const char *data);
 
