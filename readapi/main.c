@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "auth.h"
+#include "boot.h"
 #include "cfg.h"
 #include "httpd.h"
 #include "jsonx.h"
@@ -146,11 +147,11 @@ static void wake_waiters(void *srv)
 int main(int argc, char **argv)
 {
     static struct cfg cfg;
-    char errs[4096];
     struct http_server *srv = NULL;
     struct http_server_opts o;
     struct auth *auth = NULL;
     struct err e = {0};
+    int rc;
 
     if (argc > 1 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)) {
         fprintf(stderr, "usage: readapi\n"
@@ -162,22 +163,9 @@ int main(int argc, char **argv)
         cfg_usage("readapi");
         return 0;
     }
-    if (argc > 1) {
-        fprintf(stderr, "readapi: unexpected argument '%s' (configuration is read from the environment)\n",
-                argv[1]);
-        return 2;
-    }
-    if (cfg_load(&cfg, errs, sizeof errs) != ST_OK) {
-        fprintf(stderr, "readapi: invalid configuration:\n%s", errs);
-        return 2;
-    }
-    if (auth_create(&auth, &cfg, &e) != ST_OK) {
-        fprintf(stderr, "readapi: invalid configuration:\n%s\n", e.msg);
-        return 2;
-    }
-    log_init("readapi", (enum log_level)cfg.log_level, (enum log_format)cfg.log_format);
-    /* Only the main thread takes SIGTERM/SIGINT: block them before any thread starts. */
-    svc_signals_install(1);
+    rc = boot_service("readapi", argc, argv, &cfg, &auth);
+    if (rc != 0)
+        return rc;
     ra_serve_metrics_init();
     if (rs_init(&cfg, &e) != ST_OK || lk_init(&cfg, &e) != ST_OK || rs_start_listener(&e) != ST_OK ||
         replica_start(&cfg, &e) != ST_OK) {

@@ -8,6 +8,7 @@
 #include <time.h>
 
 #include "auth.h"
+#include "boot.h"
 #include "cfg.h"
 #include "command.h"
 #include "db.h"
@@ -265,22 +266,9 @@ int main(int argc, char **argv)
         }
         return list_dead_letters(&cfg);
     }
-    if (argc > 1) {
-        fprintf(stderr, "writer: unexpected argument '%s' (configuration is read from the environment)\n",
-                argv[1]);
-        return 2;
-    }
-    if (cfg_load(&cfg, errs, sizeof errs) != ST_OK) {
-        fprintf(stderr, "writer: invalid configuration:\n%s", errs);
-        return 2;
-    }
-    if (auth_create(&auth, &cfg, &e) != ST_OK) {
-        fprintf(stderr, "writer: invalid configuration:\n%s\n", e.msg);
-        return 2;
-    }
-    log_init("writer", (enum log_level)cfg.log_level, (enum log_format)cfg.log_format);
-    /* Only the main thread takes SIGTERM/SIGINT: they are blocked before any thread starts. */
-    svc_signals_install(1);
+    rc = boot_service("writer", argc, argv, &cfg, &auth);
+    if (rc != 0)
+        return rc;
 
     if (prepare_database(&cfg) != 0) {
         log_info("stopped before the database was ready");

@@ -22,32 +22,6 @@
 #include "tstack.h"
 #include "twriter.h"
 
-/* GET /accounts/{id}?min_version=v&wait_ms=3000: the status, and how long it took. */
-static int read_min_version(const char *id, int64_t v, int64_t *ms)
-{
-    struct thttp_resp r;
-    char path[192];
-    int64_t t0 = tnow_ms();
-    int status;
-
-    snprintf(path, sizeof path, "/accounts/%s?min_version=%lld&wait_ms=3000", id, (long long)v);
-    if (thttp_request(&r, "GET", tenv("READAPI_URL"), path, NULL, NULL, 10000) != 0)
-        tfail("GET %s: no response", path);
-    status = r.status;
-    *ms = tnow_ms() - t0;
-    fprintf(stderr, "GET %s: %d after %lld ms %.200s\n", path, status, (long long)*ms, r.body);
-    thttp_resp_release(&r);
-    return status;
-}
-
-static int64_t deposit(const char *id)
-{
-    json_t *doc = tw_money(id, "deposits", 100, "hole 4");
-    int64_t v = tw_int(doc, "version");
-    json_decref(doc);
-    return v;
-}
-
 /* Hole 4: one undecodable message claiming A's next version, which the events table does not
  * have, must not freeze A: the real next two deposits are visible within 3 s. */
 static void test_stray_message_does_not_stall(void **state)
@@ -59,14 +33,14 @@ static void test_stray_message_does_not_stall(void **state)
 
     (void)state;
     tw_open(a, "holes", "stray victim", "EUR", 0);
-    v = deposit(a);
-    assert_int_equal(read_min_version(a, v, &ms), 200);
+    v = th_deposit(a, "hole 4");
+    assert_int_equal(th_read_min_version(a, v, &ms), 200);
     uuid_generate(stray);
     th_event(NULL, 0, stray, a, (int)v + 1, "MoneyTeleported", "{\"amount\":5}");
     sleep(1);
-    deposit(a);
-    v = deposit(a);
-    assert_int_equal(read_min_version(a, v, &ms), 200);
+    th_deposit(a, "hole 4");
+    v = th_deposit(a, "hole 4");
+    assert_int_equal(th_read_min_version(a, v, &ms), 200);
     assert_true(ms <= 3500);
     r = redisCommand(rc, "HEXISTS rm:stalled %s", a);
     assert_true(r != NULL && r->type == REDIS_REPLY_INTEGER);
@@ -87,18 +61,18 @@ static void test_poison_copy_then_rebuild(void **state)
 
     (void)state;
     tw_open(a, "holes", "poison copy", "EUR", 0);
-    v = deposit(a);
-    assert_int_equal(read_min_version(a, v, &ms), 200);
+    v = th_deposit(a, "hole 4");
+    assert_int_equal(th_read_min_version(a, v, &ms), 200);
     uuid_generate(copy);
     th_event(NULL, 0, copy, a, (int)v + 1, "MoneyDeposited", "{\"amount\":\"not a number\"}");
     sleep(1);
-    deposit(a);
+    th_deposit(a, "hole 4");
     ec = trb_run("projector", args, &out);
     fprintf(stderr, "projector rebuild (exit %d):\n%s", ec, out);
     free(out);
     assert_int_equal(ec, 0);
-    v = deposit(a);
-    assert_int_equal(read_min_version(a, v, &ms), 200);
+    v = th_deposit(a, "hole 4");
+    assert_int_equal(th_read_min_version(a, v, &ms), 200);
     assert_true(ms <= 3500);
 }
 
@@ -129,8 +103,8 @@ static void test_lag_sees_stalled_events(void **state)
     (void)state;
     tw_open(a, "holes", "lag victim", "EUR", 0);
     tw_open(b, "holes", "lag bystander", "EUR", 0);
-    v = deposit(a);
-    assert_int_equal(read_min_version(a, v, &ms), 200);
+    v = th_deposit(a, "hole 4");
+    assert_int_equal(th_read_min_version(a, v, &ms), 200);
     /* a real poison event (in the store) stalls A; ten good events queue behind it */
     uuid_generate(id);
     th_event(pg, 1, id, a, (int)v + 1, "MoneyTeleported", "{\"amount\":5}");
@@ -139,8 +113,8 @@ static void test_lag_sees_stalled_events(void **state)
         th_event(pg, 1, id, a, (int)v + i, "MoneyDeposited", "{\"amount\":7,\"description\":\"behind\"}");
     }
     for (int i = 0; i < 3; i++)
-        vb = deposit(b);
-    assert_int_equal(read_min_version(b, vb, &ms), 200);
+        vb = th_deposit(b, "hole 4");
+    assert_int_equal(th_read_min_version(b, vb, &ms), 200);
     for (int64_t deadline = tnow_ms() + 5000; tnow_ms() < deadline; usleep(500000)) {
         lag = status_lag();
         if (lag >= 10)
@@ -175,13 +149,13 @@ static void test_building_only_stall(void **state)
 
     (void)state;
     tw_open(id, "holes", "building-stall", "EUR", 0);
-    v = deposit(id);
-    assert_int_equal(read_min_version(id, v, &ms), 200);
+    v = th_deposit(id, "hole 4");
+    assert_int_equal(th_read_min_version(id, v, &ms), 200);
     /* the rebuild reads everything below this transaction, then waits for it (an event is
      * committed behind it): it stays building */
     tw_open(other, "holes", "behind-the-horizon", "EUR", 0);
     hold = th_hold_horizon();
-    (void)deposit(other);
+    (void)th_deposit(other, "hole 4");
     pid = tsvc_start("projector", args, NULL);
     tstack_guard(pid);
     deadline = tnow_ms() + 60000;
@@ -195,8 +169,8 @@ static void test_building_only_stall(void **state)
     assert_int_equal(trb_hget(rc, key, "v"), v);
     /* the building generation's pair of this account broken, the served one's whole */
     freeReplyObject(redisCommand(rc, "DEL rm:%ld:s:{%s}", building, id));
-    v = deposit(id);
-    assert_int_equal(read_min_version(id, v, &ms), 200);
+    v = th_deposit(id, "hole 4");
+    assert_int_equal(th_read_min_version(id, v, &ms), 200);
     assert_true(ms < 3000);
     r = redisCommand(rc, "HEXISTS rm:stalled %s", id);
     assert_true(r != NULL && r->type == REDIS_REPLY_INTEGER && r->integer == 0);

@@ -20,32 +20,6 @@
 #include "tstack.h"
 #include "twriter.h"
 
-/* GET /accounts/{id}?min_version=v&wait_ms=3000: the status, and how long it took. */
-static int read_min_version(const char *id, int64_t v, int64_t *ms)
-{
-    struct thttp_resp r;
-    char path[192];
-    int64_t t0 = tnow_ms();
-    int status;
-
-    snprintf(path, sizeof path, "/accounts/%s?min_version=%lld&wait_ms=3000", id, (long long)v);
-    if (thttp_request(&r, "GET", tenv("READAPI_URL"), path, NULL, NULL, 10000) != 0)
-        tfail("GET %s: no response", path);
-    status = r.status;
-    *ms = tnow_ms() - t0;
-    fprintf(stderr, "GET %s: %d after %lld ms %.200s\n", path, status, (long long)*ms, r.body);
-    thttp_resp_release(&r);
-    return status;
-}
-
-static int64_t deposit(const char *id)
-{
-    json_t *doc = tw_money(id, "deposits", 100, "hole 6");
-    int64_t v = tw_int(doc, "version");
-    json_decref(doc);
-    return v;
-}
-
 static char *redis_str(redisContext *rc, const char *cmd, const char *arg)
 {
     redisReply *r = redisCommand(rc, cmd, arg);
@@ -77,8 +51,8 @@ static void test_version_hole_does_not_freeze_the_sweep(void **state)
     (void)state;
     tw_open(a, "holes", "hole victim", "EUR", 0);
     tw_open(b, "holes", "hole bystander", "EUR", 0);
-    v = deposit(a);
-    assert_int_equal(read_min_version(a, v, &ms), 200);
+    v = th_deposit(a, "hole 6");
+    assert_int_equal(th_read_min_version(a, v, &ms), 200);
     tstack_kill("nats", SIGTERM, 15000);
     log_from = th_log_size("projector");
     uuid_generate(hole);
@@ -92,8 +66,8 @@ static void test_version_hole_does_not_freeze_the_sweep(void **state)
         tfail("insert: %s", PQerrorMessage(pg));
     hole_tx = strtoull(PQgetvalue(res, 0, 0), NULL, 10);
     PQclear(res);
-    vb = deposit(b);
-    assert_int_equal(read_min_version(b, vb, &ms), 200);
+    vb = th_deposit(b, "hole 6");
+    assert_int_equal(th_read_min_version(b, vb, &ms), 200);
     fprintf(stderr, "B visible %lld ms after its command (NATS down: through the sweep)\n", (long long)ms);
     assert_true(ms <= 2500);
     for (int64_t deadline = tnow_ms() + 5000; tnow_ms() < deadline; usleep(200000)) {
@@ -152,7 +126,7 @@ static void test_open_transaction_shows_as_the_horizon(void **state)
     PQclear(res);
     t0 = tnow_ms();
     snprintf(want, sizeof want, "(pid %d)", PQbackendPID(holder));
-    deposit(c);
+    th_deposit(c, "hole 6");
     while (tnow_ms() - t0 < 45000) {
         sleep(1);
         if (trun_capture("projector", "status", out, sizeof out) != 0)

@@ -371,3 +371,28 @@ long long th_event(void *pg, int insert, const char *event_id, const char *strea
     bus_release(&b);
     return position;
 }
+
+int th_read_min_version(const char *id, int64_t v, int64_t *ms)
+{
+    struct thttp_resp r;
+    char path[192];
+    int64_t t0 = tnow_ms();
+    int status;
+
+    snprintf(path, sizeof path, "/accounts/%s?min_version=%lld&wait_ms=3000", id, (long long)v);
+    if (thttp_request(&r, "GET", tenv("READAPI_URL"), path, NULL, NULL, 10000) != 0)
+        tfail("GET %s: no response", path);
+    status = r.status;
+    *ms = tnow_ms() - t0;
+    fprintf(stderr, "GET %s: %d after %lld ms %.200s\n", path, status, (long long)*ms, r.body);
+    thttp_resp_release(&r);
+    return status;
+}
+
+int64_t th_deposit(const char *id, const char *description)
+{
+    json_t *doc = tw_money(id, "deposits", 100, description);
+    int64_t v = tw_int(doc, "version");
+    json_decref(doc);
+    return v;
+}

@@ -64,4 +64,9 @@ long long th_event(void *pg, int insert, const char *event_id, const char *strea
 long th_log_size(const char *binary);
 long th_log_count(const char *binary, long from, const char *needle);
 
+/* GET /accounts/{id}?min_version=v&wait_ms=3000: the status, and how long it took (logged). */
+int th_read_min_version(const char *id, int64_t v, int64_t *ms);
+/* A deposit of 100 through the writer; its version. */
+int64_t th_deposit(const char *id, const char *description);
+
 #endif
