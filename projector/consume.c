@@ -90,6 +90,34 @@ static status claim(struct cs_part *w, struct pj *p, struct rm_fence *f, long lo
     return st;
 }
 
+status cs_max_epoch(redisContext *rc, int nparts, uint64_t *max, struct err *e)
+{
+    status st = ST_OK;
+
+    *max = 0;
+    if (rc == NULL)
+        return err_set(e, ST_UNAVAILABLE, "no redis connection");
+    for (int p = 0; p < nparts; p++) {
+        char key[RM_KEY_SIZE];
+        rm_key_partition(key, sizeof key, p);
+        if (redisAppendCommand(rc, "HGET %s epoch", key) != REDIS_OK)
+            return err_set(e, ST_UNAVAILABLE, "redis: %s", rc->errstr);
+    }
+    for (int p = 0; p < nparts; p++) {
+        redisReply *r = NULL;
+        if (redisGetReply(rc, (void **)&r) != REDIS_OK || r == NULL) {
+            freeReplyObject(r);
+            return err_set(e, ST_UNAVAILABLE, "redis: %s", rc->errstr);
+        }
+        if (r->type == REDIS_REPLY_STRING && strtoull(r->str, NULL, 10) > *max)
+            *max = strtoull(r->str, NULL, 10);
+        else if (r->type == REDIS_REPLY_ERROR)
+            st = err_set(e, ST_UNAVAILABLE, "redis: %s", r->str);
+        freeReplyObject(r);
+    }
+    return st;
+}
+
 /* An ordered consumer on events.<p> from stream sequence start. */
 static status subscribe(struct cs_part *w, uint64_t start, natsSubscription **sub, struct err *e)
 {
@@ -265,8 +293,13 @@ static void *part_main(void *arg)
         if (!claimed) {
             st = claim(w, &p, &fence, reset, &fenced, &e);
             if (st == ST_OK && fenced) {
+                uint64_t floor = 0;
                 log_warn("partition %d: epoch %" PRIu64 " is older than %" PRIu64 " in Redis: dropping it",
                          w->part, w->epoch, fence.held_epoch);
+                /* for the ownership thread: if the lease bucket is below it, NATS lost its state */
+                if (cs_max_epoch(p.rc, w->cfg->partitions, &floor, &e) != ST_OK)
+                    floor = fence.held_epoch;
+                atomic_store(&w->floor, floor > fence.held_epoch ? floor : fence.held_epoch);
                 atomic_store(&w->fenced, 1);
                 break;
             }

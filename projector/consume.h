@@ -6,6 +6,8 @@
 #include <stdatomic.h>
 #include <stdint.h>
 
+#include <hiredis/hiredis.h>
+
 #include "bus.h"
 #include "cfg.h"
 #include "status.h"
@@ -24,6 +26,7 @@ struct cs_part {
     atomic_int stop;     /* set by the caller: finish (or drop) the batch in hand and exit */
     atomic_int finished; /* the thread has exited (join it) */
     atomic_int fenced;   /* it exited because a newer owner's epoch is in Redis */
+    _Atomic uint64_t floor; /* fenced at its claim: the highest epoch in Redis (see own_advance) */
     /* progress, for logs, status and tests */
     _Atomic long applied, gap_events, conflicts, rewinds, duplicates, parked, strays, holes;
     _Atomic uint64_t seq;     /* last stream sequence recorded in rm:part:<p> */
@@ -35,6 +38,9 @@ struct cs_part {
 status cs_part_start(struct cs_part *w, struct err *e) WUR;
 /* Sets stop and waits for the thread. */
 void cs_part_join(struct cs_part *w);
+
+/* The highest epoch rm:part:0..nparts-1 hold (0 when none). */
+status cs_max_epoch(redisContext *rc, int nparts, uint64_t *max, struct err *e) WUR;
 
 /* Deletes the shared durable consumer of the first version ("projector"), if present: its
  * pending messages would only age on the server. */

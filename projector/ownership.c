@@ -7,7 +7,12 @@
  *   always has a higher epoch, and the apply script refuses writes of a lower one.
  * - key w.<worker>: liveness, put every tick; the live workers are the w.* keys that exist.
  * A worker renews every lease_ms / 4 and acts on a partition only while its last renewal is
- * younger than 3/4 of the lease, so it stops before anyone can claim what it held. */
+ * younger than 3/4 of the lease, so it stops before anyone can claim what it held.
+ * Epochs must never go back: the bucket uses file storage (its last sequence survives restarts
+ * of NATS), and when its last sequence is below an epoch Redis holds (NATS lost the bucket's
+ * state: a memory bucket of an older version restarted, unsynced writes lost in a power cut of
+ * every node, the bucket deleted by hand) it is purged up to past that epoch (own_advance),
+ * which moves its sequence forward: every lease is lost and claimed again above it. */
 #include "ownership.h"
 
 #include <inttypes.h>
@@ -16,7 +21,10 @@
 #include <string.h>
 
 #include "event.h"
+#include "log.h"
 #include "svc.h"
+
+#define OWN_STREAM "KV_" OWN_BUCKET
 
 static void part_key(char *buf, size_t len, int p)
 {
@@ -45,14 +53,103 @@ status own_bind(kvStore **kv, struct bus *b, struct err *e)
     return ST_OK;
 }
 
-status own_open(struct own *o, const struct cfg *c, struct bus *b, const char *worker,
+/* The bucket's storage and last sequence (the next revision is above it). */
+static status bucket_state(jsCtx *js, int *memory, uint64_t *last, struct err *e)
+{
+    jsStreamInfo *si = NULL;
+    jsErrCode jerr = 0;
+    natsStatus ns = js_GetStreamInfo(&si, js, OWN_STREAM, NULL, &jerr);
+
+    if (ns != NATS_OK)
+        return err_setr(e, ST_UNAVAILABLE, "bus_unavailable", "lease bucket info: %s (%d)", natsStatus_GetText(ns),
+                        (int)jerr);
+    if (memory != NULL)
+        *memory = si->Config->Storage == js_MemoryStorage;
+    *last = si->State.LastSeq;
+    jsStreamInfo_Destroy(si);
+    return ST_OK;
+}
+
+status own_advance(struct own *o, uint64_t floor, uint64_t *was, struct err *e)
+{
+    jsOptions jo;
+    jsErrCode jerr = 0;
+    uint64_t last = 0;
+    natsStatus ns;
+    status st = bucket_state(o->js, NULL, &last, e);
+
+    *was = 0;
+    if (st != ST_OK || last >= floor)
+        return st;
+    /* a purge up to a sequence past the last one empties the stream and sets its first sequence
+     * there (nats-server 2.9+): the next revision is floor + 1 */
+    jsOptions_Init(&jo);
+    jo.Stream.Purge.Sequence = floor + 1;
+    ns = js_PurgeStream(o->js, OWN_STREAM, &jo, &jerr);
+    if (ns != NATS_OK)
+        return err_setr(e, ST_UNAVAILABLE, "bus_unavailable", "lease bucket purge to %" PRIu64 ": %s (%d)",
+                        floor + 1, natsStatus_GetText(ns), (int)jerr);
+    *was = last > 0 ? last : 1;
+    return ST_OK;
+}
+
+static status survey(struct own *o, int *owned, struct err *e);
+
+/* A bucket created by an older version uses memory storage: its revisions restart at 1 with
+ * NATS. Recreated with file storage when no worker holds a lease (nothing to lose: the floor
+ * moves the new one past the old one's revisions); kept, with a warning, otherwise. */
+static status move_to_file(struct own *o, kvConfig *kc, uint64_t *floor, struct err *e)
+{
+    int *owned = calloc((size_t)o->nparts, sizeof *owned), held = 0, memory = 0;
+    uint64_t last = 0;
+    natsStatus ns;
+    status st;
+
+    if (owned == NULL)
+        return err_set(e, ST_INTERNAL, "out of memory");
+    st = bucket_state(o->js, &memory, &last, e);
+    if (st == ST_OK && memory)
+        st = survey(o, owned, e);
+    for (int p = 0; st == ST_OK && p < o->nparts; p++)
+        held += owned[p];
+    free(owned);
+    if (st != ST_OK || !memory)
+        return st;
+    if (held > 0 || o->live_seen > 0) {
+        log_warn("lease bucket %s uses memory storage (created by an older version) and %d partitions are "
+                 "leased: kept for now; its revisions restart at 1 when NATS restarts (repaired by moving "
+                 "them past the epochs in Redis, at the cost of every lease). To move it to file storage, stop "
+                 "every projector worker for one lease (PROJECTOR_LEASE_MS) and start them again",
+                 OWN_BUCKET, held);
+        return ST_OK;
+    }
+    kvStore_Destroy(o->kv);
+    o->kv = NULL;
+    ns = js_DeleteKeyValue(o->js, OWN_BUCKET);
+    if (ns == NATS_OK || ns == NATS_NOT_FOUND)
+        ns = js_CreateKeyValue(&o->kv, o->js, kc);
+    if (ns != NATS_OK) /* another worker recreated it first */
+        ns = js_KeyValue(&o->kv, o->js, OWN_BUCKET);
+    if (ns != NATS_OK)
+        return kv_failed(e, "recreate", ns);
+    if (last > *floor)
+        *floor = last;
+    log_warn("lease bucket %s used memory storage (an older version) and no worker held a lease: "
+             "recreated with file storage, revisions continuing above %" PRIu64, OWN_BUCKET, *floor);
+    return ST_OK;
+}
+
+status own_open(struct own *o, const struct cfg *c, struct bus *b, const char *worker, uint64_t floor,
                 struct err *e)
 {
     kvConfig kc;
     natsStatus ns;
+    uint64_t was = 0;
+    status st;
 
     memset(o, 0, sizeof *o);
     o->cfg = c;
+    o->js = b->js;
     o->nparts = c->partitions;
     o->live = 1;
     snprintf(o->worker, sizeof o->worker, "%s", worker);
@@ -66,7 +163,7 @@ status own_open(struct own *o, const struct cfg *c, struct bus *b, const char *w
     kc.Bucket = OWN_BUCKET;
     kc.History = 1;
     kc.TTL = (int64_t)c->projector_lease_ms * 1000000; /* nanoseconds */
-    kc.StorageType = js_MemoryStorage; /* leases need not survive a restart of NATS */
+    kc.StorageType = js_FileStorage; /* the revisions (epochs) must survive a restart of NATS */
     kc.Replicas = c->nats_replicas;
     ns = js_CreateKeyValue(&o->kv, b->js, &kc);
     if (ns != NATS_OK) /* it exists (possibly with other settings, kept: the first one wins) */
@@ -75,6 +172,16 @@ status own_open(struct own *o, const struct cfg *c, struct bus *b, const char *w
         own_close(o);
         return kv_failed(e, "open", ns);
     }
+    st = move_to_file(o, &kc, &floor, e);
+    if (st == ST_OK)
+        st = own_advance(o, floor, &was, e);
+    if (st != ST_OK) {
+        own_close(o);
+        return st;
+    }
+    if (was > 0)
+        log_warn("lease bucket %s ended at revision %" PRIu64 ", below epoch %" PRIu64 " recorded in Redis "
+                 "(NATS lost its state): moved past it", OWN_BUCKET, was, floor);
     return ST_OK;
 }
 
@@ -180,6 +287,7 @@ static status survey(struct own *o, int *owned, struct err *e)
         }
     }
     kvKeysList_Destroy(&list);
+    o->live_seen = live;
     o->live = live > 0 ? live : 1;
     return ST_OK;
 }

@@ -33,20 +33,29 @@ struct own_event {
 
 struct own {
     const struct cfg *cfg; /* borrowed */
+    jsCtx *js;             /* borrowed: the bus's */
     kvStore *kv;           /* owned */
     char worker[OWN_WORKER_SIZE];
     int nparts;
     struct own_part *parts; /* nparts, owned */
-    int live;               /* live workers at the last tick (this one included) */
+    int live;               /* live workers at the last tick (this one included), at least 1 */
+    int live_seen;          /* heartbeats the last listing saw */
     int held;               /* partitions held */
     struct own_event *events; /* what the last tick changed (nparts slots, owned) */
     int nevents;
 };
 
-/* Binds (creating it when missing: TTL = PROJECTOR_LEASE_MS, memory storage, NATS_REPLICAS
- * replicas) the lease bucket on b's connection; worker names this process. */
-status own_open(struct own *o, const struct cfg *c, struct bus *b, const char *worker,
+/* Binds (creating it when missing: TTL = PROJECTOR_LEASE_MS, file storage, NATS_REPLICAS
+ * replicas) the lease bucket on b's connection; worker names this process. floor is the highest
+ * epoch Redis holds: the bucket's revisions are moved past it (own_advance). A memory bucket of
+ * an older version is recreated with file storage when no worker holds a lease (else kept, and
+ * a warning says what to do). */
+status own_open(struct own *o, const struct cfg *c, struct bus *b, const char *worker, uint64_t floor,
                 struct err *e) WUR;
+/* When the bucket's last revision is below floor (NATS lost its state), purges it so that the
+ * next revision is floor + 1: every lease is gone (their renewals fail) and claims start above
+ * every epoch Redis holds. *was: the last revision before (0: nothing done). */
+status own_advance(struct own *o, uint64_t floor, uint64_t *was, struct err *e) WUR;
 /* Releases every held lease (the caller has stopped their consumers) and frees o. */
 void own_close(struct own *o);
 

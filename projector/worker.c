@@ -158,12 +158,22 @@ static void ownership_round(struct worker *w)
 
     /* threads that stopped on their own: fenced by a newer owner */
     for (int p = 0; p < w->own.nparts; p++) {
+        uint64_t floor, was = 0;
         if (!w->running[p] || !atomic_load(&w->parts[p].finished))
             continue;
+        floor = atomic_load(&w->parts[p].floor);
         part_stop(w, p);
         log_warn("lost partition %d: epoch %" PRIu64 " fenced in Redis by a newer owner", p,
                  w->own.parts[p].epoch);
         own_forget(&w->own, p);
+        err_clear(&e);
+        /* refused at its claim: a newer owner, or the bucket's revisions went back (NATS lost it) */
+        if (floor > 0 && own_advance(&w->own, floor, &was, &e) != ST_OK)
+            log_warn("ownership: %s", e.msg);
+        else if (was > 0)
+            log_warn("lease bucket %s ended at revision %" PRIu64 ", below epoch %" PRIu64 " recorded in "
+                     "Redis (NATS lost its state): moved past it; every lease is claimed again", OWN_BUCKET,
+                     was, floor);
     }
     err_clear(&e);
     st = own_tick(&w->own, &e);
@@ -284,9 +294,19 @@ static int connect_all(struct worker *w, struct pj *p)
         return -1;
     }
     for (attempt = 0; !svc_stop_requested; attempt++) {
+        uint64_t floor = 0;
         err_clear(&e);
+        if (cs_max_epoch(p->rc, c->partitions, &floor, &e) != ST_OK) {
+            log_warn("redis: partition epochs: %s", e.msg);
+            pj_drop_redis(p);
+            if (pj_redis(p, &e) != ST_OK)
+                log_warn("redis: %s", e.msg);
+            svc_pause_ms(pj_backoff_ms(attempt, BACKOFF_MAX_MS));
+            continue;
+        }
         if (bus_connect_cfg(&w->bus, c, "projector", &e) == ST_OK && bus_ensure_stream(&w->bus, &e) == ST_OK &&
-            cs_retire_shared_consumer(&w->bus, &e) == ST_OK && own_open(&w->own, c, &w->bus, w->name, &e) == ST_OK)
+            cs_retire_shared_consumer(&w->bus, &e) == ST_OK &&
+            own_open(&w->own, c, &w->bus, w->name, floor, &e) == ST_OK)
             break;
         log_warn("nats not ready (attempt %d): %s", attempt + 1, e.msg);
         bus_release(&w->bus);

@@ -53,30 +53,12 @@ static void *load_main(void *arg)
     if (bus_connect(&b, tenv("NATS_URL"), "test-load", 10000, &e) != ST_OK || bus_ensure_stream(&b, &e) != ST_OK)
         tfail("nats: %s", e.msg);
     for (long i = 0; i < hist.n && !atomic_load(&l->stop); i += CHUNK) {
-        struct tgen_history chunk = hist;
         long n = hist.n - i < CHUNK ? hist.n - i : CHUNK;
         int64_t due = t0 + (i * 1000) / l->rate;
 
         while (tnow_ms() < due)
             usleep(2000);
-        chunk.events = hist.events + i;
-        chunk.n = n;
-        tgen_insert(&chunk, tenv("DATABASE_URL"));
-        for (long k = i; k < i + n; k++) {
-            const struct event *ev = &hist.events[k];
-            char subject[32];
-            char *payload = event_encode(ev);
-            natsMsg *msg = NULL;
-            event_subject(ev->stream_id, EVENT_PARTITIONS, subject, sizeof subject);
-            if (natsMsg_Create(&msg, subject, NULL, payload, (int)strlen(payload)) != NATS_OK ||
-                natsMsgHeader_Set(msg, "Nats-Msg-Id", ev->event_id) != NATS_OK ||
-                js_PublishMsgAsync(b.js, &msg, NULL) != NATS_OK)
-                tfail("publish");
-            natsMsg_Destroy(msg);
-            free(payload);
-        }
-        if (js_PublishAsyncComplete(b.js, NULL) != NATS_OK)
-            tfail("publish acks");
+        tproj_publish(&b, &hist, i, n);
         for (long k = i; k < i + n; k++)
             l->at_ms[k] = tnow_ms();
         atomic_store(&l->published, i + n);
@@ -124,31 +106,11 @@ static int64_t staleness(redisContext *rc, struct load *l)
     return worst;
 }
 
-static void seed_live_empty_generation(void)
-{
-    redisContext *rc = tredis_open();
-    redisReply *r = redisCommand(rc, "EVAL %s 0", "redis.call('SET', 'rm:genseq', 1) "
-                                 "redis.call('HSET', 'rm:1:checkpoint', 'position', 0, 'at_ms', 0, 'events', 0) "
-                                 "redis.call('SET', 'rm:current', 1) return 1");
-    if (r == NULL || r->type != REDIS_REPLY_INTEGER)
-        tfail("seed generation");
-    freeReplyObject(r);
-    redisFree(rc);
-}
-
 static void fresh(void)
 {
-    PGconn *pg = NULL;
-    struct err e;
-
-    treset_state(); /* empty store; the load inserts the history chunk by chunk */
-    if (db_connect(&pg, tenv("DATABASE_URL"), 5000, &e) != ST_OK || db_migrate(pg, &e) != ST_OK)
-        tfail("migrate: %s", e.msg);
-    PQfinish(pg);
-    tgen_release(&hist);
-    tgen_generate(&hist, ACCOUNTS, EVENTS, 12);
+    tgen_fresh_history(&hist, ACCOUNTS, EVENTS, 12); /* the load inserts it chunk by chunk */
     treset_read_side();
-    seed_live_empty_generation();
+    tproj_seed_generation();
 }
 
 static void logpath(char *buf, size_t len, const char *test, int i)
@@ -384,7 +346,7 @@ static void test_epoch_refused_by_script(void **state)
 
     (void)state;
     treset_read_side();
-    seed_live_empty_generation();
+    tproj_seed_generation();
     rc = tredis_open();
     r = redisCommand(rc, "EVAL %s 1 rm:part:3 7 -1 w-new 1", rm_claim_script());
     assert_true(r != NULL && r->type == REDIS_REPLY_ARRAY && r->element[0]->integer == 1);

@@ -259,7 +259,7 @@ void tgen_release(struct tgen_history *h)
     memset(h, 0, sizeof *h);
 }
 
-void tgen_fresh_store(struct tgen_history *h, int naccounts, long nevents, uint64_t seed)
+void tgen_fresh_history(struct tgen_history *h, int naccounts, long nevents, uint64_t seed)
 {
     PGconn *pg = NULL;
     struct err e;
@@ -268,6 +268,12 @@ void tgen_fresh_store(struct tgen_history *h, int naccounts, long nevents, uint6
     if (db_connect(&pg, tenv("DATABASE_URL"), 5000, &e) != ST_OK || db_migrate(pg, &e) != ST_OK)
         tfail("migrate: %s", e.msg);
     PQfinish(pg);
+    tgen_release(h);
     tgen_generate(h, naccounts, nevents, seed);
+}
+
+void tgen_fresh_store(struct tgen_history *h, int naccounts, long nevents, uint64_t seed)
+{
+    tgen_fresh_history(h, naccounts, nevents, seed);
     tgen_insert(h, tenv("DATABASE_URL"));
 }

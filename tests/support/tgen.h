@@ -24,6 +24,8 @@ void tgen_release(struct tgen_history *h);
 /* The stack emptied (treset_state), the schema migrated, then a generated history
  * (tgen_generate) inserted into the stack's DATABASE_URL. Aborts the test on error. */
 void tgen_fresh_store(struct tgen_history *h, int naccounts, long nevents, uint64_t seed);
+/* The same without the insert (h released first: zeroed or a history). */
+void tgen_fresh_history(struct tgen_history *h, int naccounts, long nevents, uint64_t seed);
 
 /* xorshift64*: small deterministic PRNG. */
 uint64_t tgen_rand(uint64_t *s);

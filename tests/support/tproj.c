@@ -9,9 +9,64 @@
 #include <unistd.h>
 
 #include "bus.h"
+#include "event.h"
 #include "ownership.h"
 #include "readmodel.h"
 #include "support.h"
+#include "tgen.h"
+
+void tproj_seed_generation(void)
+{
+    redisContext *rc = tredis_open();
+    redisReply *r = redisCommand(rc, "EVAL %s 0", "redis.call('SET', 'rm:genseq', 1) "
+                                 "redis.call('HSET', 'rm:1:checkpoint', 'position', 0, 'at_ms', 0, 'events', 0) "
+                                 "redis.call('SET', 'rm:current', 1) return 1");
+    if (r == NULL || r->type != REDIS_REPLY_INTEGER)
+        tfail("seed generation");
+    freeReplyObject(r);
+    redisFree(rc);
+}
+
+void tproj_publish(struct bus *b, const struct tgen_history *h, long from, long n)
+{
+    struct tgen_history chunk = *h;
+
+    chunk.events = h->events + from;
+    chunk.n = n;
+    tgen_insert(&chunk, tenv("DATABASE_URL"));
+    for (long k = from; k < from + n; k++) {
+        const struct event *ev = &h->events[k];
+        char subject[32];
+        char *payload = event_encode(ev);
+        natsMsg *msg = NULL;
+        event_subject(ev->stream_id, EVENT_PARTITIONS, subject, sizeof subject);
+        if (natsMsg_Create(&msg, subject, NULL, payload, (int)strlen(payload)) != NATS_OK ||
+            natsMsgHeader_Set(msg, "Nats-Msg-Id", ev->event_id) != NATS_OK ||
+            js_PublishMsgAsync(b->js, &msg, NULL) != NATS_OK)
+            tfail("publish");
+        natsMsg_Destroy(msg);
+        free(payload);
+    }
+    if (js_PublishAsyncComplete(b->js, NULL) != NATS_OK)
+        tfail("publish acks");
+}
+
+uint64_t tproj_stream_last(struct bus *b, int part)
+{
+    char subject[32];
+    natsMsg *m = NULL;
+    uint64_t seq = 0;
+    natsStatus ns;
+
+    snprintf(subject, sizeof subject, "events.%d", part);
+    ns = js_GetLastMsg(&m, b->js, BUS_STREAM, subject, NULL, NULL);
+    if (ns == NATS_OK)
+        seq = natsMsg_GetSequence(m);
+    else if (ns != NATS_NOT_FOUND)
+        tfail("last message of %s: %s", subject, natsStatus_GetText(ns));
+    natsMsg_Destroy(m);
+    return seq;
+}
 
 void tproj_part(int part, uint64_t *seq, uint64_t *epoch)
 {

@@ -7,6 +7,17 @@
 
 #define TPROJ_OWNER_SIZE 96
 
+struct bus;
+struct tgen_history;
+
+/* A live generation 1 with no data yet (what a first start of the read side leaves). */
+void tproj_seed_generation(void);
+/* Inserts events from .. from+n-1 of h into Postgres, then publishes them in order on their
+ * partitions' subjects (what writer and relay do) and waits for the acks. */
+void tproj_publish(struct bus *b, const struct tgen_history *h, long from, long n);
+/* The stream sequence of the last message on events.<part> (0: none). */
+uint64_t tproj_stream_last(struct bus *b, int part);
+
 /* Waits until rm:part:<part> records a seq >= seq; fails the test after timeout_ms. */
 void tproj_wait_seq(int part, uint64_t seq, int timeout_ms);
 /* The seq and epoch rm:part:<part> holds (0 when missing). */
