@@ -5,7 +5,9 @@
  *   expired: the bucket's TTL is PROJECTOR_LEASE_MS, so a key nobody renews disappears). The
  *   revision of the claim is the owner's fencing epoch: revisions only grow, so a later owner
  *   always has a higher epoch, and the apply script refuses writes of a lower one.
- * - key w.<worker>: liveness, put every tick; the live workers are the w.* keys that exist.
+ * - key w.<worker>: liveness, put every round; a worker counts as live while its latest
+ *   heartbeat is younger than 3/4 of the lease relative to the newest heartbeat (server
+ *   timestamps), so a dead worker stops counting before its leases expire.
  * A worker renews every lease_ms / 4 and acts on a partition only while its last renewal is
  * younger than 3/4 of the lease, so it stops before anyone can claim what it held.
  * Epochs must never go back: the bucket uses file storage (its last sequence survives restarts
@@ -25,6 +27,7 @@
 #include "svc.h"
 
 #define OWN_STREAM "KV_" OWN_BUCKET
+#define ORPHAN_POLL_MS 200 /* survey period while a dead worker's leases are due to expire */
 
 static void part_key(char *buf, size_t len, int p)
 {
@@ -90,6 +93,7 @@ status own_advance(struct own *o, uint64_t floor, uint64_t *was, struct err *e)
         return err_setr(e, ST_UNAVAILABLE, "bus_unavailable", "lease bucket purge to %" PRIu64 ": %s (%d)",
                         floor + 1, natsStatus_GetText(ns), (int)jerr);
     *was = last > 0 ? last : 1;
+    o->round_ms = 0; /* renew now: the leases are gone */
     return ST_OK;
 }
 
@@ -251,8 +255,11 @@ static void claim(struct own *o, int p, const char *why)
     int64_t sent = svc_mono_ms();
 
     part_key(key, sizeof key, p);
-    if (kvStore_CreateString(&rev, o->kv, key, o->worker) != NATS_OK)
-        return; /* someone else was faster (or NATS failed): the next tick looks again */
+    if (kvStore_CreateString(&rev, o->kv, key, o->worker) != NATS_OK) {
+        /* someone else was faster (or NATS failed): the next tick looks again */
+        log_debug("partition %d: claim refused: %s", p, nats_GetLastError(NULL) != NULL ? nats_GetLastError(NULL) : "");
+        return;
+    }
     pp->held = 1;
     pp->rev = rev;
     pp->epoch = rev;
@@ -263,32 +270,120 @@ static void claim(struct own *o, int p, const char *why)
     event(o, p, OWN_CLAIMED, why);
 }
 
-/* The live workers and which partitions have a lease, from one listing of the bucket. */
+/* The latest entry of one key seen by a listing. */
+struct seen {
+    char key[OWN_WORKER_SIZE + 8];
+    char value[OWN_WORKER_SIZE + 24];
+    uint64_t rev;
+    int64_t created_ns; /* server timestamp */
+    int gone;           /* its latest entry is a delete or purge marker */
+};
+
+/* Every key's latest entry, from a watcher over the bucket. Not kvStore_Keys: its listing ends
+ * only once as many messages as were pending at its first one have come, so puts made while it
+ * runs (heartbeats, renewals) come in as more keys, the same worker counted several times (seen:
+ * 10 live workers with 2 running), and deletes made meanwhile are ignored. Here each key counts
+ * once, with its latest revision, and a delete marker removes it. */
+static status list_bucket(struct own *o, struct seen **out, int *n, struct err *e)
+{
+    kvWatcher *w = NULL;
+    kvWatchOptions wo;
+    struct seen *v = NULL;
+    int cap = 0;
+    int64_t deadline = svc_mono_ms() + o->cfg->request_timeout_ms;
+    natsStatus ns;
+
+    *out = NULL;
+    *n = 0;
+    kvWatchOptions_Init(&wo);
+    ns = kvStore_WatchAll(&w, o->kv, &wo);
+    if (ns != NATS_OK)
+        return kv_failed(e, "watch", ns);
+    for (;;) {
+        kvEntry *en = NULL;
+        int64_t left = deadline - svc_mono_ms();
+        const char *k, *val;
+        int i;
+        ns = left > 0 ? kvWatcher_Next(&en, w, left) : NATS_TIMEOUT;
+        if (ns != NATS_OK || en == NULL)
+            break; /* NULL: every key's latest entry has come */
+        k = kvEntry_Key(en);
+        for (i = 0; i < *n && strcmp(v[i].key, k) != 0; i++)
+            ;
+        if (i == *n) {
+            if (*n == cap) {
+                struct seen *nv = realloc(v, (size_t)(cap = cap ? 2 * cap : 32) * sizeof *v);
+                if (nv == NULL) {
+                    kvEntry_Destroy(en);
+                    ns = NATS_NO_MEMORY;
+                    break;
+                }
+                v = nv;
+            }
+            memset(&v[i], 0, sizeof v[i]);
+            snprintf(v[i].key, sizeof v[i].key, "%s", k);
+            (*n)++;
+        }
+        if (kvEntry_Revision(en) >= v[i].rev) {
+            val = kvEntry_ValueString(en);
+            v[i].rev = kvEntry_Revision(en);
+            v[i].created_ns = kvEntry_Created(en);
+            v[i].gone = kvEntry_Operation(en) != kvOp_Put;
+            snprintf(v[i].value, sizeof v[i].value, "%s", val != NULL ? val : "");
+        }
+        kvEntry_Destroy(en);
+    }
+    kvWatcher_Destroy(w);
+    if (ns != NATS_OK) {
+        free(v);
+        *n = 0;
+        return kv_failed(e, "list", ns);
+    }
+    *out = v;
+    return ST_OK;
+}
+
+/* The live workers, which partitions have a lease and how many of those are about to expire
+ * (held by a worker that no longer counts as live, or not renewed for half a lease: they are
+ * claimed as soon as they expire), from one listing. */
 static status survey(struct own *o, int *owned, struct err *e)
 {
-    kvKeysList list = {0};
-    kvWatchOptions wo;
-    natsStatus ns;
-    int live = 0;
+    struct seen *v = NULL;
+    int n = 0, live = 0, orphans = 0;
+    int64_t newest = 0, latest = 0, fresh_ns = (int64_t)o->cfg->projector_lease_ms * 3 / 4 * 1000000;
+    status st = list_bucket(o, &v, &n, e);
 
-    kvWatchOptions_Init(&wo);
-    wo.Timeout = o->cfg->request_timeout_ms;
-    ns = kvStore_Keys(&list, o->kv, &wo);
-    if (ns != NATS_OK && ns != NATS_NOT_FOUND)
-        return kv_failed(e, "keys", ns);
-    for (int i = 0; i < list.Count; i++) {
-        const char *k = list.Keys[i];
-        if (strncmp(k, "w.", 2) == 0) {
-            live++;
-        } else if (strncmp(k, "p.", 2) == 0) {
-            int p = atoi(k + 2);
-            if (p >= 0 && p < o->nparts)
-                owned[p] = 1;
-        }
+    if (st != ST_OK)
+        return st;
+    for (int i = 0; i < n; i++) {
+        if (!v[i].gone && strncmp(v[i].key, "w.", 2) == 0 && v[i].created_ns > newest)
+            newest = v[i].created_ns;
+        if (!v[i].gone && v[i].created_ns > latest)
+            latest = v[i].created_ns;
     }
-    kvKeysList_Destroy(&list);
+    for (int i = 0; i < n; i++) /* live: a heartbeat recent relative to the newest one */
+        if (!v[i].gone && strncmp(v[i].key, "w.", 2) == 0 && v[i].created_ns >= newest - fresh_ns)
+            live++;
+        else if (strncmp(v[i].key, "w.", 2) == 0)
+            v[i].gone = 1;
+    for (int i = 0; i < n; i++) {
+        int p, owner_live = 0;
+        size_t len;
+        if (v[i].gone || strncmp(v[i].key, "p.", 2) != 0 || (p = atoi(v[i].key + 2)) < 0 || p >= o->nparts)
+            continue;
+        owned[p] = 1;
+        len = strcspn(v[i].value, " ");
+        for (int j = 0; j < n && !owner_live; j++)
+            owner_live = !v[j].gone && strncmp(v[j].key, "w.", 2) == 0 && strlen(v[j].key + 2) == len &&
+                         strncmp(v[j].key + 2, v[i].value, len) == 0;
+        /* its owner is gone, or missed two renewals: it expires soon */
+        orphans += !owner_live || v[i].created_ns < latest - fresh_ns * 2 / 3;
+    }
+    free(v);
+    log_debug("lease bucket: %d keys, %d live workers, %d leases about to expire", n, live, orphans);
     o->live_seen = live;
     o->live = live > 0 ? live : 1;
+    o->orphans = orphans;
     return ST_OK;
 }
 
@@ -301,14 +396,17 @@ status own_tick(struct own *o, struct err *e)
     status st;
 
     o->nevents = 0;
-    worker_key(key, sizeof key, o->worker);
-    snprintf(val, sizeof val, "%d", o->held);
-    ns = kvStore_PutString(NULL, o->kv, key, val);
-    for (int p = 0; p < o->nparts; p++)
-        if (o->parts[p].held)
-            renew(o, p);
-    if (ns != NATS_OK)
-        return kv_failed(e, "heartbeat", ns);
+    if (o->round_ms == 0 || now - o->round_ms >= o->cfg->projector_lease_ms / 4) {
+        o->round_ms = now;
+        worker_key(key, sizeof key, o->worker);
+        snprintf(val, sizeof val, "%d", o->held);
+        ns = kvStore_PutString(NULL, o->kv, key, val);
+        for (int p = 0; p < o->nparts; p++)
+            if (o->parts[p].held)
+                renew(o, p);
+        if (ns != NATS_OK)
+            return kv_failed(e, "heartbeat", ns);
+    }
     owned = calloc((size_t)o->nparts, sizeof *owned);
     if (owned == NULL)
         return err_set(e, ST_INTERNAL, "out of memory");
@@ -344,6 +442,15 @@ cleanup:
     return st;
 }
 
+int64_t own_next_ms(const struct own *o)
+{
+    int64_t round = o->round_ms + o->cfg->projector_lease_ms / 4;
+
+    if (o->orphans > 0 && svc_mono_ms() + ORPHAN_POLL_MS < round)
+        return svc_mono_ms() + ORPHAN_POLL_MS;
+    return round;
+}
+
 int own_valid(const struct own *o, int p, int64_t now_ms)
 {
     const struct own_part *pp = &o->parts[p];
@@ -353,7 +460,10 @@ int own_valid(const struct own *o, int p, int64_t now_ms)
 
 status own_release(struct own *o, int p, struct err *e)
 {
-    char key[32];
+    char subject[64];
+    natsMsg *m = NULL;
+    jsPubOptions po;
+    int valid = own_valid(o, p, svc_mono_ms());
     natsStatus ns;
 
     if (!o->parts[p].held)
@@ -362,10 +472,19 @@ status own_release(struct own *o, int p, struct err *e)
     o->parts[p].release_wanted = 0;
     o->parts[p].released_ms = svc_mono_ms();
     o->held--;
-    if (!own_valid(o, p, svc_mono_ms()))
+    if (!valid) /* (checked before held is cleared: own_valid needs it; it never deleted a lease) */
         return ST_OK; /* too old to be sure it is still ours: let it expire */
-    part_key(key, sizeof key, p);
-    ns = kvStore_Delete(o->kv, key);
+    /* a delete marker on the revision we last wrote (what kvStore_Delete writes, as a
+     * compare-and-set): never the lease of a later owner */
+    snprintf(subject, sizeof subject, "$KV.%s.p.%d", OWN_BUCKET, p);
+    jsPubOptions_Init(&po);
+    po.ExpectLastSubjectSeq = o->parts[p].rev;
+    ns = natsMsg_Create(&m, subject, NULL, NULL, 0);
+    if (ns == NATS_OK)
+        ns = natsMsgHeader_Set(m, "KV-Operation", "DEL");
+    if (ns == NATS_OK)
+        ns = js_PublishMsg(NULL, o->js, m, &po, NULL);
+    natsMsg_Destroy(m);
     if (ns != NATS_OK)
         return kv_failed(e, "release", ns); /* it expires within the lease anyway */
     return ST_OK;

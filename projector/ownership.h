@@ -39,7 +39,9 @@ struct own {
     int nparts;
     struct own_part *parts; /* nparts, owned */
     int live;               /* live workers at the last tick (this one included), at least 1 */
-    int live_seen;          /* heartbeats the last listing saw */
+    int live_seen;          /* fresh heartbeats the last listing saw */
+    int orphans;            /* leases about to expire (their owner dead or not renewing) */
+    int64_t round_ms;       /* monotonic: the last heartbeat and renewal round */
     int held;               /* partitions held */
     struct own_event *events; /* what the last tick changed (nparts slots, owned) */
     int nevents;
@@ -59,11 +61,15 @@ status own_advance(struct own *o, uint64_t floor, uint64_t *was, struct err *e) 
 /* Releases every held lease (the caller has stopped their consumers) and frees o. */
 void own_close(struct own *o);
 
-/* One round: announces this worker, renews every held lease by revision CAS (the first failed
- * renewal drops the partition: OWN_LOST), counts the live workers, claims unowned partitions up
- * to ceil(P / live) (or any partition left unowned for a whole lease) and marks the ones above
- * the share release_wanted. o->events lists the claims and losses. */
+/* One round: every lease / 4 announces this worker and renews every held lease by revision CAS
+ * (the first failed renewal drops the partition: OWN_LOST); every call counts the live workers,
+ * claims unowned partitions up to ceil(P / live) (or any partition left unowned for a whole
+ * lease) and marks the ones above the share release_wanted. o->events lists the claims and
+ * losses. */
 status own_tick(struct own *o, struct err *e) WUR;
+/* Monotonic ms of the next own_tick: the next renewal round, or sooner while a dead worker's
+ * leases are due to expire (so they are claimed at once). */
+int64_t own_next_ms(const struct own *o);
 
 /* The lease of p is held and was renewed recently enough to act on it at now_ms (monotonic). */
 int own_valid(const struct own *o, int p, int64_t now_ms);

@@ -124,6 +124,13 @@ static void part_stop(struct worker *w, int p)
     pthread_mutex_unlock(&w->mu);
 }
 
+/* Tells p's consumer thread to stop (part_stop joins it). */
+static void part_signal(struct worker *w, int p)
+{
+    if (w->running[p])
+        atomic_store(&w->parts[p].stop, 1);
+}
+
 static void part_start(struct worker *w, int p)
 {
     struct cs_part *cp = &w->parts[p];
@@ -177,6 +184,14 @@ static void ownership_round(struct worker *w)
     }
     err_clear(&e);
     st = own_tick(&w->own, &e);
+    /* every consumer to stop is told at once, then joined: one by one, each taking up to a
+     * pull's wait, the joins delayed the next renewal past a short lease */
+    for (int i = 0; i < w->own.nevents; i++)
+        if (w->own.events[i].kind == OWN_LOST)
+            part_signal(w, w->own.events[i].part);
+    for (int p = 0; st == ST_OK && p < w->own.nparts; p++)
+        if (w->own.parts[p].release_wanted)
+            part_signal(w, p);
     for (int i = 0; i < w->own.nevents; i++) {
         const struct own_event *ev = &w->own.events[i];
         if (ev->kind == OWN_CLAIMED) {
@@ -213,8 +228,9 @@ static void *owner_main(void *arg)
     struct worker *w = arg;
 
     while (!svc_stop_requested) {
-        int64_t next = svc_mono_ms() + w->cfg->projector_lease_ms / 4;
+        int64_t next;
         ownership_round(w);
+        next = own_next_ms(&w->own);
         atomic_store(&w->held, w->own.held);
         while (!svc_stop_requested && svc_mono_ms() < next)
             svc_pause_ms(20);

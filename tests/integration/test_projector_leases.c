@@ -1,12 +1,14 @@
 /* Issue 12, the lease bucket: epochs never go back (a NATS restart, a bucket behind the epochs
- * Redis holds). */
+ * Redis holds) and the live workers are counted once each. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <cmocka.h>
 #include <hiredis/hiredis.h>
+#include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,6 +16,7 @@
 
 #include "bus.h"
 #include "db.h"
+#include "ownership.h"
 #include "support.h"
 #include "tcheck.h"
 #include "tgen.h"
@@ -201,6 +204,73 @@ static void test_bucket_behind_redis(void **state)
     assert_int_equal(tsvc_stop(w, SIGTERM, 15000), 0);
 }
 
+/* ---- 3. live workers counted once each, also while the bucket is busy ---- */
+
+static atomic_int noise_stop;
+
+/* Puts to the lease bucket as fast as it takes them: a listing of the bucket then overlaps
+ * heartbeats (what renewals of many partitions on a slower replicated bucket do). */
+static void *noise_main(void *arg)
+{
+    struct bus b;
+    kvStore *kv = NULL;
+    struct err e;
+    long n = 0;
+
+    (void)arg;
+    bus_open(&b);
+    if (own_bind(&kv, &b, &e) != ST_OK)
+        tfail("bind: %s", e.msg);
+    while (!atomic_load(&noise_stop)) {
+        char key[32];
+        snprintf(key, sizeof key, "n.%ld", n++ % 8);
+        (void)kvStore_PutString(NULL, kv, key, "noise");
+    }
+    kvStore_Destroy(kv);
+    bus_release(&b);
+    return NULL;
+}
+
+static void test_live_workers_counted_once(void **state)
+{
+    char logs[2][256];
+    pid_t w[2];
+    pthread_t noise;
+    long phantom = 0, handed = 0;
+
+    (void)state;
+    fresh();
+    for (int i = 0; i < 2; i++) {
+        logpath(logs[i], sizeof logs[i], "live", i);
+        w[i] = tproj_spawn(logs[i], worker_env);
+    }
+    publish_and_wait("two workers", 0, EVENTS / 4, 20000);
+    usleep(2000000); /* balanced */
+    for (int i = 0; i < 2; i++)
+        handed += tproj_log_count(logs[i], "handed over");
+    atomic_store(&noise_stop, 0);
+    if (pthread_create(&noise, NULL, noise_main, NULL) != 0)
+        tfail("noise thread");
+    usleep(10000000);
+    atomic_store(&noise_stop, 1);
+    pthread_join(noise, NULL);
+    for (int i = 0; i < 2; i++) {
+        for (int n = 3; n <= 12; n++) {
+            char text[32];
+            snprintf(text, sizeof text, "(%d live workers", n);
+            phantom += tproj_log_count(logs[i], text);
+        }
+        handed -= tproj_log_count(logs[i], "handed over");
+    }
+    fprintf(stderr, "live: %ld log lines counting more than 2 live workers, %ld hand-overs under the noise\n",
+            phantom, -handed);
+    assert_int_equal(phantom, 0);
+    assert_int_equal(handed, 0);
+    publish_and_wait("two workers after the noise", EVENTS / 4, EVENTS / 4, BOUND_MS);
+    for (int i = 0; i < 2; i++)
+        assert_int_equal(tsvc_stop(w[i], SIGTERM, 15000), 0);
+}
+
 static int teardown(void **state)
 {
     (void)state;
@@ -213,6 +283,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_epochs_survive_nats_restart),
         cmocka_unit_test(test_bucket_behind_redis),
+        cmocka_unit_test(test_live_workers_counted_once),
     };
     if (getenv("CMOCKA_TEST_FILTER") != NULL) /* e.g. "test_live*" */
         cmocka_set_test_filter(getenv("CMOCKA_TEST_FILTER"));
