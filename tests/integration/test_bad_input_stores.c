@@ -28,6 +28,14 @@
 #define ROUNDS 40         /* per thread, after one warm-up round */
 #define FD_SLACK 8        /* descriptors a service may gain over the hammering */
 #define RSS_SLACK_KB 4096 /* memory it may gain (a 1.2 KiB leak per request would show) */
+/* Under AddressSanitizer the services keep freed memory in quarantine (256 MiB by default), so
+ * their RSS grows whatever they free: the bound is checked in the plain build (make test runs
+ * both), the descriptor bound in both. */
+#if defined(__SANITIZE_ADDRESS__)
+#define RSS_CHECKED 0
+#else
+#define RSS_CHECKED 1
+#endif
 
 enum store { S_NONE = 0, S_PG = 1, S_REDIS = 2, S_NATS = 4 };
 enum svc { WRITER, READAPI };
@@ -314,7 +322,7 @@ static void test_no_leak_with_a_store_down(void **state)
             if (after.fds[i] > before.fds[i] + FD_SLACK)
                 tfail("%s down: the %s's descriptors grew %d -> %d", names[k], svc_names[i], before.fds[i],
                       after.fds[i]);
-            if (after.rss_kb[i] > before.rss_kb[i] + RSS_SLACK_KB)
+            if (RSS_CHECKED && after.rss_kb[i] > before.rss_kb[i] + RSS_SLACK_KB)
                 tfail("%s down: the %s's RSS grew %ld -> %ld KiB", names[k], svc_names[i], before.rss_kb[i],
                       after.rss_kb[i]);
         }
