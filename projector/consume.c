@@ -9,7 +9,13 @@
  *   fail, or an item waits): nothing is skipped, nothing needs acknowledging;
  * - refused by a newer epoch: the thread exits (fenced), the caller forgets the partition;
  * - the store went back in time (seq or epoch below ours): claim again, resume after the seq
- *   the store holds, and everything after it is projected again (duplicates are no-ops). */
+ *   the store holds, and everything after it is projected again (duplicates are no-ops);
+ * - memory: JetStream's flow control lets up to 32 MiB per consumer wait in the library (a 1M
+ *   backlog held 380,000 messages, 317 MiB, in one worker of 16 partitions), so each
+ *   subscription is limited to PENDING_BATCHES batches; beyond that libnats drops messages
+ *   (and 3.4.1 does not reset the ordered consumer for it), so a hole in the consumer sequence
+ *   or a drop ends the batch before it, and the partition subscribes again after what the
+ *   batch applied. */
 #include "consume.h"
 
 #include <inttypes.h>
@@ -29,11 +35,15 @@
 #define STATS_EVERY_MS 1000
 #define UNSUB_FLUSH_MS 1000 /* see unsubscribe() */
 #define UNSUB_GRACE_MS 200
+#define PENDING_BATCHES 2          /* messages a subscription may buffer: this many batches */
+#define PENDING_BYTES_PER_MSG 2048 /* ... and this many bytes per message on average */
 
 struct batch {
     natsMsg **msgs;
     struct pj_item *items;
     int n, cap;
+    uint64_t next_dseq; /* the consumer sequence the next message must have (0: any) */
+    int hole;           /* a message was lost in the library: subscribe again after the batch */
 };
 
 static void batch_clear(struct batch *b)
@@ -45,7 +55,7 @@ static void batch_clear(struct batch *b)
     b->n = 0;
 }
 
-static uint64_t msg_meta(natsMsg *m, uint64_t *pending, int64_t *ts_ns)
+static uint64_t msg_meta(natsMsg *m, uint64_t *pending, int64_t *ts_ns, uint64_t *dseq)
 {
     jsMsgMetaData *meta = NULL;
     uint64_t seq = 0;
@@ -56,6 +66,8 @@ static uint64_t msg_meta(natsMsg *m, uint64_t *pending, int64_t *ts_ns)
             *pending = meta->NumPending;
         if (ts_ns != NULL)
             *ts_ns = meta->Timestamp;
+        if (dseq != NULL)
+            *dseq = meta->Sequence.Consumer;
     }
     jsMsgMetaData_Destroy(meta);
     return seq;
@@ -140,6 +152,16 @@ static status subscribe(struct cs_part *w, uint64_t start, natsSubscription **su
     if (ns != NATS_OK)
         return err_setr(e, ST_UNAVAILABLE, "bus_unavailable", "subscribe '%s': %s (%d)", subject,
                         natsStatus_GetText(ns), (int)jerr);
+    {
+        int msgs = PENDING_BATCHES * w->cfg->projector_batch;
+        ns = natsSubscription_SetPendingLimits(*sub, msgs, msgs * PENDING_BYTES_PER_MSG);
+    }
+    if (ns != NATS_OK) {
+        natsSubscription_Destroy(*sub);
+        *sub = NULL;
+        return err_setr(e, ST_UNAVAILABLE, "bus_unavailable", "pending limits of '%s': %s", subject,
+                        natsStatus_GetText(ns));
+    }
     return ST_OK;
 }
 
@@ -174,7 +196,16 @@ static status stream_last(struct cs_part *w, uint64_t *last, struct err *e)
     return ST_OK;
 }
 
-/* Up to the batch size of messages, waiting only for the first. */
+/* Messages the library dropped (its pending limit) since the subscription began. */
+static int dropped(natsSubscription *sub)
+{
+    int64_t n = 0;
+
+    return natsSubscription_GetDropped(sub, &n) == NATS_OK && n > 0;
+}
+
+/* Up to the batch size of messages, waiting only for the first; it stops before a hole in the
+ * consumer sequence (b->hole: what the batch holds is contiguous). */
 static status collect(struct cs_part *w, natsSubscription *sub, struct batch *b, struct err *e)
 {
     int want = w->cfg->projector_batch;
@@ -191,15 +222,25 @@ static status collect(struct cs_part *w, natsSubscription *sub, struct batch *b,
     }
     while (b->n < want) {
         natsMsg *m = NULL;
+        uint64_t seq, dseq = 0;
         natsStatus ns = natsSubscription_NextMsg(&m, sub, b->n == 0 ? FIRST_WAIT_MS : 1);
-        if (ns == NATS_TIMEOUT)
+        if (ns == NATS_TIMEOUT || ns == NATS_SLOW_CONSUMER) {
+            /* everything buffered is taken: a drop means the rest is not coming */
+            b->hole = ns == NATS_SLOW_CONSUMER || dropped(sub);
             break;
+        }
         if (ns != NATS_OK)
             return err_setr(e, ST_UNAVAILABLE, "bus_unavailable", "next message: %s",
                             natsStatus_GetText(ns));
+        seq = msg_meta(m, NULL, NULL, &dseq);
+        if (b->next_dseq != 0 && dseq != b->next_dseq) {
+            natsMsg_Destroy(m); /* a message before it was dropped (or the library reset) */
+            b->hole = 1;
+            break;
+        }
+        b->next_dseq = dseq + 1;
         b->msgs[b->n] = m;
-        pj_item_decode(&b->items[b->n], natsMsg_GetData(m), (size_t)natsMsg_GetDataLength(m),
-                       msg_meta(m, NULL, NULL));
+        pj_item_decode(&b->items[b->n], natsMsg_GetData(m), (size_t)natsMsg_GetDataLength(m), seq);
         b->n++;
     }
     return ST_OK;
@@ -245,7 +286,7 @@ static void progress(struct cs_part *w, const struct batch *b)
     uint64_t pending = 0;
     int64_t ts = 0;
 
-    (void)msg_meta(b->msgs[b->n - 1], &pending, &ts);
+    (void)msg_meta(b->msgs[b->n - 1], &pending, &ts, NULL);
     atomic_store(&w->pending, pending);
     atomic_store(&w->lag_ms, pending > 0 && ts > 0 ? pj_now_ms() - ts / 1000000 : 0);
 }
@@ -322,10 +363,18 @@ static void *part_main(void *arg)
                          w->part, w->epoch, fence.expect_seq);
             }
         }
-        if (st == ST_OK && sub == NULL)
+        if (st == ST_OK && sub == NULL) {
             st = subscribe(w, fence.expect_seq + 1, &sub, &e);
-        if (st == ST_OK && b.n == 0)
+            b.next_dseq = 0;
+            b.hole = 0;
+        }
+        if (st == ST_OK && b.n == 0 && !b.hole)
             st = collect(w, sub, &b, &e);
+        if (st == ST_OK && b.n == 0 && b.hole) {
+            unsubscribe(w, &sub); /* nothing before the hole: again from the recorded seq */
+            atomic_fetch_add(&w->resubscribes, 1);
+            continue;
+        }
         if (st == ST_OK && b.n == 0) {
             /* idle: a store that went back in time must be noticed without new events */
             if (svc_mono_ms() - last_check >= STATS_EVERY_MS) {
@@ -355,6 +404,10 @@ static void *part_main(void *arg)
             progress(w, &b);
             batch_clear(&b);
             attempt = 0;
+            if (b.hole) { /* the batch ended before a hole: again after what it applied */
+                unsubscribe(w, &sub);
+                atomic_fetch_add(&w->resubscribes, 1);
+            }
         } else if (st == ST_OK) {
             svc_pause_ms(RETRY_DELAY_MS); /* an item waits: the whole batch again */
         } else if (p.fenced) {

@@ -102,7 +102,8 @@ struct worker {
      * cleared for a new thread, nor counted both as running and as joined */
     pthread_mutex_t mu;
     /* counters of consumer threads already joined */
-    long applied_done, gap_done, duplicates_done, conflicts_done, parked_done, strays_done, holes_done;
+    long applied_done, gap_done, duplicates_done, conflicts_done, parked_done, strays_done, holes_done,
+        resubscribes_done;
     _Atomic int held;                    /* partitions held, for the main thread's logs */
     pthread_t owner_thread;
 };
@@ -120,6 +121,7 @@ static void part_stop(struct worker *w, int p)
     w->parked_done += atomic_load(&w->parts[p].parked);
     w->strays_done += atomic_load(&w->parts[p].strays);
     w->holes_done += atomic_load(&w->parts[p].holes);
+    w->resubscribes_done += atomic_load(&w->parts[p].resubscribes);
     w->running[p] = 0;
     pthread_mutex_unlock(&w->mu);
 }
@@ -251,6 +253,7 @@ static void totals(struct worker *w, const struct pj *sw, struct pj_counts *n)
     n->parked = w->parked_done + sw->parked;
     n->strays = w->strays_done + sw->strays;
     n->holes = w->holes_done + sw->holes;
+    n->resubscribes = w->resubscribes_done;
     for (int p = 0; p < w->own.nparts; p++)
         if (w->running[p]) {
             const struct cs_part *cp = &w->parts[p];
@@ -261,6 +264,7 @@ static void totals(struct worker *w, const struct pj *sw, struct pj_counts *n)
             n->parked += atomic_load(&cp->parked);
             n->strays += atomic_load(&cp->strays);
             n->holes += atomic_load(&cp->holes);
+            n->resubscribes += atomic_load(&cp->resubscribes);
         }
     pthread_mutex_unlock(&w->mu);
 }
@@ -423,8 +427,10 @@ int worker_run(const struct cfg *c)
         pthread_join(w.owner_thread, NULL); /* it stops every consumer thread first */
     totals(&w, &p, &n);
     log_info("stopping: applied %ld events (%ld from gap repair), sweep applied %ld, %ld duplicates, %ld conflicts, "
-             "%ld parked, %ld stray messages dropped, %ld history holes",
-             n.applied, n.gap_events, p.applied, n.duplicates, n.conflicts, n.parked, n.strays, n.holes);
+             "%ld parked, %ld stray messages dropped, %ld history holes, %ld subscriptions begun again after a "
+             "full buffer",
+             n.applied, n.gap_events, p.applied, n.duplicates, n.conflicts, n.parked, n.strays, n.holes,
+             n.resubscribes);
 cleanup:
     own_close(&w.own);
     bus_release(&w.bus);
