@@ -254,8 +254,10 @@ static int settled(const struct batch *b)
     return 1;
 }
 
-/* Lag of the partition into rm:part:<p> for status (at most once a second; not fenced: only
- * figures, the next owner overwrites them). */
+/* Lag of the partition into rm:part:<p> for status, and how far its consumer got (the highest
+ * event position applied, at_ms: when it said so) for the catch-up sweep, which leaves what the
+ * consumer has not reached to it (sweep.c). At most once a second; not fenced: only figures, the
+ * next owner overwrites them. */
 static void record_lag(struct cs_part *w, struct pj *p)
 {
     char key[RM_KEY_SIZE];
@@ -264,8 +266,9 @@ static void record_lag(struct cs_part *w, struct pj *p)
     if (p->rc == NULL)
         return;
     rm_key_partition(key, sizeof key, w->part);
-    r = redisCommand(p->rc, "HSET %s pending %" PRIu64 " lag_ms %lld", key, atomic_load(&w->pending),
-                     (long long)atomic_load(&w->lag_ms));
+    r = redisCommand(p->rc, "HSET %s pending %" PRIu64 " lag_ms %lld pos %lld at_ms %lld", key,
+                     atomic_load(&w->pending), (long long)atomic_load(&w->lag_ms),
+                     (long long)atomic_load(&w->pos), (long long)pj_now_ms());
     freeReplyObject(r);
 }
 
@@ -287,6 +290,9 @@ static void progress(struct cs_part *w, const struct batch *b)
     int64_t ts = 0;
 
     (void)msg_meta(b->msgs[b->n - 1], &pending, &ts, NULL);
+    for (int i = 0; i < b->n; i++)
+        if (b->items[i].ev.position > atomic_load(&w->pos))
+            atomic_store(&w->pos, b->items[i].ev.position);
     atomic_store(&w->pending, pending);
     atomic_store(&w->lag_ms, pending > 0 && ts > 0 ? pj_now_ms() - ts / 1000000 : 0);
 }
@@ -322,7 +328,7 @@ static void *part_main(void *arg)
     natsSubscription *sub = NULL;
     struct pj p;
     struct err e;
-    int claimed = 0, attempt = 0, fenced = 0;
+    int claimed = 0, attempt = 0, fenced = 0, unrecorded = 0;
     long long reset = -1;
     int64_t last_stats = 0, last_check = 0;
 
@@ -376,7 +382,16 @@ static void *part_main(void *arg)
             continue;
         }
         if (st == ST_OK && b.n == 0) {
-            /* idle: a store that went back in time must be noticed without new events */
+            /* idle: nothing came, so nothing is pending; said at once after applying (the sweep
+             * waits for it) and every second */
+            if (unrecorded || svc_mono_ms() - last_stats >= STATS_EVERY_MS) {
+                atomic_store(&w->pending, 0);
+                atomic_store(&w->lag_ms, 0);
+                record_lag(w, &p);
+                last_stats = svc_mono_ms();
+                unrecorded = 0;
+            }
+            /* a store that went back in time must be noticed without new events */
             if (svc_mono_ms() - last_check >= STATS_EVERY_MS) {
                 last_check = svc_mono_ms();
                 if (store_behind(w, &p, &fence)) {
@@ -404,6 +419,7 @@ static void *part_main(void *arg)
             progress(w, &b);
             batch_clear(&b);
             attempt = 0;
+            unrecorded = 1;
             if (b.hole) { /* the batch ended before a hole: again after what it applied */
                 unsubscribe(w, &sub);
                 atomic_fetch_add(&w->resubscribes, 1);
@@ -433,6 +449,7 @@ static void *part_main(void *arg)
         if (svc_mono_ms() - last_stats >= STATS_EVERY_MS) {
             record_lag(w, &p);
             last_stats = svc_mono_ms();
+            unrecorded = 0;
         }
     }
     publish_counts(w, &p);

@@ -32,6 +32,7 @@ struct cs_part {
     _Atomic long resubscribes; /* subscriptions begun again after the library dropped messages */
     _Atomic uint64_t seq;     /* last stream sequence recorded in rm:part:<p> */
     _Atomic uint64_t pending; /* messages of the partition after the last one applied */
+    _Atomic int64_t pos;      /* the highest event position applied from the partition */
     _Atomic int64_t lag_ms;   /* age of the last message applied while more were pending */
 };
 

@@ -1,9 +1,13 @@
 /* Sweep: the commit-safe catch-up from the events table (tx_id, position order below the
- * transaction horizon) that applies whatever the bus lost, one sweeper at a time. */
+ * transaction horizon) that applies whatever the bus lost, one sweeper at a time. It is the
+ * safety net, not a second projector: it stops at the first event that its partition's consumer
+ * may still bring (see sweep_due), so during a backlog it follows the consumers instead of
+ * racing them to the same events. */
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "db.h"
 #include "pass.h"
@@ -95,6 +99,72 @@ cleanup:
 
 
 /* ---- catch-up sweep ---- */
+
+#define SWEEP_GRACE_MS 500   /* an event younger than this is the consumers' (live path) */
+#define SWEEP_STALE_MS 2000  /* a consumer silent this long is not bringing anything */
+
+/* How far each partition's consumer got, from rm:part:<p> (consume.c's record_lag). */
+struct part_progress {
+    int64_t pos;     /* the highest event position it applied */
+    int64_t at_ms;   /* when it said so (0: no consumer has said anything) */
+    long long pending;
+};
+
+static status load_progress(struct pj *p, struct part_progress *pp, int nparts, struct err *e)
+{
+    char key[RM_KEY_SIZE];
+    status st = ST_OK;
+
+    for (int i = 0; i < nparts; i++) {
+        rm_key_partition(key, sizeof key, i);
+        redisAppendCommand(p->rc, "HMGET %s pos at_ms pending", key);
+    }
+    for (int i = 0; i < nparts; i++) {
+        redisReply *r = NULL;
+        if (redisGetReply(p->rc, (void **)&r) != REDIS_OK || r == NULL || r->type != REDIS_REPLY_ARRAY ||
+            r->elements != 3) {
+            st = pj_redis_failed(p, r, e, "partition progress");
+            freeReplyObject(r);
+            break;
+        }
+        pp[i].pos = r->element[0]->type == REDIS_REPLY_STRING ? strtoll(r->element[0]->str, NULL, 10) : 0;
+        pp[i].at_ms = r->element[1]->type == REDIS_REPLY_STRING ? strtoll(r->element[1]->str, NULL, 10) : 0;
+        pp[i].pending = r->element[2]->type == REDIS_REPLY_STRING ? strtoll(r->element[2]->str, NULL, 10) : 0;
+        freeReplyObject(r);
+    }
+    return st;
+}
+
+/* recorded_at ("YYYY-MM-DDTHH:MM:SS.uuuuuuZ") in ms since the epoch; 0 when unreadable. */
+static int64_t recorded_ms(const char *t)
+{
+    struct tm tm;
+    int us = 0;
+
+    memset(&tm, 0, sizeof tm);
+    if (sscanf(t, "%4d-%2d-%2dT%2d:%2d:%2d.%6d", &tm.tm_year, &tm.tm_mon, &tm.tm_mday, &tm.tm_hour,
+               &tm.tm_min, &tm.tm_sec, &us) < 6)
+        return 0;
+    tm.tm_year -= 1900;
+    tm.tm_mon -= 1;
+    return (int64_t)timegm(&tm) * 1000 + us / 1000;
+}
+
+/* May the sweep apply it now? When its partition's consumer has gone past it (it is behind the
+ * consumer: lost on the bus), or when it is older than the grace and the consumer brings nothing
+ * more: caught up (nothing pending), silent for SWEEP_STALE_MS, or absent (NATS down, no owner).
+ * Otherwise the consumer may still bring it: leave it (and everything after it) to a later sweep. */
+static int sweep_due(const struct pj_item *it, const struct part_progress *pp, int nparts, int64_t now)
+{
+    const struct part_progress *c = &pp[event_partition(it->ev.stream_id, (unsigned)nparts)];
+    int64_t at = recorded_ms(it->ev.recorded_at);
+
+    if (c->at_ms > 0 && it->ev.position <= c->pos)
+        return 1;
+    if (at > 0 && now - at < SWEEP_GRACE_MS)
+        return 0;
+    return c->at_ms == 0 || c->pending == 0 || now - c->at_ms >= SWEEP_STALE_MS;
+}
 
 /* Take the lease, or extend it when it is already ours. */
 static const char lease_lua[] =
@@ -199,7 +269,34 @@ status pj_sweep(struct pj *p, int limit, int *count, struct err *e)
     freeReplyObject(r);
     r = NULL;
 
-    st = pj_tail_read(p, &cur, limit, &items, &n, &caught_up, e);
+    {
+        struct tail_cursor from = cur;
+        int nparts = p->cfg->partitions, cut = 0;
+        struct part_progress *pp = calloc((size_t)nparts, sizeof *pp);
+        if (pp == NULL) {
+            st = err_set(e, ST_INTERNAL, "out of memory");
+            goto cleanup;
+        }
+        st = pj_tail_read(p, &cur, limit, &items, &n, &caught_up, e);
+        if (st == ST_OK && n > 0)
+            st = load_progress(p, pp, nparts, e);
+        if (st == ST_OK) {
+            int64_t now = pj_now_ms();
+            while (cut < n && sweep_due(&items[cut], pp, nparts, now))
+                cut++;
+        }
+        free(pp);
+        if (st == ST_OK && cut < n) {
+            /* the rows up to the first one not due again: the same rows (below the horizon
+             * nothing appears behind the cursor), and the cursor right after them */
+            pj_items_free(items, n);
+            items = NULL;
+            n = 0;
+            cur = from;
+            if (cut > 0)
+                st = pj_tail_read(p, &cur, cut, &items, &n, &caught_up, e);
+        }
+    }
     if (st != ST_OK || n == 0)
         goto cleanup;
     tail_cursor_format(&cur, cur_s, sizeof cur_s);
