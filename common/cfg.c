@@ -78,6 +78,8 @@ static const struct cfg_entry cfg_table[] = {
     {"HTTP_THREADS", CFG_INT, I(http_threads), "0", 0, 256,
      "HTTP worker threads (0: one per connection)"},
     {"PROJECTOR_BATCH", CFG_INT, I(projector_batch), "512", 1, 10000, "messages per pull"},
+    {"PROJECTOR_BUFFER_BATCHES", CFG_INT, I(projector_buffer_batches), "0", 0, 1000,
+     "messages a partition's subscription may buffer, in batches (0: libnats' 65,536)"},
     {"PARTITIONS", CFG_INT, I(partitions), "16", 1, 1024,
      "stream partitions events.<p> (part of the deployment: see README before changing it)"},
     {"PROJECTOR_LEASE_MS", CFG_INT, I(projector_lease_ms), "6000", 500, 10000,

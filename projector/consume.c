@@ -11,11 +11,12 @@
  * - the store went back in time (seq or epoch below ours): claim again, resume after the seq
  *   the store holds, and everything after it is projected again (duplicates are no-ops);
  * - memory: JetStream's flow control lets up to 32 MiB per consumer wait in the library (a 1M
- *   backlog held 380,000 messages, 317 MiB, in one worker of 16 partitions), so each
- *   subscription is limited to PENDING_BATCHES batches; beyond that libnats drops messages
- *   (and 3.4.1 does not reset the ordered consumer for it), so a hole in the consumer sequence
- *   or a drop ends the batch before it, and the partition subscribes again after what the
- *   batch applied. */
+ *   backlog held 380,000 messages, 317 MiB, in one worker of 16 partitions);
+ *   PROJECTOR_BUFFER_BATCHES limits each subscription (off by default: it halves the drain,
+ *   docs/benchmarks.md). Beyond a limit (libnats' 65,536 messages otherwise) libnats drops
+ *   messages, and 3.4.1 does not reset the ordered consumer for it, so a hole in the consumer
+ *   sequence or a drop ends the batch before it, and the partition subscribes again after what
+ *   the batch applied. */
 #include "consume.h"
 
 #include <inttypes.h>
@@ -35,8 +36,7 @@
 #define STATS_EVERY_MS 1000
 #define UNSUB_FLUSH_MS 1000 /* see unsubscribe() */
 #define UNSUB_GRACE_MS 200
-#define PENDING_BATCHES 2          /* messages a subscription may buffer: this many batches */
-#define PENDING_BYTES_PER_MSG 2048 /* ... and this many bytes per message on average */
+#define PENDING_BYTES_PER_MSG 2048 /* PROJECTOR_BUFFER_BATCHES's bytes per message on average */
 
 struct batch {
     natsMsg **msgs;
@@ -152,8 +152,8 @@ static status subscribe(struct cs_part *w, uint64_t start, natsSubscription **su
     if (ns != NATS_OK)
         return err_setr(e, ST_UNAVAILABLE, "bus_unavailable", "subscribe '%s': %s (%d)", subject,
                         natsStatus_GetText(ns), (int)jerr);
-    {
-        int msgs = PENDING_BATCHES * w->cfg->projector_batch;
+    if (w->cfg->projector_buffer_batches > 0) {
+        int msgs = w->cfg->projector_buffer_batches * w->cfg->projector_batch;
         ns = natsSubscription_SetPendingLimits(*sub, msgs, msgs * PENDING_BYTES_PER_MSG);
     }
     if (ns != NATS_OK) {
