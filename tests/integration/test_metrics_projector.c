@@ -45,21 +45,6 @@ static void await_projected(const char *id, int64_t version)
     json_decref(tr_get_ok(NULL, path));
 }
 
-/* Scrapes until series equals value (gauges are refreshed once a second). */
-static void await_value(struct tm_scrape *m, const char *series, double value, int timeout_ms)
-{
-    int64_t until = tnow_ms() + timeout_ms;
-    for (;;) {
-        tm_scrape(m, url);
-        if (tm_value(m, series) == value)
-            return;
-        if (tnow_ms() > until)
-            tfail("%s is %g after %d ms, expected %g", series, tm_value(m, series), timeout_ms, value);
-        tm_release(m);
-        usleep(100 * 1000);
-    }
-}
-
 static int64_t store_head(void)
 {
     PGconn *pg = tw_pg();
@@ -72,9 +57,9 @@ static int64_t store_head(void)
 static void await_quiet(struct tm_scrape *m)
 {
     int64_t head = store_head();
-    await_value(m, "projector_checkpoint_position" P, (double)head, 15000);
+    tm_await_value(m, url, "projector_checkpoint_position" P, (double)head, 15000);
     tm_release(m);
-    await_value(m, "projector_event_store_head_position" P, (double)head, 15000);
+    tm_await_value(m, url, "projector_event_store_head_position" P, (double)head, 15000);
     tm_release(m);
     usleep(2200 * 1000); /* two sweeps more: whatever they read is in the counters */
     tm_scrape(m, url);
@@ -271,7 +256,7 @@ static void test_horizon_held(void **state)
     json_decref(tw_money(id, "deposits", 1, "h"));
     json_decref(tw_money(id, "deposits", 1, "h"));
     await_projected(id, 3);
-    await_value(&b, "projector_horizon_held_events" P, 2, 10000);
+    tm_await_value(&b, url, "projector_horizon_held_events" P, 2, 10000);
     tm_release(&b);
     sleep(2);
     tm_scrape(&b, url);
@@ -280,7 +265,7 @@ static void test_horizon_held(void **state)
     tm_release(&b);
     res = PQexec(holder, "ROLLBACK");
     PQclear(res);
-    await_value(&b, "projector_horizon_held_events" P, 0, 10000);
+    tm_await_value(&b, url, "projector_horizon_held_events" P, 0, 10000);
     assert_true(tm_value(&b, "projector_horizon_wait_seconds" P) == 0);
     tm_release(&b);
     PQfinish(holder);
@@ -305,7 +290,7 @@ static void test_poison_stall_lag_hole(void **state)
         uuid_generate(ev);
         th_event(pg, 1, ev, id, v, "MoneyDeposited", "{\"amount\":1,\"description\":\"behind\"}");
     }
-    await_value(&b, "projector_stalled_accounts" P, 1, 10000);
+    tm_await_value(&b, url, "projector_stalled_accounts" P, 1, 10000);
     tm_release(&b);
     usleep(2200 * 1000);
     tm_scrape(&b, url);
@@ -370,9 +355,9 @@ static void test_rebuild_progress(void **state)
     free(out);
     gen = trb_get(rc, "rm:current");
     /* the generation shows from the rebuild's start; then the end (gauges refresh once a second) */
-    await_value(&b, "projector_rebuild_generation" P, (double)gen, 10000);
+    tm_await_value(&b, url, "projector_rebuild_generation" P, (double)gen, 10000);
     tm_release(&b);
-    await_value(&b, "projector_rebuild_running" P, 0, 10000);
+    tm_await_value(&b, url, "projector_rebuild_running" P, 0, 10000);
     tm_print_moves(&a, &b, "projector_rebuild");
     {
         PGconn *pg = tw_pg();

@@ -56,21 +56,6 @@ static void bg_start(struct bg_get *g, const char *base, const char *path)
     pthread_create(&g->t, NULL, bg_main, g);
 }
 
-/* Scrapes base until series equals value; the scrape into m. */
-static void await_value(struct tm_scrape *m, const char *base, const char *series, double value, int timeout_ms)
-{
-    int64_t until = tnow_ms() + timeout_ms;
-    for (;;) {
-        tm_scrape(m, base);
-        if (tm_value(m, series) == value)
-            return;
-        if (tnow_ms() > until)
-            tfail("%s is %g after %d ms, expected %g", series, tm_value(m, series), timeout_ms, value);
-        tm_release(m);
-        usleep(50 * 1000);
-    }
-}
-
 /* Reads of a projected account: each one a cache hit or a miss; a wait satisfied by a deposit,
  * a wait timed out (a 503 not_yet_projected), a min_version already reached (no wait); the
  * deposit's notification invalidates the cached document once. */
@@ -99,7 +84,7 @@ static void test_reads_waits_cache(void **state)
     /* a wait satisfied by the next deposit */
     snprintf(path, sizeof path, "/accounts/%s?min_version=3&wait_ms=10000", id);
     bg_start(&g, url, path);
-    await_value(&mid, url, "http_waiters" R, 1, 5000);
+    tm_await_value(&mid, url, "http_waiters" R, 1, 5000);
     tm_release(&mid);
     json_decref(tw_money(id, "deposits", 5, "second"));
     pthread_join(g.t, NULL);
@@ -180,7 +165,7 @@ static void test_refusals_and_outages(void **state)
     bg_start(&g, base, path);
     {
         struct tm_scrape mid;
-        await_value(&mid, base, "http_waiters" R, 1, 5000);
+        tm_await_value(&mid, base, "http_waiters" R, 1, 5000);
         tm_release(&mid);
     }
     tr_expect_error("GET", base, path, 503, "too_many_waiters");

@@ -55,21 +55,6 @@ static int setup(void **state)
     return 0;
 }
 
-/* Scrapes until series equals value (a gauge the janitor refreshes every few seconds). */
-static void await_value(struct tm_scrape *m, const char *series, double value, int timeout_ms)
-{
-    int64_t until = tnow_ms() + timeout_ms;
-    for (;;) {
-        tm_scrape(m, url);
-        if (tm_value(m, series) == value)
-            return;
-        if (tnow_ms() > until)
-            tfail("%s is %g after %d ms, expected %g", series, tm_value(m, series), timeout_ms, value);
-        tm_release(m);
-        usleep(200 * 1000);
-    }
-}
-
 static int64_t outbox_rows(PGconn *pg)
 {
     return tw_scalar(pg, "SELECT count(*) FROM outbox", NULL, NULL);
@@ -184,11 +169,11 @@ static void test_relay_with_nats_down(void **state)
     start_writer(NULL);
     tw_open(id, "metrics", "nats-down", "EUR", 0);
     wait_outbox_empty(pg);
-    await_value(&a, "writer_outbox_rows" W, 0, 10000);
+    tm_await_value(&a, url, "writer_outbox_rows" W, 0, 10000);
     tstack_kill("nats", SIGKILL, 10000);
     for (int i = 0; i < 3; i++)
         json_decref(tw_money(id, "deposits", 10, "nats down"));
-    await_value(&b, "writer_outbox_rows" W, 3, 10000);
+    tm_await_value(&b, url, "writer_outbox_rows" W, 3, 10000);
     tm_print_moves(&a, &b, "writer_");
     assert_true(tm_value(&b, "writer_outbox_oldest_age_seconds" W) > 0);
     tm_expect_delta(&a, &b, "writer_relay_acked_total" W, 0);
@@ -197,7 +182,7 @@ static void test_relay_with_nats_down(void **state)
 
     tstack_up();
     wait_outbox_empty(pg);
-    await_value(&c, "writer_outbox_rows" W, 0, 10000);
+    tm_await_value(&c, url, "writer_outbox_rows" W, 0, 10000);
     tm_print_moves(&a, &c, "writer_relay");
     assert_true(tm_value(&c, "writer_outbox_oldest_age_seconds" W) == 0);
     pub = tm_delta(&a, &c, "writer_relay_published_total" W);
@@ -230,7 +215,7 @@ static void test_dead_letter(void **state)
         tfail("insert: %s", PQerrorMessage(pg));
     PQclear(res);
     wait_outbox_empty(pg);
-    await_value(&b, "writer_outbox_dead_letters" W, 1, 10000);
+    tm_await_value(&b, url, "writer_outbox_dead_letters" W, 1, 10000);
     tm_print_moves(&a, &b, "writer_");
     tm_expect_delta(&a, &b, "writer_outbox_dead_lettered_total" W, 1);
     tm_expect_delta(&a, &b, "writer_relay_acked_total" W, 0);

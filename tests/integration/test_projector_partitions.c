@@ -134,6 +134,21 @@ static int owners(char names[][TPROJ_OWNER_SIZE], int nw, int *who)
     return owned;
 }
 
+/* Waits (at most 15 s) until both workers own partitions and every partition is owned. */
+static void await_shared(char names[][TPROJ_OWNER_SIZE], int *who)
+{
+    for (int64_t deadline = tnow_ms() + 15000;; usleep(100000)) {
+        int n0 = 0, n1 = 0;
+        owners(names, 2, who);
+        for (int p = 0; p < EVENT_PARTITIONS; p++)
+            n0 += who[p] == 0, n1 += who[p] == 1;
+        if (n0 > 0 && n1 > 0 && n0 + n1 == EVENT_PARTITIONS)
+            return;
+        if (tnow_ms() > deadline)
+            tfail("the two workers never shared the partitions (%d, %d)", n0, n1);
+    }
+}
+
 static void worker_name(const char *log, char *name)
 {
     int64_t deadline = tnow_ms() + 10000;
@@ -217,16 +232,7 @@ static void test_sigkill_under_load(void **state)
     rc = tredis_open();
     load_start(&l, 1500);
     /* balanced: both own partitions */
-    for (int64_t deadline = tnow_ms() + 15000;; usleep(100000)) {
-        int n0 = 0, n1 = 0;
-        owners(names, 2, who);
-        for (int p = 0; p < EVENT_PARTITIONS; p++)
-            n0 += who[p] == 0, n1 += who[p] == 1;
-        if (n0 > 0 && n1 > 0 && n0 + n1 == EVENT_PARTITIONS)
-            break;
-        if (tnow_ms() > deadline)
-            tfail("the two workers never shared the partitions (%d, %d)", n0, n1);
-    }
+    await_shared(names, who);
     usleep(1500000);
     for (int p = 0; p < EVENT_PARTITIONS; p++)
         victim_parts += who[p] == 0;
@@ -279,16 +285,7 @@ static void test_sigstop_past_lease(void **state)
         worker_name(logs[i], names[i]);
     }
     load_start(&l, 2000);
-    for (int64_t deadline = tnow_ms() + 15000;; usleep(100000)) {
-        int n0 = 0, n1 = 0;
-        owners(names, 2, who);
-        for (int p = 0; p < EVENT_PARTITIONS; p++)
-            n0 += who[p] == 0, n1 += who[p] == 1;
-        if (n0 > 0 && n1 > 0 && n0 + n1 == EVENT_PARTITIONS)
-            break;
-        if (tnow_ms() > deadline)
-            tfail("the two workers never shared the partitions");
-    }
+    await_shared(names, who);
     usleep(1000000);
     owners(names, 2, who);
     for (int p = 0; p < EVENT_PARTITIONS; p++) {

@@ -390,3 +390,17 @@ void tm_print_moves(const struct tm_scrape *before, const struct tm_scrape *afte
             fprintf(stderr, "    moved %+g  %s\n", d, after->s[i].key);
     }
 }
+
+void tm_await_value(struct tm_scrape *m, const char *base, const char *series, double value, int timeout_ms)
+{
+    int64_t until = tnow_ms() + timeout_ms;
+    for (;;) {
+        tm_scrape(m, base);
+        if (tm_value(m, series) == value)
+            return;
+        if (tnow_ms() > until)
+            tfail("%s is %g after %d ms, expected %g", series, tm_value(m, series), timeout_ms, value);
+        tm_release(m);
+        usleep(100 * 1000);
+    }
+}

@@ -60,4 +60,8 @@ void tm_await(struct tm_scrape *after, const char *base, const struct tm_scrape 
  * left out: what a test saw, for its log. */
 void tm_print_moves(const struct tm_scrape *before, const struct tm_scrape *after, const char *prefix);
 
+/* Scrapes base into m until series equals value (gauges refreshed by a timer), at most
+ * timeout_ms; fails the test with the last value otherwise. */
+void tm_await_value(struct tm_scrape *m, const char *base, const char *series, double value, int timeout_ms);
+
 #endif
