@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "account.h"
+#include "evparse.h"
 #include "log.h"
 #include "pass.h"
 #include "rds.h"
@@ -165,7 +166,7 @@ status ap_fold_account(struct pj *p, struct acct *a, unsigned flags, struct err 
         return ST_OK;
     }
     if (a->cur_doc != NULL) {
-        if (account_view_from_json(&view, a->cur_doc, strlen(a->cur_doc), &fe) != ST_OK ||
+        if (evparse_account(&view, a->cur_doc, strlen(a->cur_doc), &fe) != ST_OK ||
             view.version != a->applied || strcmp(view.account_id, a->id) != 0) {
             if (fe.msg[0] == '\0')
                 err_set(&fe, ST_INVALID, "document of version %" PRId64 " or account '%s'",
@@ -246,7 +247,7 @@ status ap_fold_account(struct pj *p, struct acct *a, unsigned flags, struct err 
     }
     a->new_version = view.version;
     if (a->nent > 0) {
-        a->doc = account_view_to_json(&view);
+        a->doc = evparse_account_json(&view);
         if (a->doc == NULL)
             st = err_set(e, ST_INTERNAL, "out of memory");
     }

@@ -7,6 +7,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "evparse.h"
 #include "jsonx.h"
 #include "uuid.h"
 
@@ -16,7 +17,7 @@ void pj_item_decode(struct pj_item *it, const char *payload, size_t len, uint64_
     it->payload = payload;
     it->payload_len = len;
     it->seq = seq;
-    if (event_decode(&it->ev, payload, len, &it->why) == ST_OK) {
+    if (evparse_event(&it->ev, payload, len, &it->why) == ST_OK) {
         it->ok = 1;
         return;
     }
