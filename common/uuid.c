@@ -1,11 +1,19 @@
 /* UUID parsing and v4 generation from the kernel's random source. */
 #include "uuid.h"
 
-#include <ctype.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/random.h>
+
+/* The lower-case form of a hex digit (as isxdigit/tolower in the C locale), 0 for anything else. */
+static inline char hex_lower(unsigned char c)
+{
+    if ((unsigned)(c - '0') < 10u)
+        return (char)c;
+    c |= 0x20;
+    return (unsigned)(c - 'a') < 6u ? (char)c : 0;
+}
 
 bool uuid_parse(const char *s, size_t len, char out[UUID_STR_SIZE])
 {
@@ -14,15 +22,12 @@ bool uuid_parse(const char *s, size_t len, char out[UUID_STR_SIZE])
     if (s == NULL || len != 36)
         return false;
     for (size_t i = 0; i < 36; i++) {
-        unsigned char c = (unsigned char)s[i];
         if (i == 8 || i == 13 || i == 18 || i == 23) {
-            if (c != '-')
+            if (s[i] != '-')
                 return false;
             tmp[i] = '-';
-        } else {
-            if (!isxdigit(c))
-                return false;
-            tmp[i] = (char)tolower(c);
+        } else if ((tmp[i] = hex_lower((unsigned char)s[i])) == 0) {
+            return false;
         }
     }
     tmp[36] = '\0';

@@ -7,10 +7,19 @@
 #include "fold_version.h"
 #include "jsonx.h"
 
+/* snprintf(dst, size, "%s", src) without the formatting machinery: src truncated to size - 1. */
+static void copy_str(char *dst, size_t size, const char *src)
+{
+    size_t n = strnlen(src, size - 1);
+
+    memcpy(dst, src, n);
+    dst[n] = '\0';
+}
+
 void account_view_init(struct account_view *acc, const char *account_id)
 {
     memset(acc, 0, sizeof *acc);
-    snprintf(acc->account_id, sizeof acc->account_id, "%s", account_id);
+    copy_str(acc->account_id, sizeof acc->account_id, account_id);
 }
 
 const char *account_status_name(enum account_status s)
@@ -55,9 +64,9 @@ status proj_evolve(struct account_view *acc, const struct event *ev, struct stat
 
     switch (ev->type) {
     case EV_ACCOUNT_OPENED:
-        snprintf(next.owner, sizeof next.owner, "%s", ev->owner);
-        snprintf(next.name, sizeof next.name, "%s", ev->name);
-        snprintf(next.currency, sizeof next.currency, "%s", ev->currency);
+        copy_str(next.owner, sizeof next.owner, ev->owner);
+        copy_str(next.name, sizeof next.name, ev->name);
+        copy_str(next.currency, sizeof next.currency, ev->currency);
         next.overdraft_limit = ev->overdraft_limit;
         next.status = ACCOUNT_OPEN;
         break;
@@ -74,26 +83,25 @@ status proj_evolve(struct account_view *acc, const struct event *ev, struct stat
         return err_setr(e, ST_INVALID, "poison", "event '%s' has an unknown type", ev->event_id);
     }
     next.version = ev->stream_version;
-    snprintf(next.updated_at, sizeof next.updated_at, "%s", ev->recorded_at);
+    copy_str(next.updated_at, sizeof next.updated_at, ev->recorded_at);
 
     if (entry != NULL) {
         memset(entry, 0, sizeof *entry);
         entry->version = ev->stream_version;
-        snprintf(entry->event_id, sizeof entry->event_id, "%s", ev->event_id);
+        copy_str(entry->event_id, sizeof entry->event_id, ev->event_id);
         entry->type = ev->type;
         entry->amount = effect;
         entry->balance_after = next.balance;
-        snprintf(entry->description, sizeof entry->description, "%s",
+        copy_str(entry->description, sizeof entry->description,
                  (ev->type == EV_TRANSACTION_REVERSED || ev->type == EV_ACCOUNT_CLOSED) ? ev->reason
                                                                                         : ev->description);
-        snprintf(entry->at, sizeof entry->at, "%s", ev->recorded_at);
+        copy_str(entry->at, sizeof entry->at, ev->recorded_at);
         if (ev->type == EV_TRANSFER_SENT || ev->type == EV_TRANSFER_RECEIVED) {
-            snprintf(entry->counterparty, sizeof entry->counterparty, "%s", ev->counterparty);
-            snprintf(entry->transfer_id, sizeof entry->transfer_id, "%s", ev->transfer_id);
+            copy_str(entry->counterparty, sizeof entry->counterparty, ev->counterparty);
+            copy_str(entry->transfer_id, sizeof entry->transfer_id, ev->transfer_id);
         }
         if (ev->type == EV_TRANSACTION_REVERSED)
-            snprintf(entry->reversed_event_id, sizeof entry->reversed_event_id, "%s",
-                     ev->reversed_event_id);
+            copy_str(entry->reversed_event_id, sizeof entry->reversed_event_id, ev->reversed_event_id);
     }
     *acc = next;
     return ST_OK;
@@ -117,16 +125,16 @@ status proj_discard(struct account_view *acc, const char *event_id, int64_t vers
     if (acc->version == 0)
         return err_set(e, ST_INVALID, "event '%s' opens the account: it cannot be discarded", event_id);
     acc->version = version;
-    snprintf(acc->updated_at, sizeof acc->updated_at, "%s", at);
+    copy_str(acc->updated_at, sizeof acc->updated_at, at);
     if (entry != NULL) {
         memset(entry, 0, sizeof *entry);
         entry->version = version;
-        snprintf(entry->event_id, sizeof entry->event_id, "%s", event_id);
+        copy_str(entry->event_id, sizeof entry->event_id, event_id);
         entry->type = EV_UNKNOWN;
         entry->discarded = 1;
         entry->balance_after = acc->balance;
-        snprintf(entry->description, sizeof entry->description, "%s", reason);
-        snprintf(entry->at, sizeof entry->at, "%s", at);
+        copy_str(entry->description, sizeof entry->description, reason);
+        copy_str(entry->at, sizeof entry->at, at);
     }
     return ST_OK;
 }

@@ -88,23 +88,59 @@ static int uuid_expand(const char *hex, size_t len, char out[UUID_STR_SIZE])
     return uuid_parse(tmp, 36, out) && strcmp(out, tmp) == 0;
 }
 
+/* Decimal text of v at p; returns its length. */
+static size_t put_i64(char *p, int64_t v)
+{
+    char tmp[24];
+    size_t n = 0, k = 0;
+    uint64_t u = v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v;
+
+    do {
+        tmp[n++] = (char)('0' + u % 10);
+        u /= 10;
+    } while (u != 0);
+    if (v < 0)
+        p[k++] = '-';
+    while (n > 0)
+        p[k++] = tmp[--n];
+    return k;
+}
+
+static char *put_field(char *p, const char *s, size_t n)
+{
+    memcpy(p, s, n);
+    p[n] = '|';
+    return p + n + 1;
+}
+
 char *statement_entry_encode(const struct statement_entry *en)
 {
     char at[AT_DIGITS + 1], id[33], cp[33], tr[33], rev[33];
-    size_t len;
-    char *out;
+    size_t dlen;
+    char *out, *p;
     int code = en->discarded ? DISCARDED_CODE : 'A' + (int)en->type;
 
     if ((!en->discarded && (en->type < 0 || en->type >= EV__COUNT)) || !at_compact(en->at, at) ||
         !uuid_compact(en->event_id, id) || id[0] == '\0' || !uuid_compact(en->counterparty, cp) ||
         !uuid_compact(en->transfer_id, tr) || !uuid_compact(en->reversed_event_id, rev))
         return statement_entry_to_json(en);
-    len = 160 + strlen(en->description);
-    out = malloc(len);
+    /* code, two numbers of at most 20 characters, the time, four UUIDs, seven '|', the text */
+    dlen = strlen(en->description);
+    out = malloc(1 + 2 * 20 + AT_DIGITS + 4 * 32 + 7 + dlen + 1);
     if (out == NULL)
         return NULL;
-    snprintf(out, len, "%c%" PRId64 "|%" PRId64 "|%s|%s|%s|%s|%s|%s", code, en->amount, en->balance_after, at, id,
-             cp, tr, rev, en->description);
+    p = out;
+    *p++ = (char)code;
+    p += put_i64(p, en->amount);
+    *p++ = '|';
+    p += put_i64(p, en->balance_after);
+    *p++ = '|';
+    p = put_field(p, at, AT_DIGITS);
+    p = put_field(p, id, strlen(id));
+    p = put_field(p, cp, strlen(cp));
+    p = put_field(p, tr, strlen(tr));
+    p = put_field(p, rev, strlen(rev));
+    memcpy(p, en->description, dlen + 1);
     return out;
 }
 

@@ -402,6 +402,12 @@ static void test_statement_entry_stored_form(void **state)
     strcpy(ev.counterparty, ACC_B);
     apply_ok(&a, &ev, &en);
     check_stored_form(&en, 160);
+    /* the longest numbers beside both transfer ids: nothing is cut (the description stays whole) */
+    en.amount = INT64_MIN;
+    en.balance_after = INT64_MIN + 1;
+    memset(en.description, 0, sizeof en.description);
+    strcpy(en.description, "all of it");
+    check_stored_form(&en, 220);
     assert_int_equal(proj_discard(&a, XFER, 4, "2026-01-01T00:00:00.000000Z", "why", &en, &e), ST_OK);
     check_stored_form(&en, 90);
     stored = statement_entry_encode(&en);
