@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "evparse.h"
 #include "migrations.h"
 
 /* Any constant shared by every process that migrates; "cqrsmigr" in ASCII. */
@@ -211,6 +212,12 @@ status db_event_from_row(struct event *ev, const PGresult *res, int row, int col
         goto cleanup;
     }
     snprintf(ev->recorded_at, sizeof ev->recorded_at, "%s", PQgetvalue(res, row, col + 8));
+    /* the plain forms without jansson trees (common/evparse.h); anything else is read below */
+    if (evparse_data_fast(ev, PQgetvalue(res, row, col + 6), (size_t)PQgetlength(res, row, col + 6)) &&
+        (PQgetisnull(res, row, col + 7) ? event_metadata_from_json(ev, NULL, e) == ST_OK
+                                         : evparse_metadata_fast(ev, PQgetvalue(res, row, col + 7),
+                                                                 (size_t)PQgetlength(res, row, col + 7))))
+        return ST_OK;
     data = json_loadb(PQgetvalue(res, row, col + 6), (size_t)PQgetlength(res, row, col + 6), 0, &je);
     if (data == NULL) {
         st = err_setr(e, ST_INVALID, "poison", "event '%s': data: %s", ev->event_id, je.text);
