@@ -7,6 +7,7 @@
 
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -112,6 +113,33 @@ void rc_destroy(struct rcache *c)
     free(c);
 }
 
+/* en may be served: filled in this generation and cache epoch, within its lifetime (stripe
+ * locked). */
+static bool servable(struct rcache *c, const struct centry *en, long gen, int64_t now_ms)
+{
+    return en != NULL && gen > 0 && c->ttl_ms > 0 && en->gen == gen && en->epoch == atomic_load(&c->epoch) &&
+           now_ms - en->filled_ms < c->ttl_ms;
+}
+
+int rc_below(struct rcache *c, const char *id, int64_t min_version, int64_t now_ms, int64_t *version)
+{
+    size_t slot = slot_of(c, id);
+    struct stripe *s = stripe_of(c, slot);
+    const struct centry *en;
+    int below = 0;
+
+    pthread_mutex_lock(&s->mu);
+    en = find(c, slot, id);
+    if (servable(c, en, atomic_load(&c->gen), now_ms) && en->version < min_version) {
+        *version = en->version;
+        below = 1;
+    }
+    pthread_mutex_unlock(&s->mu);
+    if (below) /* answered from memory; otherwise the read that follows counts */
+        atomic_fetch_add_explicit(&c->hits, 1, memory_order_relaxed);
+    return below;
+}
+
 int rc_get(struct rcache *c, const char *id, int64_t min_version, int64_t now_ms, char **body,
            int64_t *version, long *gen_out)
 {
@@ -128,8 +156,7 @@ int rc_get(struct rcache *c, const char *id, int64_t min_version, int64_t now_ms
     }
     pthread_mutex_lock(&s->mu);
     en = find(c, slot, id);
-    if (en != NULL && en->gen == gen && en->epoch == atomic_load(&c->epoch) &&
-        now_ms - en->filled_ms < c->ttl_ms && en->version >= min_version) {
+    if (servable(c, en, gen, now_ms) && en->version >= min_version) {
         *body = malloc(en->len + 1);
         if (*body != NULL) {
             memcpy(*body, en->doc, en->len + 1);

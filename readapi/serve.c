@@ -290,6 +290,10 @@ void ra_serve_account(const struct http_request *req, const struct ra_query *q,
     status st;
 
     memset(&s, 0, sizeof s);
+    /* woken by another account's notification: this one's cached version says nothing newer
+     * was announced (the first pass checked the model, the owner and the version) */
+    if (q->route == RA_ACCOUNT && req->resumed > 0 && rs_account_below(q->account_id, q->min_version, &s.acc.version))
+        goto park;
     if (q->route == RA_ACCOUNT)
         st = rs_account(&s.acc, q->account_id, q->min_version, &e);
     else
@@ -343,6 +347,7 @@ void ra_serve_account(const struct http_request *req, const struct ra_query *q,
                          q->account_id);
         goto cleanup;
     }
+park:
     now = svc_mono_ms();
     if (now >= deadline) {
         count_wait_end(req, 0);

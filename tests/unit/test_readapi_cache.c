@@ -124,6 +124,36 @@ static void test_notifications(void **state)
     rc_destroy(c);
 }
 
+/* A parked read's question: is the account known to be below min_version, nothing newer
+ * announced since the fill? Only a servable entry says so; a notification, a clear, a new
+ * generation or the lifetime ends it (then the read asks Redis). */
+static void test_below(void **state)
+{
+    struct rcache *c = make(1000);
+    char msg[128];
+    int64_t v = -1;
+    (void)state;
+    assert_false(rc_below(c, A, 4, 0, &v)); /* nothing cached: unknown */
+    assert_true(fill(c, A, 7, 3, "{}", 0));
+    assert_true(rc_below(c, A, 4, 10, &v));
+    assert_int_equal(v, 3);
+    assert_false(rc_below(c, A, 3, 10, &v));  /* reached: the read is answered */
+    assert_false(rc_below(c, A, 4, 1000, &v)); /* past its lifetime */
+    snprintf(msg, sizeof msg, "%s:4", B);
+    rc_apply_message(c, msg, strlen(msg)); /* another account's news says nothing of A */
+    assert_true(rc_below(c, A, 4, 10, &v));
+    snprintf(msg, sizeof msg, "%s:4", A);
+    rc_apply_message(c, msg, strlen(msg));
+    assert_false(rc_below(c, A, 4, 10, &v));
+    assert_true(fill(c, A, 7, 3, "{}", 0));
+    rc_clear(c);
+    assert_false(rc_below(c, A, 4, 10, &v));
+    assert_true(fill(c, A, 7, 3, "{}", 0));
+    rc_set_gen(c, 8);
+    assert_false(rc_below(c, A, 4, 10, &v));
+    rc_destroy(c);
+}
+
 /* The race the ticket exists for: a reader reads version 3 from Redis, the projector applies 4
  * and its notification is handled, then the reader stores. The store must be refused. */
 static void test_fill_racing_a_notification(void **state)
@@ -219,6 +249,7 @@ int main(void)
         cmocka_unit_test(test_ttl_bounds_staleness),
         cmocka_unit_test(test_generation),
         cmocka_unit_test(test_notifications),
+        cmocka_unit_test(test_below),
         cmocka_unit_test(test_fill_racing_a_notification),
         cmocka_unit_test(test_concurrent_fills),
         cmocka_unit_test(test_associativity),
