@@ -27,7 +27,7 @@
 #include "svc.h"
 
 #define OWN_STREAM "KV_" OWN_BUCKET
-#define ORPHAN_POLL_MS 200 /* survey period while a dead worker's leases are due to expire */
+#define ORPHAN_POLL_MS 200 /* survey period while leases are due to expire or to be handed over */
 
 static void part_key(char *buf, size_t len, int p)
 {
@@ -156,6 +156,7 @@ status own_open(struct own *o, const struct cfg *c, struct bus *b, const char *w
     o->js = b->js;
     o->nparts = c->partitions;
     o->live = 1;
+    o->opened_ms = svc_mono_ms();
     snprintf(o->worker, sizeof o->worker, "%s", worker);
     o->parts = calloc((size_t)o->nparts, sizeof *o->parts);
     o->events = calloc((size_t)o->nparts * 2, sizeof *o->events);
@@ -349,7 +350,7 @@ static status list_bucket(struct own *o, struct seen **out, int *n, struct err *
 static status survey(struct own *o, int *owned, struct err *e)
 {
     struct seen *v = NULL;
-    int n = 0, live = 0, orphans = 0;
+    int n = 0, live = 0, orphans = 0, max_held = 0;
     int64_t newest = 0, latest = 0, fresh_ns = (int64_t)o->cfg->projector_lease_ms * 3 / 4 * 1000000;
     status st = list_bucket(o, &v, &n, e);
 
@@ -379,6 +380,19 @@ static status survey(struct own *o, int *owned, struct err *e)
         /* its owner is gone, or missed two renewals: it expires soon */
         orphans += !owner_live || v[i].created_ns < latest - fresh_ns * 2 / 3;
     }
+    for (int j = 0; j < n; j++) { /* the most leases one live worker holds */
+        int count = 0;
+        if (v[j].gone || strncmp(v[j].key, "w.", 2) != 0)
+            continue;
+        for (int i = 0; i < n; i++) {
+            size_t len = strcspn(v[i].value, " ");
+            count += !v[i].gone && strncmp(v[i].key, "p.", 2) == 0 && strlen(v[j].key + 2) == len &&
+                     strncmp(v[j].key + 2, v[i].value, len) == 0;
+        }
+        if (count > max_held)
+            max_held = count;
+    }
+    o->max_held = max_held;
     free(v);
     log_debug("lease bucket: %d keys, %d live workers, %d leases about to expire", n, live, orphans);
     o->live_seen = live;
@@ -444,10 +458,12 @@ cleanup:
 
 int64_t own_next_ms(const struct own *o)
 {
-    int64_t round = o->round_ms + o->cfg->projector_lease_ms / 4;
+    int64_t now = svc_mono_ms(), round = o->round_ms + o->cfg->projector_lease_ms / 4;
+    int share = (o->nparts + o->live - 1) / o->live;
+    int soon = o->orphans > 0 || o->max_held > share || now - o->opened_ms < o->cfg->projector_lease_ms / 4;
 
-    if (o->orphans > 0 && svc_mono_ms() + ORPHAN_POLL_MS < round)
-        return svc_mono_ms() + ORPHAN_POLL_MS;
+    if (soon && now + ORPHAN_POLL_MS < round)
+        return now + ORPHAN_POLL_MS;
     return round;
 }
 

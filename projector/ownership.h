@@ -41,6 +41,8 @@ struct own {
     int live;               /* live workers at the last tick (this one included), at least 1 */
     int live_seen;          /* fresh heartbeats the last listing saw */
     int orphans;            /* leases about to expire (their owner dead or not renewing) */
+    int max_held;           /* the most partitions one live worker holds (the last listing) */
+    int64_t opened_ms;      /* monotonic: own_open */
     int64_t round_ms;       /* monotonic: the last heartbeat and renewal round */
     int held;               /* partitions held */
     struct own_event *events; /* what the last tick changed (nparts slots, owned) */
@@ -68,7 +70,10 @@ void own_close(struct own *o);
  * losses. */
 status own_tick(struct own *o, struct err *e) WUR;
 /* Monotonic ms of the next own_tick: the next renewal round, or sooner while a dead worker's
- * leases are due to expire (so they are claimed at once). */
+ * leases are due to expire (so they are claimed at once), while a live worker holds more than
+ * the share (a hand-over is due: released partitions are claimed at once) and during the first
+ * round period after own_open (workers started together see each other before the next
+ * renewal round instead of one of them holding everything for it). */
 int64_t own_next_ms(const struct own *o);
 
 /* The lease of p is held and was renewed recently enough to act on it at now_ms (monotonic). */
