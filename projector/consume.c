@@ -204,11 +204,15 @@ static int dropped(natsSubscription *sub)
     return natsSubscription_GetDropped(sub, &n) == NATS_OK && n > 0;
 }
 
-/* Up to the batch size of messages, waiting only for the first; it stops before a hole in the
- * consumer sequence (b->hole: what the batch holds is contiguous). */
+/* Up to the batch size of messages, waiting for the first; it stops before a hole in the
+ * consumer sequence (b->hole: what the batch holds is contiguous). Further messages are waited
+ * for (up to 1 ms each) only while the stream said more were pending when the last one was
+ * sent (a backlog on its way fills the batch); a live tail takes what has arrived, so a single
+ * event is applied at once instead of after a 1 ms wait for a next one that is not coming. */
 static status collect(struct cs_part *w, natsSubscription *sub, struct batch *b, struct err *e)
 {
     int want = w->cfg->projector_batch;
+    uint64_t pending = 1;
 
     if (b->cap < want) {
         natsMsg **m = realloc(b->msgs, (size_t)want * sizeof *m);
@@ -223,7 +227,7 @@ static status collect(struct cs_part *w, natsSubscription *sub, struct batch *b,
     while (b->n < want) {
         natsMsg *m = NULL;
         uint64_t seq, dseq = 0;
-        natsStatus ns = natsSubscription_NextMsg(&m, sub, b->n == 0 ? FIRST_WAIT_MS : 1);
+        natsStatus ns = natsSubscription_NextMsg(&m, sub, b->n == 0 ? FIRST_WAIT_MS : pending > 0 ? 1 : 0);
         if (ns == NATS_TIMEOUT || ns == NATS_SLOW_CONSUMER) {
             /* everything buffered is taken: a drop means the rest is not coming */
             b->hole = ns == NATS_SLOW_CONSUMER || dropped(sub);
@@ -232,7 +236,7 @@ static status collect(struct cs_part *w, natsSubscription *sub, struct batch *b,
         if (ns != NATS_OK)
             return err_setr(e, ST_UNAVAILABLE, "bus_unavailable", "next message: %s",
                             natsStatus_GetText(ns));
-        seq = msg_meta(m, NULL, NULL, &dseq);
+        seq = msg_meta(m, &pending, NULL, &dseq);
         if (b->next_dseq != 0 && dseq != b->next_dseq) {
             natsMsg_Destroy(m); /* a message before it was dropped (or the library reset) */
             b->hole = 1;
