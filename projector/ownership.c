@@ -28,6 +28,7 @@
 
 #define OWN_STREAM "KV_" OWN_BUCKET
 #define ORPHAN_POLL_MS 200 /* survey period while leases are due to expire or to be handed over */
+#define SETTLE_MS 350      /* a new worker claims nothing before (its first surveys only count) */
 
 static void part_key(char *buf, size_t len, int p)
 {
@@ -439,6 +440,8 @@ status own_tick(struct own *o, struct err *e)
         }
         if (pp->unowned_since == 0)
             pp->unowned_since = now;
+        if (now - o->opened_ms < SETTLE_MS)
+            continue; /* workers started together: see the others' heartbeats before claiming */
         if (o->held < share)
             claim(o, p, "below the share");
         else if (now - pp->unowned_since >= o->cfg->projector_lease_ms &&
