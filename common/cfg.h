@@ -48,7 +48,7 @@ struct cfg {
     int pg_pool_size;     /* writer: Postgres connections for commands */
     int http_threads;     /* worker threads of an HTTP service */
     int projector_batch;  /* messages fetched per pull */
-    int projector_buffer_batches; /* a partition subscription's buffer in batches (0: libnats') */
+    int projector_fetch_bytes; /* bytes per fetch of a partition (a message larger comes alone) */
     int partitions;       /* stream partitions: events.<fnv1a32(stream_id) % partitions> */
     int projector_lease_ms; /* partition lease lifetime (KV bucket TTL) */
     int relay_batch;      /* outbox rows per publish round */

@@ -10,13 +10,11 @@
  * - refused by a newer epoch: the thread exits (fenced), the caller forgets the partition;
  * - the store went back in time (seq or epoch below ours): claim again, resume after the seq
  *   the store holds, and everything after it is projected again (duplicates are no-ops);
- * - memory: JetStream's flow control lets up to 32 MiB per consumer wait in the library (a 1M
- *   backlog held 380,000 messages, 317 MiB, in one worker of 16 partitions);
- *   PROJECTOR_BUFFER_BATCHES limits each subscription (off by default: it halves the drain,
- *   docs/benchmarks.md). Beyond a limit (libnats' 65,536 messages otherwise) libnats drops
- *   messages, and 3.4.1 does not reset the ordered consumer for it, so a hole in the consumer
- *   sequence or a drop ends the batch before it, and the partition subscribes again after what
- *   the batch applied. */
+ * - memory: a pull consumer (pull.c) brings at most one batch per fetch, bounded in messages
+ *   (PROJECTOR_BATCH) and bytes (PROJECTOR_FETCH_BYTES), with the next fetched while a batch is
+ *   applied, so a partition holds at most two batches. A hole in the consumer sequence (not
+ *   expected: the consumer delivers each message once) ends the batch before it, and the
+ *   partition subscribes again after what the batch applied. */
 #include "consume.h"
 
 #include <inttypes.h>
@@ -27,6 +25,7 @@
 #include "batch.h"
 #include "engine.h"
 #include "log.h"
+#include "pull.h"
 #include "readmodel.h"
 #include "svc.h"
 
@@ -34,9 +33,6 @@
 #define RETRY_DELAY_MS 200 /* an item waits (no model yet, contended): retry the batch */
 #define FIRST_WAIT_MS 200  /* how long a pull waits for the first message (stop latency) */
 #define STATS_EVERY_MS 1000
-#define UNSUB_FLUSH_MS 1000 /* see unsubscribe() */
-#define UNSUB_GRACE_MS 200
-#define PENDING_BYTES_PER_MSG 2048 /* PROJECTOR_BUFFER_BATCHES's bytes per message on average */
 
 struct batch {
     natsMsg **msgs;
@@ -130,57 +126,6 @@ status cs_max_epoch(redisContext *rc, int nparts, uint64_t *max, struct err *e)
     return st;
 }
 
-/* An ordered consumer on events.<p> from stream sequence start. */
-static status subscribe(struct cs_part *w, uint64_t start, natsSubscription **sub, struct err *e)
-{
-    char subject[32];
-    jsSubOptions so;
-    jsErrCode jerr = 0;
-    natsStatus ns;
-
-    snprintf(subject, sizeof subject, "events.%d", w->part);
-    jsSubOptions_Init(&so);
-    so.Stream = BUS_STREAM;
-    so.Ordered = true;
-    if (start > 1) {
-        so.Config.DeliverPolicy = js_DeliverByStartSequence;
-        so.Config.OptStartSeq = start;
-    } else {
-        so.Config.DeliverPolicy = js_DeliverAll;
-    }
-    ns = js_SubscribeSync(sub, w->bus->js, subject, NULL, &so, &jerr);
-    if (ns != NATS_OK)
-        return err_setr(e, ST_UNAVAILABLE, "bus_unavailable", "subscribe '%s': %s (%d)", subject,
-                        natsStatus_GetText(ns), (int)jerr);
-    if (w->cfg->projector_buffer_batches > 0) {
-        int msgs = w->cfg->projector_buffer_batches * w->cfg->projector_batch;
-        ns = natsSubscription_SetPendingLimits(*sub, msgs, msgs * PENDING_BYTES_PER_MSG);
-    }
-    if (ns != NATS_OK) {
-        natsSubscription_Destroy(*sub);
-        *sub = NULL;
-        return err_setr(e, ST_UNAVAILABLE, "bus_unavailable", "pending limits of '%s': %s", subject,
-                        natsStatus_GetText(ns));
-    }
-    return ST_OK;
-}
-
-/* Ends the partition's subscription. libnats 3.4.1 can crash when a subscription is destroyed
- * while its read loop still processes a message for it (nats.c issue #637, fixed in 3.6.0 by
- * PR #638: "malloc_consolidate(): unaligned fastbin chunk" at hand-over here). So: UNSUB first
- * (no new message is routed to it), then a flush (the PONG is read after any message the read
- * loop held for it), then destroy; if the flush fails, a grace period stands in for it. */
-static void unsubscribe(struct cs_part *w, natsSubscription **sub)
-{
-    if (*sub == NULL)
-        return;
-    (void)natsSubscription_Unsubscribe(*sub);
-    if (natsConnection_FlushTimeout(w->bus->conn, UNSUB_FLUSH_MS) != NATS_OK)
-        svc_pause_ms(UNSUB_GRACE_MS);
-    natsSubscription_Destroy(*sub);
-    *sub = NULL;
-}
-
 /* The stream's last sequence: a checkpoint beyond it means the stream was recreated. */
 static status stream_last(struct cs_part *w, uint64_t *last, struct err *e)
 {
@@ -196,23 +141,12 @@ static status stream_last(struct cs_part *w, uint64_t *last, struct err *e)
     return ST_OK;
 }
 
-/* Messages the library dropped (its pending limit) since the subscription began. */
-static int dropped(natsSubscription *sub)
+/* Up to the batch size of messages, waiting only for the first; it stops before a hole in the
+ * consumer sequence (b->hole: what the batch holds is contiguous). */
+static status collect(struct cs_part *w, struct pull *pl, struct batch *b, struct err *e)
 {
-    int64_t n = 0;
-
-    return natsSubscription_GetDropped(sub, &n) == NATS_OK && n > 0;
-}
-
-/* Up to the batch size of messages, waiting for the first; it stops before a hole in the
- * consumer sequence (b->hole: what the batch holds is contiguous). Further messages are waited
- * for (up to 1 ms each) only while the stream said more were pending when the last one was
- * sent (a backlog on its way fills the batch); a live tail takes what has arrived, so a single
- * event is applied at once instead of after a 1 ms wait for a next one that is not coming. */
-static status collect(struct cs_part *w, natsSubscription *sub, struct batch *b, struct err *e)
-{
-    int want = w->cfg->projector_batch;
-    uint64_t pending = 1;
+    int want = w->cfg->projector_batch, got = 0;
+    status st;
 
     if (b->cap < want) {
         natsMsg **m = realloc(b->msgs, (size_t)want * sizeof *m);
@@ -224,30 +158,28 @@ static status collect(struct cs_part *w, natsSubscription *sub, struct batch *b,
         b->items = it;
         b->cap = want;
     }
-    while (b->n < want) {
-        natsMsg *m = NULL;
+    st = pull_next(pl, b->msgs, &got, FIRST_WAIT_MS, e);
+    for (int i = 0; i < got; i++) {
+        natsMsg *m = b->msgs[i];
         uint64_t seq, dseq = 0;
-        natsStatus ns = natsSubscription_NextMsg(&m, sub, b->n == 0 ? FIRST_WAIT_MS : pending > 0 ? 1 : 0);
-        if (ns == NATS_TIMEOUT || ns == NATS_SLOW_CONSUMER) {
-            /* everything buffered is taken: a drop means the rest is not coming */
-            b->hole = ns == NATS_SLOW_CONSUMER || dropped(sub);
-            break;
+
+        b->msgs[i] = NULL;
+        if (b->hole) {
+            natsMsg_Destroy(m);
+            continue;
         }
-        if (ns != NATS_OK)
-            return err_setr(e, ST_UNAVAILABLE, "bus_unavailable", "next message: %s",
-                            natsStatus_GetText(ns));
-        seq = msg_meta(m, &pending, NULL, &dseq);
+        seq = msg_meta(m, NULL, NULL, &dseq);
         if (b->next_dseq != 0 && dseq != b->next_dseq) {
-            natsMsg_Destroy(m); /* a message before it was dropped (or the library reset) */
+            natsMsg_Destroy(m); /* a message before it was lost (or the consumer reset) */
             b->hole = 1;
-            break;
+            continue;
         }
         b->next_dseq = dseq + 1;
         b->msgs[b->n] = m;
         pj_item_decode(&b->items[b->n], natsMsg_GetData(m), (size_t)natsMsg_GetDataLength(m), seq);
         b->n++;
     }
-    return ST_OK;
+    return st;
 }
 
 static int settled(const struct batch *b)
@@ -329,7 +261,7 @@ static void *part_main(void *arg)
     struct cs_part *w = arg;
     struct rm_fence fence = {.part = w->part, .epoch = w->epoch};
     struct batch b = {0};
-    natsSubscription *sub = NULL;
+    struct pull *pl = NULL;
     struct pj p;
     struct err e;
     int claimed = 0, attempt = 0, fenced = 0, unrecorded = 0;
@@ -373,15 +305,16 @@ static void *part_main(void *arg)
                          w->part, w->epoch, fence.expect_seq);
             }
         }
-        if (st == ST_OK && sub == NULL) {
-            st = subscribe(w, fence.expect_seq + 1, &sub, &e);
+        if (st == ST_OK && pl == NULL) {
+            st = pull_open(&pl, w->bus, w->part, fence.expect_seq + 1, w->cfg->projector_batch,
+                           w->cfg->projector_fetch_bytes, &e);
             b.next_dseq = 0;
             b.hole = 0;
         }
         if (st == ST_OK && b.n == 0 && !b.hole)
-            st = collect(w, sub, &b, &e);
+            st = collect(w, pl, &b, &e);
         if (st == ST_OK && b.n == 0 && b.hole) {
-            unsubscribe(w, &sub); /* nothing before the hole: again from the recorded seq */
+            pull_close(&pl); /* nothing before the hole: again from the recorded seq */
             atomic_fetch_add(&w->resubscribes, 1);
             continue;
         }
@@ -404,7 +337,7 @@ static void *part_main(void *arg)
                              w->part, fence.held_seq, fence.held_epoch, fence.expect_seq, w->epoch,
                              fence.held_seq + 1);
                     atomic_fetch_add(&w->rewinds, 1);
-                    unsubscribe(w, &sub);
+                    pull_close(&pl);
                     claimed = 0;
                 }
             }
@@ -425,7 +358,7 @@ static void *part_main(void *arg)
             attempt = 0;
             unrecorded = 1;
             if (b.hole) { /* the batch ended before a hole: again after what it applied */
-                unsubscribe(w, &sub);
+                pull_close(&pl);
                 atomic_fetch_add(&w->resubscribes, 1);
             }
         } else if (st == ST_OK) {
@@ -438,14 +371,14 @@ static void *part_main(void *arg)
             log_warn("%s: projecting again from sequence %" PRIu64, e.msg, fence.held_seq + 1);
             atomic_fetch_add(&w->rewinds, 1);
             batch_clear(&b);
-            unsubscribe(w, &sub);
+            pull_close(&pl);
             claimed = 0;
         } else {
             log_warn("partition %d: batch of %d not applied (attempt %d): %s", w->part, b.n,
                      attempt + 1, e.msg);
             svc_pause_ms(pj_backoff_ms(attempt++, BACKOFF_MAX_MS));
             if (st == ST_UNAVAILABLE && strstr(e.msg, "next message") != NULL) {
-                unsubscribe(w, &sub); /* resubscribe from the recorded seq */
+                pull_close(&pl); /* resubscribe from the recorded seq */
                 batch_clear(&b);
             }
         }
@@ -460,7 +393,7 @@ static void *part_main(void *arg)
     batch_clear(&b);
     free(b.msgs);
     free(b.items);
-    unsubscribe(w, &sub);
+    pull_close(&pl);
     pj_release(&p);
     atomic_store(&w->finished, 1);
     return NULL;

@@ -419,9 +419,11 @@ int trun_capture(const char *binary, const char *args, char *out, size_t len)
     return WIFEXITED(wst) ? WEXITSTATUS(wst) : -1;
 }
 
-long tproc_rss_kib(pid_t pid)
+/* A "<field>:  <n> kB" line of /proc/<pid>/status; -1 when the process is gone. */
+static long proc_status_kib(pid_t pid, const char *field)
 {
     char path[64], line[256];
+    size_t len = strlen(field);
     long kib = -1;
     FILE *f;
 
@@ -430,10 +432,20 @@ long tproc_rss_kib(pid_t pid)
     if (f == NULL)
         return -1;
     while (fgets(line, sizeof line, f) != NULL)
-        if (strncmp(line, "VmRSS:", 6) == 0)
-            kib = atol(line + 6);
+        if (strncmp(line, field, len) == 0 && line[len] == ':')
+            kib = atol(line + len + 1);
     fclose(f);
     return kib;
+}
+
+long tproc_rss_kib(pid_t pid)
+{
+    return proc_status_kib(pid, "VmRSS");
+}
+
+long tproc_hwm_kib(pid_t pid)
+{
+    return proc_status_kib(pid, "VmHWM");
 }
 
 int tproc_fds(pid_t pid)

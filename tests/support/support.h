@@ -30,6 +30,8 @@ int tsvc_projector_port(pid_t pid);
 int tsvc_stop(pid_t pid, int sig, int timeout_ms);
 /* A process's resident memory (VmRSS, KiB) and open descriptors; -1 when it is gone. */
 long tproc_rss_kib(pid_t pid);
+/* Its peak resident memory so far (VmHWM, KiB); -1 when it is gone. */
+long tproc_hwm_kib(pid_t pid);
 int tproc_fds(pid_t pid);
 /* Polls GET base+path until it answers 200 or timeout_ms passes. */
 bool twait_http_ok(const char *base, const char *path, int timeout_ms);

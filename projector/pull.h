@@ -1,0 +1,22 @@
+/* A partition's pull consumer: bounded fetches, the next one requested while a batch is applied. */
+#ifndef PROJECTOR_PULL_H
+#define PROJECTOR_PULL_H
+
+#include <stdint.h>
+
+#include "bus.h"
+#include "status.h"
+
+struct pull;
+
+/* An ephemeral pull consumer (no acks) on events.<part> from stream sequence start, fetching at
+ * most batch messages and max_bytes bytes at a time. *out is the caller's (pull_close). */
+status pull_open(struct pull **out, struct bus *b, int part, uint64_t start, int batch, int64_t max_bytes,
+                 struct err *e) WUR;
+/* Up to the batch size of messages in stream order into msgs (the caller's to destroy), *n of
+ * them; waits up to wait_ms for the first (*n 0: none came). */
+status pull_next(struct pull *p, natsMsg **msgs, int *n, int wait_ms, struct err *e) WUR;
+/* Ends the subscription and deletes the consumer; *p becomes NULL (NULL-safe). */
+void pull_close(struct pull **p);
+
+#endif
