@@ -128,8 +128,10 @@ status rs__probe(enum rs_src from, redisContext *probe, struct err *e)
      * its marker: when the set of stalled accounts changes size, cached documents start over. */
     r = st == ST_OK ? redisCommand(probe, "HLEN %s", RM_STALLED_KEY) : NULL;
     if (r != NULL && r->type == REDIS_REPLY_INTEGER) {
-        if (r->integer != stalled_seen[from] && stalled_seen[from] != -1)
+        if (r->integer != stalled_seen[from] && stalled_seen[from] != -1) {
             rc_clear(rs__cache());
+            wake_all(); /* parked reads park again only on what the cache says: ask Redis */
+        }
         stalled_seen[from] = r->integer;
     }
     freeReplyObject(r);
@@ -138,8 +140,10 @@ status rs__probe(enum rs_src from, redisContext *probe, struct err *e)
     r = st == ST_OK ? redisCommand(probe, "GET %s", RM_APPLIED_LOST_KEY) : NULL;
     if (r != NULL && (r->type == REDIS_REPLY_STRING || r->type == REDIS_REPLY_NIL)) {
         long long lost = r->type == REDIS_REPLY_STRING ? strtoll(r->str, NULL, 10) : 0;
-        if (lost != lost_seen[from] && lost_seen[from] != -1)
+        if (lost != lost_seen[from] && lost_seen[from] != -1) {
             rc_clear(rs__cache());
+            wake_all();
+        }
         lost_seen[from] = lost;
     }
     freeReplyObject(r);
