@@ -42,6 +42,39 @@ status pj_stall(struct pj *p, const char *account_id, const char *event_id, cons
     return st;
 }
 
+/* A row read from the events table carries no payload (pj_rows_to_items): the record keeps the
+ * row's JSON text, read now. */
+static status row_payload(struct pj *p, struct pj_item *it, struct err *e)
+{
+    char pos[24], msg[200];
+    const char *params[1] = {pos};
+    PGresult *res = NULL;
+    status st;
+
+    if (it->seq != 0 || it->payload != NULL || it->ev.position <= 0)
+        return ST_OK;
+    st = pj_pg(p, e);
+    if (st != ST_OK)
+        return st;
+    snprintf(pos, sizeof pos, "%" PRId64, it->ev.position);
+    res = PQexecParams(p->pg, "SELECT row_to_json(e)::text FROM events e WHERE position = $1::bigint", 1, NULL,
+                       params, NULL, NULL, 0);
+    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+        st = err_setr(e, ST_UNAVAILABLE, "store_unavailable", "read event at position %s: %s", pos,
+                      db_error(msg, sizeof msg, p->pg, res));
+        if (db_broken(p->pg))
+            pj_drop_pg(p);
+    } else if (PQntuples(res) == 1) {
+        it->owned_payload = strdup(PQgetvalue(res, 0, 0));
+        if (it->owned_payload == NULL)
+            st = err_set(e, ST_INTERNAL, "out of memory");
+        it->payload = it->owned_payload;
+        it->payload_len = it->owned_payload != NULL ? strlen(it->owned_payload) : 0;
+    }
+    PQclear(res);
+    return st;
+}
+
 status pj_park(struct pj *p, struct pj_item *it, const char *reason, struct err *e)
 {
     char now[40];
@@ -51,6 +84,9 @@ status pj_park(struct pj *p, struct pj_item *it, const char *reason, struct err 
 
     if (p->rc == NULL)
         return err_setr(e, ST_UNAVAILABLE, "read_model_unavailable", "redis: not connected");
+    st = row_payload(p, it, e);
+    if (st != ST_OK)
+        return st;
     if (it->ev.event_id[0] == '\0')
         uuid_generate(it->ev.event_id); /* nothing to key it by: the record carries the sequence */
     pj_now_iso(now, sizeof now);

@@ -10,7 +10,7 @@
 #include "account.h"
 #include "engine.h"
 
-#define PJ_ROW_RAW_COL 9 /* row_to_json(e) after DB_EVENT_COLUMNS */
+#define PJ_ROW_TX_COL 9 /* tx_id::text after DB_EVENT_COLUMNS (pj_tail_read) */
 
 enum acct_stop { STOP_NONE = 0, STOP_MISSING, STOP_POISON };
 
@@ -19,6 +19,7 @@ struct acct {
     struct pj_item **it; /* this account's items, sorted by version */
     int n;
     int need_read;
+    int cached; /* applied and view come from p->cache: not read from Redis this round */
     int tries;
     /* read */
     int64_t applied;
@@ -29,6 +30,8 @@ struct acct {
     int64_t new_version;
     int64_t max_pos;
     char *doc;
+    struct account_view view; /* the fold's result (from the cache when cached) */
+    int have_view;            /* view is the account at new_version */
     char **entries;
     int nent, cap;
     /* gap events prefetched for this round (one query for the whole batch), by version */
@@ -56,7 +59,8 @@ void ap_acct_release(struct acct *a);
  * the apply script's size stay bounded whatever the gap; issue 13, hole 7). */
 #define RP_GAP_PAGE 10000
 
-/* repair.c: Postgres rows as items (*out malloc'd, pj_items_free). */
+/* repair.c: Postgres rows as items (*out malloc'd, pj_items_free), without a payload: pj_park
+ * reads a row's JSON text when it parks it. */
 status pj_rows_to_items(const PGresult *res, struct pj_item **out, int *n, struct err *e) WUR;
 /* Reads every gap of the pending accounts in one query into each account's gap pool. */
 status rp_prefetch_gaps(struct pj *p, struct acct *accts, int na, unsigned flags, struct err *e) WUR;

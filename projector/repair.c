@@ -14,10 +14,9 @@
 
 static void item_from_row(struct pj_item *it, const PGresult *res, int row)
 {
+    /* no payload: the row's JSON text is read only when it is parked (pj_park), so a million
+     * rows do not each cost Postgres a row_to_json and us a copy */
     memset(it, 0, sizeof *it);
-    it->owned_payload = strdup(PQgetvalue(res, row, PJ_ROW_RAW_COL));
-    it->payload = it->owned_payload;
-    it->payload_len = it->owned_payload != NULL ? strlen(it->owned_payload) : 0;
     if (db_event_from_row(&it->ev, res, row, 0, &it->why) == ST_OK) {
         it->ok = 1;
         return;
@@ -72,7 +71,7 @@ status pj_read_stream(struct pj *p, const char *id, int64_t from, int64_t to, st
     snprintf(from_s, sizeof from_s, "%" PRId64, from);
     snprintf(to_s, sizeof to_s, "%" PRId64, to);
     res = PQexecParams(p->pg,
-                       "SELECT " DB_EVENT_COLUMNS ", row_to_json(e)::text FROM events e "
+                       "SELECT " DB_EVENT_COLUMNS " FROM events e "
                        "WHERE stream_id = $1::uuid AND stream_version BETWEEN $2::bigint AND $3::bigint "
                        "ORDER BY stream_version",
                        3, NULL, params, NULL, NULL, 0);
@@ -187,7 +186,7 @@ status rp_prefetch_gaps(struct pj *p, struct acct *accts, int na, unsigned flags
     params[1] = q.los;
     params[2] = q.his;
     res = PQexecParams(p->pg,
-                       "SELECT " DB_EVENT_COLUMNS ", row_to_json(e)::text FROM events e "
+                       "SELECT " DB_EVENT_COLUMNS " FROM events e "
                        "JOIN unnest($1::uuid[], $2::bigint[], $3::bigint[]) AS r(gap_id, lo, hi) "
                        "ON e.stream_id = r.gap_id AND e.stream_version BETWEEN r.lo AND r.hi "
                        "ORDER BY e.stream_id, e.stream_version",

@@ -46,7 +46,7 @@ status pj_tail_read(struct pj *p, struct tail_cursor *cursor, int limit, struct 
     /* commit-safe order (see common/tail.h): below the snapshot's xmin every transaction has
      * finished, so nothing can later appear behind the cursor */
     res = PQexecParams(p->pg,
-                       "SELECT " DB_EVENT_COLUMNS ", row_to_json(e)::text, tx_id::text FROM events e "
+                       "SELECT " DB_EVENT_COLUMNS ", tx_id::text FROM events e "
                        "WHERE (tx_id, position) > ($1::text::xid8, $2::bigint) "
                        "AND tx_id < pg_snapshot_xmin(pg_current_snapshot()) "
                        "ORDER BY e.tx_id, e.position LIMIT $3::int" /* e.: not the text output column */,
@@ -57,7 +57,7 @@ status pj_tail_read(struct pj *p, struct tail_cursor *cursor, int limit, struct 
     if (st != ST_OK)
         goto cleanup;
     if (*n > 0) {
-        cursor->tx_id = strtoull(PQgetvalue(res, *n - 1, PJ_ROW_RAW_COL + 1), NULL, 10);
+        cursor->tx_id = strtoull(PQgetvalue(res, *n - 1, PJ_ROW_TX_COL), NULL, 10);
         cursor->position = strtoll(PQgetvalue(res, *n - 1, 0), NULL, 10);
         snprintf(tx, sizeof tx, "%" PRIu64, cursor->tx_id);
         snprintf(pos, sizeof pos, "%" PRId64, cursor->position);
