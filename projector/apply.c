@@ -36,6 +36,7 @@ static void acct_reset_fold(struct acct *a)
     a->stop = STOP_NONE;
     a->new_version = 0;
     a->max_pos = 0;
+    a->have_view = 0; /* a->view itself is kept: a cached account's fold starts from it */
 }
 
 void ap_acct_release(struct acct *a)
@@ -165,7 +166,9 @@ status ap_fold_account(struct pj *p, struct acct *a, unsigned flags, struct err 
         a->stop = STOP_POISON; /* everything acked: it is in Postgres and replay-parked catches up */
         return ST_OK;
     }
-    if (a->cur_doc != NULL) {
+    if (a->cached) {
+        view = a->view; /* what this process wrote at a->applied */
+    } else if (a->cur_doc != NULL) {
         if (evparse_account(&view, a->cur_doc, strlen(a->cur_doc), &fe) != ST_OK ||
             view.version != a->applied || strcmp(view.account_id, a->id) != 0) {
             if (fe.msg[0] == '\0')
@@ -246,6 +249,10 @@ status ap_fold_account(struct pj *p, struct acct *a, unsigned flags, struct err 
             goto cleanup;
     }
     a->new_version = view.version;
+    if (a->stop != STOP_POISON) {
+        a->view = view;
+        a->have_view = 1;
+    }
     if (a->nent > 0) {
         a->doc = evparse_account_json(&view);
         if (a->doc == NULL)
@@ -295,7 +302,9 @@ status ap_read_accounts(struct pj *p, long gen, struct acct *accts, int na, stru
     const char *stalled_key = pj_stalled_key(p, kbuf, sizeof kbuf);
 
     for (int i = 0; i < na; i++)
-        pending += accts[i].need_read;
+        pending += accts[i].need_read && !accts[i].cached;
+    if (pending == 0)
+        return ST_OK;
     nc = 2 * pending;
     argc = calloc((size_t)nc, sizeof *argc);
     argv = calloc((size_t)nc, sizeof *argv);
@@ -307,7 +316,7 @@ status ap_read_accounts(struct pj *p, long gen, struct acct *accts, int na, stru
         goto cleanup;
     }
     for (int i = 0, j = 0; i < na; i++) {
-        if (!accts[i].need_read)
+        if (!accts[i].need_read || accts[i].cached)
             continue;
         j++;
         argc[k] = 4;
@@ -325,7 +334,7 @@ status ap_read_accounts(struct pj *p, long gen, struct acct *accts, int na, stru
     for (int i = 0; i < nc; i++)
         cmds[i] = argv[i];
     for (int i = 0, j = 0; i < na; i++)
-        if (accts[i].need_read)
+        if (accts[i].need_read && !accts[i].cached)
             rm_key_account(keys[++j], RM_KEY_SIZE, gen, accts[i].id);
     st = rds_pipeline(p->rc, nc, argc, cmds, NULL, rep, e);
     if (st != ST_OK) {
@@ -336,7 +345,7 @@ status ap_read_accounts(struct pj *p, long gen, struct acct *accts, int na, stru
     for (int i = 0; i < na; i++) {
         struct acct *a = &accts[i];
         redisReply *h, *s;
-        if (!a->need_read)
+        if (!a->need_read || a->cached)
             continue;
         h = rep[k++];
         s = rep[k++];

@@ -14,6 +14,7 @@
 #include "pass.h"
 #include "rds.h"
 #include "readmodel.h"
+#include "vcache.h"
 
 void pj_init(struct pj *p, const struct cfg *c)
 {
@@ -26,6 +27,8 @@ void pj_release(struct pj *p)
 {
     pj_drop_redis(p);
     pj_drop_pg(p);
+    vc_free(p->cache);
+    p->cache = NULL;
 }
 
 void pj_drop_redis(struct pj *p)
@@ -155,6 +158,14 @@ static status process_gen(struct pj *p, long gen, struct pj_item **items, int n,
             if (st != ST_OK)
                 goto cleanup;
         }
+        /* the first round folds onto the views this process wrote; an account whose version
+         * moved meanwhile is a conflict, read from Redis in the next round */
+        for (int i = 0; i < na; i++)
+            accts[i].cached = round == 0 && accts[i].need_read &&
+                              vc_get(p->cache, gen, accts[i].id, &accts[i].view);
+        for (int i = 0; i < na; i++)
+            if (accts[i].cached)
+                accts[i].applied = accts[i].view.version;
         st = ap_read_accounts(p, gen, accts, na, e);
         if (st == ST_OK)
             st = rp_prefetch_gaps(p, accts, na, flags, e);
@@ -176,6 +187,14 @@ static status process_gen(struct pj *p, long gen, struct pj_item **items, int n,
     if (*gone) {
         st = ST_OK;
         goto cleanup;
+    }
+    for (int i = 0; i < na && p->cache != NULL; i++) {
+        /* settled: Redis holds the fold's view at new_version (written now, or already) */
+        if (!accts[i].need_read && accts[i].have_view && accts[i].stop != STOP_POISON &&
+            accts[i].view.version == accts[i].new_version)
+            vc_put(p->cache, gen, &accts[i].view);
+        else
+            vc_drop(p->cache, accts[i].id);
     }
     for (int i = 0; i < na; i++)
         if (accts[i].need_read) {

@@ -37,6 +37,9 @@ struct pj {
     long fold_building, fold_current;
     int fold_building_ok;
     long pass_gen; /* the generation the running pass writes (park.c: whose stalls) */
+    /* the rebuild's (owned, NULL elsewhere): the views it wrote, folded onto without reading
+     * them back; every write is still a compare-and-set (vcache.c says why that is safe) */
+    struct vcache *cache;
 };
 
 /* notify.c: a notification on rm:applied could not be sent (reason "refused" or "connection",

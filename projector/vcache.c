@@ -1,0 +1,99 @@
+/* A bounded set-associative table of account views (what the rebuild last wrote per account).
+ * Why a remembered view is safe to fold onto: the apply script writes only when Redis holds
+ * exactly the version the fold started from, and the document at a version is the fold of the
+ * event store's history up to it, whoever wrote it; anything else (a live worker moved the
+ * account, Redis lost writes) is a compare-and-set conflict, after which the account is read
+ * from Redis as usual. */
+#include "vcache.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#define VC_WAYS 2
+
+struct vc_slot {
+    int used;
+    unsigned age; /* of the last use, for replacing the older way */
+    struct account_view view;
+};
+
+struct vcache {
+    long gen;
+    unsigned clock;
+    struct vc_slot slot[VC_SETS][VC_WAYS];
+};
+
+struct vcache *vc_new(void)
+{
+    return calloc(1, sizeof(struct vcache));
+}
+
+void vc_free(struct vcache *c)
+{
+    free(c);
+}
+
+static struct vc_slot *set_of(struct vcache *c, const char *id)
+{
+    return c->slot[fnv1a32(id) % VC_SETS];
+}
+
+/* A cache of another generation is forgotten at once. */
+static void for_gen(struct vcache *c, long gen)
+{
+    if (c->gen != gen) {
+        memset(c->slot, 0, sizeof c->slot);
+        c->gen = gen;
+    }
+}
+
+int vc_get(struct vcache *c, long gen, const char *id, struct account_view *out)
+{
+    struct vc_slot *s;
+
+    if (c == NULL)
+        return 0;
+    for_gen(c, gen);
+    s = set_of(c, id);
+    for (int w = 0; w < VC_WAYS; w++)
+        if (s[w].used && strcmp(s[w].view.account_id, id) == 0) {
+            s[w].age = ++c->clock;
+            *out = s[w].view;
+            return 1;
+        }
+    return 0;
+}
+
+void vc_put(struct vcache *c, long gen, const struct account_view *view)
+{
+    struct vc_slot *s, *victim;
+
+    if (c == NULL)
+        return;
+    for_gen(c, gen);
+    s = set_of(c, view->account_id);
+    victim = &s[0];
+    for (int w = 0; w < VC_WAYS; w++) {
+        if (s[w].used && strcmp(s[w].view.account_id, view->account_id) == 0) {
+            victim = &s[w];
+            break;
+        }
+        if (!s[w].used || (victim->used && s[w].age < victim->age))
+            victim = &s[w];
+    }
+    victim->used = 1;
+    victim->age = ++c->clock;
+    victim->view = *view;
+}
+
+void vc_drop(struct vcache *c, const char *id)
+{
+    struct vc_slot *s;
+
+    if (c == NULL)
+        return;
+    s = set_of(c, id);
+    for (int w = 0; w < VC_WAYS; w++)
+        if (s[w].used && strcmp(s[w].view.account_id, id) == 0)
+            s[w].used = 0;
+}

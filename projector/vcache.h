@@ -1,0 +1,24 @@
+/* The rebuild's memory of the account documents it wrote, so that a batch folds onto them
+ * without reading them back from Redis (the compare-and-set still checks every version). */
+#ifndef PROJECTOR_VCACHE_H
+#define PROJECTOR_VCACHE_H
+
+#include "account.h"
+
+/* Bounded: 2 ways of VC_SETS sets (about 12 MiB); an account that does not fit is read from
+ * Redis as before. */
+#define VC_SETS 16384
+
+struct vcache;
+
+/* NULL on allocation failure (the rebuild then reads every account). Caller: vc_free. */
+struct vcache *vc_new(void);
+void vc_free(struct vcache *c);
+/* The view of account id in generation gen when held (a copy into *out): 1, else 0. */
+int vc_get(struct vcache *c, long gen, const char *id, struct account_view *out);
+/* Remembers view (its account_id and version) as what generation gen holds. */
+void vc_put(struct vcache *c, long gen, const struct account_view *view);
+/* Forgets account id (stalled, refused, unknown state). */
+void vc_drop(struct vcache *c, const char *id);
+
+#endif
