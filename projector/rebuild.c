@@ -15,11 +15,13 @@
 #include "gens.h"
 #include "jsonx.h"
 #include "log.h"
+#include "rbread.h"
 #include "rds.h"
 #include "readmodel.h"
 #include "svc.h"
 #include "tail.h"
 #include "uuid.h"
+#include "vcache.h"
 #include "verify.h"
 
 /* Why the switch is safe (docs/rebuild.md has the long form):
@@ -340,6 +342,7 @@ status rb_run(const struct cfg *c, const struct rb_opts *o, struct rb_result *re
      * same apply path as the live owners: many accounts per script call) */
     int nl = o->lanes > 0 ? (o->lanes < PJ_LANES_MAX ? o->lanes : PJ_LANES_MAX) : RB_LANES;
     struct pj extra[PJ_LANES_MAX - 1];
+    struct rb_reader rd;
     int leased = 0, waiting_said = 0, retries = 0, n = 0, rewound = 0;
     redisReply *r = NULL;
     long gen = 0;
@@ -350,6 +353,12 @@ status rb_run(const struct cfg *c, const struct rb_opts *o, struct rb_result *re
     pj_init(&p, c);
     for (int k = 0; k < nl - 1; k++)
         pj_init(&extra[k], c);
+    rbr_init(&rd, c);
+    /* each lane remembers the views it wrote (an account is always in the same lane); without
+     * memory for it every account is read from Redis as before */
+    p.cache = vc_new();
+    for (int k = 0; k < nl - 1; k++)
+        extra[k].cache = vc_new();
     uuid_generate(token);
     st = pj_redis(&p, e);
     if (st == ST_OK)
@@ -385,7 +394,9 @@ stream:
             goto cleanup;
         }
         before = cur;
-        st = pj_tail_read(&p, &cur, batch, &items, &n, &caught_up, e);
+        st = rbr_take(&rd, &cur, batch, &items, &n, &caught_up, e);
+        if (st == ST_OK && n > 0)
+            rbr_start(&rd, &cur, batch); /* the next batch is read while this one is applied */
         if (st == ST_OK && n > 0) {
             st = pj_process_gen_lanes(&p, extra, nl, gen, items, n, PJ_IGNORE_STALLED, &gone, e);
             if (st == ST_OK && gone) {
@@ -532,6 +543,7 @@ cleanup:
     if (leased)
         release_lease(&p, token);
     pj_items_free(items, n);
+    rbr_release(&rd);
     for (int k = 0; k < nl - 1; k++)
         pj_release(&extra[k]);
     pj_release(&p);
