@@ -401,7 +401,7 @@ static void usage(void)
             "                          account, print the differences, drop it; exit 3 when they differ\n"
             "                          or events of the history could not be folded\n"
             "  rebuild --abort         abandon the rebuild in progress and remove its keys\n"
-            "  rebuild --batch N       events per read of the events table (default 5000)\n"
+            "  rebuild --batch N       events per read of the events table (default 20000)\n"
             "  rebuild --lanes N       partition lanes applied in parallel (1..16, default 2)\n"
             "  rollback                make the previous generation current again (caught up first)\n"
             "  drop-generation         remove the previous generation (UNLINK over SCAN)\n"

@@ -15,7 +15,12 @@ enum rb_mode {
     RB_ROLLBACK    /* catch the previous generation up, then make it current again */
 };
 
-#define RB_BATCH 5000       /* events per read of the events table */
+/* events per read of the events table: a batch applies each account once (one document, one
+ * script section), so more events per batch cost Redis less per event (1M events over 10,000
+ * accounts: 5.3 CPU-s of Redis at 20,000, 9.7 at 5,000), held twice in memory (read-ahead),
+ * ~1.7 KB each. The self-heal inside `projector run` keeps its worker small. */
+#define RB_BATCH 20000
+#define RB_HEAL_BATCH 5000
 #define RB_LANES 2          /* partition lanes a batch is applied on in parallel */
 #define RB_LEASE_MS 10000   /* a dead rebuild's lease lapses after this */
 #define RB_PROGRESS_MS 2000 /* plain progress lines (and the total's recount) this often */

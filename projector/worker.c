@@ -44,7 +44,7 @@ struct healer {
 static void *heal_main(void *arg)
 {
     struct healer *h = arg;
-    struct rb_opts o = {.mode = RB_SWITCH, .auto_heal = 1, .stop = &svc_stop_requested};
+    struct rb_opts o = {.mode = RB_SWITCH, .batch = RB_HEAL_BATCH, .auto_heal = 1, .stop = &svc_stop_requested};
     struct rb_result res;
     struct err e;
 
