@@ -29,7 +29,7 @@ struct cs_part {
     _Atomic uint64_t floor; /* fenced at its claim: the highest epoch in Redis (see own_advance) */
     /* progress, for logs, status and tests */
     _Atomic long applied, gap_events, conflicts, rewinds, duplicates, parked, strays, holes;
-    _Atomic long resubscribes; /* subscriptions begun again after the library dropped messages */
+    _Atomic long resubscribes; /* consumers begun again after a hole or a bus error */
     _Atomic uint64_t seq;     /* last stream sequence recorded in rm:part:<p> */
     _Atomic uint64_t pending; /* messages of the partition after the last one applied */
     _Atomic int64_t pos;      /* the highest event position applied from the partition */

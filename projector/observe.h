@@ -10,7 +10,7 @@
 /* Counters of this process: the sweep's and every partition thread's, summed by the caller. */
 struct pj_counts {
     long applied, duplicates, gap_events, conflicts, parked, strays, holes;
-    long resubscribes; /* subscriptions begun again after the library's buffer overflowed */
+    long resubscribes; /* consumers begun again after a hole in their sequence or a bus error */
 };
 
 /* Publishes the counters n; at most once a second also reads the read side's status from Redis

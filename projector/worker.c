@@ -427,8 +427,8 @@ int worker_run(const struct cfg *c)
         pthread_join(w.owner_thread, NULL); /* it stops every consumer thread first */
     totals(&w, &p, &n);
     log_info("stopping: applied %ld events (%ld from gap repair), sweep applied %ld, %ld duplicates, %ld conflicts, "
-             "%ld parked, %ld stray messages dropped, %ld history holes, %ld subscriptions begun again after a "
-             "full buffer",
+             "%ld parked, %ld stray messages dropped, %ld history holes, %ld consumers begun again after a "
+             "hole or a bus error",
              n.applied, n.gap_events, p.applied, n.duplicates, n.conflicts, n.parked, n.strays, n.holes,
              n.resubscribes);
 cleanup:
