@@ -279,6 +279,7 @@ status pj_process_gen_lanes(struct pj *p, struct pj *extra, int nl, long gen, st
 {
     struct lane lanes[PJ_LANES_MAX];
     struct pj_item **ptrs;
+    unsigned char *lane_of;
     int started[PJ_LANES_MAX] = {0}, at = 0;
     status st = ST_OK;
 
@@ -287,8 +288,15 @@ status pj_process_gen_lanes(struct pj *p, struct pj *extra, int nl, long gen, st
     if (nl > PJ_LANES_MAX)
         nl = PJ_LANES_MAX;
     ptrs = calloc((size_t)n + 1, sizeof *ptrs);
-    if (ptrs == NULL)
+    lane_of = calloc((size_t)n + 1, 1);
+    if (ptrs == NULL || lane_of == NULL) {
+        free(ptrs);
+        free(lane_of);
         return err_set(e, ST_INTERNAL, "out of memory for %d items", n);
+    }
+    for (int i = 0; i < n; i++) /* hashed once per item, not once per lane */
+        lane_of[i] = (unsigned char)(event_partition(items[i].ev.stream_id, (unsigned)p->cfg->partitions) %
+                                     (unsigned)nl);
     /* each lane's items contiguous in ptrs, in the batch's order: an account (a partition) is
      * in one lane, so its versions keep their order */
     for (int k = 0; k < nl; k++) {
@@ -298,7 +306,7 @@ status pj_process_gen_lanes(struct pj *p, struct pj *extra, int nl, long gen, st
         lanes[k].flags = flags;
         lanes[k].ptrs = ptrs + at;
         for (int i = 0; i < n; i++)
-            if ((int)(event_partition(items[i].ev.stream_id, (unsigned)p->cfg->partitions) % (unsigned)nl) == k)
+            if (lane_of[i] == k)
                 ptrs[at + lanes[k].n++] = &items[i];
         at += lanes[k].n;
     }
@@ -321,6 +329,7 @@ status pj_process_gen_lanes(struct pj *p, struct pj *extra, int nl, long gen, st
         }
     }
     free(ptrs);
+    free(lane_of);
     return st;
 }
 
