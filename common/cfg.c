@@ -298,6 +298,7 @@ static const struct {
     {"PG_POOL_SIZE", " writer readapi "},
     {"HTTP_THREADS", " writer readapi "},
     {"PROJECTOR_BATCH", " projector "},
+    {"PROJECTOR_FETCH_BYTES", " projector "},
     {"RELAY_BATCH", " writer "},
     {"PUBLISH_AFTER_COMMIT", " writer "},
     {"READ_CACHE_TTL_MS", " readapi "},

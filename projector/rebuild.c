@@ -330,6 +330,14 @@ cleanup:
     return st;
 }
 
+/* Every lane forgets the views it remembered (vcache.h: vc_clear). */
+static void forget_views(struct pj *p, struct pj *extra, int nl)
+{
+    vc_clear(p->cache);
+    for (int k = 0; k < nl - 1; k++)
+        vc_clear(extra[k].cache);
+}
+
 status rb_run(const struct cfg *c, const struct rb_opts *o, struct rb_result *res, struct err *e)
 {
     struct pj p;
@@ -408,6 +416,7 @@ stream:
         }
         if (st == ST_OK && !all) {
             /* contended with the live projector past the retry rounds: read the batch again */
+            forget_views(&p, extra, nl);
             cur = before;
             pj_items_free(items, n);
             items = NULL;
@@ -422,6 +431,7 @@ stream:
             if (st != ST_UNAVAILABLE || ++retries > 20)
                 goto cleanup;
             log_warn("rebuild of generation %ld: %s (retrying)", gen, e->msg);
+            forget_views(&p, extra, nl);
             cur = before;
             pj_items_free(items, n);
             items = NULL;
@@ -445,6 +455,7 @@ stream:
             pg.done -= n;
             res->events -= n;
             n = 0;
+            forget_views(&p, extra, nl);
             cur = before;
             svc_pause_ms(pj_backoff_ms(retries, 5000));
             continue;
@@ -452,8 +463,10 @@ stream:
         if (st != ST_OK)
             goto cleanup;
         retries = 0;
-        if (rewound)
-            continue; /* Redis lost our last steps: go over them again */
+        if (rewound) {
+            forget_views(&p, extra, nl); /* what they remember is not in Redis any more */
+            continue;                    /* Redis lost our last steps: go over them again */
+        }
         progress_print(&pg, 0);
         if (n == 0 && caught_up)
             break;

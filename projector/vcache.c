@@ -1,9 +1,11 @@
 /* A bounded set-associative table of account views (what the rebuild last wrote per account).
  * Why a remembered view is safe to fold onto: the apply script writes only when Redis holds
  * exactly the version the fold started from, and the document at a version is the fold of the
- * event store's history up to it, whoever wrote it; anything else (a live worker moved the
- * account, Redis lost writes) is a compare-and-set conflict, after which the account is read
- * from Redis as usual. */
+ * event store's history up to it, whoever wrote it; a live worker that moved the account is a
+ * compare-and-set conflict, after which the account is read from Redis as usual. Redis that
+ * lost writes is not: an event at or below a remembered version is taken as applied and never
+ * reaches the script, so the rebuild forgets every view whenever it goes over steps again or
+ * retries after an error (vc_clear). */
 #include "vcache.h"
 
 #include <stdlib.h>
@@ -96,4 +98,10 @@ void vc_drop(struct vcache *c, const char *id)
     for (int w = 0; w < VC_WAYS; w++)
         if (s[w].used && strcmp(s[w].view.account_id, id) == 0)
             s[w].used = 0;
+}
+
+void vc_clear(struct vcache *c)
+{
+    if (c != NULL)
+        memset(c->slot, 0, sizeof c->slot);
 }

@@ -20,5 +20,8 @@ int vc_get(struct vcache *c, long gen, const char *id, struct account_view *out)
 void vc_put(struct vcache *c, long gen, const struct account_view *view);
 /* Forgets account id (stalled, refused, unknown state). */
 void vc_drop(struct vcache *c, const char *id);
+/* Forgets every view: Redis may hold less than was written (it lost writes, or a round failed
+ * half way), so no remembered view may decide that an event is already applied. */
+void vc_clear(struct vcache *c);
 
 #endif
