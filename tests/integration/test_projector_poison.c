@@ -11,51 +11,12 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "bus.h"
-#include "db.h"
 #include "support.h"
 #include "tcheck.h"
+#include "tholes.h"
 #include "thttp.h"
 #include "tstack.h"
 #include "twriter.h"
-
-/* Inserts an event row directly (as a buggy or newer writer would have) and publishes it. */
-static void inject(PGconn *pg, const char *event_id, const char *stream, int version,
-                   const char *type, const char *data)
-{
-    char ver[16], subject[64], payload[2048];
-    const char *p[5] = {event_id, stream, ver, type, data};
-    PGresult *res;
-    struct bus b = {0};
-    struct err e;
-    natsMsg *msg = NULL;
-    jsPubAck *ack = NULL;
-    int64_t position;
-
-    snprintf(ver, sizeof ver, "%d", version);
-    res = PQexecParams(pg,
-                       "INSERT INTO events (event_id, stream_id, stream_version, type, schema, data) "
-                       "VALUES ($1, $2, $3, $4, 1, $5::jsonb) RETURNING position",
-                       5, NULL, p, NULL, NULL, 0);
-    if (PQresultStatus(res) != PGRES_TUPLES_OK)
-        tfail("insert: %s", PQerrorMessage(pg));
-    position = atoll(PQgetvalue(res, 0, 0));
-    PQclear(res);
-    snprintf(payload, sizeof payload,
-             "{\"event_id\":\"%s\",\"stream_id\":\"%s\",\"stream_version\":%d,\"position\":%lld,"
-             "\"type\":\"%s\",\"schema\":1,\"recorded_at\":\"2026-11-21T20:00:00.000000Z\",\"data\":%s,"
-             "\"metadata\":{}}",
-             event_id, stream, version, (long long)position, type, data);
-    event_subject(stream, EVENT_PARTITIONS, subject, sizeof subject);
-    if (bus_connect(&b, tenv("NATS_URL"), "test-poison", 5000, &e) != ST_OK)
-        tfail("nats: %s", e.msg);
-    assert_int_equal(natsMsg_Create(&msg, subject, NULL, payload, (int)strlen(payload)), NATS_OK);
-    assert_int_equal(natsMsgHeader_Set(msg, "Nats-Msg-Id", event_id), NATS_OK);
-    assert_int_equal(js_PublishMsg(&ack, b.js, msg, NULL, NULL), NATS_OK);
-    jsPubAck_Destroy(ack);
-    natsMsg_Destroy(msg);
-    bus_release(&b);
-}
 
 static int64_t projected_version(const char *id)
 {
@@ -93,8 +54,9 @@ static void test_poison_parked_and_replayed(void **state)
     /* an event type this projector does not know, then a good event behind it */
     uuid_generate(poison_id);
     uuid_generate(later_id);
-    inject(pg, poison_id, victim, (int)v + 1, "MoneyTeleported", "{\"amount\":5}");
-    inject(pg, later_id, victim, (int)v + 2, "MoneyDeposited", "{\"amount\":7,\"description\":\"behind\"}");
+    /* inserted directly and published, as a buggy or newer writer would have */
+    th_event(pg, 1, poison_id, victim, (int)v + 1, "MoneyTeleported", "{\"amount\":5}");
+    th_event(pg, 1, later_id, victim, (int)v + 2, "MoneyDeposited", "{\"amount\":7,\"description\":\"behind\"}");
 
     /* parked and visible in status */
     deadline = tnow_ms() + 10000;
