@@ -151,7 +151,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
             pthread_mutex_lock(&srv->mu);
             /* a wake-up between the handler's read and now would be lost: resumed at once,
              * libmicrohttpd then calls the handler again */
-            woken = srv->wake_gen != gen || srv->stopping;
+            woken = http__woken_since_locked(srv, gen, cs->wake_key) || srv->stopping;
             if (!woken) {
                 cs->parked = 1;
                 cs->next = srv->parked;

@@ -57,6 +57,10 @@ bool http_require(const struct http_request *req, struct http_response *resp, un
  * false (the handler must reply, 503) when the server holds max_waiters parked requests, is
  * stopping, or runs a thread per connection. */
 bool http_defer(const struct http_request *req, struct http_response *resp, int64_t wake_at_ms);
+/* The same, woken only by http_server_wake and by http_server_wake_for(s, key) of the same key
+ * (e.g. an account id): a wake-up about other keys leaves it parked. key NULL: http_defer. */
+bool http_defer_for(const struct http_request *req, struct http_response *resp, int64_t wake_at_ms,
+                    const char *key);
 
 /* Called from several threads at once; must set a reply (or http_defer). */
 typedef void (*http_handler_fn)(void *ctx, const struct http_request *req, struct http_response *resp);
@@ -80,6 +84,9 @@ struct http_server_opts {
 status http_server_start(struct http_server **out, const struct http_server_opts *o, struct err *e) WUR;
 /* Calls every parked request's handler again (thread-safe; e.g. a projector batch landed). */
 void http_server_wake(struct http_server *s);
+/* Calls again the parked requests deferred on key (http_defer_for) and those deferred on no key
+ * (http_defer); key NULL: every one (http_server_wake). Thread-safe. */
+void http_server_wake_for(struct http_server *s, const char *key);
 /* Stops accepting, lets requests in flight finish, frees *s and clears the pointer. */
 void http_server_stop(struct http_server **s);
 

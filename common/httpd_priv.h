@@ -24,6 +24,7 @@
 #define CONN_MEMORY (144 * 1024)
 #define DRAIN_MAX (1024 * 1024)  /* body bytes dropped after a 413 before the connection closes */
 #define TICK_MS 20
+#define WAKE_RING 256 /* wake-ups remembered for a handler that is about to park */
 
 struct http_response {
     int status;
@@ -57,6 +58,7 @@ struct conn_state {
     int parked;
     int resumed;
     int64_t wake_at;
+    uint64_t wake_key; /* http_defer_for's key hashed, 0: woken by every wake-up */
     struct MHD_Connection *conn;
     struct conn_state *prev, *next; /* parked list */
     struct timespec started;
@@ -73,7 +75,10 @@ struct http_server {
     struct conn_state *parked;
     struct conn_track *conns;
     int nwaiting;
-    uint64_t wake_gen;
+    uint64_t wake_gen; /* wake-ups so far */
+    struct {
+        uint64_t gen, key; /* key 0: a wake-up of every parked request */
+    } woke[WAKE_RING];     /* the last WAKE_RING wake-ups, at gen % WAKE_RING */
     int stopping;
     pthread_t ticker;
     int ticker_started;
@@ -107,5 +112,8 @@ void http__count_slow_closed(double v);
  * the refused-waits counter. */
 void *http__ticker_main(void *arg);
 void http__count_waiter_refused(double v);
+/* Whether a wake-up since wake_gen was gen concerns a request deferred on key (hashed; 0: none);
+ * under srv->mu. */
+bool http__woken_since_locked(const struct http_server *srv, uint64_t gen, uint64_t key);
 
 #endif

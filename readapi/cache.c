@@ -250,14 +250,16 @@ void rc_clear(struct rcache *c)
     atomic_fetch_add_explicit(&c->clears, 1, memory_order_relaxed);
 }
 
-void rc_set_gen(struct rcache *c, long gen)
+int rc_set_gen(struct rcache *c, long gen)
 {
     long old = atomic_exchange(&c->gen, gen);
     if (old != gen)
         rc_clear(c);
+    return old != gen;
 }
 
-int rc_apply_message(struct rcache *c, const char *msg, size_t len)
+int rc_apply_message(struct rcache *c, const char *msg, size_t len, void (*each)(const char *id, void *arg),
+                     void *arg)
 {
     size_t i = 0;
 
@@ -288,6 +290,8 @@ int rc_apply_message(struct rcache *c, const char *msg, size_t len)
             return 1;
         }
         rc_invalidate(c, id, v);
+        if (each != NULL)
+            each(id, arg);
     }
     return 0;
 }

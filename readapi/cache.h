@@ -51,12 +51,14 @@ int rc_fill_commit(struct rcache *c, const char *id, struct rc_ticket t, long ge
 
 /* The account reached version: entries below it go. */
 void rc_invalidate(struct rcache *c, const char *id, int64_t version);
-/* Applies one rm:applied message: "<id>:<version> ..." invalidates those accounts, "*" (a
- * generation switch, a projector that connected) clears everything, and so does anything
- * unparsable. Returns 1 when it cleared everything. */
-int rc_apply_message(struct rcache *c, const char *msg, size_t len);
+/* Applies one rm:applied message: "<id>:<version> ..." invalidates those accounts (and calls
+ * each(id, arg) for every one, when each is not NULL), "*" (a generation switch, a projector
+ * that connected) clears everything, and so does anything unparsable. Returns 1 when it
+ * cleared everything. */
+int rc_apply_message(struct rcache *c, const char *msg, size_t len, void (*each)(const char *id, void *arg),
+                     void *arg);
 /* The generation readers see now; a change clears, 0 disables the cache. */
-void rc_set_gen(struct rcache *c, long gen);
+int rc_set_gen(struct rcache *c, long gen); /* 1: it was another (the cache was cleared) */
 void rc_clear(struct rcache *c);
 void rc_stats(struct rcache *c, struct rc_stats *out);
 

@@ -29,10 +29,10 @@ static volatile int listener_stop;
 static pthread_t listener_thread;
 static int listener_started;
 
-static void (*applied_fn)(void *);
+static void (*applied_fn)(void *, const char *);
 static void *applied_arg;
 
-void rs_on_applied(void (*fn)(void *), void *arg)
+void rs_on_applied(void (*fn)(void *, const char *), void *arg)
 {
     pthread_mutex_lock(&applied_mu);
     applied_fn = fn;
@@ -40,12 +40,24 @@ void rs_on_applied(void (*fn)(void *), void *arg)
     pthread_mutex_unlock(&applied_mu);
 }
 
-static void wake_all(void)
+/* Wakes the reads waiting on account_id, or every one when NULL. */
+static void wake(const char *account_id)
 {
     pthread_mutex_lock(&applied_mu);
     if (applied_fn != NULL)
-        applied_fn(applied_arg);
+        applied_fn(applied_arg, account_id);
     pthread_mutex_unlock(&applied_mu);
+}
+
+static void wake_all(void)
+{
+    wake(NULL);
+}
+
+static void wake_account(const char *account_id, void *arg)
+{
+    (void)arg;
+    wake(account_id);
 }
 
 static void publish_cache_metrics(void)
@@ -89,13 +101,18 @@ void rs__set_source(enum rs_src src)
 
 void rs__follow_gen(enum rs_src from, long gen)
 {
+    int changed = 0;
+
     pthread_mutex_lock(&source_mu);
     if (atomic_load(&source) == (int)from)
-        rc_set_gen(rs__cache(), gen);
+        changed = rc_set_gen(rs__cache(), gen);
     pthread_mutex_unlock(&source_mu);
+    /* a switch names no account: every parked read looks again */
+    if (changed)
+        wake_all();
 }
 
-int rs__receive(redisContext *sub, int *cleared)
+int rs__receive(redisContext *sub, int *cleared, int wake_waiters)
 {
     void *reply = NULL;
     redisReply *m;
@@ -110,7 +127,10 @@ int rs__receive(redisContext *sub, int *cleared)
     }
     m = reply;
     if (m->type == REDIS_REPLY_ARRAY && m->elements == 3 && m->element[2]->type == REDIS_REPLY_STRING)
-        *cleared = rc_apply_message(rs__cache(), m->element[2]->str, m->element[2]->len);
+        *cleared = rc_apply_message(rs__cache(), m->element[2]->str, m->element[2]->len,
+                                    wake_waiters ? wake_account : NULL, NULL);
+    if (*cleared && wake_waiters)
+        wake_all(); /* parked reads park again only on what the cache says: ask Redis */
     freeReplyObject(reply);
     return 1;
 }
@@ -184,13 +204,11 @@ static void *listener_main(void *arg)
         redisSetTimeout(ctx, ms_tv(PROBE_MS));
         wake_all(); /* (re)connected: something may have been applied while we were away */
         while (!listener_stop) {
-            int cleared = 0, got = rs__receive(ctx, &cleared);
+            int cleared = 0, got = rs__receive(ctx, &cleared, 1);
             if (got < 0)
                 break;
             if (cleared)
                 last_probe = 0; /* cleared (a switch?): learn the generation now */
-            if (got > 0)
-                wake_all();
             if (svc_mono_ms() - last_probe >= PROBE_MS) {
                 if (rs__probe(RS_PRIMARY, probe, &e) != ST_OK)
                     break;

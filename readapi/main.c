@@ -139,9 +139,9 @@ static void handle(void *ctx, const struct http_request *req, struct http_respon
     }
 }
 
-static void wake_waiters(void *srv)
+static void wake_waiters(void *srv, const char *account_id)
 {
-    http_server_wake(srv);
+    http_server_wake_for(srv, account_id);
 }
 
 int main(int argc, char **argv)

@@ -61,8 +61,9 @@ void rs__follow_gen(enum rs_src from, long gen);
  * cache when its set of stalled accounts changed size; publishes the cache's metrics. */
 status rs__probe(enum rs_src from, redisContext *probe, struct err *e) WUR;
 /* Waits (up to sub's timeout) for one message on sub, subscribed to rm:applied, and applies
- * it to the cache (*cleared: it cleared everything). 1: a message came, 0: the timeout, -1:
- * the connection broke. */
-int rs__receive(redisContext *sub, int *cleared);
+ * it to the cache (*cleared: it cleared everything); with wake_waiters, wakes the reads
+ * waiting on the accounts it names (every one when it cleared the cache). 1: a message came,
+ * 0: the timeout, -1: the connection broke. */
+int rs__receive(redisContext *sub, int *cleared, int wake_waiters);
 
 #endif

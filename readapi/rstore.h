@@ -59,9 +59,10 @@ status rs_ready(struct err *e) WUR;
 void rs_account_release(struct rs_account *a);
 void rs_statement_release(struct rs_statement *s);
 
-/* fn(arg) is called (from the listener thread) after every rm:applied notification and
- * reconnection; NULL removes it. */
-void rs_on_applied(void (*fn)(void *), void *arg);
+/* fn(arg, account_id) is called (from the listener thread) for every account an rm:applied
+ * notification names, and fn(arg, NULL) when anything may have changed (a reconnection, a
+ * cleared cache, a lost notification); NULL removes it. */
+void rs_on_applied(void (*fn)(void *, const char *), void *arg);
 /* Starts the thread that listens on rm:applied. */
 status rs_start_listener(struct err *e) WUR;
 void rs_stop_listener(void);

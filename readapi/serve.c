@@ -354,9 +354,10 @@ park:
         reply_not_yet(resp, q, s.acc.version);
         goto cleanup;
     }
-    /* woken by every applied batch (and by the listener's reconnection); a sparse fallback
-     * covers a lost notification without waking thousands of parked reads every second */
-    if (!http_defer(req, resp, deadline - now < 3000 ? deadline : now + 3000))
+    /* woken by a batch applied to this account (and by anything that clears the cache: the
+     * listener's reconnection, a lost notification, a switch); a sparse fallback covers a lost
+     * notification without waking thousands of parked reads every second */
+    if (!http_defer_for(req, resp, deadline - now < 3000 ? deadline : now + 3000, q->account_id))
         ra_reply_unavailable(resp, "too_many_waiters",
                              "too many requests are waiting for the projection; retry later");
     else if (req->resumed == 0)

@@ -27,6 +27,7 @@
 static struct http_server *srv;
 static char base[64];
 static atomic_int stop_waker;
+static atomic_int race_looked;
 
 /* /wait answers only after it was parked and called again WAKES_BEFORE_ANSWER times; anything
  * else answers 200 at once. */
@@ -35,6 +36,20 @@ static void handler(void *ctx, const struct http_request *req, struct http_respo
     (void)ctx;
     if (strcmp(req->path, "/wait") == 0 && req->resumed < WAKES_BEFORE_ANSWER) {
         if (!http_defer(req, resp, svc_mono_ms() + 20000))
+            http_reply_error(resp, 503, "too_many_waiters", "refused");
+        return;
+    }
+    /* /race/<k>: looks (race_looked), takes 30 ms before it parks on k, answers when called again */
+    if (strncmp(req->path, "/race/", 6) == 0 && req->resumed == 0) {
+        atomic_store(&race_looked, 1);
+        usleep(30 * 1000);
+        if (!http_defer_for(req, resp, svc_mono_ms() + 20000, req->path + 6))
+            http_reply_error(resp, 503, "too_many_waiters", "refused");
+        return;
+    }
+    /* /key/<k>: parked on key k until called again WAKES_BEFORE_ANSWER times */
+    if (strncmp(req->path, "/key/", 5) == 0 && req->resumed < WAKES_BEFORE_ANSWER) {
+        if (!http_defer_for(req, resp, svc_mono_ms() + 20000, req->path + 5))
             http_reply_error(resp, 503, "too_many_waiters", "refused");
         return;
     }
@@ -178,6 +193,90 @@ static void test_control_bytes_in_the_target_get_400(void **state)
     }
 }
 
+struct keyed {
+    char path[32];
+    atomic_int status;
+};
+
+static void *keyed_client(void *arg)
+{
+    struct keyed *k = arg;
+    struct thttp_resp r;
+
+    if (thttp_request(&r, "GET", base, k->path, NULL, NULL, 30000) == 0)
+        atomic_store(&k->status, r.status);
+    else
+        atomic_store(&k->status, -1);
+    thttp_resp_release(&r);
+    return NULL;
+}
+
+static int answered_within(struct keyed *k, int ms)
+{
+    for (int64_t until = svc_mono_ms() + ms; svc_mono_ms() < until; usleep(2000))
+        if (atomic_load(&k->status) != 0)
+            return 1;
+    return atomic_load(&k->status) != 0;
+}
+
+/* A wake-up for one key resumes the requests parked on it, not those parked on another. */
+static void test_a_keyed_wake_resumes_only_its_key(void **state)
+{
+    struct keyed a = {.path = "/key/a"}, b = {.path = "/key/b"};
+    pthread_t ta, tb;
+
+    (void)state;
+    assert_int_equal(pthread_create(&ta, NULL, keyed_client, &a), 0);
+    assert_int_equal(pthread_create(&tb, NULL, keyed_client, &b), 0);
+    usleep(300 * 1000); /* both parked */
+    for (int i = 0; i < WAKES_BEFORE_ANSWER; i++) {
+        http_server_wake_for(srv, "a");
+        usleep(50 * 1000);
+    }
+    assert_true(answered_within(&a, 5000));
+    assert_int_equal(atomic_load(&a.status), 200);
+    assert_false(answered_within(&b, 300)); /* a's wake-ups left b parked */
+    for (int i = 0; i < WAKES_BEFORE_ANSWER; i++) {
+        http_server_wake_for(srv, "b");
+        usleep(50 * 1000);
+    }
+    assert_true(answered_within(&b, 5000));
+    assert_int_equal(atomic_load(&b.status), 200);
+    pthread_join(ta, NULL);
+    pthread_join(tb, NULL);
+}
+
+/* A wake-up for its key that lands after the handler looked but before the request parked is
+ * not lost (else it would wait for its 20 s wake_at); one for another key in that window leaves
+ * it parked. */
+static void test_a_keyed_wake_while_parking_is_not_lost(void **state)
+{
+    struct keyed k = {.path = "/race/r1"}, o = {.path = "/race/r2"};
+    pthread_t t;
+
+    (void)state;
+    atomic_store(&race_looked, 0);
+    assert_int_equal(pthread_create(&t, NULL, keyed_client, &k), 0);
+    while (!atomic_load(&race_looked))
+        usleep(200);
+    http_server_wake_for(srv, "another");
+    http_server_wake_for(srv, "r1"); /* the handler is still in its 30 ms before parking */
+    assert_true(answered_within(&k, 5000));
+    assert_int_equal(atomic_load(&k.status), 200);
+    pthread_join(t, NULL);
+
+    atomic_store(&race_looked, 0);
+    assert_int_equal(pthread_create(&t, NULL, keyed_client, &o), 0);
+    while (!atomic_load(&race_looked))
+        usleep(200);
+    http_server_wake_for(srv, "another");
+    assert_false(answered_within(&o, 500)); /* not its key: parked */
+    http_server_wake_for(srv, "r2");
+    assert_true(answered_within(&o, 5000));
+    assert_int_equal(atomic_load(&o.status), 200);
+    pthread_join(t, NULL);
+}
+
 static void *waker(void *arg)
 {
     (void)arg;
@@ -234,6 +333,8 @@ int main(void)
         cmocka_unit_test(test_headers_over_the_limit_get_json_431),
         cmocka_unit_test(test_control_bytes_in_the_target_get_400),
         cmocka_unit_test(test_parked_requests_under_a_wake_storm),
+        cmocka_unit_test(test_a_keyed_wake_resumes_only_its_key),
+        cmocka_unit_test(test_a_keyed_wake_while_parking_is_not_lost),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

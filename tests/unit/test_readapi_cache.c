@@ -105,18 +105,18 @@ static void test_notifications(void **state)
     rc_invalidate(c, A, 3);
     assert_int_equal(get(c, A, 0, 1, NULL), 3);
     snprintf(msg, sizeof msg, "%s:4 %s:9", A, B);
-    assert_int_equal(rc_apply_message(c, msg, strlen(msg)), 0);
+    assert_int_equal(rc_apply_message(c, msg, strlen(msg), NULL, NULL), 0);
     assert_int_equal(get(c, A, 0, 1, NULL), -1);
     assert_int_equal(get(c, B, 0, 1, NULL), 9);
     /* a switch clears everything */
-    assert_int_equal(rc_apply_message(c, "*", 1), 1);
+    assert_int_equal(rc_apply_message(c, "*", 1, NULL, NULL), 1);
     assert_int_equal(get(c, B, 0, 1, NULL), -1);
     /* an unreadable message clears rather than guess */
     assert_true(fill(c, B, 7, 9, "{}", 0));
-    assert_int_equal(rc_apply_message(c, B ":x", strlen(B) + 2), 1);
+    assert_int_equal(rc_apply_message(c, B ":x", strlen(B) + 2, NULL, NULL), 1);
     assert_int_equal(get(c, B, 0, 1, NULL), -1);
     assert_true(fill(c, B, 7, 9, "{}", 0));
-    rc_apply_message(c, "", 0); /* nothing: nothing changes */
+    rc_apply_message(c, "", 0, NULL, NULL); /* nothing: nothing changes */
     assert_int_equal(get(c, B, 0, 1, NULL), 9);
     rc_stats(c, &st);
     assert_int_equal(st.hits, 3);
@@ -140,10 +140,10 @@ static void test_below(void **state)
     assert_false(rc_below(c, A, 3, 10, &v));  /* reached: the read is answered */
     assert_false(rc_below(c, A, 4, 1000, &v)); /* past its lifetime */
     snprintf(msg, sizeof msg, "%s:4", B);
-    rc_apply_message(c, msg, strlen(msg)); /* another account's news says nothing of A */
+    rc_apply_message(c, msg, strlen(msg), NULL, NULL); /* another account's news says nothing of A */
     assert_true(rc_below(c, A, 4, 10, &v));
     snprintf(msg, sizeof msg, "%s:4", A);
-    rc_apply_message(c, msg, strlen(msg));
+    rc_apply_message(c, msg, strlen(msg), NULL, NULL);
     assert_false(rc_below(c, A, 4, 10, &v));
     assert_true(fill(c, A, 7, 3, "{}", 0));
     rc_clear(c);
