@@ -22,6 +22,14 @@
  * next round); a connection that was up ends the pause when it is back, a first connect is
  * tried again after it (a refused connect costs nothing) */
 #define RETRY_MS 250
+/* Acked rows are deleted together, at most every DELETE_EVERY_MS or once DELETE_ROWS wait: a
+ * delete transaction per round (one per few commands under load) cost Postgres a transaction
+ * and a backend wake-up each. The relay sweeps rows older than 1 s (SWEEP_AGE_MS): far above
+ * this, so a row acked here is not published twice (if it were, the stream drops the copy).
+ * Short enough that an acked row leaves the outbox within a few tens of ms (test_writer_relay
+ * takes that as "published"). */
+#define DELETE_EVERY_MS 25
+#define DELETE_ROWS 4096
 
 struct fastpub {
     const struct cfg *cfg;
@@ -42,7 +50,10 @@ struct fastpub {
     struct bus bus;
     jsCtx *js;
     PGconn *pg;
-    bool delete_sent; /* the last round's outbox delete runs while the next round publishes */
+    bool delete_sent; /* the last outbox delete runs while the next rounds publish */
+    int64_t *gone;    /* positions acked and not deleted yet (room for DELETE_ROWS + QUEUE_MAX) */
+    int ngone;
+    int64_t gone_ns; /* when the oldest of them was acked */
     struct pubset set;
 };
 
@@ -164,17 +175,38 @@ static status delete_wait(struct fastpub *f, struct err *e)
     return pubset_delete_wait(f->pg, e);
 }
 
-/* Publishes the n events of f->work (after the outbox's older rows when behind) and deletes
- * the acked rows: the delete is sent and its answer read at the next round, so the next events
- * are published while Postgres deletes (a delete lost to a crash only republishes rows, which
- * the stream drops by their Nats-Msg-Id). */
+/* Sends the delete of the acked rows gathered so far (after reading the last one's answer).
+ * Rows whose delete fails stay in the outbox: the relay sweeps them, the stream drops the copy. */
+static status gone_flush(struct fastpub *f, struct err *e)
+{
+    status st = delete_wait(f, e);
+
+    if (st == ST_OK && f->ngone > 0 && f->pg != NULL)
+        st = pubset_send_delete(f->pg, f->gone, f->ngone, &f->delete_sent, e);
+    f->ngone = 0;
+    return st;
+}
+
+/* Whether the gathered deletes are due. */
+static bool gone_due(const struct fastpub *f, int64_t now_ns)
+{
+    return f->ngone >= DELETE_ROWS || (f->ngone > 0 && now_ns - f->gone_ns >= (int64_t)DELETE_EVERY_MS * 1000000);
+}
+
+/* Publishes the n events of f->work (after the outbox's older rows when behind) and gathers
+ * the acked rows for a later delete (gone_flush): the delete is sent and its answer read later,
+ * so the next events are published while Postgres deletes (a delete lost to a crash only
+ * republishes rows, which the stream drops by their Nats-Msg-Id). */
 static status send_round(struct fastpub *f, int n, bool behind, struct err *e)
 {
     int published = 0, acked = 0;
     status st = ensure(f, e);
 
     if (st == ST_OK && behind) {
-        st = delete_wait(f, e);
+        /* the rows acked already are gone before the outbox is read */
+        st = gone_flush(f, e);
+        if (st == ST_OK)
+            st = delete_wait(f, e);
         if (st == ST_OK)
             st = catch_up(f, e);
     }
@@ -190,11 +222,16 @@ static status send_round(struct fastpub *f, int n, bool behind, struct err *e)
     if (published > 0)
         pubset_complete(&f->set, f->js, f->cfg->request_timeout_ms);
     if (st == ST_OK || published > 0) {
-        status dst = delete_wait(f, e);
-        if (dst == ST_OK)
-            dst = pubset_send_delete_acked(&f->set, f->pg, &acked, &f->delete_sent, e);
-        if (st == ST_OK)
-            st = dst;
+        int64_t now = mono_ns();
+        acked = pubset_take_acked(&f->set, f->gone + f->ngone);
+        if (f->ngone == 0)
+            f->gone_ns = now;
+        f->ngone += acked;
+        if (gone_due(f, now)) {
+            status dst = gone_flush(f, e);
+            if (st == ST_OK)
+                st = dst;
+        }
     }
     wm_relay_round(published, acked, n - acked);
     if (st == ST_OK && acked < n) {
@@ -220,8 +257,30 @@ static void *fastpub_main(void *arg)
         bool behind;
         int64_t since;
 
-        if (f->nqueue == 0) {
+        if (f->nqueue == 0 && f->ngone == 0) {
             pthread_cond_wait(&f->cv, &f->mu);
+            continue;
+        }
+        if (f->nqueue == 0) {
+            /* idle with acked rows gathered: deleted when due */
+            int64_t now = mono_ns();
+            if (gone_due(f, now)) {
+                pthread_mutex_unlock(&f->mu);
+                if (gone_flush(f, &e) != ST_OK)
+                    log_warn("publish after commit: %s (the relay sweeps those rows)", e.msg);
+                pthread_mutex_lock(&f->mu);
+            } else {
+                struct timespec ts;
+                int64_t wait_ns = f->gone_ns + (int64_t)DELETE_EVERY_MS * 1000000 - now;
+                clock_gettime(CLOCK_REALTIME, &ts);
+                ts.tv_sec += (time_t)(wait_ns / 1000000000);
+                ts.tv_nsec += (long)(wait_ns % 1000000000);
+                if (ts.tv_nsec >= 1000000000L) {
+                    ts.tv_sec++;
+                    ts.tv_nsec -= 1000000000L;
+                }
+                (void)pthread_cond_timedwait(&f->cv, &f->mu, &ts);
+            }
             continue;
         }
         t = f->work;
@@ -315,9 +374,11 @@ status fastpub_start(struct fastpub **out, const struct cfg *cfg, struct err *e)
     pthread_cond_init(&f->cv, NULL);
     f->queue = calloc(QUEUE_MAX, sizeof *f->queue);
     f->work = calloc(QUEUE_MAX, sizeof *f->work);
-    if (f->queue == NULL || f->work == NULL || pubset_init(&f->set, QUEUE_MAX, (unsigned)cfg->partitions, e) != ST_OK) {
+    f->gone = calloc(DELETE_ROWS + QUEUE_MAX, sizeof *f->gone);
+    if (f->queue == NULL || f->work == NULL || f->gone == NULL || pubset_init(&f->set, QUEUE_MAX, (unsigned)cfg->partitions, e) != ST_OK) {
         free(f->queue);
         free(f->work);
+        free(f->gone);
         free(f);
         return err_set(e, ST_INTERNAL, "out of memory");
     }
@@ -347,7 +408,9 @@ void fastpub_stop(struct fastpub **fp)
     bus_release(&f->bus);
     if (f->pg != NULL) {
         struct err e = {0};
-        (void)delete_wait(f, &e); /* the last delete lands before the session ends */
+        /* the gathered and the last deletes land before the session ends */
+        if (gone_flush(f, &e) == ST_OK)
+            (void)delete_wait(f, &e);
         PQfinish(f->pg);
     }
     pubset_free(&f->set);
@@ -355,6 +418,7 @@ void fastpub_stop(struct fastpub **fp)
     pthread_cond_destroy(&f->cv);
     free(f->queue);
     free(f->work);
+    free(f->gone);
     free(f);
     *fp = NULL;
 }

@@ -166,38 +166,36 @@ void pubset_last_error(struct pubset *ps, char *buf, size_t len)
 
 #define DELETE_SQL "DELETE FROM outbox WHERE position = ANY($1::bigint[])"
 
-/* The acked positions as a bigint[] literal (malloc'd; NULL: out of memory); *acked: how many. */
-static char *acked_array(struct pubset *ps, int *acked)
+int pubset_take_acked(struct pubset *ps, int64_t *out)
 {
-    size_t cap = (size_t)ps->n * 21 + 3, len = 1;
-    char *arr = malloc(cap);
+    int n = 0;
 
-    *acked = 0;
-    if (arr == NULL)
-        return NULL;
-    arr[0] = '{';
     pthread_mutex_lock(&ps->mu);
-    for (int i = 0; i < ps->n; i++) {
-        if (!ps->acked[i])
-            continue;
-        len += (size_t)snprintf(arr + len, cap - len, "%s%lld", *acked ? "," : "", (long long)ps->positions[i]);
-        (*acked)++;
-    }
+    for (int i = 0; i < ps->n; i++)
+        if (ps->acked[i])
+            out[n++] = ps->positions[i];
     pthread_mutex_unlock(&ps->mu);
-    snprintf(arr + len, cap - len, "}");
-    return arr;
+    return n;
 }
 
-status pubset_send_delete_acked(struct pubset *ps, PGconn *pg, int *acked, bool *sent, struct err *e)
+status pubset_send_delete(PGconn *pg, const int64_t *positions, int n, bool *sent, struct err *e)
 {
-    char *arr = acked_array(ps, acked);
-    char msg[200];
+    size_t cap = (size_t)n * 21 + 3, len = 1;
+    char *arr, msg[200];
     status st = ST_OK;
 
     *sent = false;
+    if (n <= 0)
+        return ST_OK;
+    arr = malloc(cap);
     if (arr == NULL)
         return err_set(e, ST_INTERNAL, "out of memory");
-    if (*acked > 0) {
+    /* a bigint[] literal */
+    arr[0] = '{';
+    for (int i = 0; i < n; i++)
+        len += (size_t)snprintf(arr + len, cap - len, "%s%lld", i > 0 ? "," : "", (long long)positions[i]);
+    snprintf(arr + len, cap - len, "}");
+    {
         const char *p[1] = {arr};
         if (PQsendQueryParams(pg, DELETE_SQL, 1, NULL, p, NULL, NULL, 0) != 1)
             st = err_setr(e, ST_UNAVAILABLE, "store_unavailable", "delete from outbox: %s",
@@ -226,9 +224,16 @@ status pubset_delete_wait(PGconn *pg, struct err *e)
 
 status pubset_delete_acked(struct pubset *ps, PGconn *pg, int *acked, struct err *e)
 {
+    int64_t *positions = malloc((size_t)(ps->cap > 0 ? ps->cap : 1) * sizeof *positions);
     bool sent = false;
-    status st = pubset_send_delete_acked(ps, pg, acked, &sent, e);
+    status st;
 
+    *acked = 0;
+    if (positions == NULL)
+        return err_set(e, ST_INTERNAL, "out of memory");
+    *acked = pubset_take_acked(ps, positions);
+    st = pubset_send_delete(pg, positions, *acked, &sent, e);
+    free(positions);
     if (st == ST_OK && sent)
         st = pubset_delete_wait(pg, e);
     return st;

@@ -45,10 +45,12 @@ status pubset_publish(struct pubset *ps, jsCtx *js, const struct event *ev, stru
 void pubset_complete(struct pubset *ps, jsCtx *js, int wait_ms);
 /* Deletes the acked rows from the outbox; *acked: how many were acked. */
 status pubset_delete_acked(struct pubset *ps, PGconn *pg, int *acked, struct err *e) WUR;
-/* The same sent without waiting for its answer (*sent: a statement went out); its result is
- * read by pubset_delete_wait before pg is used again. */
-status pubset_send_delete_acked(struct pubset *ps, PGconn *pg, int *acked, bool *sent, struct err *e) WUR;
-/* Reads the answer of a delete sent by pubset_send_delete_acked. */
+/* Copies the acked positions of the set into out (room for the set's cap); returns how many. */
+int pubset_take_acked(struct pubset *ps, int64_t *out);
+/* Deletes the n outbox rows at positions without waiting for the answer (*sent: a statement
+ * went out); its result is read by pubset_delete_wait before pg is used again. */
+status pubset_send_delete(PGconn *pg, const int64_t *positions, int n, bool *sent, struct err *e) WUR;
+/* Reads the answer of a delete sent by pubset_send_delete. */
 status pubset_delete_wait(PGconn *pg, struct err *e) WUR;
 /* The last publish or ack failure ("" if none), copied into buf. */
 void pubset_last_error(struct pubset *ps, char *buf, size_t len);
