@@ -419,20 +419,28 @@ static status survey(struct own *o, int *owned, struct err *e)
 status own_tick(struct own *o, struct err *e)
 {
     char key[OWN_WORKER_SIZE + 8], val[24];
-    int *owned = NULL, share, start;
+    int *owned = NULL, share, start, round;
     int64_t now = svc_mono_ms();
     natsStatus ns;
     status st;
 
     o->nevents = 0;
-    if (o->round_ms == 0 || now - o->round_ms >= o->cfg->projector_lease_ms / 4) {
-        o->round_ms = now;
+    round = o->round_ms == 0 || now - o->round_ms >= o->cfg->projector_lease_ms / 4;
+    /* While leases are about to expire, the heartbeat goes with every survey: liveness is
+     * relative to the newest heartbeat, so a dead worker stops counting as live about 3/4 of a
+     * lease after its last one, not up to a quarter lease later (its leases expired meanwhile,
+     * the share still counted it, and the survivor claimed nothing: a hand-over past lease +
+     * 2 s in one ha run). */
+    if (round || o->orphans > 0) {
         worker_key(key, sizeof key, o->worker);
         snprintf(val, sizeof val, "%d", o->held);
         ns = kvStore_PutString(NULL, o->kv, key, val);
-        for (int p = 0; p < o->nparts; p++)
-            if (o->parts[p].held)
-                renew(o, p);
+        if (round) {
+            o->round_ms = now;
+            for (int p = 0; p < o->nparts; p++)
+                if (o->parts[p].held)
+                    renew(o, p);
+        }
         if (ns != NATS_OK)
             return kv_failed(e, "heartbeat", ns);
     }
