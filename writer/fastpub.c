@@ -98,7 +98,7 @@ static status ensure(struct fastpub *f, struct err *e)
             return st;
         }
         /* deletes of published rows only: a lost one republishes, which the stream drops */
-        res = PQexec(f->pg, "SET synchronous_commit = off");
+        res = PQexec(f->pg, "SET synchronous_commit = off; " PUBSET_SESSION);
         PQclear(res);
     }
     if (f->js != NULL && natsConnection_Status(f->bus.conn) == NATS_CONN_STATUS_CONNECTED)

@@ -30,6 +30,12 @@ void pubset_free(struct pubset *ps);
 /* The ack handler of a jsCtx whose AckHandlerClosure is the pubset. */
 void pubset_on_ack(jsCtx *js, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae, void *closure);
 
+/* What a session reading the outbox sets: its rows live for milliseconds, so between two
+ * autovacuums the table holds hundreds of pages of dead rows, and a plan that scanned them all
+ * (the sweep's filter on created_at) cost ~16 ms a round where the primary key's order finds
+ * the oldest rows at once. Every statement of these sessions goes by a key. */
+#define PUBSET_SESSION "SET enable_seqscan = off"
+
 /* Reads up to limit outbox rows at least min_age_ms old, oldest position first, with their
  * events (DB_EVENT_COLUMNS from column 0; caller PQclears *out). */
 status pubset_read_outbox(PGconn *pg, int limit, int min_age_ms, PGresult **out, struct err *e) WUR;

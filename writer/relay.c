@@ -139,8 +139,9 @@ static status ensure_pg(struct relay *r, struct err *e)
     PQclear(res);
     /* Only the relay's own deletes of published rows: a delete lost in a crash means those
      * rows are published again, which Nats-Msg-Id and the projector's version guard make
-     * harmless. Not waiting for its WAL flush takes ~1 ms off the path of every event. */
-    res = PQexec(r->pg, "SET synchronous_commit = off; LISTEN outbox");
+     * harmless. Not waiting for its WAL flush takes ~1 ms off the path of every event.
+     * enable_seqscan: see PUBSET_SESSION. */
+    res = PQexec(r->pg, "SET synchronous_commit = off; " PUBSET_SESSION "; LISTEN outbox");
     if (PQresultStatus(res) != PGRES_COMMAND_OK) {
         st = err_setr(e, ST_UNAVAILABLE, "store_unavailable", "listen: %s", db_error(msg, sizeof msg, r->pg, res));
         goto cleanup;

@@ -75,7 +75,9 @@ static const struct {
     {"xact_id", "SELECT pg_current_xact_id()::text"},
     /* group commit: the accounts of a batch locked in id order (the order lock_account pairs
      * use), rows held elsewhere skipped, then every event, outbox row and account update of
-     * the batch in one statement */
+     * the batch in one statement (the ANY lets the update find its rows by the primary key:
+     * joined to the unnest alone, it scanned the whole table, dead row versions included, in
+     * every batch) */
     {"batch_lock", "SELECT account_id::text, owner, name, currency, overdraft_limit, balance, version, "
                    "status FROM accounts WHERE account_id = ANY($1::uuid[]) ORDER BY account_id FOR UPDATE SKIP LOCKED"},
     {"batch_append", "WITH ins AS (INSERT INTO events (event_id, stream_id, stream_version, type, schema, "
@@ -85,7 +87,7 @@ static const struct {
                      "up AS (UPDATE accounts a SET balance = u.balance, version = u.version, status = u.status, "
                      "closed_at = CASE WHEN u.status = 'closed' THEN clock_timestamp() END "
                      "FROM unnest($8::uuid[], $9::bigint[], $10::int[], $11::text[]) AS u(id, balance, version, status) "
-                     "WHERE a.account_id = u.id RETURNING 1) "
+                     "WHERE a.account_id = u.id AND a.account_id = ANY($8::uuid[]) RETURNING 1) "
                      "SELECT event_id::text, position, to_char(recorded_at AT TIME ZONE 'UTC', "
                      "'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), (SELECT count(*) FROM up) FROM ins"},
     /* no row on a server in recovery: a standby (or a demoted primary) is not a store */
@@ -120,12 +122,15 @@ status sql_session_init(PGconn *conn, const struct cfg *cfg, struct err *e)
     /* synchronous_commit on whatever the database default says: a 2xx must survive a crash.
      * lock_timeout: a row held elsewhere fails this command (503, not applied) instead of
      * holding a pool connection and the group commit. idle_in_transaction: a writer stuck
-     * mid-transaction loses its locks. */
+     * mid-transaction loses its locks. Generic plans: every statement below finds its rows
+     * by a key, whatever its parameters; Postgres otherwise planned the batch statements
+     * again for each batch (the arrays' lengths change the estimates, not the plan). */
     snprintf(lock_ms, sizeof lock_ms, "%d", cfg->lock_timeout_ms);
     snprintf(idle_ms, sizeof idle_ms, "%d", cfg->request_timeout_ms * 2);
     res = PQexecParams(conn, "SELECT set_config('synchronous_commit', 'on', false), "
                              "set_config('lock_timeout', $1, false), "
-                             "set_config('idle_in_transaction_session_timeout', $2, false)",
+                             "set_config('idle_in_transaction_session_timeout', $2, false), "
+                             "set_config('plan_cache_mode', 'force_generic_plan', false)",
                        2, NULL, p, NULL, NULL, 0);
     if (PQresultStatus(res) != PGRES_TUPLES_OK)
         st = err_setr(e, ST_UNAVAILABLE, "store_unavailable", "session settings: %s",
