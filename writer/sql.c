@@ -124,13 +124,17 @@ status sql_session_init(PGconn *conn, const struct cfg *cfg, struct err *e)
      * holding a pool connection and the group commit. idle_in_transaction: a writer stuck
      * mid-transaction loses its locks. Generic plans: every statement below finds its rows
      * by a key, whatever its parameters; Postgres otherwise planned the batch statements
-     * again for each batch (the arrays' lengths change the estimates, not the plan). */
+     * again for each batch (the arrays' lengths change the estimates, not the plan). No
+     * sequential scans: a generic plan guesses 10 ids in an array, and for a small accounts
+     * table it then scanned the whole table, whose dead row versions between two vacuums
+     * make it several times larger than its live rows. */
     snprintf(lock_ms, sizeof lock_ms, "%d", cfg->lock_timeout_ms);
     snprintf(idle_ms, sizeof idle_ms, "%d", cfg->request_timeout_ms * 2);
     res = PQexecParams(conn, "SELECT set_config('synchronous_commit', 'on', false), "
                              "set_config('lock_timeout', $1, false), "
                              "set_config('idle_in_transaction_session_timeout', $2, false), "
-                             "set_config('plan_cache_mode', 'force_generic_plan', false)",
+                             "set_config('plan_cache_mode', 'force_generic_plan', false), "
+                             "set_config('enable_seqscan', 'off', false)",
                        2, NULL, p, NULL, NULL, 0);
     if (PQresultStatus(res) != PGRES_TUPLES_OK)
         st = err_setr(e, ST_UNAVAILABLE, "store_unavailable", "session settings: %s",
