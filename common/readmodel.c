@@ -36,8 +36,22 @@ void rm_key_partition(char *buf, size_t len, int part)
  * writes nothing at all. Every account is checked before any is written; an account that fails
  * its check is skipped and reported, the others are applied. RPUSH goes in chunks because
  * unpack() is bounded by the Lua C stack (about 8000 values). Lua numbers are doubles: versions,
- * positions, sequences and epochs are exact up to 2^53. */
+ * positions, sequences and epochs are exact up to 2^53. The live path's options make a batch one
+ * round trip: the generation check replaces a read of the names before each batch, the stall
+ * check a read of rm:stalled for an account folded from the worker's own last write, and the
+ * notification leaves with the writes it announces (pcall: a refused PUBLISH must not undo
+ * nothing and abort the rest). */
 static const char apply_lua[] =
+    "if ARGV[5] ~= '' then\n"
+    "  local function valid(k)\n"
+    "    local g = redis.call('GET', k)\n"
+    "    if g and redis.call('EXISTS', 'rm:' .. g .. ':checkpoint') == 1 then return tonumber(g) end\n"
+    "    return 0\n"
+    "  end\n"
+    "  if valid('rm:current') .. ':' .. valid('rm:building') ~= ARGV[5] then\n"
+    "    return redis.error_reply('RMGENS the generations are no longer ' .. ARGV[5])\n"
+    "  end\n"
+    "end\n"
     "if redis.call('EXISTS', KEYS[1]) == 0 then\n"
     "  return redis.error_reply('RMNOGEN ' .. KEYS[1] .. ' is missing: the generation does not exist')\n"
     "end\n"
@@ -52,12 +66,14 @@ static const char apply_lua[] =
     "end\n"
     "local out = {1, fe, fs}\n"
     "local todo = {}\n"
-    "local i, k, all = 5, 3, true\n"
+    "local i, k, all = 8, 3, true\n"
     "while i <= #ARGV do\n"
     "  local exp, new, nent = tonumber(ARGV[i]), tonumber(ARGV[i + 1]), tonumber(ARGV[i + 4])\n"
     "  local cur = tonumber(redis.call('HGET', KEYS[k], 'v') or '0')\n"
     "  local res = -1\n"
     "  if cur ~= exp then res = cur\n"
+    "  elseif ARGV[7] ~= '' and redis.call('HEXISTS', ARGV[7], string.match(KEYS[k], ':a:{(.*)}$') or '') == 1 then\n"
+    "    res = cur\n"
     "  elseif nent < 1 or new ~= exp + nent or i + 4 + nent > #ARGV then\n"
     "    res = 'RMARGS ' .. nent .. ' entries do not lead from ' .. exp .. ' to ' .. new\n"
     "  else\n"
@@ -89,6 +105,18 @@ static const char apply_lua[] =
     "if epoch > 0 and all and tonumber(ARGV[3]) > fs then\n"
     "  redis.call('HSET', KEYS[2], 'seq', ARGV[3], 'at_ms', ARGV[4])\n"
     "  out[3] = tonumber(ARGV[3])\n"
+    "end\n"
+    "if ARGV[6] == '1' then\n"
+    "  local msg = {}\n"
+    "  for _, t in ipairs(todo) do\n"
+    "    msg[#msg + 1] = (string.match(KEYS[t[1]], ':a:{(.*)}$') or '') .. ':' .. ARGV[t[2] + 1]\n"
+    "  end\n"
+    "  local sent = 0\n"
+    "  if #msg > 0 then\n"
+    "    sent = redis.pcall('PUBLISH', '" RM_APPLIED_CHANNEL "', table.concat(msg, ' '))\n"
+    "    if type(sent) == 'table' then sent = 'RMPUBLISH ' .. tostring(sent.err) end\n"
+    "  end\n"
+    "  out[#out + 1] = sent\n"
     "end\n"
     "return out\n";
 
@@ -122,9 +150,9 @@ int rm_apply_argc(const struct rm_apply *a, int naccounts)
     return n;
 }
 
-int rm_apply_argv(const struct rm_apply *a, int naccounts, const struct rm_fence *f, long gen,
-                  int64_t at_ms, const char *sha, struct rm_apply_buf *buf, const char **argv,
-                  size_t *lens)
+int rm_apply_argv(const struct rm_apply *a, int naccounts, const struct rm_fence *f,
+                  const struct rm_apply_opts *o, long gen, int64_t at_ms, const char *sha,
+                  struct rm_apply_buf *buf, const char **argv, size_t *lens)
 {
     int n = 0, nkeys = 2 + 2 * naccounts;
 
@@ -141,6 +169,7 @@ int rm_apply_argv(const struct rm_apply *a, int naccounts, const struct rm_fence
     snprintf(buf->nums[2], sizeof buf->nums[2], "%" PRIu64, f != NULL ? f->expect_seq : 0);
     snprintf(buf->nums[3], sizeof buf->nums[3], "%" PRIu64, f != NULL ? f->new_seq : 0);
     snprintf(buf->nums[4], sizeof buf->nums[4], "%" PRId64, at_ms);
+    snprintf(buf->gens, sizeof buf->gens, "%s", o != NULL && o->gens != NULL ? o->gens : "");
     argv[n++] = "EVALSHA";
     argv[n++] = sha;
     argv[n++] = buf->nums[0];
@@ -156,6 +185,9 @@ int rm_apply_argv(const struct rm_apply *a, int naccounts, const struct rm_fence
     argv[n++] = buf->nums[2];
     argv[n++] = buf->nums[3];
     argv[n++] = buf->nums[4];
+    argv[n++] = buf->gens;
+    argv[n++] = o != NULL && o->publish ? "1" : "0";
+    argv[n++] = o != NULL && o->stall_key != NULL ? o->stall_key : "";
     for (int i = 0; i < naccounts; i++) {
         struct rm_apply_acct_buf *ab = &buf->acct[i];
         snprintf(ab->nums[0], sizeof ab->nums[0], "%" PRId64, a[i].expected);
@@ -175,7 +207,7 @@ int rm_apply_argv(const struct rm_apply *a, int naccounts, const struct rm_fence
     return n;
 }
 
-enum rm_apply_result rm_apply_reply(const redisReply *r, struct rm_fence *f, int naccounts,
+enum rm_apply_result rm_apply_reply(const redisReply *r, struct rm_fence *f, int naccounts, int publish,
                                     int64_t *held)
 {
     if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements < 3 ||
@@ -190,7 +222,7 @@ enum rm_apply_result rm_apply_reply(const redisReply *r, struct rm_fence *f, int
         return RM_FENCED;
     if (r->element[0]->integer == -2)
         return RM_REWOUND;
-    if (r->elements != (size_t)naccounts + 3)
+    if (r->elements != (size_t)naccounts + 3 + (publish ? 1 : 0))
         return RM_FAILED;
     for (int i = 0; i < naccounts; i++) {
         const redisReply *x = r->element[3 + i];

@@ -71,21 +71,28 @@ void rm_key_partition(char *buf, size_t len, int part);
  * the partition's owner epoch:
  *   KEYS = generation checkpoint, rm:part:<p>, then per account: account hash, statement list
  *   ARGV = epoch (0: unfenced, the sweep and the rebuild), expected seq, new seq (0: keep), at_ms,
+ *          generations ("<current>:<building>" as rm_load_gens reads them, "": unchecked),
+ *          publish ("1": announce the applied accounts on rm:applied), stall hash ("": none),
  *          then per account: expected version, new version, doc, position, n, entry 1..n
  *          (n = new - expected, the entries of versions expected+1 .. new, in order)
+ * With generations given and other ones named, nothing is written: the error "RMGENS ...".
  * Fenced calls first read rm:part:<p>: an epoch above the caller's refuses the whole call
  * (reply {-1, epoch, seq}); an epoch below it or a seq below the expected one means the store
  * went back in time (reply {-2, epoch, seq}); nothing is written in either case. Otherwise the
  * reply is {1, epoch, seq, r_1 .. r_n}: r_i = -1 applied, an integer >= 0 the version the
- * account holds when it is not the expected one, or an error text (RMBROKEN: the list length
- * disagrees with v; RMARGS) and that account is not written. seq moves to the new seq only
- * when every account of the call was applied. */
+ * account holds when it is not the expected one (or, with a stall hash, when the hash names the
+ * account: the caller reads it again), or an error text (RMBROKEN: the list length disagrees with
+ * v; RMARGS) and that account is not written. seq moves to the new seq only when every account
+ * of the call was applied. With publish, one more element ends the reply: the PUBLISH's answer
+ * (receivers, 0 when nothing was applied) or its error as text "RMPUBLISH ..." (the writes
+ * stand). */
 const char *rm_apply_script(void);
 /* The claim script: KEYS rm:part:<p>; ARGV epoch, reset seq (-1: keep), owner, at_ms. Installs
  * the epoch unless a newer one is there: reply {1, epoch, seq} or {-1, held epoch, seq}. */
 const char *rm_claim_script(void);
 
-#define RM_APPLY_FIXED_ARGS 9 /* EVALSHA sha numkeys k1 k2 epoch expect_seq new_seq at_ms */
+/* EVALSHA sha numkeys k1 k2 epoch expect_seq new_seq at_ms gens publish stall_key */
+#define RM_APPLY_FIXED_ARGS 12
 
 /* One account's part of an apply: the caller owns every string and keeps them alive while argv
  * is used. */
@@ -117,22 +124,34 @@ struct rm_apply_acct_buf {
 struct rm_apply_buf {
     char head[2][RM_KEY_SIZE];
     char nums[5][24];
+    char gens[48];
     struct rm_apply_acct_buf *acct;
+};
+
+/* The live path's options of one apply call (rm_apply_argv's o; NULL: none): the generations
+ * the batch was built for ("<current>:<building>", NULL: unchecked), whether to announce the
+ * applied accounts on rm:applied, and the stall hash to check each account in (NULL: none). */
+struct rm_apply_opts {
+    const char *gens;
+    int publish;
+    const char *stall_key;
 };
 
 /* Number of argv slots rm_apply_argv needs for the n accounts of a. */
 int rm_apply_argc(const struct rm_apply *a, int n);
 /* Builds "EVALSHA sha numkeys keys... args..." into argv/lens (rm_apply_argc slots); f NULL:
- * unfenced. The strings point into a, sha and buf. Returns the argc, or -1 when an account is
- * inconsistent (new_version != expected + nentries, nentries < 1). */
-int rm_apply_argv(const struct rm_apply *a, int n, const struct rm_fence *f, long gen, int64_t at_ms,
-                  const char *sha, struct rm_apply_buf *buf, const char **argv, size_t *lens);
+ * unfenced, o NULL: no options. The strings point into a, o, sha and buf. Returns the argc, or
+ * -1 when an account is inconsistent (new_version != expected + nentries, nentries < 1). */
+int rm_apply_argv(const struct rm_apply *a, int n, const struct rm_fence *f, const struct rm_apply_opts *o,
+                  long gen, int64_t at_ms, const char *sha, struct rm_apply_buf *buf, const char **argv,
+                  size_t *lens);
 
 enum rm_apply_result { RM_APPLIED = 0, RM_FENCED, RM_REWOUND, RM_FAILED };
 /* Interprets the script's reply: f's held_epoch/held_seq are set (f may be NULL); on RM_APPLIED
  * held[i] is -1 (applied), the held version (>= 0) on a conflict, or -2 (an error text: the
- * caller reads the reply's element 3 + i). */
-enum rm_apply_result rm_apply_reply(const redisReply *r, struct rm_fence *f, int n, int64_t *held);
+ * caller reads the reply's element 3 + i); publish: the call asked for the notification, whose
+ * answer is element 3 + n. */
+enum rm_apply_result rm_apply_reply(const redisReply *r, struct rm_fence *f, int n, int publish, int64_t *held);
 
 /* The read API's scripts (static text), each one round trip with the generation read inside,
  * so an answer never mixes generations. A generation without its checkpoint hash counts as no

@@ -415,10 +415,12 @@ static status refuse(struct pj *p, struct acct *a, const redisReply *why, struct
 /* One EVALSHA for every account of accts[0..na) that has something to write, fenced by the
  * partition owner's epoch when p->fence is set; the seq moves only when record_seq is set.
  * *all is cleared when an account of the call was not applied. */
-static status apply_call(struct pj *p, long gen, struct acct *accts, int na, int record_seq,
+static status apply_call(struct pj *p, long gen, struct acct *accts, int na, int record_seq, int publish,
                          int *reload, int *gone, int *all, struct err *e)
 {
-    int nc = 0, argc, *which = NULL;
+    int nc = 0, argc, *which = NULL, cached = 0;
+    char kbuf[64];
+    struct rm_apply_opts opts = {0};
     status st = ST_OK;
     const char **argv = NULL;
     size_t *lens = NULL;
@@ -455,7 +457,13 @@ static status apply_call(struct pj *p, long gen, struct acct *accts, int na, int
         which[j] = i;
         ap[j++] = (struct rm_apply){a->id, a->applied, a->new_version, a->doc, a->max_pos, a->nent,
                                     a->entries};
+        cached |= a->cached;
     }
+    /* the live path: generations checked in the call, the notification sent by it, and the
+     * stall flag of an account folded from memory (not read this round) checked there */
+    opts.gens = p->gens_check[0] != '\0' ? p->gens_check : NULL;
+    opts.publish = publish;
+    opts.stall_key = cached ? pj_stalled_key(p, kbuf, sizeof kbuf) : NULL;
     argc = rm_apply_argc(ap, nc);
     argv = calloc((size_t)argc, sizeof *argv);
     lens = calloc((size_t)argc, sizeof *lens);
@@ -463,7 +471,7 @@ static status apply_call(struct pj *p, long gen, struct acct *accts, int na, int
         st = err_set(e, ST_INTERNAL, "out of memory");
         goto cleanup;
     }
-    if (rm_apply_argv(ap, nc, f, gen, pj_now_ms(), p->sha, &buf, argv, lens) != argc) {
+    if (rm_apply_argv(ap, nc, f, &opts, gen, pj_now_ms(), p->sha, &buf, argv, lens) != argc) {
         st = err_set(e, ST_INTERNAL, "inconsistent apply of %d accounts", nc);
         goto cleanup;
     }
@@ -475,6 +483,13 @@ static status apply_call(struct pj *p, long gen, struct acct *accts, int na, int
     if (rep->type == REDIS_REPLY_ERROR) {
         if (strncmp(rep->str, "NOSCRIPT", 8) == 0) {
             *reload = 1; /* the server lost its scripts (restart, SCRIPT FLUSH) */
+        } else if (strncmp(rep->str, "RMGENS", 6) == 0) {
+            /* renamed since the batch began (a rebuild opened or switched): nothing was written;
+             * the caller reads the names again and redoes the batch */
+            p->gens_changed = 1;
+            *gone = 1;
+            for (int j = 0; j < nc; j++)
+                accts[which[j]].need_read = 0;
         } else if (strncmp(rep->str, "RMNOGEN", 7) == 0) {
             /* the generation was dropped or flushed under us: nothing of this pass counts */
             *gone = 1;
@@ -486,7 +501,7 @@ static status apply_call(struct pj *p, long gen, struct acct *accts, int na, int
         }
         goto cleanup;
     }
-    switch (rm_apply_reply(rep, f, nc, held)) {
+    switch (rm_apply_reply(rep, f, nc, publish, held)) {
     case RM_FENCED:
         p->fenced = 1;
         st = err_set(e, ST_CONFLICT, "partition %d: epoch %" PRIu64 " superseded by %" PRIu64,
@@ -509,6 +524,12 @@ static status apply_call(struct pj *p, long gen, struct acct *accts, int na, int
     }
     if (f != NULL && fence.held_seq > p->fence->expect_seq)
         p->fence->expect_seq = fence.held_seq; /* recorded: the next batch expects at least this */
+    if (publish && rep->element[3 + nc]->type != REDIS_REPLY_INTEGER) {
+        /* the writes are durable; the read API's caches learn of the loss another way */
+        const redisReply *pr = rep->element[3 + nc];
+        pj_notify_lost(p, "refused", pr->type == REDIS_REPLY_STRING || pr->type == REDIS_REPLY_ERROR
+                                         ? pr->str : "unexpected reply");
+    }
     for (int j = 0; j < nc; j++) {
         struct acct *a = &accts[which[j]];
         if (held[j] != -1)
@@ -543,7 +564,7 @@ cleanup:
 #define APPLY_MAX_ACCOUNTS 64
 #define APPLY_MAX_ENTRIES 2000
 
-status ap_apply_accounts(struct pj *p, long gen, struct acct *accts, int na, int *reload,
+status ap_apply_accounts(struct pj *p, long gen, struct acct *accts, int na, int publish, int *reload,
                          int *gone, struct err *e)
 {
     int settles = p->fence != NULL && p->fence_final && batch_settles(accts, na), ok = 1;
@@ -561,49 +582,10 @@ status ap_apply_accounts(struct pj *p, long gen, struct acct *accts, int na, int
         }
         last = hi >= na;
         /* the seq goes with the last call, and only when every earlier one applied everything */
-        st = apply_call(p, gen, accts + lo, hi - lo, settles && ok && last, reload, gone, &all, e);
+        st = apply_call(p, gen, accts + lo, hi - lo, settles && ok && last, publish, reload, gone, &all, e);
         if (st != ST_OK || *reload || *gone || last)
             return st;
         ok &= all;
         lo = hi;
     }
 }
-
-/* The batch wrote this account: settled (not left contended) with a newer version. */
-static int wrote(const struct acct *a)
-{
-    return !a->need_read && a->nent > 0 && a->new_version > a->applied;
-}
-
-status ap_publish_applied(struct pj *p, struct acct *accts, int na, struct err *e)
-{
-    size_t len = 1;
-    char *msg = NULL;
-    redisReply *r = NULL;
-    status st = ST_OK;
-
-    for (int i = 0; i < na; i++)
-        if (wrote(&accts[i]))
-            len += strlen(accts[i].id) + 24;
-    if (len == 1)
-        return ST_OK;
-    msg = calloc(1, len);
-    if (msg == NULL)
-        return err_set(e, ST_INTERNAL, "out of memory");
-    for (int i = 0; i < na; i++)
-        if (wrote(&accts[i]))
-            (void)pj_applied_append(msg, len, accts[i].id, accts[i].new_version);
-    r = p->rc != NULL ? redisCommand(p->rc, "PUBLISH %s %s", RM_APPLIED_CHANNEL, msg) : NULL;
-    if (r == NULL || r->type == REDIS_REPLY_ERROR) {
-        /* the writes are durable; the read API's caches learn of the loss another way */
-        st = err_setr(e, ST_UNAVAILABLE, "read_model_unavailable", "publish: %s",
-                      r != NULL ? r->str : p->rc != NULL ? p->rc->errstr : "not connected");
-        pj_notify_lost(p, r != NULL ? "refused" : "connection", e->msg);
-    }
-    freeReplyObject(r);
-    free(msg);
-    return st;
-}
-
-/* One pass over generation gen: read, fold, compare-and-set, re-read the contended. *gone is set
- * when the generation does not exist (any more): the dispositions then mean nothing. */

@@ -108,20 +108,6 @@ char *pj_stall_record(const char *event_id, const char *reason, const char *sinc
         json_pack("{s:s, s:s, s:s}", "event_id", event_id, "reason", reason, "since", since));
 }
 
-int pj_applied_append(char *buf, size_t len, const char *id, int64_t version)
-{
-    size_t used = strlen(buf);
-    int n = snprintf(buf + used, len > used ? len - used : 0, "%s%s:%lld", used > 0 ? " " : "", id,
-                     (long long)version);
-
-    if (n < 0 || used + (size_t)n >= len) {
-        if (len > used)
-            buf[used] = '\0';
-        return -1;
-    }
-    return 0;
-}
-
 int pj_backoff_ms(int attempt, int max_ms)
 {
     int ms = 100;

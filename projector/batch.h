@@ -51,10 +51,6 @@ char *pj_park_record(const struct event *ev, const char *reason, const char *par
 /* The rm:stalled record (JSON, caller frees). */
 char *pj_stall_record(const char *event_id, const char *reason, const char *since);
 
-/* Appends "<id>:<version>" (space separated) to the rm:applied message in buf (bounded by len;
- * returns -1 and leaves buf unchanged when it does not fit). */
-int pj_applied_append(char *buf, size_t len, const char *id, int64_t version);
-
 /* Exponential backoff with a cap: 100 ms, 200 ms, ... max_ms. */
 int pj_backoff_ms(int attempt, int max_ms);
 

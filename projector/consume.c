@@ -9,7 +9,8 @@
  *   fail, or an item waits): nothing is skipped, nothing needs acknowledging;
  * - refused by a newer epoch: the thread exits (fenced), the caller forgets the partition;
  * - the store went back in time (seq or epoch below ours): claim again, resume after the seq
- *   the store holds, and everything after it is projected again (duplicates are no-ops);
+ *   the store holds, and everything after it is projected again (duplicates are no-ops); the
+ *   views and generations the thread remembers (engine.h) are forgotten then;
  * - memory: a pull consumer (pull.c) brings at most one batch per fetch, bounded in messages
  *   (PROJECTOR_BATCH) and bytes (PROJECTOR_FETCH_BYTES), with the next fetched while a batch is
  *   applied, so a partition holds at most two batches. A hole in the consumer sequence (not
@@ -28,6 +29,7 @@
 #include "pull.h"
 #include "readmodel.h"
 #include "svc.h"
+#include "vcache.h"
 
 #define BACKOFF_MAX_MS 5000
 #define RETRY_DELAY_MS 200 /* an item waits (no model yet, contended): retry the batch */
@@ -270,10 +272,12 @@ static void *part_main(void *arg)
 
     pj_init(&p, w->cfg);
     p.fence = &fence;
+    p.cache = vc_new(VC_LIVE_SETS); /* NULL: every account is read before its fold */
     while (!atomic_load(&w->stop) && !svc_stop_requested) {
         status st = ST_OK;
         err_clear(&e);
         if (!claimed) {
+            pj_forget(&p); /* the store went back in time, or this is the start */
             st = claim(w, &p, &fence, reset, &fenced, &e);
             if (st == ST_OK && fenced) {
                 uint64_t floor = 0;

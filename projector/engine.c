@@ -35,6 +35,13 @@ void pj_drop_redis(struct pj *p)
 {
     rds_free(&p->rc);
     p->sha[0] = '\0';
+    pj_forget(p);
+}
+
+void pj_forget(struct pj *p)
+{
+    vc_clear(p->cache);
+    p->gens_known = 0;
 }
 
 void pj_drop_pg(struct pj *p)
@@ -111,8 +118,9 @@ status pj_pg(struct pj *p, struct err *e)
 }
 
 static status process_gen(struct pj *p, long gen, struct pj_item **items, int n, unsigned flags,
-                          int publish, int *gone, struct err *e)
+                          int publish, int use_cache, int *gone, struct err *e)
 {
+    struct vcache *cache = use_cache ? p->cache : NULL;
     struct acct *accts = NULL;
     int na = 0, first = 0, reload = 0;
     status st;
@@ -162,7 +170,7 @@ static status process_gen(struct pj *p, long gen, struct pj_item **items, int n,
          * moved meanwhile is a conflict, read from Redis in the next round */
         for (int i = 0; i < na; i++)
             accts[i].cached = round == 0 && accts[i].need_read &&
-                              vc_get(p->cache, gen, accts[i].id, &accts[i].view);
+                              vc_get(cache, gen, accts[i].id, &accts[i].view);
         for (int i = 0; i < na; i++)
             if (accts[i].cached)
                 accts[i].applied = accts[i].view.version;
@@ -180,7 +188,7 @@ static status process_gen(struct pj *p, long gen, struct pj_item **items, int n,
             if (accts[i].nent == 0)
                 ap_settle(p, &accts[i]); /* nothing new: duplicates, stalled or waiting */
         }
-        st = ap_apply_accounts(p, gen, accts, na, &reload, gone, e);
+        st = ap_apply_accounts(p, gen, accts, na, publish, &reload, gone, e);
         if (st != ST_OK)
             goto cleanup;
     }
@@ -188,13 +196,13 @@ static status process_gen(struct pj *p, long gen, struct pj_item **items, int n,
         st = ST_OK;
         goto cleanup;
     }
-    for (int i = 0; i < na && p->cache != NULL; i++) {
+    for (int i = 0; i < na && cache != NULL; i++) {
         /* settled: Redis holds the fold's view at new_version (written now, or already) */
         if (!accts[i].need_read && accts[i].have_view && accts[i].stop != STOP_POISON &&
             accts[i].view.version == accts[i].new_version)
-            vc_put(p->cache, gen, &accts[i].view);
+            vc_put(cache, gen, &accts[i].view);
         else
-            vc_drop(p->cache, accts[i].id);
+            vc_drop(cache, accts[i].id);
     }
     for (int i = 0; i < na; i++)
         if (accts[i].need_read) {
@@ -206,14 +214,8 @@ static status process_gen(struct pj *p, long gen, struct pj_item **items, int n,
         }
     st = ST_OK;
 cleanup:
-    /* also when a later round failed (Postgres, say): what earlier rounds wrote is durable and
-     * must be announced. Not sent: counted and the caches cleared another way (notify.c). */
-    if (publish && !*gone) {
-        struct err pe;
-        err_clear(&pe);
-        if (ap_publish_applied(p, accts, na, &pe) != ST_OK)
-            log_debug("publish %s: %s", RM_APPLIED_CHANNEL, pe.msg); /* counted and logged by notify.c */
-    }
+    /* what was written is announced by the call that wrote it (ap_apply_accounts), also when a
+     * later round fails (Postgres, say) */
     for (int i = 0; i < na; i++)
         ap_acct_release(&accts[i]);
     free(accts);
@@ -245,7 +247,7 @@ status pj_process_gen(struct pj *p, long gen, struct pj_item *items, int n, unsi
     ptrs = item_ptrs(items, n, e);
     if (ptrs == NULL)
         return ST_INTERNAL;
-    st = process_gen(p, gen, ptrs, n, flags, 0, gone, e);
+    st = process_gen(p, gen, ptrs, n, flags, 0, 1, gone, e);
     free(ptrs);
     return st;
 }
@@ -270,7 +272,7 @@ static void *lane_main(void *arg)
     err_clear(&l->e);
     l->st = pj_redis(l->p, &l->e);
     if (l->st == ST_OK && l->n > 0)
-        l->st = process_gen(l->p, l->gen, l->ptrs, l->n, l->flags, 0, &l->gone, &l->e);
+        l->st = process_gen(l->p, l->gen, l->ptrs, l->n, l->flags, 0, 1, &l->gone, &l->e);
     return NULL;
 }
 
@@ -336,27 +338,32 @@ status pj_process_gen_lanes(struct pj *p, struct pj *extra, int nl, long gen, st
 /* The live path. The building generation goes FIRST: at every instant it holds at least what the
  * current one holds for any account the live path touched, so a switch can never make a reader
  * see an account go back in version. Only items the building generation took reach the
- * current one; the others are redelivered (NAK) and both passes run again (idempotent). */
-static status process_live(struct pj *p, struct pj_item **items, int n, unsigned flags, struct err *e)
+ * current one; the others are redelivered (NAK) and both passes run again (idempotent).
+ * A partition owner takes the generations of its last batch instead of reading them: each of its
+ * apply calls checks them (gens_check), and a batch built for names that changed is redone with
+ * the new ones (live_pass sets p->gens_changed, nothing was written by the refused call). */
+static status live_pass(struct pj *p, struct pj_item **items, int n, unsigned flags, struct err *e)
 {
     struct rm_gens g;
     struct pj_item **sub = NULL;
     enum pj_disp *bdisp = NULL;
     int gone = 0, nsub = 0, building_ok = 0;
-    status st;
+    status st = ST_OK;
 
     for (int i = 0; i < n; i++)
         items[i]->disp = PJ_PENDING;
-    p->fenced = 0;
-    p->rewound = 0;
-    st = pj_redis(p, e);
-    if (st != ST_OK)
-        return st;
-    st = rm_load_gens(p->rc, &g, e);
-    if (st != ST_OK) {
-        pj_drop_redis(p);
-        return st;
+    if (p->fence != NULL && p->gens_known) {
+        g = p->gens;
+    } else {
+        st = rm_load_gens(p->rc, &g, e);
+        if (st != ST_OK) {
+            pj_drop_redis(p);
+            return st;
+        }
+        p->gens = g;
+        p->gens_known = p->fence != NULL && g.current > 0; /* no model: asked again each batch */
     }
+    snprintf(p->gens_check, sizeof p->gens_check, "%ld:%ld", g.current, g.building);
     if (g.current != p->gen && g.current > 0)
         log_info("read model generation is now %ld (was %ld)", g.current, p->gen);
     p->gen = g.current;
@@ -374,8 +381,8 @@ static status process_live(struct pj *p, struct pj_item **items, int n, unsigned
     if (g.building > 0 && g.building != g.current) {
         memcpy(sub, items, (size_t)n * sizeof *sub);
         p->fence_final = g.current == 0;
-        st = process_gen(p, g.building, sub, n, flags, g.current == 0, &gone, e);
-        if (st != ST_OK)
+        st = process_gen(p, g.building, sub, n, flags, g.current == 0, 0, &gone, e);
+        if (st != ST_OK || p->gens_changed)
             goto cleanup;
         building_ok = !gone;
     }
@@ -386,8 +393,8 @@ static status process_live(struct pj *p, struct pj_item **items, int n, unsigned
     }
     if (g.current > 0) {
         p->fence_final = 1;
-        st = process_gen(p, g.current, sub, nsub, flags, 1, &gone, e);
-        if (st != ST_OK)
+        st = process_gen(p, g.current, sub, nsub, flags, 1, 1, &gone, e);
+        if (st != ST_OK || p->gens_changed)
             goto cleanup;
         if (gone) {
             /* rm:current names a generation that is gone: nothing is applied until a rebuild */
@@ -412,6 +419,34 @@ static status process_live(struct pj *p, struct pj_item **items, int n, unsigned
 cleanup:
     free(sub);
     free(bdisp);
+    return st;
+}
+
+#define LIVE_GENS_TRIES 4 /* names changing under every try: the batch is retried later */
+
+static status process_live(struct pj *p, struct pj_item **items, int n, unsigned flags, struct err *e)
+{
+    status st;
+
+    p->fenced = 0;
+    p->rewound = 0;
+    st = pj_redis(p, e);
+    for (int tries = 0; st == ST_OK; tries++) {
+        p->gens_changed = 0;
+        st = live_pass(p, items, n, flags, e);
+        if (st != ST_OK || !p->gens_changed)
+            break;
+        log_info("read model generations changed under a batch of %d: doing it again", n);
+        p->gens_known = 0;
+        if (tries + 1 == LIVE_GENS_TRIES) {
+            for (int i = 0; i < n; i++)
+                if (items[i]->disp != PJ_TERM)
+                    items[i]->disp = PJ_NAK;
+            break;
+        }
+    }
+    p->gens_check[0] = '\0';
+    p->gens_changed = 0;
     return st;
 }
 

@@ -37,9 +37,16 @@ struct pj {
     long fold_building, fold_current;
     int fold_building_ok;
     long pass_gen; /* the generation the running pass writes (park.c: whose stalls) */
-    /* the rebuild's (owned, NULL elsewhere): the views it wrote, folded onto without reading
-     * them back; every write is still a compare-and-set (vcache.c says why that is safe) */
+    /* the rebuild's and a partition owner's (owned, NULL elsewhere): the views it wrote, folded
+     * onto without reading them back; every write is still a compare-and-set (vcache.c says why
+     * that is safe) */
     struct vcache *cache;
+    /* a partition owner's: the generations its last batch was built for, taken for the next one
+     * without reading them (gens_known); every apply of a live pass checks the names it was
+     * built for (gens_check, "" elsewhere) and a change redoes the batch (gens_changed) */
+    struct rm_gens gens;
+    int gens_known, gens_changed;
+    char gens_check[48];
 };
 
 /* notify.c: a notification on rm:applied could not be sent (reason "refused" or "connection",
@@ -60,8 +67,12 @@ void pj_release(struct pj *p);
 status pj_redis(struct pj *p, struct err *e) WUR;
 /* Connects Postgres when needed (no migration). */
 status pj_pg(struct pj *p, struct err *e) WUR;
-/* Drops a connection after a failure so the next pj_redis/pj_pg reconnects. */
+/* Drops a connection after a failure so the next pj_redis/pj_pg reconnects (pj_drop_redis also
+ * forgets what it remembered of that Redis: pj_forget). */
 void pj_drop_redis(struct pj *p);
+/* Forgets the remembered views and generations: Redis may hold less than was written (it lost
+ * writes, or another server answers), so none may decide that an event is already applied. */
+void pj_forget(struct pj *p);
 void pj_drop_pg(struct pj *p);
 /* A failed or unexpected Redis reply as ST_UNAVAILABLE "redis <what>: <why>"; a NULL reply
  * (connection lost) also drops the connection. */

@@ -44,14 +44,14 @@ status pj_load_script(struct pj *p, struct err *e) WUR;
 
 /* apply.c: one round of a pass. ap_read_accounts reads v, doc and stall flag of every account
  * with need_read; ap_fold_account folds its items (gaps from repair.c) onto that; ap_apply_accounts
- * sends the compare-and-set scripts; ap_settle sets dispositions once the version is durable. */
+ * sends the compare-and-set scripts (publish: each call announces what it applied on rm:applied,
+ * pj_notify_lost when refused) and sets *gone when the generation is gone or, for the live path,
+ * renamed (p->gens_changed); ap_settle sets dispositions once the version is durable. */
 status ap_read_accounts(struct pj *p, long gen, struct acct *accts, int na, struct err *e) WUR;
 status ap_fold_account(struct pj *p, struct acct *a, unsigned flags, struct err *e) WUR;
-status ap_apply_accounts(struct pj *p, long gen, struct acct *accts, int na, int *reload,
+status ap_apply_accounts(struct pj *p, long gen, struct acct *accts, int na, int publish, int *reload,
                          int *gone, struct err *e) WUR;
 void ap_settle(struct pj *p, struct acct *a);
-/* PUBLISHes the accounts the pass wrote on rm:applied (pj_notify_lost when it cannot). */
-status ap_publish_applied(struct pj *p, struct acct *accts, int na, struct err *e) WUR;
 /* Frees what the pass allocated in a (not a itself). */
 void ap_acct_release(struct acct *a);
 

@@ -364,9 +364,9 @@ status rb_run(const struct cfg *c, const struct rb_opts *o, struct rb_result *re
     rbr_init(&rd, c);
     /* each lane remembers the views it wrote (an account is always in the same lane); without
      * memory for it every account is read from Redis as before */
-    p.cache = vc_new();
+    p.cache = vc_new(VC_SETS);
     for (int k = 0; k < nl - 1; k++)
-        extra[k].cache = vc_new();
+        extra[k].cache = vc_new(VC_SETS);
     uuid_generate(token);
     st = pj_redis(&p, e);
     if (st == ST_OK)

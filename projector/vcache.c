@@ -1,11 +1,13 @@
-/* A bounded set-associative table of account views (what the rebuild last wrote per account).
+/* A bounded set-associative table of account views (what the rebuild, or a partition owner, last
+ * wrote per account).
  * Why a remembered view is safe to fold onto: the apply script writes only when Redis holds
  * exactly the version the fold started from, and the document at a version is the fold of the
  * event store's history up to it, whoever wrote it; a live worker that moved the account is a
  * compare-and-set conflict, after which the account is read from Redis as usual. Redis that
  * lost writes is not: an event at or below a remembered version is taken as applied and never
  * reaches the script, so the rebuild forgets every view whenever it goes over steps again or
- * retries after an error (vc_clear). */
+ * retries after an error, and a partition owner when Redis went back in time or the connection
+ * was lost (vc_clear). */
 #include "vcache.h"
 
 #include <stdlib.h>
@@ -22,29 +24,47 @@ struct vc_slot {
 struct vcache {
     long gen;
     unsigned clock;
-    struct vc_slot slot[VC_SETS][VC_WAYS];
+    int nsets;
+    struct vc_slot (*slot)[VC_WAYS];
 };
 
-struct vcache *vc_new(void)
+struct vcache *vc_new(int nsets)
 {
-    return calloc(1, sizeof(struct vcache));
+    struct vcache *c = calloc(1, sizeof *c);
+
+    if (c == NULL || nsets < 1)
+        goto fail;
+    c->nsets = nsets;
+    c->slot = calloc((size_t)nsets, sizeof *c->slot);
+    if (c->slot != NULL)
+        return c;
+fail:
+    free(c);
+    return NULL;
 }
 
 void vc_free(struct vcache *c)
 {
+    if (c != NULL)
+        free(c->slot);
     free(c);
 }
 
 static struct vc_slot *set_of(struct vcache *c, const char *id)
 {
-    return c->slot[fnv1a32(id) % VC_SETS];
+    return c->slot[fnv1a32(id) % (unsigned)c->nsets];
+}
+
+static void wipe(struct vcache *c)
+{
+    memset(c->slot, 0, (size_t)c->nsets * sizeof *c->slot);
 }
 
 /* A cache of another generation is forgotten at once. */
 static void for_gen(struct vcache *c, long gen)
 {
     if (c->gen != gen) {
-        memset(c->slot, 0, sizeof c->slot);
+        wipe(c);
         c->gen = gen;
     }
 }
@@ -103,5 +123,5 @@ void vc_drop(struct vcache *c, const char *id)
 void vc_clear(struct vcache *c)
 {
     if (c != NULL)
-        memset(c->slot, 0, sizeof c->slot);
+        wipe(c);
 }

@@ -349,8 +349,8 @@ static void test_epoch_refused_by_script(void **state)
     assert_true(r != NULL && r->type == REDIS_REPLY_ARRAY && r->element[0]->integer == 1);
     freeReplyObject(r);
     /* epoch 5 < 7: refused, nothing written */
-    r = redisCommand(rc, "EVAL %s 4 rm:1:checkpoint rm:part:3 rm:1:a:{x} rm:1:s:{x} 5 0 10 1 0 1 {} 1 1 e1",
-                     rm_apply_script());
+    r = redisCommand(rc, "EVAL %s 4 rm:1:checkpoint rm:part:3 rm:1:a:{x} rm:1:s:{x} 5 0 10 1 %s 0 %s 0 1 {} 1 1 e1",
+                     rm_apply_script(), "", "");
     assert_true(r != NULL && r->type == REDIS_REPLY_ARRAY && r->element[0]->integer == -1);
     assert_int_equal(r->element[1]->integer, 7);
     freeReplyObject(r);
@@ -360,14 +360,14 @@ static void test_epoch_refused_by_script(void **state)
     assert_true(r != NULL && r->type == REDIS_REPLY_ARRAY && r->element[0]->integer == -1);
     freeReplyObject(r);
     /* epoch 7: applied, seq recorded */
-    r = redisCommand(rc, "EVAL %s 4 rm:1:checkpoint rm:part:3 rm:1:a:{x} rm:1:s:{x} 7 0 10 1 0 1 {} 1 1 e1",
-                     rm_apply_script());
+    r = redisCommand(rc, "EVAL %s 4 rm:1:checkpoint rm:part:3 rm:1:a:{x} rm:1:s:{x} 7 0 10 1 %s 0 %s 0 1 {} 1 1 e1",
+                     rm_apply_script(), "", "");
     assert_true(r != NULL && r->type == REDIS_REPLY_ARRAY && r->element[0]->integer == 1);
     assert_int_equal(r->element[2]->integer, 10);
     assert_int_equal(r->element[3]->integer, -1);
     freeReplyObject(r);
     /* a caller expecting seq 20 finds 10: the store went back in time */
-    r = redisCommand(rc, "EVAL %s 2 rm:1:checkpoint rm:part:3 7 20 21 1", rm_apply_script());
+    r = redisCommand(rc, "EVAL %s 2 rm:1:checkpoint rm:part:3 7 20 21 1 %s 0 %s", rm_apply_script(), "", "");
     assert_true(r != NULL && r->type == REDIS_REPLY_ARRAY && r->element[0]->integer == -2);
     freeReplyObject(r);
     redisFree(rc);

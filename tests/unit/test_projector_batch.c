@@ -152,23 +152,6 @@ static void test_park_record_fields(void **state)
     free(rec);
 }
 
-static void test_applied_message_is_bounded(void **state)
-{
-    char buf[64] = "";
-
-    (void)state;
-    assert_int_equal(pj_applied_append(buf, sizeof buf, ID_A, 3), 0);
-    assert_string_equal(buf, ID_A ":3");
-    assert_int_equal(pj_applied_append(buf, sizeof buf, ID_B, 12), -1); /* would not fit */
-    assert_string_equal(buf, ID_A ":3");
-    {
-        char big[128] = "";
-        assert_int_equal(pj_applied_append(big, sizeof big, ID_A, 3), 0);
-        assert_int_equal(pj_applied_append(big, sizeof big, ID_B, 12), 0);
-        assert_string_equal(big, ID_A ":3 " ID_B ":12");
-    }
-}
-
 static void test_backoff_doubles_to_a_cap(void **state)
 {
     static const int want[] = {100, 200, 400, 800, 1600, 3200, 5000, 5000};
@@ -204,32 +187,37 @@ static void test_apply_argv(void **state)
     struct rm_apply_acct_buf ab[2];
     struct rm_apply_buf buf = {.acct = ab};
     struct rm_fence f = {.part = 7, .epoch = 12, .expect_seq = 100, .new_seq = 130};
+    struct rm_apply_opts o = {"7:0", 1, "rm:stalled"};
     const char *argv[RM_APPLY_FIXED_ARGS + 7 * 2 + 3];
     size_t lens[RM_APPLY_FIXED_ARGS + 7 * 2 + 3];
     static const char *const want[] = {"EVALSHA", "sha", "6", "rm:5:checkpoint", "rm:part:7",
                                        "rm:5:a:{" ID_A "}", "rm:5:s:{" ID_A "}", "rm:5:a:{" ID_A "}",
                                        "rm:5:s:{" ID_A "}", "12", "100", "130", "1700000000000",
-                                       "2", "4", "{\"doc\":1}", "40", "2", "{\"version\":3}",
+                                       "7:0", "1", "rm:stalled", "2", "4", "{\"doc\":1}", "40", "2", "{\"version\":3}",
                                        "{\"version\":4}", "0", "1", "{\"doc\":2}", "41", "1",
                                        "{\"version\":3}"};
     int n = (int)(sizeof want / sizeof want[0]);
 
     (void)state;
     assert_int_equal(rm_apply_argc(a, 2), n);
-    assert_int_equal(rm_apply_argv(a, 2, &f, 5, 1700000000000, "sha", &buf, argv, lens), n);
+    assert_int_equal(rm_apply_argv(a, 2, &f, &o, 5, 1700000000000, "sha", &buf, argv, lens), n);
     for (int i = 0; i < n; i++) {
         assert_string_equal(argv[i], want[i]);
         assert_int_equal(lens[i], strlen(want[i]));
     }
     /* unfenced: epoch 0 and a placeholder partition key */
-    assert_int_equal(rm_apply_argv(a, 1, NULL, 5, 1, "sha", &buf, argv, lens), RM_APPLY_FIXED_ARGS + 9);
+    assert_int_equal(rm_apply_argv(a, 1, NULL, NULL, 5, 1, "sha", &buf, argv, lens), RM_APPLY_FIXED_ARGS + 9);
     assert_string_equal(argv[4], "rm:part:none");
     assert_string_equal(argv[7], "0");
+    /* no options: no generation check, no notification, no stall check */
+    assert_string_equal(argv[11], "");
+    assert_string_equal(argv[12], "0");
+    assert_string_equal(argv[13], "");
     a[0].new_version = 5; /* entries do not lead from 2 to 5 */
-    assert_int_equal(rm_apply_argv(a, 2, &f, 5, 1, "sha", &buf, argv, lens), -1);
+    assert_int_equal(rm_apply_argv(a, 2, &f, NULL, 5, 1, "sha", &buf, argv, lens), -1);
     a[0].new_version = 2;
     a[0].nentries = 0;
-    assert_int_equal(rm_apply_argv(a, 2, &f, 5, 1, "sha", &buf, argv, lens), -1);
+    assert_int_equal(rm_apply_argv(a, 2, &f, NULL, 5, 1, "sha", &buf, argv, lens), -1);
     assert_non_null(strstr(rm_apply_script(), "HSET"));
 }
 
@@ -253,17 +241,20 @@ static void test_apply_reply(void **state)
     int64_t held[3] = {0};
 
     (void)state;
-    assert_int_equal(rm_apply_reply(&ok, &f, 3, held), RM_APPLIED);
+    assert_int_equal(rm_apply_reply(&ok, &f, 3, 0, held), RM_APPLIED);
     assert_int_equal(held[0], -1);
     assert_int_equal(held[1], 9);
     assert_int_equal(held[2], -2);
     assert_int_equal(f.held_seq, 130);
-    assert_int_equal(rm_apply_reply(&ok, &f, 2, held), RM_FAILED); /* count mismatch */
-    assert_int_equal(rm_apply_reply(&fenced, &f, 3, held), RM_FENCED);
+    assert_int_equal(rm_apply_reply(&ok, &f, 2, 0, held), RM_FAILED); /* count mismatch */
+    assert_int_equal(rm_apply_reply(&ok, &f, 2, 1, held), RM_APPLIED); /* 2 accounts, the publish answer */
+    assert_int_equal(held[1], 9);
+    assert_int_equal(rm_apply_reply(&ok, &f, 3, 1, held), RM_FAILED);
+    assert_int_equal(rm_apply_reply(&fenced, &f, 3, 0, held), RM_FENCED);
     assert_int_equal(f.held_epoch, 12);
-    assert_int_equal(rm_apply_reply(&back, NULL, 3, held), RM_REWOUND);
-    assert_int_equal(rm_apply_reply(&noscript, &f, 3, held), RM_FAILED);
-    assert_int_equal(rm_apply_reply(NULL, &f, 3, held), RM_FAILED);
+    assert_int_equal(rm_apply_reply(&back, NULL, 3, 0, held), RM_REWOUND);
+    assert_int_equal(rm_apply_reply(&noscript, &f, 3, 0, held), RM_FAILED);
+    assert_int_equal(rm_apply_reply(NULL, &f, 3, 0, held), RM_FAILED);
 }
 
 int main(void)
@@ -273,7 +264,6 @@ int main(void)
         cmocka_unit_test(test_sort_puts_decodable_copy_first),
         cmocka_unit_test(test_peek_reads_what_it_can),
         cmocka_unit_test(test_park_record_fields),
-        cmocka_unit_test(test_applied_message_is_bounded),
         cmocka_unit_test(test_backoff_doubles_to_a_cap),
         cmocka_unit_test(test_readmodel_keys),
         cmocka_unit_test(test_apply_argv),
