@@ -1,9 +1,22 @@
 /* A partition's pull consumer. The projector asks JetStream for at most one batch at a time
  * (PROJECTOR_BATCH messages, PROJECTOR_FETCH_BYTES bytes): a push consumer let flow control run
  * up to 32 MiB per partition ahead of a busy worker, and libnats' pending limit bounded that
- * only by dropping messages. So a partition holds the batch in hand plus at most one more: when
- * a fetch came back full (more is likely waiting) the next is requested at once, and JetStream
- * fills it while the batch is applied.
+ * only by dropping messages. So a partition holds the batch in hand plus at most one request's
+ * worth more.
+ *
+ * The request stands (issue 14): it is not no_wait, so it does not end when it has delivered
+ * what the stream held; it keeps delivering each new event as it is stored, until its batch or
+ * bytes are used up or it expires (STANDING_MS), and then it is asked again at once. The
+ * projector takes whatever has arrived and applies it: at the live tail an event costs no
+ * request of its own. While the consumer is behind (the last message says more is pending) the
+ * batch waits for the rest of what the request brings, so a backlog still drains in full
+ * batches. nats-server 2.9.10 (consumer.go): a request that is not no_wait is answered by
+ * events until batch or max_bytes is reached (no status when the batch is full; 409 "Message
+ * Size Exceeds MaxBytes" when the next event does not fit), 408 at its expiry, and, with
+ * idle_heartbeat, a 100 status after each heartbeat interval without a delivery; a request whose
+ * reply subject lost its subscriber is dropped before it is delivered to. A request heard from
+ * neither by an event nor by a heartbeat for SILENT_MS is taken as lost (a server restart, or
+ * the byte bound met exactly, which ends it without a word) and asked again.
  *
  * The requests are sent by hand (not natsSubscription_Fetch: libnats 3.4.1's fetch overruns its
  * array when messages of an earlier fetch are still queued, which a bytes bound causes). Each
@@ -20,7 +33,9 @@
 #include "svc.h"
 
 #define INACTIVE_NS (60 * 1000000000LL) /* a consumer nobody fetched from this long is deleted */
-#define END_SLACK_MS 500 /* a request counts as ended this long after its expiry (none came) */
+#define STANDING_MS 5000  /* a standing request's expiry (asked again at once after it) */
+#define HEARTBEAT_MS 500  /* the server's idle heartbeat on it */
+#define SILENT_MS (2 * HEARTBEAT_MS + 500) /* unheard this long: the request is gone */
 #define UNSUB_FLUSH_MS 1000 /* see pull_close() */
 #define UNSUB_GRACE_MS 200
 
@@ -95,20 +110,20 @@ cleanup:
     return st;
 }
 
-static status request(struct pull *p, int wait_ms, struct err *e)
+static status request(struct pull *p, struct err *e)
 {
-    char reply[128], body[160];
+    char reply[128], body[192];
     int n = p->unbounded ? 1 : p->batch;
     natsStatus ns;
 
     p->req++;
     snprintf(reply, sizeof reply, "%s.%" PRIu64, p->inbox, p->req);
-    /* no_wait with an expiry: answered as soon as something is delivered, else at the expiry */
     if (p->unbounded)
-        snprintf(body, sizeof body, "{\"batch\":1,\"no_wait\":true,\"expires\":%lld}", (long long)wait_ms * 1000000);
+        snprintf(body, sizeof body, "{\"batch\":1,\"expires\":%lld,\"idle_heartbeat\":%lld}",
+                 STANDING_MS * 1000000LL, HEARTBEAT_MS * 1000000LL);
     else
-        snprintf(body, sizeof body, "{\"batch\":%d,\"max_bytes\":%lld,\"no_wait\":true,\"expires\":%lld}", n,
-                 (long long)p->max_bytes, (long long)wait_ms * 1000000);
+        snprintf(body, sizeof body, "{\"batch\":%d,\"max_bytes\":%lld,\"expires\":%lld,\"idle_heartbeat\":%lld}", n,
+                 (long long)p->max_bytes, STANDING_MS * 1000000LL, HEARTBEAT_MS * 1000000LL);
     ns = natsConnection_PublishRequest(p->bus->conn, p->next, reply, body, (int)strlen(body));
     if (ns != NATS_OK)
         return err_setr(e, ST_UNAVAILABLE, "bus_unavailable", "next message: %s", natsStatus_GetText(ns));
@@ -116,7 +131,7 @@ static status request(struct pull *p, int wait_ms, struct err *e)
     p->got = 0;
     p->asked = n;
     p->unbounded = 0;
-    p->ends_at = svc_mono_ms() + wait_ms + END_SLACK_MS;
+    p->ends_at = svc_mono_ms() + SILENT_MS;
     return ST_OK;
 }
 
@@ -139,25 +154,49 @@ static int current(const struct pull *p, natsMsg *m)
     return strcmp(natsMsg_GetSubject(m), reply) == 0;
 }
 
+/* Messages the stream holds for the consumer after m (0 when unknown). */
+static uint64_t pending_after(natsMsg *m)
+{
+    jsMsgMetaData *meta = NULL;
+    uint64_t pending = 0;
+
+    if (natsMsg_GetMetaData(&meta, m) == NATS_OK)
+        pending = meta->NumPending;
+    jsMsgMetaData_Destroy(meta);
+    return pending;
+}
+
 status pull_next(struct pull *p, natsMsg **msgs, int *n, int wait_ms, struct err *e)
 {
+    int64_t give_up = svc_mono_ms() + wait_ms;
+    int behind = 0; /* more is pending on the server: this request brings it at once */
     status st = ST_OK;
 
     *n = 0;
     if (!p->open)
-        st = request(p, wait_ms, e);
+        st = request(p, e);
     while (st == ST_OK && *n < p->batch && p->open) {
         natsMsg *m = NULL;
-        int64_t left = p->ends_at - svc_mono_ms();
+        int64_t now = svc_mono_ms(), wait;
         natsStatus ns;
         int code;
 
-        /* a request ends soon once it delivers (its batch, its bytes, or the stream's end with
-         * no_wait), so it is waited for: small batches cost an apply each */
-        ns = left > 0 ? natsSubscription_NextMsg(&m, p->sub, left) : NATS_TIMEOUT;
+        /* the first message is waited for; after it, only what has arrived (the live tail) or,
+         * while the consumer is behind, what the request is still delivering */
+        if (*n == 0)
+            wait = (give_up < p->ends_at ? give_up : p->ends_at) - now;
+        else
+            wait = behind ? p->ends_at - now : 0;
+        ns = natsSubscription_NextMsg(&m, p->sub, wait > 0 ? wait : 0);
         if (ns == NATS_TIMEOUT) {
-            if (left <= 0)
-                p->open = 0; /* ended without a word (the byte bound met exactly) */
+            if (svc_mono_ms() >= p->ends_at) {
+                p->open = 0; /* unheard: lost, or ended without a word (the byte bound met exactly) */
+                break;
+            }
+            if (*n > 0 && !behind && pending_after(msgs[*n - 1]) > 0) {
+                behind = 1;
+                continue;
+            }
             break;
         }
         if (ns != NATS_OK)
@@ -165,14 +204,20 @@ status pull_next(struct pull *p, natsMsg **msgs, int *n, int wait_ms, struct err
         code = status_code(m);
         if (code == 0) {
             msgs[(*n)++] = m;
+            behind = 0; /* asked again when the queue runs dry */
             /* an event says not which request brought it (its subject is the stream's), so it
              * counts for the open one: one of an ended request ends it early, at worst */
-            p->ends_at = svc_mono_ms() + wait_ms + END_SLACK_MS; /* still delivering */
+            p->ends_at = svc_mono_ms() + SILENT_MS;
             if (++p->got == p->asked)
                 p->open = 0;
             continue;
         }
         if (current(p, m)) {
+            p->ends_at = svc_mono_ms() + SILENT_MS;
+            if (code == 100) { /* idle heartbeat: the request stands */
+                natsMsg_Destroy(m);
+                continue;
+            }
             p->open = 0;
             if (code == 409 && p->got == 0) /* the next message alone exceeds max_bytes */
                 p->unbounded = 1;
@@ -181,9 +226,9 @@ status pull_next(struct pull *p, natsMsg **msgs, int *n, int wait_ms, struct err
         }
         natsMsg_Destroy(m);
     }
-    /* a full answer: more is likely waiting, so it is asked for while this batch is applied */
-    if (st == ST_OK && !p->open && p->got == p->asked)
-        st = request(p, wait_ms, e);
+    /* used up, expired or lost: the next request stands while this batch is applied */
+    if (st == ST_OK && !p->open)
+        st = request(p, e);
     return st;
 }
 

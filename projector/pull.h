@@ -1,4 +1,4 @@
-/* A partition's pull consumer: bounded fetches, the next one requested while a batch is applied. */
+/* A partition's pull consumer: a standing bounded request, taken from as events arrive. */
 #ifndef PROJECTOR_PULL_H
 #define PROJECTOR_PULL_H
 
@@ -14,7 +14,8 @@ struct pull;
 status pull_open(struct pull **out, struct bus *b, int part, uint64_t start, int batch, int64_t max_bytes,
                  struct err *e) WUR;
 /* Up to the batch size of messages in stream order into msgs (the caller's to destroy), *n of
- * them; waits up to wait_ms for the first (*n 0: none came). */
+ * them; waits up to wait_ms for the first (*n 0: none came), then takes what has arrived, or,
+ * while the consumer is behind, what the request is still bringing. */
 status pull_next(struct pull *p, natsMsg **msgs, int *n, int wait_ms, struct err *e) WUR;
 /* Ends the subscription and deletes the consumer; *p becomes NULL (NULL-safe). */
 void pull_close(struct pull **p);

@@ -6,7 +6,9 @@
  * - an account's keys deleted under a remembered view: the compare-and-set refuses the view,
  *   the account is read again and its whole history folded from the event store;
  * - an account stalled under a remembered view: the script's stall check refuses it, nothing
- *   is applied until the stall is lifted. */
+ *   is applied until the stall is lifted.
+ * And the live tail's standing pull request (pull.c): events coming one by one are each applied
+ * at once, without a pull request of their own. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -20,6 +22,7 @@
 
 #include "account.h"
 #include "support.h"
+#include "thttp.h"
 #include "treadapi.h"
 #include "tstack.h"
 #include "twriter.h"
@@ -172,12 +175,77 @@ static void test_remembered_view_of_a_stalled_account(void **state)
     redisFree(rc);
 }
 
+/* Messages the projector's NATS connections have sent (pull requests, lease renewals, ...),
+ * from the server's monitoring endpoint. */
+static long projector_nats_msgs(void)
+{
+    struct thttp_resp r;
+    char base[64];
+    json_t *doc, *conns, *c;
+    long n = 0;
+    size_t i;
+
+    snprintf(base, sizeof base, "http://127.0.0.1:%s", tenv("NATS_MONITOR_PORT"));
+    if (thttp_request(&r, "GET", base, "/connz?limit=1024", NULL, NULL, 5000) != 0 || r.status != 200)
+        tfail("nats monitoring: no answer");
+    doc = thttp_json(&r);
+    conns = json_object_get(doc, "connections");
+    json_array_foreach(conns, i, c) {
+        const char *name = json_string_value(json_object_get(c, "name"));
+        if (name != NULL && strcmp(name, "projector") == 0)
+            n += (long)json_integer_value(json_object_get(c, "in_msgs"));
+    }
+    json_decref(doc);
+    thttp_resp_release(&r);
+    return n;
+}
+
+#define TAIL_EVENTS 80
+
+static void test_standing_pull_applies_each_event(void **state)
+{
+    redisContext *rc = tredis_open();
+    char id[UUID_STR_SIZE];
+    long cur = current_gen(rc), m0, m1;
+    int64_t worst = 0, total = 0;
+
+    (void)state;
+    tw_open(id, "live-owner", "tail", "EUR", 0);
+    deposit_seen(id, 1);
+    m0 = projector_nats_msgs();
+    for (int i = 0; i < TAIL_EVENTS; i++) {
+        json_t *doc = tw_money(id, "deposits", 1, "tail");
+        int64_t v = tw_int(doc, "version"), t0 = tnow_ms(), took;
+
+        json_decref(doc);
+        while (held_version(rc, cur, id) < v) {
+            if (tnow_ms() - t0 > 5000)
+                tfail("version %lld not applied 5 s after its deposit", (long long)v);
+            usleep(500);
+        }
+        took = tnow_ms() - t0;
+        total += took;
+        worst = took > worst ? took : worst;
+        usleep(25000);
+    }
+    m1 = projector_nats_msgs();
+    fprintf(stderr, "%d deposits 25 ms apart: applied %.1f ms after the 2xx on average, %lld ms at worst; "
+            "the projector sent %ld NATS messages meanwhile\n", TAIL_EVENTS, (double)total / TAIL_EVENTS,
+            (long long)worst, m1 - m0);
+    assert_true(worst < 1000);
+    /* a request per delivery (no_wait) would be at least one message per event, plus one per
+     * partition every 200 ms */
+    assert_true(m1 - m0 < TAIL_EVENTS);
+    redisFree(rc);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_generations_renamed_under_the_cache),
         cmocka_unit_test(test_remembered_view_refused_and_read_again),
         cmocka_unit_test(test_remembered_view_of_a_stalled_account),
+        cmocka_unit_test(test_standing_pull_applies_each_event),
     };
     return cmocka_run_group_tests(tests, tstack_group_setup, tstack_group_teardown);
 }
