@@ -25,6 +25,7 @@ struct vcache {
     long gen;
     unsigned clock;
     int nsets;
+    long used; /* slots filled since the last wipe */
     struct vc_slot (*slot)[VC_WAYS];
 };
 
@@ -55,9 +56,22 @@ static struct vc_slot *set_of(struct vcache *c, const char *id)
     return c->slot[fnv1a32(id) % (unsigned)c->nsets];
 }
 
+/* A fresh zeroed table rather than a memset: pages never used stay untouched (a partition
+ * owner forgets at every claim, mostly with nothing remembered). */
 static void wipe(struct vcache *c)
 {
-    memset(c->slot, 0, (size_t)c->nsets * sizeof *c->slot);
+    void *fresh;
+
+    if (c->used == 0)
+        return;
+    fresh = calloc((size_t)c->nsets, sizeof *c->slot);
+    if (fresh != NULL) {
+        free(c->slot);
+        c->slot = fresh;
+    } else {
+        memset(c->slot, 0, (size_t)c->nsets * sizeof *c->slot);
+    }
+    c->used = 0;
 }
 
 /* A cache of another generation is forgotten at once. */
@@ -103,6 +117,8 @@ void vc_put(struct vcache *c, long gen, const struct account_view *view)
         if (!s[w].used || (victim->used && s[w].age < victim->age))
             victim = &s[w];
     }
+    if (!victim->used)
+        c->used++;
     victim->used = 1;
     victim->age = ++c->clock;
     victim->view = *view;
