@@ -54,13 +54,17 @@ status group_create(struct group **out, struct pool *p, struct fastpub *pub, str
     b->pool = p;
     b->pub = pub;
     pthread_mutex_init(&b->qmu, NULL);
-    /* One batch forms at a time (takes the queue, its locks, decides): the next one fills up
-     * meanwhile, which keeps the batches (and the saving) large. Once its writes and COMMIT are
-     * sent, the next batch may form while its WAL flush runs: two commits in flight. Four fully
-     * concurrent batches were slower (4,800 deposits/s against 2,100 on 2 cores,
-     * docs/benchmarks.md). A pool of one keeps one batch; the other connections serve the
-     * commands that run alone. */
-    b->max_inflight = pool_size(p) > 2 ? 2 : 1;
+    /* One batch at a time: the next one fills up while it runs, which keeps the batches (and
+     * the saving) large; the other connections of the pool serve the commands that run alone.
+     * Two in flight (the next batch forming while the first one's WAL flush runs, which
+     * lead_release allows when max_inflight is 2) cost more than they hid on 2 cores: the
+     * second batch formed with whatever had queued (31% of the batches held one command) and
+     * found rows the first one still held, whose commands then ran alone, each a transaction
+     * and a WAL flush of its own. In alternating `BENCH_ONLY=writer bench/run --quick` runs
+     * one batch at a time did 8,466/8,681/6,776/6,911 deposits/s against 7,634/8,080/5,853/6,675,
+     * end-to-end p50 3.9-4.9 ms against 6.1-10.1 ms, Postgres 58-60 us of CPU per deposit
+     * against 91-96 us. Four fully concurrent batches were slower still (docs/benchmarks.md). */
+    b->max_inflight = 1;
     *out = b;
     return ST_OK;
 }
