@@ -29,6 +29,7 @@
  * Short enough that an acked row leaves the outbox within a few tens of ms (test_writer_relay
  * takes that as "published"). */
 #define DELETE_EVERY_MS 25
+#define TICKETS 4096 /* commits in flight at once, at most (a pool connection each) */
 #define DELETE_ROWS 4096
 
 struct fastpub {
@@ -46,6 +47,20 @@ struct fastpub {
     /* the outbox may hold events older than the queue's (dropped offers, unacked rounds, a
      * previous process): published first, so an account's events reach the stream in order */
     bool behind;
+
+    /* Commit order: a transaction takes a ticket before it sends its COMMIT; its events join
+     * the queue only once every earlier ticket is done (offered or released). Two commits in
+     * flight (the overlapping batches, a command run alone) end in any order on the threads
+     * that wait for them: without this, an account's later event could be offered first. */
+    uint64_t next_ticket; /* the last one taken */
+    uint64_t low_ticket;  /* the lowest not done (next_ticket + 1: none open) */
+    bool ticket_done[TICKETS];
+    struct held {
+        uint64_t ticket, seq; /* seq: a ticket's events keep their order */
+        struct event ev;
+    } *held; /* events of done tickets above an open one */
+    int nheld, held_cap;
+    uint64_t held_seq;
 
     struct bus bus;
     jsCtx *js;
@@ -332,11 +347,12 @@ static void *fastpub_main(void *arg)
     return NULL;
 }
 
-void fastpub_offer(struct fastpub *f, const struct event *const *evs, int n)
+/* Appends n events to the queue, or marks the publisher behind when they do not fit (they
+ * stay in the outbox, published first by the next round); under f->mu. */
+static void enqueue_locked(struct fastpub *f, const struct event *const *evs, int n)
 {
-    if (f == NULL || n <= 0)
+    if (n <= 0)
         return;
-    pthread_mutex_lock(&f->mu);
     if (!f->down && !f->stopping && f->nqueue + n <= QUEUE_MAX) {
         if (f->nqueue == 0)
             f->oldest_ns = mono_ns();
@@ -346,6 +362,99 @@ void fastpub_offer(struct fastpub *f, const struct event *const *evs, int n)
     } else {
         f->behind = true; /* in the outbox: the next round publishes it first */
     }
+}
+
+static int held_cmp(const void *a, const void *b)
+{
+    const struct held *x = a, *y = b;
+    if (x->ticket != y->ticket)
+        return x->ticket < y->ticket ? -1 : 1;
+    return x->seq < y->seq ? -1 : x->seq > y->seq;
+}
+
+/* Ticket t is done: the low mark moves past every done ticket, and the held events below it
+ * join the queue in ticket order; under f->mu. */
+static void ticket_done_locked(struct fastpub *f, uint64_t t)
+{
+    int keep = 0, i;
+
+    if (t == 0 || t < f->low_ticket || t > f->next_ticket)
+        return;
+    f->ticket_done[t % TICKETS] = true;
+    while (f->low_ticket <= f->next_ticket && f->ticket_done[f->low_ticket % TICKETS])
+        f->low_ticket++;
+    if (f->nheld == 0)
+        return;
+    qsort(f->held, (size_t)f->nheld, sizeof *f->held, held_cmp);
+    for (i = 0; i < f->nheld && f->held[i].ticket < f->low_ticket; i++) {
+        const struct event *ev = &f->held[i].ev;
+        enqueue_locked(f, &ev, 1);
+    }
+    for (; i < f->nheld; i++)
+        f->held[keep++] = f->held[i];
+    f->nheld = keep;
+}
+
+uint64_t fastpub_ticket(struct fastpub *f)
+{
+    uint64_t t = 0;
+
+    if (f == NULL)
+        return 0;
+    pthread_mutex_lock(&f->mu);
+    if (f->next_ticket + 1 - f->low_ticket < TICKETS) {
+        t = ++f->next_ticket;
+        f->ticket_done[t % TICKETS] = false;
+    } else {
+        f->behind = true; /* no ticket: its events are left to the outbox, published first */
+    }
+    pthread_mutex_unlock(&f->mu);
+    return t;
+}
+
+void fastpub_offer(struct fastpub *f, uint64_t ticket, const struct event *const *evs, int n)
+{
+    if (f == NULL)
+        return;
+    pthread_mutex_lock(&f->mu);
+    if (ticket == 0) {
+        f->behind = f->behind || n > 0; /* taken without a ticket: the outbox has them */
+    } else if (ticket == f->low_ticket) {
+        enqueue_locked(f, evs, n);
+        ticket_done_locked(f, ticket);
+    } else {
+        if (f->nheld + n > f->held_cap) {
+            int cap = f->held_cap > 0 ? f->held_cap * 2 : 256;
+            struct held *h;
+            while (cap < f->nheld + n)
+                cap *= 2;
+            h = realloc(f->held, (size_t)cap * sizeof *h);
+            if (h != NULL) {
+                f->held = h;
+                f->held_cap = cap;
+            }
+        }
+        if (f->nheld + n <= f->held_cap) {
+            for (int i = 0; i < n; i++) {
+                f->held[f->nheld].ticket = ticket;
+                f->held[f->nheld].seq = ++f->held_seq;
+                f->held[f->nheld].ev = *evs[i];
+                f->nheld++;
+            }
+        } else {
+            f->behind = true;
+        }
+        ticket_done_locked(f, ticket);
+    }
+    pthread_mutex_unlock(&f->mu);
+}
+
+void fastpub_release(struct fastpub *f, uint64_t ticket)
+{
+    if (f == NULL || ticket == 0)
+        return;
+    pthread_mutex_lock(&f->mu);
+    ticket_done_locked(f, ticket);
     pthread_mutex_unlock(&f->mu);
 }
 
@@ -370,6 +479,7 @@ status fastpub_start(struct fastpub **out, const struct cfg *cfg, struct err *e)
         return err_set(e, ST_INTERNAL, "out of memory");
     f->cfg = cfg;
     f->behind = true; /* rows a previous process left go before the first new ones */
+    f->low_ticket = 1;
     pthread_mutex_init(&f->mu, NULL);
     pthread_cond_init(&f->cv, NULL);
     f->queue = calloc(QUEUE_MAX, sizeof *f->queue);
@@ -416,6 +526,7 @@ void fastpub_stop(struct fastpub **fp)
     pubset_free(&f->set);
     pthread_mutex_destroy(&f->mu);
     pthread_cond_destroy(&f->cv);
+    free(f->held);
     free(f->queue);
     free(f->work);
     free(f->gone);

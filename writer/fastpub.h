@@ -18,9 +18,19 @@ status fastpub_start(struct fastpub **out, const struct cfg *cfg, struct err *e)
 /* Stops and joins the thread; events not yet published stay in the outbox for the relay. */
 void fastpub_stop(struct fastpub **f);
 
-/* Hands n committed events (positions set) to the publisher; copies them, never blocks on the
- * bus. f may be NULL (nothing happens: the relay publishes). Thread-safe. */
-void fastpub_offer(struct fastpub *f, const struct event *const *evs, int n);
+/* A transaction that may commit events takes a ticket right before it sends its COMMIT, and
+ * ends it with fastpub_offer (committed: its events, maybe none) or fastpub_release (not
+ * committed, or its outcome unknown): events are queued in ticket order, so an account's
+ * events reach the stream in commit order whichever thread learns of its COMMIT first. Every
+ * ticket must be ended, or later events wait for it. 0 when f is NULL (or too many are open:
+ * the events are then left to the outbox). Thread-safe. */
+uint64_t fastpub_ticket(struct fastpub *f);
+/* Hands n committed events (positions set) of ticket's transaction to the publisher; copies
+ * them, never blocks on the bus. f may be NULL (nothing happens: the relay publishes). */
+void fastpub_offer(struct fastpub *f, uint64_t ticket, const struct event *const *evs, int n);
+/* Ends a ticket whose transaction did not commit, or whose outcome is not known (call
+ * fastpub_missed first when it may have committed). f NULL or ticket 0: nothing happens. */
+void fastpub_release(struct fastpub *f, uint64_t ticket);
 /* Committed events were not offered (their COMMIT's answer was lost and they were found in the
  * store afterwards): the next round publishes the outbox's older rows first, so they go before
  * later events of their accounts. f may be NULL. Thread-safe. */

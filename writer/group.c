@@ -83,7 +83,7 @@ void group_free(struct group **bp)
 /* Answers every decided command of a committed batch, its events handed to the publisher
  * first (they are on their way while the replies go out); pub NULL: the relay publishes them
  * from the outbox. */
-static void answer_committed(struct fastpub *pub, struct pending **batch, int n)
+static void answer_committed(struct fastpub *pub, uint64_t ticket, struct pending **batch, int n)
 {
     const struct event *evs[BATCH_MAX * DECISION_MAX] = {NULL};
     int nev = 0;
@@ -91,7 +91,7 @@ static void answer_committed(struct fastpub *pub, struct pending **batch, int n)
     for (int i = 0; i < n; i++)
         for (int k = 0; batch[i]->decided && k < batch[i]->d.count; k++)
             evs[nev++] = &batch[i]->d.events[k];
-    fastpub_offer(pub, evs, nev);
+    fastpub_offer(pub, ticket, evs, nev);
     for (int i = 0; i < n; i++)
         if (batch[i]->decided && batch[i]->out->body == NULL) { /* keyed: built before COMMIT */
             batch[i]->st = reply_build(batch[i]->c, &batch[i]->d, batch[i]->out, batch[i]->e);
@@ -133,6 +133,7 @@ static void run_batch(struct group *s, struct pending **batch, int n, struct lea
     struct err be = {0};
     enum grouptx_end end = GTX_NOT_COMMITTED;
     char xid[32] = "", *event_ids = NULL;
+    uint64_t ticket = 0;
     PGresult *positions = NULL;
     struct err re = {0};
 
@@ -149,7 +150,8 @@ static void run_batch(struct group *s, struct pending **batch, int n, struct lea
         }
         return;
     }
-    end = grouptx_run(sl->conn, batch, n, s->pub == NULL, lead_release, lead, xid, sizeof xid, &event_ids, &be);
+    end = grouptx_run(sl->conn, batch, n, s->pub == NULL, lead_release, lead, s->pub, &ticket, xid, sizeof xid,
+                      &event_ids, &be);
     if (PQpipelineStatus(sl->conn) != PQ_PIPELINE_OFF) {
         pool_discard(sl); /* left mid-pipeline: not reusable */
     } else if (end != GTX_COMMIT_LOST && PQtransactionStatus(sl->conn) != PQTRANS_IDLE) {
@@ -160,9 +162,10 @@ static void run_batch(struct group *s, struct pending **batch, int n, struct lea
 
     switch (end) {
     case GTX_COMMITTED:
-        answer_committed(s->pub, batch, n);
+        answer_committed(s->pub, ticket, batch, n);
         break;
     case GTX_NOT_COMMITTED:
+        fastpub_release(s->pub, ticket);
         /* certainly nothing written: each runs on its own, so no command fails another */
         for (int i = 0; i < n; i++) {
             err_clear(batch[i]->e);
@@ -177,13 +180,14 @@ static void run_batch(struct group *s, struct pending **batch, int n, struct lea
         /* whatever commits next on these accounts waits for the outbox's older rows (those
          * of this batch, if it committed) */
         fastpub_missed(s->pub);
+        fastpub_release(s->pub, ticket); /* later commits need not wait for the answer */
         for (int i = 0; i < n; i++)
             nev += batch[i]->decided ? batch[i]->d.count : 0;
         switch (outcome_resolve(cfg->database_url, xid, event_ids, nev, &positions, cfg->outcome_wait_ms, &re)) {
         case OUTCOME_COMMITTED:
             /* found in the store; still, only what is read back from its outbox is published */
             grouptx_positions(batch, n, positions);
-            answer_committed(NULL, batch, n);
+            answer_committed(NULL, 0, batch, n);
             fastpub_missed(s->pub);
             break;
         case OUTCOME_ABORTED: {
@@ -203,6 +207,8 @@ static void run_batch(struct group *s, struct pending **batch, int n, struct lea
         break;
     }
     case GTX_COMMITTED_WRONG:
+        fastpub_missed(s->pub); /* its rows are in the outbox: before later events */
+        fastpub_release(s->pub, ticket);
         answer_decided(batch, n, &be);
         break;
     }

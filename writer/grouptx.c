@@ -204,7 +204,8 @@ static int find(char (*ids)[UUID_STR_SIZE], int nids, const char *id)
 }
 
 enum grouptx_end grouptx_run(PGconn *conn, struct pending **batch, int n, bool notify, void (*sent)(void *),
-                             void *arg, char *xid, size_t xid_len, char **event_ids, struct err *e)
+                             void *arg, struct fastpub *pub, uint64_t *ticket, char *xid, size_t xid_len,
+                             char **event_ids, struct err *e)
 {
     enum grouptx_end end = GTX_NOT_COMMITTED;
     status st = ST_OK;
@@ -218,6 +219,7 @@ enum grouptx_end grouptx_run(PGconn *conn, struct pending **batch, int n, bool n
     bool *touched = NULL, *dup = NULL, in_pipeline = false, keys_claimed = false;
     char retention[16];
 
+    *ticket = 0;
     *event_ids = NULL;
     xid[0] = '\0';
     memset(a, 0, sizeof a);
@@ -406,6 +408,8 @@ enum grouptx_end grouptx_run(PGconn *conn, struct pending **batch, int n, bool n
                                     ok_plain[2] = {PGRES_TUPLES_OK, PGRES_COMMAND_OK};
         bool commit = !keys_claimed;
         int nstmts;
+        /* the rows are locked: whatever committed on them before has its ticket already */
+        *ticket = fastpub_ticket(pub);
         if (PQsendQueryPrepared(conn, "batch_append", 11, p, NULL, NULL, 0) != 1 ||
             (notify && PQsendQueryPrepared(conn, "notify", 0, NULL, NULL, NULL, 0) != 1) ||
             (commit && PQsendQueryParams(conn, "COMMIT", 0, NULL, NULL, NULL, NULL, 0) != 1) ||

@@ -8,6 +8,7 @@
 #include <stddef.h>
 
 #include "command.h"
+#include "fastpub.h"
 #include "decide.h"
 #include "status.h"
 #include "store.h"
@@ -42,11 +43,14 @@ enum grouptx_end {
 /* Runs the batch: each command is decided (p->decided, p->d) or rejected (p->st, p->e) or
  * marked alone; notify: wake the relays with pg_notify at COMMIT. sent(arg) (may be NULL) is
  * called once the writes and COMMIT are on their way (the next batch may then take its locks
- * while this one's WAL flush runs); not at all when the batch ends before. xid receives the transaction id once known; *event_ids (malloc'd, caller
+ * while this one's WAL flush runs); not at all when the batch ends before. *ticket receives
+ * pub's ticket (fastpub_ticket) taken before the writes are sent, once its rows are locked (0
+ * when the batch ended before): the caller ends it (fastpub_offer or fastpub_release). xid receives the transaction id once known; *event_ids (malloc'd, caller
  * frees; may be NULL) the uuid[] literal of the events written. The caller rolls back or
  * drops the connection when it is not idle afterwards. */
 enum grouptx_end grouptx_run(PGconn *conn, struct pending **batch, int n, bool notify, void (*sent)(void *),
-                             void *arg, char *xid, size_t xid_len, char **event_ids, struct err *e);
+                             void *arg, struct fastpub *pub, uint64_t *ticket, char *xid, size_t xid_len,
+                             char **event_ids, struct err *e);
 
 /* Sets the positions and times of the batch's events from rows "event_id, position,
  * recorded_at". */

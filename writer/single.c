@@ -167,17 +167,23 @@ static status transact(PGconn *conn, struct fastpub *pub, const struct command *
         lc->nevents = d.count;
     }
     if (st == ST_OK) {
+        /* its rows are locked: whatever committed on them before has its ticket already */
+        uint64_t ticket = fastpub_ticket(pub);
         PGresult *res = PQexec(conn, "COMMIT");
         st = PQresultStatus(res) == PGRES_COMMAND_OK ? sql_committed(res, e) : sql_fail(conn, res, "COMMIT", e);
         PQclear(res);
         /* an error answer to COMMIT is a rollback; no answer at all is a question */
         *commit_lost = st != ST_OK && db_broken(conn);
-    }
-    if (st == ST_OK) {
-        const struct event *evs[DECISION_MAX] = {NULL};
-        for (int i = 0; i < d.count; i++)
-            evs[i] = &d.events[i];
-        fastpub_offer(pub, evs, d.count);
+        if (st == ST_OK) {
+            const struct event *evs[DECISION_MAX] = {NULL};
+            for (int i = 0; i < d.count; i++)
+                evs[i] = &d.events[i];
+            fastpub_offer(pub, ticket, evs, d.count);
+        } else {
+            if (*commit_lost)
+                fastpub_missed(pub); /* later commits go after this one's rows, if it committed */
+            fastpub_release(pub, ticket);
+        }
     }
     return st;
 }
