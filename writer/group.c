@@ -1,8 +1,8 @@
 /* Group commit.
  * Deposits, withdrawals, closes and transfers, with or without an Idempotency-Key, that arrive
  * while batches are in flight queue up; whoever finds a free leader slot takes the queue and
- * runs it as one transaction in two round trips (BEGIN + locks + key claims, then
- * events/outbox/accounts + COMMIT; a third, the keys' responses, when keys were claimed), so N
+ * runs it as one transaction in two round trips (BEGIN + locks + key claims + positions, then
+ * events/outbox/accounts + the keys' responses + COMMIT), so N
  * concurrent commands share one WAL flush. A key used before (a replay) or twice in the batch
  * runs on its own, where the one-command path answers the replay. Every guarantee of the one-command path holds:
  * decisions run in arrival order on the locked rows, so per-account serialisation and If-Match

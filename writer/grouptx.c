@@ -1,6 +1,7 @@
 /* One batch of group commit as one pipelined transaction in two round trips: BEGIN, the
- * locks of every account of the batch (in id order) and the xid; then decisions in memory,
- * and every event, outbox row and account update in one statement, NOTIFY and COMMIT. */
+ * locks of every account of the batch (in id order) and the xid (with Idempotency-Keys: their
+ * claims and the events' positions); then decisions in memory, and every event, outbox row and
+ * account update in one statement (with keys: the responses recorded), NOTIFY and COMMIT. */
 #include "grouptx.h"
 
 #include <jansson.h>
@@ -145,16 +146,13 @@ static void mark_claimed(struct pending **batch, int n, const bool *dup, const P
                 batch[i]->claimed = true;
 }
 
-/* Round trip 3 of a batch with claimed keys: the responses of the written commands recorded,
- * the claims of the others (rejected, or run alone) dropped, COMMIT. */
-static status finish_keys(PGconn *conn, struct pending **batch, int n, struct err *e)
+/* The arrays of a batch with claimed keys (k[0..5]) for idem_batch_finish: the responses of
+ * the written commands (their replies built now, before the COMMIT: the record holds them),
+ * and the claims of the others (rejected, or run alone) to drop. */
+static status key_arrays(struct pending **batch, int n, struct sbuf *k, struct err *e)
 {
-    struct sbuf k[6];
     status st = ST_OK;
-    PGresult *r3[2] = {NULL, NULL};
-    static const ExecStatusType ok[2] = {PGRES_TUPLES_OK, PGRES_COMMAND_OK};
 
-    memset(k, 0, sizeof k);
     for (int i = 0; i < n && st == ST_OK; i++) {
         struct pending *p = batch[i];
         char code[8];
@@ -165,7 +163,6 @@ static status finish_keys(PGconn *conn, struct pending **batch, int n, struct er
             arr_item(&k[5], p->m->idempotency_key);
             continue;
         }
-        /* the reply is built before the COMMIT: the record holds it */
         st = reply_build(p->c, &p->d, p->out, p->e);
         if (st != ST_OK)
             break;
@@ -180,19 +177,6 @@ static status finish_keys(PGconn *conn, struct pending **batch, int n, struct er
         if (k[i].failed && st == ST_OK)
             st = err_set(e, ST_INTERNAL, "out of memory encoding a batch");
     }
-    if (st == ST_OK) {
-        const char *p[6] = {k[0].p, k[1].p, k[2].p, k[3].p, k[4].p, k[5].p};
-        if (PQsendQueryPrepared(conn, "idem_batch_finish", 6, p, NULL, NULL, 0) != 1 ||
-            PQsendQueryParams(conn, "COMMIT", 0, NULL, NULL, NULL, NULL, 0) != 1 || PQpipelineSync(conn) != 1)
-            st = sql_fail(conn, NULL, "send batch keys", e);
-        else
-            st = pipeline_collect(conn, 2, ok, r3, e);
-        if (st == ST_OK)
-            st = sql_committed(r3[1], e);
-    }
-    clear_all(r3, 2);
-    for (int i = 0; i < 6; i++)
-        sbuf_release(&k[i]);
     return st;
 }
 
@@ -209,21 +193,23 @@ enum grouptx_end grouptx_run(PGconn *conn, struct pending **batch, int n, bool n
 {
     enum grouptx_end end = GTX_NOT_COMMITTED;
     status st = ST_OK;
-    PGresult *res = NULL, *r1[4] = {NULL, NULL, NULL, NULL}, *r2[3] = {NULL, NULL, NULL};
+    PGresult *res = NULL, *r1[5] = {NULL, NULL, NULL, NULL, NULL}, *r2[4] = {NULL, NULL, NULL, NULL};
     char (*ids)[UUID_STR_SIZE] = NULL;
     struct account_view *accs = NULL;
     struct event **evs = NULL;
-    struct sbuf a[12]; /* 0: locked ids; 1-7: event columns; 8-11: account columns */
+    struct sbuf a[13]; /* 0: locked ids; 1-7: event columns; 8-11: account columns; 12: positions */
     struct sbuf k[3];  /* the keys claimed: principals, keys, request texts */
-    int nids = 0, nev = 0, ntouched = 0, nkeyed = 0;
+    struct sbuf kf[6]; /* the keys' responses and the claims dropped (key_arrays) */
+    int nids = 0, nev = 0, ntouched = 0, nkeyed = 0, npos = 0;
     bool *touched = NULL, *dup = NULL, in_pipeline = false, keys_claimed = false;
-    char retention[16];
+    char retention[16], npos_s[16];
 
     *ticket = 0;
     *event_ids = NULL;
     xid[0] = '\0';
     memset(a, 0, sizeof a);
     memset(k, 0, sizeof k);
+    memset(kf, 0, sizeof kf);
     /* a transfer has two accounts */
     ids = calloc((size_t)n * 2, sizeof *ids);
     accs = calloc((size_t)n * 2, sizeof *accs);
@@ -236,8 +222,11 @@ enum grouptx_end grouptx_run(PGconn *conn, struct pending **batch, int n, bool n
     }
     for (int i = 0; i < n; i++) {
         memcpy(ids[nids++], batch[i]->c->account_id, UUID_STR_SIZE);
-        if (batch[i]->c->kind == CMD_TRANSFER)
+        npos++; /* the events a command may write: one, a transfer two */
+        if (batch[i]->c->kind == CMD_TRANSFER) {
             memcpy(ids[nids++], batch[i]->c->to, UUID_STR_SIZE);
+            npos++;
+        }
     }
     qsort(ids, (size_t)nids, sizeof *ids, cmp_id);
     {
@@ -254,32 +243,36 @@ enum grouptx_end grouptx_run(PGconn *conn, struct pending **batch, int n, bool n
     arr_close(&a[0]);
     nkeyed = claim_arrays(batch, n, dup, k);
     snprintf(retention, sizeof retention, "%d", n > 0 ? batch[0]->retention_s : 0);
+    snprintf(npos_s, sizeof npos_s, "%d", npos);
     if (a[0].failed || k[0].failed || k[1].failed || k[2].failed) {
         st = err_set(e, ST_INTERNAL, "out of memory");
         goto cleanup;
     }
 
     /* round trip 1: BEGIN, the locks, the xid (to ask for the outcome if COMMIT's answer is
-     * lost), the Idempotency-Keys claimed. Rows locked elsewhere are skipped: their commands
-     * run on their own, so one held account never stalls a batch (nor the queue behind it). */
+     * lost), the Idempotency-Keys claimed and positions for the events (the replies recorded
+     * with the keys name them, and are built before round trip 2; positions left unused are
+     * gaps, as a rollback leaves). Rows locked elsewhere are skipped: their commands run on
+     * their own, so one held account never stalls a batch (nor the queue behind it). */
     if (PQenterPipelineMode(conn) != 1) {
         st = sql_fail(conn, NULL, "pipeline", e);
         goto cleanup;
     }
     in_pipeline = true;
     {
-        const char *p[1] = {a[0].p}, *kp[4] = {k[0].p, k[1].p, k[2].p, retention};
-        static const ExecStatusType ok[4] = {PGRES_COMMAND_OK, PGRES_TUPLES_OK, PGRES_TUPLES_OK,
-                                             PGRES_TUPLES_OK};
+        const char *p[1] = {a[0].p}, *kp[4] = {k[0].p, k[1].p, k[2].p, retention}, *pp[1] = {npos_s};
+        static const ExecStatusType ok[5] = {PGRES_COMMAND_OK, PGRES_TUPLES_OK, PGRES_TUPLES_OK,
+                                             PGRES_TUPLES_OK, PGRES_TUPLES_OK};
         if (PQsendQueryParams(conn, "BEGIN", 0, NULL, NULL, NULL, NULL, 0) != 1 ||
             PQsendQueryPrepared(conn, "batch_lock", 1, p, NULL, NULL, 0) != 1 ||
             PQsendQueryPrepared(conn, "xact_id", 0, NULL, NULL, NULL, 0) != 1 ||
             (nkeyed > 0 && PQsendQueryPrepared(conn, "idem_batch_claim", 4, kp, NULL, NULL, 0) != 1) ||
+            (nkeyed > 0 && PQsendQueryPrepared(conn, "ev_positions", 1, pp, NULL, NULL, 0) != 1) ||
             PQpipelineSync(conn) != 1) {
             st = sql_fail(conn, NULL, "send batch locks", e);
             goto cleanup;
         }
-        st = pipeline_collect(conn, nkeyed > 0 ? 4 : 3, ok, r1, e);
+        st = pipeline_collect(conn, nkeyed > 0 ? 5 : 3, ok, r1, e);
         if (st != ST_OK)
             goto cleanup;
         snprintf(xid, xid_len, "%s", PQgetvalue(r1[2], 0, 0));
@@ -355,6 +348,22 @@ enum grouptx_end grouptx_run(PGconn *conn, struct pending **batch, int n, bool n
         goto cleanup;        /* the caller rolls back */
     }
 
+    if (keys_claimed) {
+        if (PQntuples(r1[4]) < nev) {
+            st = err_set(e, ST_INTERNAL, "the batch has %d events and %d positions", nev, PQntuples(r1[4]));
+            goto cleanup;
+        }
+        for (int i = 0; i < nev; i++) {
+            char pos[24];
+            evs[i]->position = strtoll(PQgetvalue(r1[4], i, 0), NULL, 10);
+            snprintf(pos, sizeof pos, "%lld", (long long)evs[i]->position);
+            arr_item(&a[12], pos);
+        }
+        arr_close(&a[12]);
+        st = key_arrays(batch, n, kf, e);
+        if (st != ST_OK)
+            goto cleanup;
+    }
     for (int i = 0; i < nev; i++) {
         const struct event *ev = evs[i];
         json_t *data = event_data_to_json(ev), *md = event_metadata_to_json(ev);
@@ -392,38 +401,42 @@ enum grouptx_end grouptx_run(PGconn *conn, struct pending **batch, int n, bool n
     }
     for (int i = 1; i <= 11; i++)
         arr_close(&a[i]);
-    for (int i = 0; i <= 11; i++)
+    for (int i = 0; i <= 12; i++)
         if (a[i].failed) {
             st = err_set(e, ST_INTERNAL, "out of memory encoding a batch");
             goto cleanup;
         }
     *event_ids = a[1].p; /* what to look for when the COMMIT's answer is lost */
     a[1].p = NULL;
-    /* round trip 2: everything written, the relay notified, committed (with claimed keys: the
-     * COMMIT comes in round trip 3, after the responses are recorded) */
+    /* round trip 2: everything written, the keys' responses recorded, the relay notified,
+     * committed */
     {
-        const char *p[11] = {*event_ids, a[2].p, a[3].p, a[4].p, a[5].p, a[6].p, a[7].p,
-                             a[8].p, a[9].p, a[10].p, a[11].p};
-        static const ExecStatusType ok_notify[3] = {PGRES_TUPLES_OK, PGRES_TUPLES_OK, PGRES_COMMAND_OK},
-                                    ok_plain[2] = {PGRES_TUPLES_OK, PGRES_COMMAND_OK};
-        bool commit = !keys_claimed;
-        int nstmts;
+        const char *p[12] = {*event_ids, a[2].p, a[3].p, a[4].p, a[5].p, a[6].p, a[7].p,
+                             a[8].p, a[9].p, a[10].p, a[11].p, a[12].p};
+        const char *kp[6] = {kf[0].p, kf[1].p, kf[2].p, kf[3].p, kf[4].p, kf[5].p};
+        ExecStatusType ok[4] = {PGRES_TUPLES_OK};
+        int nstmts = 1;
+        if (keys_claimed)
+            ok[nstmts++] = PGRES_TUPLES_OK;
+        if (notify)
+            ok[nstmts++] = PGRES_TUPLES_OK;
+        ok[nstmts++] = PGRES_COMMAND_OK;
         /* the rows are locked: whatever committed on them before has its ticket already */
         *ticket = fastpub_ticket(pub);
-        if (PQsendQueryPrepared(conn, "batch_append", 11, p, NULL, NULL, 0) != 1 ||
+        if ((keys_claimed ? PQsendQueryPrepared(conn, "batch_append_at", 12, p, NULL, NULL, 0)
+                          : PQsendQueryPrepared(conn, "batch_append", 11, p, NULL, NULL, 0)) != 1 ||
+            (keys_claimed && PQsendQueryPrepared(conn, "idem_batch_finish", 6, kp, NULL, NULL, 0) != 1) ||
             (notify && PQsendQueryPrepared(conn, "notify", 0, NULL, NULL, NULL, 0) != 1) ||
-            (commit && PQsendQueryParams(conn, "COMMIT", 0, NULL, NULL, NULL, NULL, 0) != 1) ||
-            PQpipelineSync(conn) != 1) {
+            PQsendQueryParams(conn, "COMMIT", 0, NULL, NULL, NULL, NULL, 0) != 1 || PQpipelineSync(conn) != 1) {
             /* some of it may have reached the server: only Postgres can say */
             st = sql_fail(conn, NULL, "send batch", e);
-            end = commit && db_broken(conn) ? GTX_COMMIT_LOST : GTX_NOT_COMMITTED;
+            end = db_broken(conn) ? GTX_COMMIT_LOST : GTX_NOT_COMMITTED;
             goto cleanup;
         }
         if (sent != NULL)
             sent(arg);
-        nstmts = (notify ? 3 : 2) - (commit ? 0 : 1);
-        st = pipeline_collect(conn, nstmts, notify ? ok_notify : ok_plain, r2, e);
-        if (st == ST_OK && commit && sql_committed(r2[nstmts - 1], e) != ST_OK) {
+        st = pipeline_collect(conn, nstmts, ok, r2, e);
+        if (st == ST_OK && sql_committed(r2[nstmts - 1], e) != ST_OK) {
             end = GTX_NOT_COMMITTED; /* answered ROLLBACK: nothing applied */
             st = e->code;
             goto cleanup;
@@ -431,16 +444,15 @@ enum grouptx_end grouptx_run(PGconn *conn, struct pending **batch, int n, bool n
         if (st != ST_OK) {
             /* a statement error aborts the rest, COMMIT included; a broken connection may
              * have lost the answer to a COMMIT that happened */
-            end = commit && db_broken(conn) ? GTX_COMMIT_LOST : GTX_NOT_COMMITTED;
+            end = db_broken(conn) ? GTX_COMMIT_LOST : GTX_NOT_COMMITTED;
             goto cleanup;
         }
         res = r2[0];
         r2[0] = NULL;
     }
     if (PQntuples(res) != nev || strtol(PQgetvalue(res, 0, 3), NULL, 10) != ntouched) {
-        /* committed, but not what was asked: a 500 that says so, never a retry hint (with
-         * claimed keys the COMMIT is not sent yet: rolled back, each command runs alone) */
-        end = keys_claimed ? GTX_NOT_COMMITTED : GTX_COMMITTED_WRONG;
+        /* committed, but not what was asked: a 500 that says so, never a retry hint */
+        end = GTX_COMMITTED_WRONG;
         st = err_setr(e, ST_INTERNAL, "outcome_unknown",
                       "the batch committed %d events and %s account updates where %d and %d were "
                       "expected",
@@ -448,25 +460,20 @@ enum grouptx_end grouptx_run(PGconn *conn, struct pending **batch, int n, bool n
         goto cleanup;
     }
     grouptx_positions(batch, n, res);
-    if (keys_claimed) {
-        st = finish_keys(conn, batch, n, e);
-        if (st != ST_OK) {
-            end = db_broken(conn) ? GTX_COMMIT_LOST : GTX_NOT_COMMITTED;
-            goto cleanup;
-        }
-    }
     end = GTX_COMMITTED;
 cleanup:
     PQclear(res);
-    clear_all(r1, 4);
-    clear_all(r2, 3);
+    clear_all(r1, 5);
+    clear_all(r2, 4);
     /* fails when results were left unread: the caller then drops the connection */
     if (in_pipeline && PQpipelineStatus(conn) != PQ_PIPELINE_OFF)
         (void)PQexitPipelineMode(conn);
-    for (int i = 0; i <= 11; i++)
+    for (int i = 0; i <= 12; i++)
         sbuf_release(&a[i]);
     for (int i = 0; i < 3; i++)
         sbuf_release(&k[i]);
+    for (int i = 0; i < 6; i++)
+        sbuf_release(&kf[i]);
     free(dup);
     free(ids);
     free(accs);

@@ -13,6 +13,20 @@
 
 #define REQUEST_HASH "encode(sha256(convert_to($2, 'UTF8')), 'hex')"
 
+/* The group commit's writes: every event, its outbox row and every account update of a batch
+ * in one statement. cols/arrays: leading columns and their unnest arrays (positions given). */
+#define BATCH_APPEND(cols, arrays)                                                                     \
+    "WITH ins AS (INSERT INTO events (" cols "event_id, stream_id, stream_version, type, schema, "      \
+    "data, metadata) SELECT * FROM unnest(" arrays "$1::uuid[], $2::uuid[], $3::int[], $4::text[], "    \
+    "$5::int[], $6::jsonb[], $7::jsonb[]) RETURNING position, event_id, recorded_at), "                 \
+    "ob AS (INSERT INTO outbox (position, event_id) SELECT position, event_id FROM ins), "             \
+    "up AS (UPDATE accounts a SET balance = u.balance, version = u.version, status = u.status, "       \
+    "closed_at = CASE WHEN u.status = 'closed' THEN clock_timestamp() END "                            \
+    "FROM unnest($8::uuid[], $9::bigint[], $10::int[], $11::text[]) AS u(id, balance, version, status) " \
+    "WHERE a.account_id = u.id AND a.account_id = ANY($8::uuid[]) RETURNING 1) "                       \
+    "SELECT event_id::text, position, to_char(recorded_at AT TIME ZONE 'UTC', "                        \
+    "'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), (SELECT count(*) FROM up) FROM ins"
+
 static const struct {
     const char *name;
     const char *sql;
@@ -80,16 +94,12 @@ static const struct {
      * every batch) */
     {"batch_lock", "SELECT account_id::text, owner, name, currency, overdraft_limit, balance, version, "
                    "status FROM accounts WHERE account_id = ANY($1::uuid[]) ORDER BY account_id FOR UPDATE SKIP LOCKED"},
-    {"batch_append", "WITH ins AS (INSERT INTO events (event_id, stream_id, stream_version, type, schema, "
-                     "data, metadata) SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::int[], $4::text[], "
-                     "$5::int[], $6::jsonb[], $7::jsonb[]) RETURNING position, event_id, recorded_at), "
-                     "ob AS (INSERT INTO outbox (position, event_id) SELECT position, event_id FROM ins), "
-                     "up AS (UPDATE accounts a SET balance = u.balance, version = u.version, status = u.status, "
-                     "closed_at = CASE WHEN u.status = 'closed' THEN clock_timestamp() END "
-                     "FROM unnest($8::uuid[], $9::bigint[], $10::int[], $11::text[]) AS u(id, balance, version, status) "
-                     "WHERE a.account_id = u.id AND a.account_id = ANY($8::uuid[]) RETURNING 1) "
-                     "SELECT event_id::text, position, to_char(recorded_at AT TIME ZONE 'UTC', "
-                     "'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), (SELECT count(*) FROM up) FROM ins"},
+    {"batch_append", BATCH_APPEND("", "")},
+    /* the same with positions taken beforehand (ev_positions): a batch with claimed keys builds
+     * its replies, which name the positions, before this round trip, so the responses are
+     * recorded and the batch committed in it */
+    {"batch_append_at", BATCH_APPEND("position, ", "$12::bigint[], ")},
+    {"ev_positions", "SELECT nextval('events_position_seq') FROM generate_series(1, $1::int)"},
     /* no row on a server in recovery: a standby (or a demoted primary) is not a store */
     {"ping", "SELECT 1 WHERE NOT pg_is_in_recovery()"},
 };
