@@ -98,10 +98,14 @@ status pj_park(struct pj *p, struct pj_item *it, const char *reason, struct err 
         st = pj_redis_failed(p, r, e, "park '%s'", it->ev.event_id);
         goto cleanup;
     }
-    log_warn("parked poison event event=%s account=%s version=%" PRId64 " seq=%" PRIu64 ": %s",
-             it->ev.event_id, it->ev.stream_id[0] ? it->ev.stream_id : "-", it->ev.stream_version,
-             it->seq, reason);
-    p->parked++;
+    /* counted (and logged) once per event: the live consumer and the catch-up sweep, or a
+     * redone batch, may both reach an event that is parked already (HSET answers 0 then) */
+    if (r->type == REDIS_REPLY_INTEGER && r->integer == 1) {
+        log_warn("parked poison event event=%s account=%s version=%" PRId64 " seq=%" PRIu64 ": %s",
+                 it->ev.event_id, it->ev.stream_id[0] ? it->ev.stream_id : "-", it->ev.stream_version,
+                 it->seq, reason);
+        p->parked++;
+    }
     if (it->ev.stream_id[0] != '\0')
         st = pj_stall(p, it->ev.stream_id, it->ev.event_id, reason, e);
 cleanup:
