@@ -138,10 +138,26 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         req.who = &cs->who;
         req.started_ms = cs->started_ms;
         req.resumed = cs->resumed;
+        req.park_data = cs->park_data;
+        cs->park_data = NULL;
         priv = (struct req_priv){conn, cs, srv};
         req.priv = &priv;
         srv->o.handler(srv->o.ctx, &req, &resp);
-        if (resp.deferred) {
+        if (resp.deferred == DEFER_PARK) {
+            bool early;
+            http__response_release(&resp);
+            cs->resumed++;
+            MHD_suspend_connection(conn);
+            pthread_mutex_lock(&srv->mu);
+            early = cs->park == PARK_RESUME_EARLY; /* http_resume came before the suspend */
+            cs->park = early ? PARK_NONE : PARK_SUSPENDED;
+            pthread_mutex_unlock(&srv->mu);
+            if (early)
+                MHD_resume_connection(conn);
+            log_set_request_id(NULL);
+            return MHD_YES;
+        }
+        if (resp.deferred == DEFER_WAKE) {
             bool woken;
             http__response_release(&resp);
             cs->resumed++;
@@ -185,6 +201,8 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     }
     if (cs != NULL && cs->waiting)
         srv->nwaiting--;
+    if (cs != NULL && cs->held)
+        srv->nheld--;
     pthread_mutex_unlock(&srv->mu);
     if (cs != NULL) {
         sbuf_release(&cs->body);
@@ -283,6 +301,7 @@ status http_server_start(struct http_server **out, const struct http_server_opts
     } else {
         flags |= MHD_USE_EPOLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME;
         srv->can_defer = o->max_waiters > 0;
+        srv->can_suspend = 1;
     }
     http__count_slow_closed(0);
     if (srv->can_defer)
@@ -336,6 +355,21 @@ void http_server_stop(struct http_server **s)
             break;
         http_server_wake(srv);
         svc_pause_ms(10);
+    }
+    /* a request parked by http_park is answered by its completer, never cut off here: its
+     * work may still be committing */
+    for (int64_t next_log = svc_mono_ms() + 5000;;) {
+        int n;
+        pthread_mutex_lock(&srv->mu);
+        n = srv->nheld;
+        pthread_mutex_unlock(&srv->mu);
+        if (n == 0)
+            break;
+        if (svc_mono_ms() > next_log) {
+            log_warn("stopping: %d parked requests not answered yet", n);
+            next_log = svc_mono_ms() + 5000;
+        }
+        svc_pause_ms(5);
     }
     /* MHD_stop_daemon closes the listener and joins the worker threads, so requests in flight
      * (already in a handler) complete before it returns. */

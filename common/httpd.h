@@ -19,6 +19,7 @@ struct http_request {
     const struct auth_principal *who; /* the caller; scopes 0 when not authenticated */
     int64_t started_ms;              /* svc_mono_ms() when the request arrived (deadlines) */
     int resumed;                     /* times this request was called again after http_defer */
+    void *park_data;                 /* on the call after http_resume: http_park's data; else NULL */
     void *priv; /* the server's; do not touch */
 };
 
@@ -62,7 +63,22 @@ bool http_defer(const struct http_request *req, struct http_response *resp, int6
 bool http_defer_for(const struct http_request *req, struct http_response *resp, int64_t wake_at_ms,
                     const char *key);
 
-/* Called from several threads at once; must set a reply (or http_defer). */
+/* A request parked by http_park until its completer calls http_resume. */
+struct http_parked;
+
+/* Parks the request until work done elsewhere (another thread) completes, without a thread
+ * waiting: instead of replying, the handler hands the returned token to that work, which calls
+ * http_resume(token) exactly once, from any thread, even before the handler has returned. The
+ * handler is then called again (resumed + 1, park_data = data) and replies. Until then the
+ * connection stays parked: no timeout applies, a client that went away is noticed only after
+ * the resume (the reply is then dropped), and http_server_stop waits for it, so the token
+ * stays valid until http_resume and must never be dropped. NULL (reply now): the server runs
+ * a thread per connection. */
+struct http_parked *http_park(const struct http_request *req, struct http_response *resp, void *data);
+/* Resumes a request parked by http_park (thread-safe; once per token; invalid afterwards). */
+void http_resume(struct http_parked *token);
+
+/* Called from several threads at once; must set a reply (or http_defer, http_park). */
 typedef void (*http_handler_fn)(void *ctx, const struct http_request *req, struct http_response *resp);
 
 struct http_server_opts {
@@ -87,7 +103,8 @@ void http_server_wake(struct http_server *s);
 /* Calls again the parked requests deferred on key (http_defer_for) and those deferred on no key
  * (http_defer); key NULL: every one (http_server_wake). Thread-safe. */
 void http_server_wake_for(struct http_server *s, const char *key);
-/* Stops accepting, lets requests in flight finish, frees *s and clears the pointer. */
+/* Stops accepting, lets requests in flight finish (waits for every http_park request to be
+ * resumed and answered, however long), frees *s and clears the pointer. */
 void http_server_stop(struct http_server **s);
 
 #endif

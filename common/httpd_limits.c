@@ -53,10 +53,10 @@ void *http__on_uri(void *cls, const char *uri, struct MHD_Connection *conn)
 {
     struct conn_state *cs = calloc(1, sizeof *cs);
 
-    (void)cls;
     if (cs == NULL)
         return NULL;
     cs->conn = conn;
+    cs->srv = cls;
     cs->bad_uri = uri == NULL || control_in_target(uri);
     clock_gettime(CLOCK_MONOTONIC, &cs->started);
     cs->started_ms = svc_mono_ms();

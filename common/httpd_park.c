@@ -1,7 +1,8 @@
-/* Parked read-your-writes requests: a handler defers (http_defer) instead of replying, its
+/* Parked requests. Read-your-writes: a handler defers (http_defer) instead of replying, its
  * connection is suspended on the parked list, and is resumed by http_server_wake (a projector
- * batch landed) or by the ticker at its wake_at, whichever comes first. The ticker also runs
- * the header deadline (httpd_limits.c). */
+ * batch landed) or by the ticker at its wake_at, whichever comes first. Work done elsewhere
+ * (http_park): the connection is suspended until its completer calls http_resume with the
+ * token, no list, no scan. The ticker also runs the header deadline (httpd_limits.c). */
 #include "httpd_priv.h"
 #include "metrics.h"
 #include "svc.h"
@@ -53,8 +54,43 @@ bool http_defer_for(const struct http_request *req, struct http_response *resp, 
     }
     cs->wake_at = wake_at_ms;
     cs->wake_key = key_hash(key);
-    resp->deferred = 1;
+    resp->deferred = DEFER_WAKE;
     return true;
+}
+
+struct http_parked *http_park(const struct http_request *req, struct http_response *resp, void *data)
+{
+    struct conn_state *cs = ((struct req_priv *)req->priv)->cs;
+    struct http_server *srv = ((struct req_priv *)req->priv)->srv;
+
+    if (!srv->can_suspend)
+        return NULL;
+    pthread_mutex_lock(&srv->mu);
+    if (!cs->held)
+        srv->nheld++;
+    cs->held = 1;
+    cs->park = PARK_PARKING; /* suspended by on_request once the handler returned */
+    pthread_mutex_unlock(&srv->mu);
+    cs->park_data = data;
+    resp->deferred = DEFER_PARK;
+    return (struct http_parked *)cs;
+}
+
+/* A parked connection cannot complete until resumed, so cs is valid until then. Resumed
+ * outside our lock, as libmicrohttpd takes its own locks in resume. */
+void http_resume(struct http_parked *token)
+{
+    struct conn_state *cs = (struct conn_state *)token;
+    struct http_server *srv = cs->srv;
+    struct MHD_Connection *conn = cs->conn;
+    bool now;
+
+    pthread_mutex_lock(&srv->mu);
+    now = cs->park == PARK_SUSPENDED;
+    cs->park = now ? PARK_NONE : PARK_RESUME_EARLY; /* early: on_request resumes it at once */
+    pthread_mutex_unlock(&srv->mu);
+    if (now)
+        MHD_resume_connection(conn);
 }
 
 /* Takes cs off the parked list onto *out (through cs->next); the caller resumes them after

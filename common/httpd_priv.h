@@ -26,9 +26,12 @@
 #define TICK_MS 20
 #define WAKE_RING 256 /* wake-ups remembered for a handler that is about to park */
 
+enum { DEFER_NONE, DEFER_WAKE, DEFER_PARK }; /* http_response.deferred */
+enum { PARK_NONE, PARK_PARKING, PARK_SUSPENDED, PARK_RESUME_EARLY }; /* conn_state.park */
+
 struct http_response {
     int status;
-    int deferred;
+    int deferred; /* DEFER_* */
     char request_id[REQID_MAX + 1];
     char *body;
     size_t body_len;
@@ -60,6 +63,10 @@ struct conn_state {
     int64_t wake_at;
     uint64_t wake_key; /* http_defer_for's key hashed, 0: woken by every wake-up */
     struct MHD_Connection *conn;
+    struct http_server *srv;
+    int park;        /* PARK_*, under srv->mu: http_park's request from park to resume */
+    int held;        /* parked by http_park once: counted in srv->nheld until completed */
+    void *park_data; /* http_park's data, handed to the call after the resume */
     struct conn_state *prev, *next; /* parked list */
     struct timespec started;
     int64_t started_ms;
@@ -71,10 +78,12 @@ struct http_server {
     struct MHD_Daemon *daemon;
     struct http_server_opts o;
     int can_defer;
+    int can_suspend; /* an epoll pool: http_park works */
     pthread_mutex_t mu; /* the lists and counts below */
     struct conn_state *parked;
     struct conn_track *conns;
     int nwaiting;
+    int nheld; /* http_park requests not yet completed (http_server_stop waits for them) */
     uint64_t wake_gen; /* wake-ups so far */
     struct {
         uint64_t gen, key; /* key 0: a wake-up of every parked request */
