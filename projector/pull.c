@@ -16,7 +16,8 @@
  * idle_heartbeat, a 100 status after each heartbeat interval without a delivery; a request whose
  * reply subject lost its subscriber is dropped before it is delivered to. A request heard from
  * neither by an event nor by a heartbeat for SILENT_MS is taken as lost (a server restart, or
- * the byte bound met exactly, which ends it without a word) and asked again.
+ * the byte bound met exactly, which ends it without a word) and asked again, after a look at
+ * the consumer (consumer_there: a restart loses it).
  *
  * The requests are sent by hand (not natsSubscription_Fetch: libnats 3.4.1's fetch overruns its
  * array when messages of an earlier fetch are still queued, which a bytes bound causes). Each
@@ -52,6 +53,7 @@ struct pull {
     int got;            /* messages it brought */
     int asked;          /* messages it asked for */
     int unbounded;      /* the next message is larger than max_bytes: ask for it alone */
+    int unheard;        /* the last request ended in silence: is the consumer still there? */
     int64_t ends_at;    /* monotonic ms */
 };
 
@@ -166,6 +168,26 @@ static uint64_t pending_after(natsMsg *m)
     return pending;
 }
 
+/* After a request ended in silence: a nats-server that restarted lost the consumer (memory
+ * storage), and a request to a consumer that is gone is answered by nothing, not even a 404, so
+ * asking again would wait in silence for ever while only the catch-up sweep applies events. A
+ * consumer gone is an error for the caller, which opens a new one from the recorded sequence;
+ * a failed look (NATS down, a timeout) is not: the request is simply asked again. */
+static status consumer_there(struct pull *p, struct err *e)
+{
+    jsConsumerInfo *ci = NULL;
+    jsErrCode jerr = 0;
+    natsStatus ns = js_GetConsumerInfo(&ci, p->bus->js, BUS_STREAM, p->name, NULL, &jerr);
+
+    jsConsumerInfo_Destroy(ci);
+    if (ns == NATS_NOT_FOUND || jerr == JSConsumerNotFoundErr)
+        return err_setr(e, ST_UNAVAILABLE, "bus_unavailable",
+                        "next message: consumer '%s' is gone (nats-server restarted?)", p->name);
+    if (ns == NATS_OK)
+        p->unheard = 0;
+    return ST_OK;
+}
+
 status pull_next(struct pull *p, natsMsg **msgs, int *n, int wait_ms, struct err *e)
 {
     int64_t give_up = svc_mono_ms() + wait_ms;
@@ -191,6 +213,7 @@ status pull_next(struct pull *p, natsMsg **msgs, int *n, int wait_ms, struct err
         if (ns == NATS_TIMEOUT) {
             if (svc_mono_ms() >= p->ends_at) {
                 p->open = 0; /* unheard: lost, or ended without a word (the byte bound met exactly) */
+                p->unheard = 1;
                 break;
             }
             if (*n > 0 && !behind && pending_after(msgs[*n - 1]) > 0) {
@@ -226,6 +249,8 @@ status pull_next(struct pull *p, natsMsg **msgs, int *n, int wait_ms, struct err
         }
         natsMsg_Destroy(m);
     }
+    if (st == ST_OK && p->unheard && *n == 0)
+        st = consumer_there(p, e);
     /* used up, expired or lost: the next request stands while this batch is applied */
     if (st == ST_OK && !p->open)
         st = request(p, e);
