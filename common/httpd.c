@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include "httpd_priv.h"
 #include "log.h"
@@ -205,6 +206,8 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
         srv->nheld--;
     pthread_mutex_unlock(&srv->mu);
     if (cs != NULL) {
+        if (cs->park_data != NULL && cs->park_drop != NULL) /* resumed, but the client was gone */
+            cs->park_drop(cs->park_data);
         sbuf_release(&cs->body);
         free(cs);
         *con_cls = NULL;
@@ -277,7 +280,7 @@ status http_server_start(struct http_server **out, const struct http_server_opts
 {
     struct http_server *srv;
     struct sockaddr_in addr;
-    unsigned flags = MHD_USE_ERROR_LOG;
+    unsigned flags = MHD_USE_ERROR_LOG | MHD_USE_ITC; /* ITC: MHD_quiesce_daemon at stop */
     int threads = o->threads;
 
     *out = NULL;
@@ -356,17 +359,28 @@ void http_server_stop(struct http_server **s)
         http_server_wake(srv);
         svc_pause_ms(10);
     }
-    /* a request parked by http_park is answered by its completer, never cut off here: its
-     * work may still be committing */
+    /* no new connections; the requests in flight finish and are answered before the daemon
+     * goes (MHD_stop_daemon would close their connections, also those of a thread per
+     * connection, whose answer would be lost). A request parked by http_park is waited for
+     * however long: its work may still be committing; others up to a bound (a client sending
+     * its body slowly). */
+    {
+        MHD_socket lfd = MHD_quiesce_daemon(srv->daemon);
+        if (lfd != MHD_INVALID_SOCKET)
+            close(lfd);
+    }
+    until = svc_mono_ms() + 30000;
     for (int64_t next_log = svc_mono_ms() + 5000;;) {
-        int n;
+        int held, busy = 0;
         pthread_mutex_lock(&srv->mu);
-        n = srv->nheld;
+        held = srv->nheld;
+        for (struct conn_track *t = srv->conns; t != NULL; t = t->next)
+            busy += t->in_request;
         pthread_mutex_unlock(&srv->mu);
-        if (n == 0)
+        if (held == 0 && (busy == 0 || svc_mono_ms() > until))
             break;
         if (svc_mono_ms() > next_log) {
-            log_warn("stopping: %d parked requests not answered yet", n);
+            log_warn("stopping: %d requests in flight (%d parked) not answered yet", busy, held);
             next_log = svc_mono_ms() + 5000;
         }
         svc_pause_ms(5);

@@ -71,10 +71,12 @@ struct http_parked;
  * http_resume(token) exactly once, from any thread, even before the handler has returned. The
  * handler is then called again (resumed + 1, park_data = data) and replies. Until then the
  * connection stays parked: no timeout applies, a client that went away is noticed only after
- * the resume (the reply is then dropped), and http_server_stop waits for it, so the token
- * stays valid until http_resume and must never be dropped. NULL (reply now): the server runs
- * a thread per connection. */
-struct http_parked *http_park(const struct http_request *req, struct http_response *resp, void *data);
+ * the resume, and http_server_stop waits for it, so the token stays valid until http_resume
+ * and must never be dropped. A client gone by the resume may get no second handler call:
+ * drop(data) is then called instead (on completion; drop may be NULL). NULL (reply now): the
+ * server runs a thread per connection. */
+struct http_parked *http_park(const struct http_request *req, struct http_response *resp, void *data,
+                              void (*drop)(void *data));
 /* Resumes a request parked by http_park (thread-safe; once per token; invalid afterwards). */
 void http_resume(struct http_parked *token);
 

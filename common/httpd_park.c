@@ -58,7 +58,8 @@ bool http_defer_for(const struct http_request *req, struct http_response *resp, 
     return true;
 }
 
-struct http_parked *http_park(const struct http_request *req, struct http_response *resp, void *data)
+struct http_parked *http_park(const struct http_request *req, struct http_response *resp, void *data,
+                              void (*drop)(void *data))
 {
     struct conn_state *cs = ((struct req_priv *)req->priv)->cs;
     struct http_server *srv = ((struct req_priv *)req->priv)->srv;
@@ -72,6 +73,7 @@ struct http_parked *http_park(const struct http_request *req, struct http_respon
     cs->park = PARK_PARKING; /* suspended by on_request once the handler returned */
     pthread_mutex_unlock(&srv->mu);
     cs->park_data = data;
+    cs->park_drop = drop;
     resp->deferred = DEFER_PARK;
     return (struct http_parked *)cs;
 }

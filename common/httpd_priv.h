@@ -67,6 +67,7 @@ struct conn_state {
     int park;        /* PARK_*, under srv->mu: http_park's request from park to resume */
     int held;        /* parked by http_park once: counted in srv->nheld until completed */
     void *park_data; /* http_park's data, handed to the call after the resume */
+    void (*park_drop)(void *data); /* park_data never handed over (the client went away) */
     struct conn_state *prev, *next; /* parked list */
     struct timespec started;
     int64_t started_ms;

@@ -1,6 +1,6 @@
 /* Group commit.
  * Deposits, withdrawals, closes and transfers, with or without an Idempotency-Key, that arrive
- * while batches are in flight queue up; whoever finds a free leader slot takes the queue and
+ * while a batch is in flight queue up; the committer thread takes the queue and
  * runs it as one transaction in two round trips (BEGIN + locks + key claims + positions, then
  * events/outbox/accounts + the keys' responses + COMMIT), so N
  * concurrent commands share one WAL flush. A key used before (a replay) or twice in the batch
@@ -33,16 +33,14 @@ struct group {
     struct pool *pool;
     struct fastpub *pub;
     pthread_mutex_t qmu;
+    pthread_cond_t queued;         /* the committer: something was queued, or stop */
     struct pending *qhead, *qtail; /* queued commands */
-    bool forming;                  /* a batch is taking its locks and deciding */
-    int inflight, max_inflight;    /* batches running now (forming or committing) */
+    bool stop;
+    bool started;
+    pthread_t committer;
 };
 
-/* A batch's leader slot: released when its writes and COMMIT are sent (grouptx's sent). */
-struct lead {
-    struct group *g;
-    bool released;
-};
+static void *committer_main(void *arg);
 
 status group_create(struct group **out, struct pool *p, struct fastpub *pub, struct err *e)
 {
@@ -54,17 +52,23 @@ status group_create(struct group **out, struct pool *p, struct fastpub *pub, str
     b->pool = p;
     b->pub = pub;
     pthread_mutex_init(&b->qmu, NULL);
-    /* One batch at a time: the next one fills up while it runs, which keeps the batches (and
-     * the saving) large; the other connections of the pool serve the commands that run alone.
-     * Two in flight (the next batch forming while the first one's WAL flush runs, which
-     * lead_release allows when max_inflight is 2) cost more than they hid on 2 cores: the
+    pthread_cond_init(&b->queued, NULL);
+    /* One batch at a time (one committer thread): the next one fills up while it runs, which
+     * keeps the batches (and the saving) large; the other connections of the pool serve the
+     * commands that run alone. Two in flight (the next batch forming while the first one's WAL
+     * flush runs, which the leader/follower group commit before the committer thread allowed)
+     * cost more than they hid on 2 cores: the
      * second batch formed with whatever had queued (31% of the batches held one command) and
      * found rows the first one still held, whose commands then ran alone, each a transaction
      * and a WAL flush of its own. In alternating `BENCH_ONLY=writer bench/run --quick` runs
      * one batch at a time did 8,466/8,681/6,776/6,911 deposits/s against 7,634/8,080/5,853/6,675,
      * end-to-end p50 3.9-4.9 ms against 6.1-10.1 ms, Postgres 58-60 us of CPU per deposit
      * against 91-96 us. Four fully concurrent batches were slower still (docs/benchmarks.md). */
-    b->max_inflight = 1;
+    if (pthread_create(&b->committer, NULL, committer_main, b) != 0) {
+        group_free(&b);
+        return err_set(e, ST_INTERNAL, "unable to start the group commit thread");
+    }
+    b->started = true;
     *out = b;
     return ST_OK;
 }
@@ -75,6 +79,14 @@ void group_free(struct group **bp)
 
     if (b == NULL)
         return;
+    if (b->started) { /* the queue is run to its end first */
+        pthread_mutex_lock(&b->qmu);
+        b->stop = true;
+        pthread_cond_signal(&b->queued);
+        pthread_mutex_unlock(&b->qmu);
+        pthread_join(b->committer, NULL);
+    }
+    pthread_cond_destroy(&b->queued);
     pthread_mutex_destroy(&b->qmu);
     free(b);
     *bp = NULL;
@@ -112,21 +124,7 @@ static void answer_decided(struct pending **batch, int n, const struct err *e)
         }
 }
 
-/* grouptx's sent: the next batch may take the queue. */
-static void lead_release(void *arg)
-{
-    struct lead *l = arg;
-    struct group *g = l->g;
-
-    pthread_mutex_lock(&g->qmu);
-    g->forming = false;
-    l->released = true;
-    if (g->qhead != NULL)
-        pthread_cond_signal(&g->qhead->cv);
-    pthread_mutex_unlock(&g->qmu);
-}
-
-static void run_batch(struct group *s, struct pending **batch, int n, struct lead *lead)
+static void run_batch(struct group *s, struct pending **batch, int n)
 {
     const struct cfg *cfg = pool_cfg(s->pool);
     struct pool_slot *sl = NULL;
@@ -150,7 +148,7 @@ static void run_batch(struct group *s, struct pending **batch, int n, struct lea
         }
         return;
     }
-    end = grouptx_run(sl->conn, batch, n, s->pub == NULL, lead_release, lead, s->pub, &ticket, xid, sizeof xid,
+    end = grouptx_run(sl->conn, batch, n, s->pub == NULL, NULL, NULL, s->pub, &ticket, xid, sizeof xid,
                       &event_ids, &be);
     if (PQpipelineStatus(sl->conn) != PQ_PIPELINE_OFF) {
         pool_discard(sl); /* left mid-pipeline: not reusable */
@@ -223,69 +221,103 @@ bool group_accepts(const struct command *c, const struct store_meta *m)
            c->kind == CMD_TRANSFER;
 }
 
-status group_execute(struct group *s, const struct command *c, const struct store_meta *m,
-                     struct store_reply *out, struct err *e)
+/* Takes the queue, up to BATCH_MAX at a time, and runs it as a batch; each command's finish
+ * is called once its batch ended (not touched afterwards: it may free the command). */
+static void *committer_main(void *arg)
 {
-    struct pending p, *batch[BATCH_MAX];
-    char *request = NULL;
+    struct group *s = arg;
+    struct pending *batch[BATCH_MAX];
 
-    memset(out, 0, sizeof *out);
-    memset(&p, 0, sizeof p);
-    p.c = c;
-    p.m = m;
-    p.out = out;
-    p.e = e;
-    p.retention_s = pool_cfg(s->pool)->idempotency_retention_s;
-    if (m->idempotency_key != NULL) {
-        /* canonical JSON in the caller's thread, not the leader's */
-        p.request = request = idem_request_text(m);
-        if (request == NULL)
-            return err_set(e, ST_INTERNAL, "out of memory");
-    }
-    pthread_cond_init(&p.cv, NULL);
     pthread_mutex_lock(&s->qmu);
-    if (s->qtail != NULL)
-        s->qtail->next = &p;
-    else
-        s->qhead = &p;
-    s->qtail = &p;
-    while (!p.done) {
+    for (;;) {
         int n = 0;
-        struct lead lead = {s, false};
-        if (s->forming || s->inflight >= s->max_inflight || s->qhead == NULL) {
-            pthread_cond_wait(&p.cv, &s->qmu);
-            continue;
-        }
+        while (s->qhead == NULL && !s->stop)
+            pthread_cond_wait(&s->queued, &s->qmu);
+        if (s->qhead == NULL)
+            break;
         while (s->qhead != NULL && n < BATCH_MAX) {
             batch[n++] = s->qhead;
             s->qhead = s->qhead->next;
         }
         if (s->qhead == NULL)
             s->qtail = NULL;
-        s->forming = true;
-        s->inflight++;
         pthread_mutex_unlock(&s->qmu);
-        run_batch(s, batch, n, &lead);
+        run_batch(s, batch, n);
+        for (int i = 0; i < n; i++)
+            batch[i]->finish(batch[i]);
         pthread_mutex_lock(&s->qmu);
-        if (!lead.released)
-            s->forming = false;
-        s->inflight--;
-        for (int i = 0; i < n; i++) {
-            batch[i]->done = true;
-            if (batch[i] != &p)
-                pthread_cond_signal(&batch[i]->cv);
-        }
-        if (s->qhead != NULL) /* hand the lead to the oldest waiter */
-            pthread_cond_signal(&s->qhead->cv);
     }
     pthread_mutex_unlock(&s->qmu);
+    return NULL;
+}
+
+status group_submit(struct group *s, struct pending *p)
+{
+    memset(p->out, 0, sizeof *p->out);
+    p->retention_s = pool_cfg(s->pool)->idempotency_retention_s;
+    p->request = NULL;
+    p->next = NULL;
+    p->done = false;
+    if (p->m->idempotency_key != NULL) {
+        /* canonical JSON in the caller's thread, not the committer's */
+        p->request = idem_request_text(p->m);
+        if (p->request == NULL)
+            return err_set(p->e, ST_INTERNAL, "out of memory");
+    }
+    pthread_mutex_lock(&s->qmu);
+    if (s->qtail != NULL)
+        s->qtail->next = p;
+    else
+        s->qhead = p;
+    s->qtail = p;
+    pthread_cond_signal(&s->queued);
+    pthread_mutex_unlock(&s->qmu);
+    return ST_OK;
+}
+
+void group_pending_release(struct pending *p)
+{
+    free(p->request);
+    p->request = NULL;
+}
+
+/* group_execute's finish: wakes its caller. */
+static void wake_caller(struct pending *p)
+{
+    struct group *s = p->arg;
+
+    pthread_mutex_lock(&s->qmu);
+    p->done = true;
+    pthread_cond_signal(&p->cv);
+    pthread_mutex_unlock(&s->qmu);
+}
+
+status group_execute(struct group *s, const struct command *c, const struct store_meta *m,
+                     struct store_reply *out, struct err *e)
+{
+    struct pending p;
+
+    memset(&p, 0, sizeof p);
+    p.c = c;
+    p.m = m;
+    p.out = out;
+    p.e = e;
+    p.finish = wake_caller;
+    p.arg = s;
+    if (group_submit(s, &p) != ST_OK)
+        return e->code;
+    pthread_cond_init(&p.cv, NULL);
+    pthread_mutex_lock(&s->qmu);
+    while (!p.done)
+        pthread_cond_wait(&p.cv, &s->qmu);
+    pthread_mutex_unlock(&s->qmu);
     pthread_cond_destroy(&p.cv);
-    if (p.alone) /* in this thread: the batch leader moves on */
+    group_pending_release(&p);
+    if (p.alone) /* in this thread: the committer moves on */
         p.st = single_execute(s->pool, s->pub, c, m, out, e);
     if (p.st != ST_OK) {
         free(out->body);
         memset(out, 0, sizeof *out);
     }
-    free(request);
     return p.st;
 }

@@ -13,16 +13,18 @@
 #include "status.h"
 #include "store.h"
 
-/* A queued command: its caller's thread waits on cv until done. */
+/* A queued command: finish(p) is called on the committer's thread once its batch ended. */
 struct pending {
     const struct command *c;
     const struct store_meta *m;
     struct store_reply *out;
     struct err *e;
-    const char *request; /* keyed: idem_request_text of m (its hash is what the key binds) */
-    int retention_s;     /* IDEMPOTENCY_RETENTION_S (the same in every command) */
+    void (*finish)(struct pending *p);
+    void *arg; /* finish's */
+    char *request;   /* keyed: idem_request_text of m (its hash is what the key binds) */
+    int retention_s; /* IDEMPOTENCY_RETENTION_S (the same in every command) */
     status st;
-    bool done;
+    bool done;         /* group_execute: its caller waits on cv until then */
     pthread_cond_t cv;
     struct pending *next;
     /* filled while the batch runs */

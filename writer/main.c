@@ -15,6 +15,7 @@
 #include "httpd.h"
 #include "jsonx.h"
 #include "janitor.h"
+#include "job.h"
 #include "log.h"
 #include "relay.h"
 #include "store.h"
@@ -82,66 +83,130 @@ static void reply_failure(struct http_response *resp, const struct err *e, const
     http_reply_error(resp, 500, "internal_error", "internal error; nothing was applied");
 }
 
+/* The answer to a command whose job ended; frees the job. */
+static void reply_command(const struct cmd_route *rt, struct store_job *j, struct http_response *resp)
+{
+    if (j->st != ST_OK) {
+        if (j->e.code == ST_UNAVAILABLE || j->e.code == ST_INTERNAL) {
+            log_warn("command=%s route=\"%s\" account=%s %s: %s", j->m.command_id, rt->route, j->c.account_id,
+                     j->e.reason, j->e.msg);
+            reply_failure(resp, &j->e, j->m.command_id);
+        } else {
+            reply_err(resp, &j->e);
+        }
+        wm_command(rt->kind, j->e.reason);
+    } else {
+        wm_command(rt->kind, j->out.replayed ? "replayed" : "ok");
+        if (j->out.replayed)
+            http_set_header(resp, "Idempotent-Replayed", "true");
+        http_reply(resp, j->out.http_status, j->out.body);
+        j->out.body = NULL;
+    }
+    free(j->out.body);
+    free(j);
+}
+
+static void reply_ready(struct store_job *j, struct http_response *resp)
+{
+    if (j->st != ST_OK) {
+        log_warn("readyz: %s", j->e.msg);
+        http_set_header(resp, "Retry-After", "1"); /* as every 503 of the contract */
+        http_reply_error(resp, 503, "store_unavailable", "the event store is unavailable");
+    } else {
+        http_reply(resp, 200, strdup("{\"status\":\"ready\"}"));
+    }
+    free(j);
+}
+
+/* http_park's drop: the client went away before its answer (the command ran all the same). */
+static void drop_job(void *data)
+{
+    struct store_job *j = data;
+
+    if (!j->ping)
+        wm_command(j->c.kind, j->st != ST_OK ? j->e.reason : j->out.replayed ? "replayed" : "ok");
+    free(j->out.body);
+    free(j);
+}
+
+/* The job's done: the parked request is called again, with the job, and replies. */
+static void job_done(struct store_job *j)
+{
+    http_resume(j->arg);
+}
+
+/* Runs j: with an epoll pool, parked until the store's threads have run it (true: the
+ * handler returns, its next call replies); with a thread per connection, in this thread. */
+static bool run_job(struct writer *w, const struct http_request *req, struct http_response *resp,
+                    struct store_job *j)
+{
+    j->request_id = req->request_id;
+    if (w->cfg->http_threads > 0 && (j->arg = http_park(req, resp, j, drop_job)) != NULL) {
+        j->done = job_done;
+        store_submit(w->store, j);
+        return true;
+    }
+    if (j->ping)
+        j->st = store_ping(w->store, &j->e);
+    else
+        j->st = store_execute(w->store, &j->c, &j->m, &j->out, &j->e);
+    return false;
+}
+
 static void handle_command(struct writer *w, const struct cmd_route *rt,
                            const struct http_request *req, struct http_response *resp)
 {
-    struct command c;
-    struct store_meta m;
-    struct store_reply out = {0};
+    struct store_job *j;
+    struct command *c;
+    struct store_meta *m;
     struct err e = {0};
-    char scope[128];
     const char *key = http_header(req, "Idempotency-Key");
     const char *corr = http_header(req, "X-Correlation-Id");
 
     if (!http_require(req, resp, AUTH_WRITE))
         return;
-    if (cmd_parse(&c, rt->kind, rt->account_id, req->body, req->body_len, &e) != ST_OK ||
-        cmd_parse_if_match(&c.expected_version, http_header(req, "If-Match"), &e) != ST_OK ||
+    j = calloc(1, sizeof *j);
+    if (j == NULL) {
+        http_reply_error(resp, 500, "internal_error", "internal error; nothing was applied");
+        return;
+    }
+    c = &j->c;
+    m = &j->m;
+    if (cmd_parse(c, rt->kind, rt->account_id, req->body, req->body_len, &e) != ST_OK ||
+        cmd_parse_if_match(&c->expected_version, http_header(req, "If-Match"), &e) != ST_OK ||
         (key != NULL && cmd_check_idempotency_key(key, &e) != ST_OK)) {
         reply_err(resp, &e);
         wm_command(rt->kind, e.reason);
+        free(j);
         return;
     }
-    memset(&m, 0, sizeof m);
-    uuid_generate(m.command_id);
+    uuid_generate(m->command_id);
     /* a caller's correlation id is kept only when it is a UUID (the envelope's type) */
-    if (corr == NULL || !uuid_parse(corr, strlen(corr), m.correlation_id))
-        memcpy(m.correlation_id, m.command_id, sizeof m.correlation_id);
-    m.principal = req->who->sub;
-    m.idempotency_key = key;
+    if (corr == NULL || !uuid_parse(corr, strlen(corr), m->correlation_id))
+        memcpy(m->correlation_id, m->command_id, sizeof m->correlation_id);
+    /* these point into the request, which outlives the job (parked until it is done) */
+    m->principal = req->who->sub;
+    m->idempotency_key = key;
     /* the account of the path belongs to the request: one key sent to two accounts is reuse */
-    snprintf(scope, sizeof scope, "%s %s", rt->route, rt->account_id);
-    m.scope = scope;
-    m.body = req->body;
-    m.body_len = req->body_len;
+    snprintf(j->scope, sizeof j->scope, "%s %s", rt->route, rt->account_id);
+    m->scope = j->scope;
+    m->body = req->body;
+    m->body_len = req->body_len;
     if (!(req->who->scopes & AUTH_ADMIN))
-        snprintf(c.actor, sizeof c.actor, "%s", req->who->sub);
+        snprintf(c->actor, sizeof c->actor, "%s", req->who->sub);
     /* an account is opened for the caller only (admin: for anyone) */
-    if (c.kind == CMD_OPEN && !auth_owns(req->who, c.owner)) {
+    if (c->kind == CMD_OPEN && !auth_owns(req->who, c->owner)) {
         http_reply_error(resp, 403, "forbidden", "a token may open accounts only for its own owner");
         wm_command(rt->kind, "forbidden");
+        free(j);
         return;
     }
-    if (c.kind == CMD_OPEN)
-        uuid_generate(c.account_id);
-    if (c.kind == CMD_TRANSFER)
-        uuid_generate(c.transfer_id);
-
-    if (store_execute(w->store, &c, &m, &out, &e) != ST_OK) {
-        if (e.code == ST_UNAVAILABLE || e.code == ST_INTERNAL) {
-            log_warn("command=%s route=\"%s\" account=%s %s: %s", m.command_id, rt->route, c.account_id,
-                     e.reason, e.msg);
-            reply_failure(resp, &e, m.command_id);
-        } else {
-            reply_err(resp, &e);
-        }
-        wm_command(rt->kind, e.reason);
-        return;
-    }
-    wm_command(rt->kind, out.replayed ? "replayed" : "ok");
-    if (out.replayed)
-        http_set_header(resp, "Idempotent-Replayed", "true");
-    http_reply(resp, out.http_status, out.body);
+    if (c->kind == CMD_OPEN)
+        uuid_generate(c->account_id);
+    if (c->kind == CMD_TRANSFER)
+        uuid_generate(c->transfer_id);
+    if (!run_job(w, req, resp, j))
+        reply_command(rt, j, resp);
 }
 
 static void handle(void *ctx, const struct http_request *req, struct http_response *resp)
@@ -149,9 +214,17 @@ static void handle(void *ctx, const struct http_request *req, struct http_respon
     struct writer *w = ctx;
     struct cmd_route rt;
     struct err e = {0};
+    struct store_job *j;
     status st = cmd_route(&rt, req->path, &e);
 
     http_set_route(resp, rt.route);
+    if (req->park_data != NULL) { /* its job is done: the answer */
+        if (((struct store_job *)req->park_data)->ping)
+            reply_ready(req->park_data, resp);
+        else
+            reply_command(&rt, req->park_data, resp);
+        return;
+    }
     if (st != ST_OK) {
         reply_err(resp, &e);
         return;
@@ -168,12 +241,13 @@ static void handle(void *ctx, const struct http_request *req, struct http_respon
         http_reply(resp, 200, strdup("{\"status\":\"ok\"}"));
         return;
     case CMD_READYZ:
-        if (store_ping(w->store, &e) != ST_OK) {
-            log_warn("readyz: %s", e.msg);
-            http_set_header(resp, "Retry-After", "1"); /* as every 503 of the contract */
-            http_reply_error(resp, 503, "store_unavailable", "the event store is unavailable");
-        } else
-            http_reply(resp, 200, strdup("{\"status\":\"ready\"}"));
+        if ((j = calloc(1, sizeof *j)) == NULL) {
+            http_reply_error(resp, 500, "internal_error", "out of memory");
+            return;
+        }
+        j->ping = true;
+        if (!run_job(w, req, resp, j))
+            reply_ready(j, resp);
         return;
     default:
         handle_command(w, &rt, req, resp);
@@ -305,6 +379,9 @@ int main(int argc, char **argv)
              auth_mode_str(auth));
     svc_wait_stop();
     log_info("stopping: draining requests");
+    /* new commands get 503 (not applied) from here; every one submitted is answered with its
+     * true outcome before the HTTP server stops (which waits for their parked requests) */
+    store_drain(w.store);
     rc = 0;
 cleanup:
     http_server_stop(&srv);

@@ -29,6 +29,14 @@ struct work {
 };
 
 static atomic_int resumed_total;
+static atomic_int dropped_total;
+
+/* http_park's drop: a client gone before its resumed call */
+static void drop(void *data)
+{
+    atomic_fetch_add(&dropped_total, 1);
+    free(data);
+}
 
 static void *resumer(void *arg)
 {
@@ -63,7 +71,7 @@ static void handler(void *ctx, const struct http_request *req, struct http_respo
     w = calloc(1, sizeof *w);
     assert_non_null(w);
     sscanf(req->path + 6, "%d/%d", &w->delay_ms, &w->n);
-    w->token = http_park(req, resp, w);
+    w->token = http_park(req, resp, w, drop);
     assert_non_null(w->token);
     assert_int_equal(pthread_create(&t, NULL, resumer, w), 0);
     pthread_detach(t);
@@ -166,7 +174,7 @@ static void test_a_client_gone_while_parked(void **state)
     char b[64];
     struct http_server *srv = start(b, sizeof b, 2);
     struct thttp_resp r;
-    int before = atomic_load(&resumed_total);
+    int before = atomic_load(&resumed_total), dropped = atomic_load(&dropped_total);
 
     (void)state;
     for (int i = 0; i < 20; i++)
@@ -177,6 +185,8 @@ static void test_a_client_gone_while_parked(void **state)
     thttp_resp_release(&r);
     usleep(300 * 1000);
     assert_int_equal(atomic_load(&resumed_total) - before, 21);
+    /* each of the 20 either answered into a closed socket or dropped (no leak under ASan) */
+    printf("  %d of 20 gone clients' data dropped without a second call\n", atomic_load(&dropped_total) - dropped);
     http_server_stop(&srv); /* would wait forever for a request never completed */
 }
 
