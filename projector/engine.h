@@ -115,11 +115,12 @@ status pj_read_stream(struct pj *p, const char *id, int64_t from, int64_t to, st
                       int *n, struct err *e) WUR;
 void pj_items_free(struct pj_item *items, int n);
 
-/* Catch-up sweep: applies up to limit events of the events table after the generation's tail
- * cursor (commit-safe order) and advances the cursor; also records the store head in rm:head.
- * *count is the number of events read (limit: call again soon). Skips (count 0) while
- * another worker holds the sweep lease. */
-status pj_sweep(struct pj *p, int limit, int *count, struct err *e) WUR;
+/* Catch-up sweep: reads up to limit events of the events table after the generation's tail
+ * cursor (commit-safe order) by their ids and versions only, applies those the current
+ * generation does not hold yet (read whole, *fetched of them) and advances the cursor; also
+ * records the store head in rm:head. *count is the number of events read (limit: call again
+ * soon). Skips (count 0) while another worker holds the sweep lease. */
+status pj_sweep(struct pj *p, int limit, int *count, int *fetched, struct err *e) WUR;
 
 /* Parks a poison item in rm:parked (under a generated id when it has none) and stalls its
  * account in rm:stalled (the first cause is kept). */

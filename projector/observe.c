@@ -138,7 +138,7 @@ static status read_side(struct pj *p, int *has_model, struct err *e)
     return ST_OK;
 }
 
-static void count_sweep(const char *result, double runs, double events);
+static void count_sweep(const char *result, double runs, double events, double fetched);
 
 void pj_observe(struct pj *p, const struct pj_counts *n, int subscribed)
 {
@@ -148,8 +148,8 @@ void pj_observe(struct pj *p, const struct pj_counts *n, int subscribed)
     struct err e;
 
     if (last == 0) { /* both results exist from the start, so an alert on failures has a series */
-        count_sweep("result=\"ok\"", 0, 0);
-        count_sweep("result=\"failed\"", 0, 0);
+        count_sweep("result=\"ok\"", 0, 0, 0);
+        count_sweep("result=\"failed\"", 0, 0, 0);
     }
     counters(n);
     if (last != 0 && now - last < REFRESH_MS)
@@ -170,16 +170,19 @@ void pj_observe(struct pj *p, const struct pj_counts *n, int subscribed)
         pj_http_set_ready(1, NULL);
 }
 
-static void count_sweep(const char *result, double runs, double events)
+static void count_sweep(const char *result, double runs, double events, double fetched)
 {
     metrics_counter_add_l("projector_sweep_runs_total", result, "Catch-up sweeps of the events table by result.", runs);
     metrics_counter_add("projector_sweep_events_total", "Events the catch-up sweeps read from the events table.",
                         events);
+    metrics_counter_add("projector_sweep_fetched_events_total",
+                        "Events the catch-up sweeps found missing from the read model and read whole to apply them.",
+                        fetched);
 }
 
-void pj_observe_sweep(int ok, int count)
+void pj_observe_sweep(int ok, int count, int fetched)
 {
-    count_sweep(ok ? "result=\"ok\"" : "result=\"failed\"", 1, (double)count);
+    count_sweep(ok ? "result=\"ok\"" : "result=\"failed\"", 1, (double)count, (double)fetched);
 }
 
 void pj_observe_owned(int n)

@@ -23,7 +23,8 @@ void pj_observe(struct pj *p, const struct pj_counts *n, int subscribed);
  * pending; a partition no longer owned (owned 0) has its series removed. */
 void pj_observe_owned(int n);
 void pj_observe_partition(int part, int owned, uint64_t pending, int64_t lag_ms);
-/* Counts one catch-up sweep that read count events (ok 0: it failed). */
-void pj_observe_sweep(int ok, int count);
+/* Counts one catch-up sweep that read count events and fetched whole the ones the read model
+ * lacked (ok 0: it failed). */
+void pj_observe_sweep(int ok, int count, int fetched);
 
 #endif

@@ -399,16 +399,16 @@ int worker_run(const struct cfg *c)
         pj_observe(&p, &n, owner_started);
         observe_partitions(&w, published);
         if (sweep_more || now - last_sweep >= SWEEP_INTERVAL_MS) {
-            int count = 0;
+            int count = 0, fetched = 0;
             status st;
             err_clear(&e);
-            st = pj_sweep(&p, SWEEP_LIMIT, &count, &e);
+            st = pj_sweep(&p, SWEEP_LIMIT, &count, &fetched, &e);
             if (st != ST_OK)
                 log_warn("catch-up sweep: %s", e.msg);
-            pj_observe_sweep(st == ST_OK, count);
+            pj_observe_sweep(st == ST_OK, count, fetched);
             sweep_more = count == SWEEP_LIMIT;
             if (count > 0)
-                log_debug("catch-up sweep read %d events", count);
+                log_debug("catch-up sweep read %d events, %d of them not applied yet", count, fetched);
             last_sweep = now;
             heal_check(&p, &heal);
         }
