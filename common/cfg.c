@@ -75,8 +75,9 @@ static const struct cfg_entry cfg_table[] = {
      "concurrent min_version waits (beyond: 503 at once)"},
     {"PG_POOL_SIZE", CFG_INT, I(pg_pool_size), "8", 1, 256,
      "Postgres connections (writer: commands; read API: event-store lookups)"},
-    {"HTTP_THREADS", CFG_INT, I(http_threads), "0", 0, 256,
-     "HTTP worker threads (0: one per connection)"},
+    {"HTTP_THREADS", CFG_INT, I(http_threads), "2", 0, 256,
+     "HTTP worker threads of an epoll pool (writer 0: a thread per connection instead; read API "
+     "0: 4)"},
     {"PROJECTOR_BATCH", CFG_INT, I(projector_batch), "512", 1, 10000, "messages per pull"},
     {"PROJECTOR_FETCH_BYTES", CFG_INT, I(projector_fetch_bytes), "4194304", 65536, 268435456,
      "bytes one fetch of a partition may bring (with PROJECTOR_BATCH, bounds a worker's memory)"},
