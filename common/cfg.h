@@ -54,6 +54,7 @@ struct cfg {
     int relay_batch;      /* outbox rows per publish round */
     int lock_timeout_ms;  /* writer: wait for an account row lock */
     int outcome_wait_ms;  /* writer: bound on resolving a lost COMMIT answer */
+    int group_commit_delay_us; /* writer: gather time before a batch while commands come together */
     int idempotency_retention_s; /* writer: lifetime of an idempotency record */
     int relay_bus_giveup_ms;     /* writer: unpublishable this long: the relay lock is released */
     int publish_after_commit;    /* writer: events published right behind their COMMIT */

@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "db.h"
 #include "grouptx.h"
@@ -38,6 +39,8 @@ struct group {
     bool stop;
     bool started;
     pthread_t committer;
+    int delay_us; /* GROUP_COMMIT_DELAY_US */
+    int last_n;   /* commands in the committer's last batch */
 };
 
 static void *committer_main(void *arg);
@@ -51,6 +54,7 @@ status group_create(struct group **out, struct pool *p, struct fastpub *pub, str
         return err_set(e, ST_INTERNAL, "out of memory");
     b->pool = p;
     b->pub = pub;
+    b->delay_us = pool_cfg(p)->group_commit_delay_us;
     pthread_mutex_init(&b->qmu, NULL);
     pthread_cond_init(&b->queued, NULL);
     /* One batch at a time (one committer thread): the next one fills up while it runs, which
@@ -235,6 +239,13 @@ static void *committer_main(void *arg)
             pthread_cond_wait(&s->queued, &s->qmu);
         if (s->qhead == NULL)
             break;
+        if (s->delay_us > 0 && s->last_n > 1 && !s->stop) {
+            /* commands come together: let more join this batch (Postgres's commit_delay) */
+            struct timespec d = {0, (long)s->delay_us * 1000L};
+            pthread_mutex_unlock(&s->qmu);
+            nanosleep(&d, NULL);
+            pthread_mutex_lock(&s->qmu);
+        }
         while (s->qhead != NULL && n < BATCH_MAX) {
             batch[n++] = s->qhead;
             s->qhead = s->qhead->next;
@@ -242,6 +253,7 @@ static void *committer_main(void *arg)
         if (s->qhead == NULL)
             s->qtail = NULL;
         pthread_mutex_unlock(&s->qmu);
+        s->last_n = n;
         run_batch(s, batch, n);
         for (int i = 0; i < n; i++)
             batch[i]->finish(batch[i]);
