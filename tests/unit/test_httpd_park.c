@@ -183,7 +183,10 @@ static void test_a_client_gone_while_parked(void **state)
     assert_int_equal(thttp_request(&r, "GET", b, "/park/0/1", NULL, NULL, 5000), 0);
     assert_int_equal(r.status, 200);
     thttp_resp_release(&r);
-    usleep(300 * 1000);
+    /* every resumer has run (each sleeps 200 ms; under valgrind far longer) */
+    for (int64_t until = svc_mono_ms() + 20000;
+         atomic_load(&resumed_total) - before < 21 && svc_mono_ms() < until;)
+        usleep(10 * 1000);
     assert_int_equal(atomic_load(&resumed_total) - before, 21);
     /* each of the 20 either answered into a closed socket or dropped (no leak under ASan) */
     printf("  %d of 20 gone clients' data dropped without a second call\n", atomic_load(&dropped_total) - dropped);
