@@ -202,6 +202,28 @@ static long projector_nats_msgs(void)
     return n;
 }
 
+/* n deposits 25 ms apart on id, each waited for in generation cur: the sum and the worst of
+ * the times from its 2xx to Redis holding it (ms). */
+static void deposits_applied(redisContext *rc, long cur, const char *id, int n, int64_t *total,
+                             int64_t *worst)
+{
+    for (int i = 0; i < n; i++) {
+        json_t *doc = tw_money(id, "deposits", 1, "tail");
+        int64_t v = tw_int(doc, "version"), t0 = tnow_ms(), took;
+
+        json_decref(doc);
+        while (held_version(rc, cur, id) < v) {
+            if (tnow_ms() - t0 > 5000)
+                tfail("version %lld not applied 5 s after its deposit", (long long)v);
+            usleep(500);
+        }
+        took = tnow_ms() - t0;
+        *total += took;
+        *worst = took > *worst ? took : *worst;
+        usleep(25000);
+    }
+}
+
 #define TAIL_EVENTS 80
 
 static void test_standing_pull_applies_each_event(void **state)
@@ -215,21 +237,7 @@ static void test_standing_pull_applies_each_event(void **state)
     tw_open(id, "live-owner", "tail", "EUR", 0);
     deposit_seen(id, 1);
     m0 = projector_nats_msgs();
-    for (int i = 0; i < TAIL_EVENTS; i++) {
-        json_t *doc = tw_money(id, "deposits", 1, "tail");
-        int64_t v = tw_int(doc, "version"), t0 = tnow_ms(), took;
-
-        json_decref(doc);
-        while (held_version(rc, cur, id) < v) {
-            if (tnow_ms() - t0 > 5000)
-                tfail("version %lld not applied 5 s after its deposit", (long long)v);
-            usleep(500);
-        }
-        took = tnow_ms() - t0;
-        total += took;
-        worst = took > worst ? took : worst;
-        usleep(25000);
-    }
+    deposits_applied(rc, cur, id, TAIL_EVENTS, &total, &worst);
     m1 = projector_nats_msgs();
     fprintf(stderr, "%d deposits 25 ms apart: applied %.1f ms after the 2xx on average, %lld ms at worst; "
             "the projector sent %ld NATS messages meanwhile\n", TAIL_EVENTS, (double)total / TAIL_EVENTS,
@@ -286,21 +294,7 @@ static void test_live_tail_after_nats_restart(void **state)
     deposit_seen(id, 1);
     usleep(3000000);
     a0 = live_applied();
-    for (int i = 0; i < AFTER_RESTART_EVENTS; i++) {
-        json_t *doc = tw_money(id, "deposits", 1, "restart");
-        int64_t v = tw_int(doc, "version"), t0 = tnow_ms(), took;
-
-        json_decref(doc);
-        while (held_version(rc, cur, id) < v) {
-            if (tnow_ms() - t0 > 5000)
-                tfail("version %lld not applied 5 s after its deposit", (long long)v);
-            usleep(500);
-        }
-        took = tnow_ms() - t0;
-        total += took;
-        worst = took > worst ? took : worst;
-        usleep(25000);
-    }
+    deposits_applied(rc, cur, id, AFTER_RESTART_EVENTS, &total, &worst);
     a1 = live_applied();
     fprintf(stderr, "after nats-server restarted (%lld ms ago): %d deposits applied %.1f ms after "
             "the 2xx on average, %lld ms at worst; %ld by the live path\n",

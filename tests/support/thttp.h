@@ -28,6 +28,8 @@ int thttp_request_as(struct thttp_resp *out, const char *method, const char *bas
 int thttp_exchange(struct thttp_resp *out, const char *base, const char *data, size_t data_len,
                    int timeout_ms);
 void thttp_resp_release(struct thttp_resp *r);
+/* A loopback TCP port free at the moment of the call (for a server a test starts itself). */
+int thttp_free_port(void);
 /* Fails the test when an error body (doc) names what belongs in the log only: a store's host
  * or port, an SQL state, a library's words. what: the request, for the failure message. */
 void thttp_assert_no_internals(const char *what, const json_t *doc);

@@ -56,22 +56,6 @@ static void handler(void *ctx, const struct http_request *req, struct http_respo
     http_reply(resp, 200, strdup("{\"ok\":true}"));
 }
 
-static int free_port(void)
-{
-    struct sockaddr_in a;
-    socklen_t len = sizeof a;
-    int fd = socket(AF_INET, SOCK_STREAM, 0), port;
-
-    memset(&a, 0, sizeof a);
-    a.sin_family = AF_INET;
-    inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
-    assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
-    assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &len), 0);
-    port = ntohs(a.sin_port);
-    close(fd);
-    return port;
-}
-
 static int setup(void **state)
 {
     struct http_server_opts o = {.bind = "127.0.0.1", .threads = 4, .max_body = 4096,
@@ -79,7 +63,7 @@ static int setup(void **state)
     struct err e = {0};
 
     (void)state;
-    o.port = free_port();
+    o.port = thttp_free_port();
     snprintf(base, sizeof base, "http://127.0.0.1:%d", o.port);
     if (http_server_start(&srv, &o, &e) != ST_OK)
         tfail("http_server_start: %s", e.msg);

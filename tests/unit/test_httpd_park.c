@@ -77,22 +77,6 @@ static void handler(void *ctx, const struct http_request *req, struct http_respo
     pthread_detach(t);
 }
 
-static int free_port(void)
-{
-    struct sockaddr_in a;
-    socklen_t len = sizeof a;
-    int fd = socket(AF_INET, SOCK_STREAM, 0), port;
-
-    memset(&a, 0, sizeof a);
-    a.sin_family = AF_INET;
-    inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
-    assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
-    assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &len), 0);
-    port = ntohs(a.sin_port);
-    close(fd);
-    return port;
-}
-
 static struct http_server *start(char *base, size_t len, int threads)
 {
     struct http_server_opts o = {.bind = "127.0.0.1", .threads = threads, .max_body = 4096,
@@ -100,7 +84,7 @@ static struct http_server *start(char *base, size_t len, int threads)
     struct http_server *srv = NULL;
     struct err e = {0};
 
-    o.port = free_port();
+    o.port = thttp_free_port();
     snprintf(base, len, "http://127.0.0.1:%d", o.port);
     if (http_server_start(&srv, &o, &e) != ST_OK)
         tfail("http_server_start: %s", e.msg);
