@@ -36,21 +36,6 @@
 
 static int redis_port;
 
-static int free_port(void)
-{
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = 0};
-    socklen_t len = sizeof a;
-    int fd = socket(AF_INET, SOCK_STREAM, 0), port;
-
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof a) != 0 ||
-        getsockname(fd, (struct sockaddr *)&a, &len) != 0)
-        tfail("no free loopback port: %s", strerror(errno));
-    port = ntohs(a.sin_port);
-    close(fd);
-    return port;
-}
-
 /* --- the replica --- */
 
 static pid_t replica_pid;
@@ -106,7 +91,7 @@ static void replica_start(void)
     char port[16], master[64], log[512];
     int64_t t0 = tnow_ms();
 
-    replica_port = free_port();
+    replica_port = thttp_free_port();
     snprintf(replica_dir, sizeof replica_dir, "/tmp/cqrs-replica-XXXXXX");
     if (mkdtemp(replica_dir) == NULL)
         tfail("mkdtemp: %s", strerror(errno));
