@@ -316,9 +316,12 @@ status group_execute(struct group *s, const struct command *c, const struct stor
     p.e = e;
     p.finish = wake_caller;
     p.arg = s;
-    if (group_submit(s, &p) != ST_OK)
-        return e->code;
+    /* before the submit: the committer may finish p (and signal cv) before it returns */
     pthread_cond_init(&p.cv, NULL);
+    if (group_submit(s, &p) != ST_OK) {
+        pthread_cond_destroy(&p.cv);
+        return e->code;
+    }
     pthread_mutex_lock(&s->qmu);
     while (!p.done)
         pthread_cond_wait(&p.cv, &s->qmu);
