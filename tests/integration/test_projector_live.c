@@ -8,7 +8,7 @@
  * - an account stalled under a remembered view: the script's stall check refuses it, nothing
  *   is applied until the stall is lifted.
  * And the live tail's standing pull request (pull.c): events coming one by one are each applied
- * at once, without a pull request of their own; and after nats-server restarts (its consumers,
+ * at once, without a pull request of their own, also across the request's expiries; and after nats-server restarts (its consumers,
  * memory-stored, gone with it) the live tail takes events again, not only the 1 s sweep. */
 #include <setjmp.h>
 #include <signal.h>
@@ -202,12 +202,13 @@ static long projector_nats_msgs(void)
     return n;
 }
 
-/* n deposits 25 ms apart on id, each waited for in generation cur: the sum and the worst of
- * the times from its 2xx to Redis holding it (ms). */
-static void deposits_applied(redisContext *rc, long cur, const char *id, int n, int64_t *total,
-                             int64_t *worst)
+/* n deposits gap_ms apart, round-robin over ids, each waited for in generation cur: the sum
+ * and the worst of the times from its 2xx to Redis holding it (ms). */
+static void deposits_applied(redisContext *rc, long cur, char (*ids)[UUID_STR_SIZE], int nids, int n,
+                             int gap_ms, int64_t *total, int64_t *worst)
 {
     for (int i = 0; i < n; i++) {
+        const char *id = ids[i % nids];
         json_t *doc = tw_money(id, "deposits", 1, "tail");
         int64_t v = tw_int(doc, "version"), t0 = tnow_ms(), took;
 
@@ -220,7 +221,7 @@ static void deposits_applied(redisContext *rc, long cur, const char *id, int n, 
         took = tnow_ms() - t0;
         *total += took;
         *worst = took > *worst ? took : *worst;
-        usleep(25000);
+        usleep((useconds_t)gap_ms * 1000);
     }
 }
 
@@ -237,7 +238,7 @@ static void test_standing_pull_applies_each_event(void **state)
     tw_open(id, "live-owner", "tail", "EUR", 0);
     deposit_seen(id, 1);
     m0 = projector_nats_msgs();
-    deposits_applied(rc, cur, id, TAIL_EVENTS, &total, &worst);
+    deposits_applied(rc, cur, &id, 1, TAIL_EVENTS, 25, &total, &worst);
     m1 = projector_nats_msgs();
     fprintf(stderr, "%d deposits 25 ms apart: applied %.1f ms after the 2xx on average, %lld ms at worst; "
             "the projector sent %ld NATS messages meanwhile\n", TAIL_EVENTS, (double)total / TAIL_EVENTS,
@@ -246,6 +247,37 @@ static void test_standing_pull_applies_each_event(void **state)
     /* a request per delivery (no_wait) would be at least one message per event, plus one per
      * partition every 200 ms */
     assert_true(m1 - m0 < TAIL_EVENTS);
+    redisFree(rc);
+}
+
+#define EXPIRY_ACCOUNTS 32
+#define EXPIRY_EVENTS 1000 /* 10 ms apart: more than two of a standing request's 5 s expiries */
+
+/* Deposits round-robin over accounts of every partition for longer than two expiries of each
+ * partition's standing request. nats-server does not always answer an expired request with
+ * its 408: a projector that waited for silence instead (1.5 s) held that partition's events
+ * back, and every read of them, for about a second. */
+static void test_live_tail_across_request_expiries(void **state)
+{
+    redisContext *rc = tredis_open();
+    char ids[EXPIRY_ACCOUNTS][UUID_STR_SIZE];
+    long cur = current_gen(rc);
+    int64_t worst = 0, total = 0, t0;
+
+    (void)state;
+    for (int i = 0; i < EXPIRY_ACCOUNTS; i++) {
+        char name[32];
+        snprintf(name, sizeof name, "expiry-%d", i);
+        tw_open(ids[i], "live-owner", name, "EUR", 0);
+        deposit_seen(ids[i], 1);
+    }
+    t0 = tnow_ms();
+    deposits_applied(rc, cur, ids, EXPIRY_ACCOUNTS, EXPIRY_EVENTS, 10, &total, &worst);
+    fprintf(stderr, "%d deposits over %d accounts in %lld ms: applied %.1f ms after the 2xx on average, "
+            "%lld ms at worst\n", EXPIRY_EVENTS, EXPIRY_ACCOUNTS, (long long)(tnow_ms() - t0),
+            (double)total / EXPIRY_EVENTS, (long long)worst);
+    assert_true(tnow_ms() - t0 > 10000);
+    assert_true(worst < 1000);
     redisFree(rc);
 }
 
@@ -294,7 +326,7 @@ static void test_live_tail_after_nats_restart(void **state)
     deposit_seen(id, 1);
     usleep(3000000);
     a0 = live_applied();
-    deposits_applied(rc, cur, id, AFTER_RESTART_EVENTS, &total, &worst);
+    deposits_applied(rc, cur, &id, 1, AFTER_RESTART_EVENTS, 25, &total, &worst);
     a1 = live_applied();
     fprintf(stderr, "after nats-server restarted (%lld ms ago): %d deposits applied %.1f ms after "
             "the 2xx on average, %lld ms at worst; %ld by the live path\n",
@@ -313,6 +345,7 @@ int main(void)
         cmocka_unit_test(test_remembered_view_refused_and_read_again),
         cmocka_unit_test(test_remembered_view_of_a_stalled_account),
         cmocka_unit_test(test_standing_pull_applies_each_event),
+        cmocka_unit_test(test_live_tail_across_request_expiries),
         cmocka_unit_test(test_live_tail_after_nats_restart),
     };
     return cmocka_run_group_tests(tests, tstack_group_setup, tstack_group_teardown);
