@@ -3,6 +3,7 @@
  * rebuild, rollback and drop-generation. */
 #include <inttypes.h>
 #include <jansson.h>
+#include <malloc.h>
 #include <nats/nats.h>
 #include <pthread.h>
 #include <signal.h>
@@ -28,6 +29,8 @@
 #include "svc.h"
 #include "uuid.h"
 #include "worker.h"
+
+#define ARENAS 2 /* malloc arenas of a projector process (see main) */
 
 #define BACKOFF_MAX_MS 5000
 
@@ -442,6 +445,12 @@ int main(int argc, char **argv)
         return 2;
     }
     log_init("projector", (enum log_level)c.log_level, (enum log_format)c.log_format);
+    /* A thread per owned partition would each get a malloc arena of its own (up to 8 per core),
+     * every one keeping the high-water mark of the batches decoded in it: one worker catching
+     * up 16 partitions peaked at 108-120 MiB with them, 92-96 MiB with 2. MALLOC_ARENA_MAX, when
+     * set, is glibc's to apply. */
+    if (getenv("MALLOC_ARENA_MAX") == NULL)
+        (void)mallopt(M_ARENA_MAX, ARENAS);
     /* the handler only sets the flag: loops finish their batch and drain */
     svc_signals_install(0);
     if (strcmp(cmd, "run") == 0)
