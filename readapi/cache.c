@@ -121,7 +121,8 @@ static bool servable(struct rcache *c, const struct centry *en, long gen, int64_
            now_ms - en->filled_ms < c->ttl_ms;
 }
 
-int rc_below(struct rcache *c, const char *id, int64_t min_version, int64_t now_ms, int64_t *version)
+int rc_below(struct rcache *c, const char *id, int64_t min_version, int64_t now_ms, int64_t *version,
+             char **doc)
 {
     size_t slot = slot_of(c, id);
     struct stripe *s = stripe_of(c, slot);
@@ -133,6 +134,13 @@ int rc_below(struct rcache *c, const char *id, int64_t min_version, int64_t now_
     if (servable(c, en, atomic_load(&c->gen), now_ms) && en->version < min_version) {
         *version = en->version;
         below = 1;
+        if (doc != NULL) {
+            *doc = malloc(en->len + 1);
+            if (*doc != NULL)
+                memcpy(*doc, en->doc, en->len + 1);
+            else
+                below = 0;
+        }
     }
     pthread_mutex_unlock(&s->mu);
     if (below) /* answered from memory; otherwise the read that follows counts */

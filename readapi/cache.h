@@ -40,8 +40,10 @@ int rc_get(struct rcache *c, const char *id, int64_t min_version, int64_t now_ms
            int64_t *version, long *gen);
 /* Returns 1 (and the entry's version) when the cache holds id below min_version: no
  * notification of a newer version has come since it was filled, so Redis holds nothing newer
- * than what was announced (a parked read need not ask it again until one comes). */
-int rc_below(struct rcache *c, const char *id, int64_t min_version, int64_t now_ms, int64_t *version);
+ * than what was announced (a parked read need not ask it again until one comes). With doc not
+ * NULL, also a malloc'd copy of the cached document (0 when that copy cannot be made). */
+int rc_below(struct rcache *c, const char *id, int64_t min_version, int64_t now_ms, int64_t *version,
+             char **doc);
 /* Taken before reading id from Redis; rc_fill_commit stores only if nothing touched the account
  * (or cleared the cache) since. */
 struct rc_ticket rc_fill_begin(struct rcache *c, const char *id);

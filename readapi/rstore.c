@@ -145,9 +145,9 @@ status rs_account_fresh(struct rs_account *out, const char *id, struct err *e)
     return account_read(out, id, 0, rs__source(), &from, e);
 }
 
-bool rs_account_below(const char *id, int64_t min_version, int64_t *version)
+bool rs_account_below(const char *id, int64_t min_version, int64_t *version, char **doc)
 {
-    return cache != NULL && rc_below(cache, id, min_version, svc_mono_ms(), version);
+    return cache != NULL && rc_below(cache, id, min_version, svc_mono_ms(), version, doc);
 }
 
 status rs_account(struct rs_account *out, const char *id, int64_t min_version, struct err *e)

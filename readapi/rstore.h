@@ -35,9 +35,9 @@ status rs_account(struct rs_account *out, const char *id, int64_t min_version, s
  * never a failed read for the replica's sake. /projections and readiness ask the primary. */
 /* Loads one account from Redis (never the cache), with its stall record. */
 /* The document cache knows id is below min_version and nothing newer was announced since
- * (*version: the cached one): a parked read woken by another account's notification parks
- * again without a round trip. */
-bool rs_account_below(const char *id, int64_t min_version, int64_t *version);
+ * (*version: the cached one; *doc, when doc is not NULL: a malloc'd copy of the cached
+ * document): a read that must wait parks without a round trip. */
+bool rs_account_below(const char *id, int64_t min_version, int64_t *version, char **doc);
 status rs_account_fresh(struct rs_account *out, const char *id, struct err *e) WUR;
 /* Loads the account and, in one round trip, the page of at most limit entries of versions
  * lo..hi (hi 0: the newest) from the top (asc 0) or the bottom (asc 1), from a server that has

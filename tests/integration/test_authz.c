@@ -276,6 +276,46 @@ static void test_principal_and_transfer_reply(void **state)
     PQfinish(pg);
 }
 
+/* A read that must wait for a version parks on what the read API's cache holds, without
+ * asking Redis: only once the cached document names the caller as the owner. Another owner's
+ * token is answered 404 at once, as for an account that does not exist, not parked until
+ * wait_ms and then told the account is behind. */
+static void test_waiting_read_of_anothers_account(void **state)
+{
+    char path[160];
+    struct thttp_resp r;
+    json_t *doc;
+    int64_t version, t0;
+
+    (void)state;
+    snprintf(path, sizeof path, "/accounts/%s", alice);
+    assert_int_equal(thttp_request_as(&r, "GET", tenv("READAPI_URL"), path, NULL, NULL, auth_line[T_ADMIN],
+                                      5000), 0);
+    assert_int_equal(r.status, 200); /* read, so cached */
+    doc = thttp_json(&r);
+    version = tw_int(doc, "version");
+    json_decref(doc);
+    thttp_resp_release(&r);
+    snprintf(path, sizeof path, "/accounts/%s?min_version=%lld&wait_ms=3000", alice, (long long)version + 50);
+    t0 = tnow_ms();
+    assert_int_equal(thttp_request_as(&r, "GET", tenv("READAPI_URL"), path, NULL, NULL, auth_line[T_OTHER],
+                                      10000), 0);
+    assert_int_equal(r.status, 404);
+    assert_true(tnow_ms() - t0 < 1000);
+    thttp_resp_release(&r);
+    /* the owner's own read of a version not there yet waits, and is told so at wait_ms */
+    snprintf(path, sizeof path, "/accounts/%s?min_version=%lld&wait_ms=300", alice, (long long)version + 50);
+    t0 = tnow_ms();
+    assert_int_equal(thttp_request_as(&r, "GET", tenv("READAPI_URL"), path, NULL, NULL, auth_line[T_OWNER],
+                                      10000), 0);
+    assert_int_equal(r.status, 503);
+    assert_true(tnow_ms() - t0 >= 290);
+    doc = thttp_json(&r);
+    assert_string_equal(json_string_value(json_object_get(doc, "error")), "not_yet_projected");
+    json_decref(doc);
+    thttp_resp_release(&r);
+}
+
 /* X-Request-Id: a safe one is echoed in the header and the error body; an unsafe one is
  * replaced; the access log line names the route and the subject, never the token. */
 static void test_request_id(void **state)
@@ -326,6 +366,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_table),
         cmocka_unit_test(test_principal_and_transfer_reply),
+        cmocka_unit_test(test_waiting_read_of_anothers_account),
         cmocka_unit_test(test_request_id),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

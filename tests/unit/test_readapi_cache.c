@@ -133,24 +133,34 @@ static void test_below(void **state)
     char msg[128];
     int64_t v = -1;
     (void)state;
-    assert_false(rc_below(c, A, 4, 0, &v)); /* nothing cached: unknown */
+    assert_false(rc_below(c, A, 4, 0, &v, NULL)); /* nothing cached: unknown */
     assert_true(fill(c, A, 7, 3, "{}", 0));
-    assert_true(rc_below(c, A, 4, 10, &v));
+    assert_true(rc_below(c, A, 4, 10, &v, NULL));
     assert_int_equal(v, 3);
-    assert_false(rc_below(c, A, 3, 10, &v));  /* reached: the read is answered */
-    assert_false(rc_below(c, A, 4, 1000, &v)); /* past its lifetime */
+    {
+        char *doc = NULL; /* and what it holds, for the caller's own checks (the owner) */
+        assert_true(rc_below(c, A, 4, 10, &v, &doc));
+        assert_non_null(doc);
+        assert_string_equal(doc, "{}");
+        free(doc);
+        doc = NULL;
+        assert_false(rc_below(c, A, 3, 10, &v, &doc));
+        assert_null(doc);
+    }
+    assert_false(rc_below(c, A, 3, 10, &v, NULL));  /* reached: the read is answered */
+    assert_false(rc_below(c, A, 4, 1000, &v, NULL)); /* past its lifetime */
     snprintf(msg, sizeof msg, "%s:4", B);
     rc_apply_message(c, msg, strlen(msg), NULL, NULL); /* another account's news says nothing of A */
-    assert_true(rc_below(c, A, 4, 10, &v));
+    assert_true(rc_below(c, A, 4, 10, &v, NULL));
     snprintf(msg, sizeof msg, "%s:4", A);
     rc_apply_message(c, msg, strlen(msg), NULL, NULL);
-    assert_false(rc_below(c, A, 4, 10, &v));
+    assert_false(rc_below(c, A, 4, 10, &v, NULL));
     assert_true(fill(c, A, 7, 3, "{}", 0));
     rc_clear(c);
-    assert_false(rc_below(c, A, 4, 10, &v));
+    assert_false(rc_below(c, A, 4, 10, &v, NULL));
     assert_true(fill(c, A, 7, 3, "{}", 0));
     rc_set_gen(c, 8);
-    assert_false(rc_below(c, A, 4, 10, &v));
+    assert_false(rc_below(c, A, 4, 10, &v, NULL));
     rc_destroy(c);
 }
 
