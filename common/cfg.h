@@ -49,6 +49,7 @@ struct cfg {
     int http_threads;     /* worker threads of an HTTP service */
     int projector_batch;  /* messages fetched per pull */
     int projector_fetch_bytes; /* bytes per fetch of a partition (a message larger comes alone) */
+    int projector_worker_events; /* decoded events a worker holds at most over its partitions */
     int partitions;       /* stream partitions: events.<fnv1a32(stream_id) % partitions> */
     int projector_lease_ms; /* partition lease lifetime (KV bucket TTL) */
     int relay_batch;      /* outbox rows per publish round */

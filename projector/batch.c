@@ -108,6 +108,14 @@ char *pj_stall_record(const char *event_id, const char *reason, const char *sinc
         json_pack("{s:s, s:s, s:s}", "event_id", event_id, "reason", reason, "since", since));
 }
 
+int pj_partition_batch(int batch, int worker_events, int share)
+{
+    int n = worker_events / (share > 1 ? share : 1);
+
+    n = n < batch ? n : batch;
+    return n > 1 ? n : 1;
+}
+
 int pj_backoff_ms(int attempt, int max_ms)
 {
     int ms = 100;

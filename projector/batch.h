@@ -51,6 +51,11 @@ char *pj_park_record(const struct event *ev, const char *reason, const char *par
 /* The rm:stalled record (JSON, caller frees). */
 char *pj_stall_record(const char *event_id, const char *reason, const char *since);
 
+/* A partition's batch when its worker holds (or is due to hold) share partitions: the smaller
+ * of batch and worker_events / share, at least 1. Each decoded event costs 1.7 KiB, so a worker
+ * that owns every partition does not hold partitions x PROJECTOR_BATCH of them. */
+int pj_partition_batch(int batch, int worker_events, int share);
+
 /* Exponential backoff with a cap: 100 ms, 200 ms, ... max_ms. */
 int pj_backoff_ms(int attempt, int max_ms);
 

@@ -145,9 +145,15 @@ static status stream_last(struct cs_part *w, uint64_t *last, struct err *e)
 
 /* Up to the batch size of messages, waiting only for the first; it stops before a hole in the
  * consumer sequence (b->hole: what the batch holds is contiguous). */
+static int batch_now(const struct cs_part *w)
+{
+    return pj_partition_batch(w->cfg->projector_batch, w->cfg->projector_worker_events,
+                              w->share != NULL ? atomic_load(w->share) : 1);
+}
+
 static status collect(struct cs_part *w, struct pull *pl, struct batch *b, struct err *e)
 {
-    int want = w->cfg->projector_batch, got = 0;
+    int want = batch_now(w), got = 0;
     status st;
 
     if (b->cap < want) {
@@ -160,6 +166,7 @@ static status collect(struct cs_part *w, struct pull *pl, struct batch *b, struc
         b->items = it;
         b->cap = want;
     }
+    pull_set_batch(pl, want); /* never more than b->msgs holds */
     st = pull_next(pl, b->msgs, &got, FIRST_WAIT_MS, e);
     for (int i = 0; i < got; i++) {
         natsMsg *m = b->msgs[i];
@@ -310,7 +317,7 @@ static void *part_main(void *arg)
             }
         }
         if (st == ST_OK && pl == NULL) {
-            st = pull_open(&pl, w->bus, w->part, fence.expect_seq + 1, w->cfg->projector_batch,
+            st = pull_open(&pl, w->bus, w->part, fence.expect_seq + 1, batch_now(w),
                            w->cfg->projector_fetch_bytes, &e);
             b.next_dseq = 0;
             b.hole = 0;

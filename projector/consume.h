@@ -21,6 +21,7 @@ struct cs_part {
     uint64_t epoch;         /* the lease's fencing epoch */
     const char *worker;     /* borrowed: this process's name, recorded with the epoch */
     _Atomic int64_t valid_until; /* monotonic ms: nothing is applied at or after it */
+    const _Atomic int *share; /* borrowed: partitions the worker holds or is due to (its batch) */
 
     pthread_t thread;
     atomic_int stop;     /* set by the caller: finish (or drop) the batch in hand and exit */

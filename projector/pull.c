@@ -122,6 +122,11 @@ cleanup:
     return st;
 }
 
+void pull_set_batch(struct pull *p, int batch)
+{
+    p->batch = batch;
+}
+
 static status request(struct pull *p, struct err *e)
 {
     char reply[128], body[192];

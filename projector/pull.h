@@ -11,6 +11,8 @@ struct pull;
 
 /* An ephemeral pull consumer (no acks) on events.<part> from stream sequence start, fetching at
  * most batch messages and max_bytes bytes at a time. *out is the caller's (pull_close). */
+/* The batch of the requests sent from now on (the one standing keeps its own). */
+void pull_set_batch(struct pull *p, int batch);
 status pull_open(struct pull **out, struct bus *b, int part, uint64_t start, int batch, int64_t max_bytes,
                  struct err *e) WUR;
 /* Up to the batch size of messages in stream order into msgs (the caller's to destroy), *n of

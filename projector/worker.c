@@ -105,6 +105,7 @@ struct worker {
     long applied_done, gap_done, duplicates_done, conflicts_done, parked_done, strays_done, holes_done,
         resubscribes_done;
     _Atomic int held;                    /* partitions held, for the main thread's logs */
+    _Atomic int share; /* partitions held or due (ceil(P / live)): they share PROJECTOR_WORKER_EVENTS */
     pthread_t owner_thread;
 };
 
@@ -133,6 +134,15 @@ static void part_signal(struct worker *w, int p)
         atomic_store(&w->parts[p].stop, 1);
 }
 
+/* What the partitions' batches are cut to: as many as it holds, or will once it has claimed
+ * its share, so that the first batches of a worker starting alone are not each a full one. */
+static void share_update(struct worker *w)
+{
+    int live = w->own.live > 0 ? w->own.live : 1, due = (w->own.nparts + live - 1) / live;
+
+    atomic_store(&w->share, due > w->own.held ? due : w->own.held);
+}
+
 static void part_start(struct worker *w, int p)
 {
     struct cs_part *cp = &w->parts[p];
@@ -146,6 +156,8 @@ static void part_start(struct worker *w, int p)
     cp->part = p;
     cp->epoch = w->own.parts[p].epoch;
     cp->worker = w->name;
+    cp->share = &w->share;
+    share_update(w);
     atomic_store(&cp->valid_until, w->own.parts[p].renewed_ms + (int64_t)w->cfg->projector_lease_ms * 3 / 4);
     err_clear(&e);
     st = cs_part_start(cp, &e);
@@ -234,6 +246,7 @@ static void *owner_main(void *arg)
         ownership_round(w);
         next = own_next_ms(&w->own);
         atomic_store(&w->held, w->own.held);
+        share_update(w);
         while (!svc_stop_requested && svc_mono_ms() < next)
             svc_pause_ms(20);
     }

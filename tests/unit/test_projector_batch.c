@@ -152,6 +152,18 @@ static void test_park_record_fields(void **state)
     free(rec);
 }
 
+/* A worker's partitions share PROJECTOR_WORKER_EVENTS: one worker owning all 16 partitions
+ * with PROJECTOR_BATCH=2000 fetches 1024 per partition, two of 8 each the whole 2000. */
+static void test_partition_batch_shares_the_worker_bound(void **state)
+{
+    (void)state;
+    assert_int_equal(pj_partition_batch(2000, 16384, 16), 1024);
+    assert_int_equal(pj_partition_batch(2000, 16384, 8), 2000);
+    assert_int_equal(pj_partition_batch(512, 16384, 16), 512); /* the default batch is below it */
+    assert_int_equal(pj_partition_batch(2000, 16384, 0), 2000); /* no share known: one */
+    assert_int_equal(pj_partition_batch(2000, 10, 1024), 1);    /* never an empty batch */
+}
+
 static void test_backoff_doubles_to_a_cap(void **state)
 {
     static const int want[] = {100, 200, 400, 800, 1600, 3200, 5000, 5000};
@@ -265,6 +277,7 @@ int main(void)
         cmocka_unit_test(test_peek_reads_what_it_can),
         cmocka_unit_test(test_park_record_fields),
         cmocka_unit_test(test_backoff_doubles_to_a_cap),
+        cmocka_unit_test(test_partition_batch_shares_the_worker_bound),
         cmocka_unit_test(test_readmodel_keys),
         cmocka_unit_test(test_apply_argv),
         cmocka_unit_test(test_apply_reply),
