@@ -81,7 +81,7 @@ static const struct cfg_entry cfg_table[] = {
     {"PROJECTOR_BATCH", CFG_INT, I(projector_batch), "512", 1, 10000, "messages per pull"},
     {"PROJECTOR_FETCH_BYTES", CFG_INT, I(projector_fetch_bytes), "4194304", 65536, 268435456,
      "bytes one fetch of a partition may bring (with PROJECTOR_BATCH, bounds a worker's memory)"},
-    {"PROJECTOR_WORKER_EVENTS", CFG_INT, I(projector_worker_events), "16384", 1, 10000000,
+    {"PROJECTOR_WORKER_EVENTS", CFG_INT, I(projector_worker_events), "24576", 1, 10000000,
      "decoded events one projector worker holds at most: a partition's batch is the smaller of "
      "PROJECTOR_BATCH and this divided by the partitions the worker holds"},
     {"PARTITIONS", CFG_INT, I(partitions), "16", 1, 1024,
