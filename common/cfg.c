@@ -305,6 +305,7 @@ static const struct {
     {"HTTP_THREADS", " writer readapi "},
     {"PROJECTOR_BATCH", " projector "},
     {"PROJECTOR_FETCH_BYTES", " projector "},
+    {"PROJECTOR_WORKER_EVENTS", " projector "},
     {"RELAY_BATCH", " writer "},
     {"GROUP_COMMIT_DELAY_US", " writer "},
     {"PUBLISH_AFTER_COMMIT", " writer "},
