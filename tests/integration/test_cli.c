@@ -95,6 +95,7 @@ static void test_help(void **state)
     lacks("PROJECTOR_BATCH");
     lacks("WRITER_PORT");
     lacks("NATS_URL");
+    lacks("OUTCOME_WAIT_MS");
 
     expect(0, "", "projector", "--help");
     for (size_t i = 0; i < sizeof projector_cmds / sizeof projector_cmds[0]; i++)
@@ -104,6 +105,8 @@ static void test_help(void **state)
     lacks("READ_CACHE_TTL_MS");
     lacks("WRITER_PORT");
     lacks("RELAY_BATCH");
+    lacks("LOCK_TIMEOUT_MS");
+    lacks("IDEMPOTENCY_RETENTION_S");
 
     expect(0, "", "scripts/demo", "--help");
     has("usage: scripts/demo");
