@@ -40,7 +40,8 @@ void rm_key_partition(char *buf, size_t len, int part)
  * round trip: the generation check replaces a read of the names before each batch, the stall
  * check a read of rm:stalled for an account folded from the worker's own last write, and the
  * notification leaves with the writes it announces (pcall: a refused PUBLISH must not undo
- * nothing and abort the rest). */
+ * nothing and abort the rest). A batch of a few accounts (the live tail's) announces each
+ * with the document written, so a read API answers the reads it wakes from memory. */
 static const char apply_lua[] =
     "if ARGV[5] ~= '' then\n"
     "  local function valid(k)\n"
@@ -108,8 +109,11 @@ static const char apply_lua[] =
     "end\n"
     "if ARGV[6] == '1' then\n"
     "  local msg = {}\n"
+    "  local gen = #todo <= " RM_APPLIED_DOCS_MAX " and string.match(KEYS[1], '^rm:(%d+):')\n"
     "  for _, t in ipairs(todo) do\n"
-    "    msg[#msg + 1] = (string.match(KEYS[t[1]], ':a:{(.*)}$') or '') .. ':' .. ARGV[t[2] + 1]\n"
+    "    local m = (string.match(KEYS[t[1]], ':a:{(.*)}$') or '') .. ':' .. ARGV[t[2] + 1]\n"
+    "    if gen then m = m .. ':' .. gen .. ':' .. #ARGV[t[2] + 2] .. ':' .. ARGV[t[2] + 2] end\n"
+    "    msg[#msg + 1] = m\n"
     "  end\n"
     "  local sent = 0\n"
     "  if #msg > 0 then\n"

@@ -43,7 +43,10 @@
  *   rm:applied:lost            counter: notifications a projector could not send (refused,
  *                              connection lost); the read API clears its cache when it moves
  *   channel rm:applied         "<account_id>:<version> ..." after each applied batch, "*" when
- *                              the switch script changes rm:current (read API caches follow)
+ *                              the switch script changes rm:current (read API caches follow);
+ *                              a batch of at most RM_APPLIED_DOCS_MAX accounts announces each
+ *                              as "<account_id>:<version>:<gen>:<length>:<document>" (the
+ *                              document written, length in bytes)
  * The {id} hash tag keeps an account's two keys on one Redis Cluster slot, which the apply
  * script needs (it touches both atomically). */
 #define RM_CURRENT_KEY "rm:current"
@@ -57,6 +60,7 @@
 #define RM_APPLIED_LOST_KEY "rm:applied:lost"
 #define RM_STALLED_KEY "rm:stalled"
 #define RM_APPLIED_CHANNEL "rm:applied"
+#define RM_APPLIED_DOCS_MAX "16" /* accounts of a batch whose notification carries documents */
 #define RM_KEY_SIZE 128
 
 /* Key builders: write the key into buf (len bytes, truncated safely; RM_KEY_SIZE is enough). */

@@ -37,7 +37,7 @@ struct rcache {
     _Atomic uint64_t epoch;
     _Atomic long gen;
     struct stripe stripes[NSTRIPES];
-    _Atomic unsigned long long hits, misses, stores, refused, invalidations, clears;
+    _Atomic unsigned long long hits, misses, stores, refused, invalidations, clears, pushes;
 };
 
 #define WAYS 2
@@ -190,43 +190,59 @@ struct rc_ticket rc_fill_begin(struct rcache *c, const char *id)
     return t;
 }
 
+/* Stores doc (malloc'd copy, taken over) as id's entry in the set at slot: its own slot, else an
+ * empty one, else the one filled longest ago (stripe locked). */
+static void put_locked(struct rcache *c, size_t slot, const char *id, long gen, uint64_t epoch,
+                       int64_t version, char *copy, size_t len, int64_t now_ms)
+{
+    struct centry *en = find(c, slot, id);
+
+    for (int w = 0; en == NULL && w < WAYS; w++)
+        if (c->slots[slot + w].doc == NULL)
+            en = &c->slots[slot + w];
+    if (en == NULL) {
+        en = &c->slots[slot];
+        for (int w = 1; w < WAYS; w++)
+            if (c->slots[slot + w].filled_ms < en->filled_ms)
+                en = &c->slots[slot + w];
+    }
+    entry_free(en);
+    strcpy(en->id, id);
+    en->gen = gen;
+    en->epoch = epoch;
+    en->version = version;
+    en->filled_ms = now_ms;
+    en->doc = copy;
+    en->len = len;
+}
+
+static char *copy_doc(const char *doc, size_t len)
+{
+    char *copy = malloc(len + 1);
+    if (copy != NULL) {
+        memcpy(copy, doc, len);
+        copy[len] = '\0';
+    }
+    return copy;
+}
+
 int rc_fill_commit(struct rcache *c, const char *id, struct rc_ticket t, long gen, int64_t version,
                    const char *doc, int64_t now_ms)
 {
     size_t slot = slot_of(c, id), len;
     struct stripe *s = stripe_of(c, slot);
-    struct centry *en;
     char *copy;
     int stored = 0;
 
     if (c->ttl_ms == 0 || gen <= 0 || doc == NULL || strlen(id) >= sizeof c->slots[0].id)
         return 0;
     len = strlen(doc);
-    copy = malloc(len + 1);
+    copy = copy_doc(doc, len);
     if (copy == NULL)
         return 0;
-    memcpy(copy, doc, len + 1);
     pthread_mutex_lock(&s->mu);
     if (s->seq == t.seq && atomic_load(&c->epoch) == t.epoch && atomic_load(&c->gen) == gen) {
-        /* its own slot, else an empty one, else the one filled longest ago */
-        en = find(c, slot, id);
-        for (int w = 0; en == NULL && w < WAYS; w++)
-            if (c->slots[slot + w].doc == NULL)
-                en = &c->slots[slot + w];
-        if (en == NULL) {
-            en = &c->slots[slot];
-            for (int w = 1; w < WAYS; w++)
-                if (c->slots[slot + w].filled_ms < en->filled_ms)
-                    en = &c->slots[slot + w];
-        }
-        entry_free(en);
-        strcpy(en->id, id);
-        en->gen = gen;
-        en->epoch = t.epoch;
-        en->version = version;
-        en->filled_ms = now_ms;
-        en->doc = copy;
-        en->len = len;
+        put_locked(c, slot, id, gen, t.epoch, version, copy, len, now_ms);
         copy = NULL;
         stored = 1;
     }
@@ -236,19 +252,44 @@ int rc_fill_commit(struct rcache *c, const char *id, struct rc_ticket t, long ge
     return stored;
 }
 
-void rc_invalidate(struct rcache *c, const char *id, int64_t version)
+/* A notification of id at version, carrying the document written (doc not NULL, from generation
+ * gen) or not: fills that read before it must not land, an entry below it goes, and the
+ * document it carries takes its place (never over a newer entry). */
+static void notified(struct rcache *c, const char *id, int64_t version, long gen, const char *doc, size_t len,
+                     int64_t now_ms)
 {
     size_t slot = slot_of(c, id);
     struct stripe *s = stripe_of(c, slot);
     struct centry *en;
+    char *copy = NULL;
+    int pushed = 0;
 
+    if (doc != NULL && c->ttl_ms > 0 && gen > 0)
+        copy = copy_doc(doc, len);
     pthread_mutex_lock(&s->mu);
     s->seq++; /* fills that read before this notification must not land */
     en = find(c, slot, id);
     if (en != NULL && en->version < version)
         entry_free(en);
+    if (copy != NULL && atomic_load(&c->gen) == gen) {
+        uint64_t epoch = atomic_load(&c->epoch);
+        en = find(c, slot, id);
+        if (en == NULL || en->gen != gen || en->epoch != epoch) {
+            put_locked(c, slot, id, gen, epoch, version, copy, len, now_ms);
+            copy = NULL;
+            pushed = 1;
+        }
+    }
     pthread_mutex_unlock(&s->mu);
+    free(copy);
     atomic_fetch_add_explicit(&c->invalidations, 1, memory_order_relaxed);
+    if (pushed)
+        atomic_fetch_add_explicit(&c->pushes, 1, memory_order_relaxed);
+}
+
+void rc_invalidate(struct rcache *c, const char *id, int64_t version)
+{
+    notified(c, id, version, 0, NULL, 0, 0);
 }
 
 void rc_clear(struct rcache *c)
@@ -266,16 +307,27 @@ int rc_set_gen(struct rcache *c, long gen)
     return old != gen;
 }
 
-int rc_apply_message(struct rcache *c, const char *msg, size_t len, void (*each)(const char *id, void *arg),
-                     void *arg)
+/* Digits at msg[*i..] (at most 18) into *out; 0 when there are none. */
+static int digits_at(const char *msg, size_t len, size_t *i, int64_t *out)
+{
+    int n = 0;
+
+    *out = 0;
+    for (; *i < len && msg[*i] >= '0' && msg[*i] <= '9' && n < 18; (*i)++, n++)
+        *out = *out * 10 + (msg[*i] - '0');
+    return n;
+}
+
+int rc_apply_message(struct rcache *c, const char *msg, size_t len, int push, int64_t now_ms,
+                     void (*each)(const char *id, void *arg), void *arg)
 {
     size_t i = 0;
 
     while (i < len) {
         char id[UUID_STR_SIZE];
-        size_t start, idlen;
-        int64_t v = 0;
-        int digits = 0;
+        size_t start, idlen, doclen = 0;
+        const char *doc = NULL;
+        int64_t v = 0, gen = 0, n = 0;
 
         while (i < len && msg[i] == ' ')
             i++;
@@ -285,23 +337,34 @@ int rc_apply_message(struct rcache *c, const char *msg, size_t len, void (*each)
         while (i < len && msg[i] != ':' && msg[i] != ' ')
             i++;
         idlen = i - start;
-        if (i == len || msg[i] != ':' || idlen == 0 || idlen >= sizeof id) {
-            rc_clear(c); /* "*" or something this reader does not understand */
-            return 1;
-        }
+        if (i == len || msg[i] != ':' || idlen == 0 || idlen >= sizeof id)
+            goto unreadable; /* "*" or something this reader does not understand */
         memcpy(id, msg + start, idlen);
         id[idlen] = '\0';
-        for (i++; i < len && msg[i] >= '0' && msg[i] <= '9' && digits < 18; i++, digits++)
-            v = v * 10 + (msg[i] - '0');
-        if (digits == 0 || (i < len && msg[i] != ' ')) {
-            rc_clear(c);
-            return 1;
+        i++;
+        if (digits_at(msg, len, &i, &v) == 0)
+            goto unreadable;
+        if (i < len && msg[i] == ':') { /* ":<gen>:<length>:<document>" */
+            i++;
+            if (digits_at(msg, len, &i, &gen) == 0 || i >= len || msg[i] != ':')
+                goto unreadable;
+            i++;
+            if (digits_at(msg, len, &i, &n) == 0 || i >= len || msg[i] != ':' || (uint64_t)n > len - i - 1)
+                goto unreadable;
+            doc = msg + i + 1;
+            doclen = (size_t)n;
+            i += 1 + doclen;
         }
-        rc_invalidate(c, id, v);
+        if (i < len && msg[i] != ' ')
+            goto unreadable;
+        notified(c, id, v, (long)gen, push ? doc : NULL, doclen, now_ms);
         if (each != NULL)
             each(id, arg);
     }
     return 0;
+unreadable:
+    rc_clear(c);
+    return 1;
 }
 
 void rc_stats(struct rcache *c, struct rc_stats *out)
@@ -312,4 +375,5 @@ void rc_stats(struct rcache *c, struct rc_stats *out)
     out->refused = atomic_load(&c->refused);
     out->invalidations = atomic_load(&c->invalidations);
     out->clears = atomic_load(&c->clears);
+    out->pushes = atomic_load(&c->pushes);
 }

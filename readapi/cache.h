@@ -1,10 +1,13 @@
-/* The read API's account-document cache: what GET /accounts/{id} last read from Redis, kept
- * only while it is provably current.
+/* The read API's account-document cache: what GET /accounts/{id} last read from Redis, or the
+ * document the projector's rm:applied notification carried, kept only while it is provably
+ * current.
  *
  * An entry is served only when all of these hold:
  *  - the cache is enabled: the rm:applied listener is subscribed and has seen the current
  *    generation (rc_set_gen with g > 0);
- *  - the entry was read from that generation;
+ *  - the entry was read from that generation, or announced in it (a notification carries the
+ *    document its script wrote, in order with every other write: what a read right after it
+ *    would have returned);
  *  - no notification for its account arrived between the Redis read and the store (the fill
  *    ticket: a store that raced an invalidation is dropped, so an older document can never
  *    overwrite the invalidation of a newer one);
@@ -27,7 +30,7 @@ struct rc_ticket {
 };
 
 struct rc_stats {
-    unsigned long long hits, misses, stores, refused, invalidations, clears;
+    unsigned long long hits, misses, stores, refused, invalidations, clears, pushes;
 };
 
 /* slots is rounded up to a power of two; ttl_ms 0 makes a cache that never hits. */
@@ -54,11 +57,13 @@ int rc_fill_commit(struct rcache *c, const char *id, struct rc_ticket t, long ge
 /* The account reached version: entries below it go. */
 void rc_invalidate(struct rcache *c, const char *id, int64_t version);
 /* Applies one rm:applied message: "<id>:<version> ..." invalidates those accounts (and calls
- * each(id, arg) for every one, when each is not NULL), "*" (a generation switch, a projector
- * that connected) clears everything, and so does anything unparsable. Returns 1 when it
- * cleared everything. */
-int rc_apply_message(struct rcache *c, const char *msg, size_t len, void (*each)(const char *id, void *arg),
-                     void *arg);
+ * each(id, arg) for every one, when each is not NULL); "<id>:<version>:<gen>:<length>:<document>"
+ * also carries the document written, stored as the entry (when push is set and gen is the
+ * cache's generation: a read woken by it is answered from memory). "*" (a generation switch, a
+ * projector that connected) clears everything, and so does anything unparsable. Returns 1 when
+ * it cleared everything. */
+int rc_apply_message(struct rcache *c, const char *msg, size_t len, int push, int64_t now_ms,
+                     void (*each)(const char *id, void *arg), void *arg);
 /* The generation readers see now; a change clears, 0 disables the cache. */
 int rc_set_gen(struct rcache *c, long gen); /* 1: it was another (the cache was cleared) */
 void rc_clear(struct rcache *c);

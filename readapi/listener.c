@@ -73,6 +73,9 @@ static void publish_cache_metrics(void)
                         "Cache fills dropped because a notification raced them.", (double)st.refused);
     metrics_counter_set("readapi_cache_invalidations_total",
                         "Account notifications received on rm:applied.", (double)st.invalidations);
+    metrics_counter_set("readapi_cache_pushes_total",
+                        "Account documents stored from the rm:applied notification that carried them.",
+                        (double)st.pushes);
     metrics_counter_set("readapi_cache_clears_total",
                         "Whole-cache clears (generation change, listener reconnect).",
                         (double)st.clears);
@@ -112,7 +115,7 @@ void rs__follow_gen(enum rs_src from, long gen)
         wake_all();
 }
 
-int rs__receive(redisContext *sub, int *cleared, int wake_waiters)
+int rs__receive(redisContext *sub, enum rs_src from, int *cleared, int wake_waiters)
 {
     void *reply = NULL;
     redisReply *m;
@@ -127,8 +130,9 @@ int rs__receive(redisContext *sub, int *cleared, int wake_waiters)
     }
     m = reply;
     if (m->type == REDIS_REPLY_ARRAY && m->elements == 3 && m->element[2]->type == REDIS_REPLY_STRING)
-        *cleared = rc_apply_message(rs__cache(), m->element[2]->str, m->element[2]->len,
-                                    wake_waiters ? wake_account : NULL, NULL);
+        /* documents are taken only from the server whose answers the cache holds (as fills) */
+        *cleared = rc_apply_message(rs__cache(), m->element[2]->str, m->element[2]->len, from == rs__source(),
+                                    svc_mono_ms(), wake_waiters ? wake_account : NULL, NULL);
     if (*cleared && wake_waiters)
         wake_all(); /* parked reads park again only on what the cache says: ask Redis */
     freeReplyObject(reply);
@@ -204,7 +208,7 @@ static void *listener_main(void *arg)
         redisSetTimeout(ctx, ms_tv(PROBE_MS));
         wake_all(); /* (re)connected: something may have been applied while we were away */
         while (!listener_stop) {
-            int cleared = 0, got = rs__receive(ctx, &cleared, 1);
+            int cleared = 0, got = rs__receive(ctx, RS_PRIMARY, &cleared, 1);
             if (got < 0)
                 break;
             if (cleared)

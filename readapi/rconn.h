@@ -60,10 +60,11 @@ void rs__follow_gen(enum rs_src from, long gen);
 /* Probes from's server (probe: a connection to it): follows its generation, and clears the
  * cache when its set of stalled accounts changed size; publishes the cache's metrics. */
 status rs__probe(enum rs_src from, redisContext *probe, struct err *e) WUR;
-/* Waits (up to sub's timeout) for one message on sub, subscribed to rm:applied, and applies
- * it to the cache (*cleared: it cleared everything); with wake_waiters, wakes the reads
+/* Waits (up to sub's timeout) for one message on sub, subscribed to rm:applied on from's
+ * server, and applies it to the cache (*cleared: it cleared everything; the documents it
+ * carries are stored only when from is the source); with wake_waiters, wakes the reads
  * waiting on the accounts it names (every one when it cleared the cache). 1: a message came,
  * 0: the timeout, -1: the connection broke. */
-int rs__receive(redisContext *sub, int *cleared, int wake_waiters);
+int rs__receive(redisContext *sub, enum rs_src from, int *cleared, int wake_waiters);
 
 #endif

@@ -249,7 +249,7 @@ static void watch(redisContext *sub, redisContext *probe, redisContext *primary)
     redisSetTimeout(sub, tv);
     while (!atomic_load(&stopping)) {
         int cleared = 0;
-        if (rs__receive(sub, &cleared, 0) < 0) {
+        if (rs__receive(sub, RS_REPLICA, &cleared, 0) < 0) {
             decide(0, -1, "its connection broke");
             return;
         }

@@ -105,18 +105,18 @@ static void test_notifications(void **state)
     rc_invalidate(c, A, 3);
     assert_int_equal(get(c, A, 0, 1, NULL), 3);
     snprintf(msg, sizeof msg, "%s:4 %s:9", A, B);
-    assert_int_equal(rc_apply_message(c, msg, strlen(msg), NULL, NULL), 0);
+    assert_int_equal(rc_apply_message(c, msg, strlen(msg), 1, 0, NULL, NULL), 0);
     assert_int_equal(get(c, A, 0, 1, NULL), -1);
     assert_int_equal(get(c, B, 0, 1, NULL), 9);
     /* a switch clears everything */
-    assert_int_equal(rc_apply_message(c, "*", 1, NULL, NULL), 1);
+    assert_int_equal(rc_apply_message(c, "*", 1, 1, 0, NULL, NULL), 1);
     assert_int_equal(get(c, B, 0, 1, NULL), -1);
     /* an unreadable message clears rather than guess */
     assert_true(fill(c, B, 7, 9, "{}", 0));
-    assert_int_equal(rc_apply_message(c, B ":x", strlen(B) + 2, NULL, NULL), 1);
+    assert_int_equal(rc_apply_message(c, B ":x", strlen(B) + 2, 1, 0, NULL, NULL), 1);
     assert_int_equal(get(c, B, 0, 1, NULL), -1);
     assert_true(fill(c, B, 7, 9, "{}", 0));
-    rc_apply_message(c, "", 0, NULL, NULL); /* nothing: nothing changes */
+    rc_apply_message(c, "", 0, 1, 0, NULL, NULL); /* nothing: nothing changes */
     assert_int_equal(get(c, B, 0, 1, NULL), 9);
     rc_stats(c, &st);
     assert_int_equal(st.hits, 3);
@@ -150,10 +150,10 @@ static void test_below(void **state)
     assert_false(rc_below(c, A, 3, 10, &v, NULL));  /* reached: the read is answered */
     assert_false(rc_below(c, A, 4, 1000, &v, NULL)); /* past its lifetime */
     snprintf(msg, sizeof msg, "%s:4", B);
-    rc_apply_message(c, msg, strlen(msg), NULL, NULL); /* another account's news says nothing of A */
+    rc_apply_message(c, msg, strlen(msg), 1, 0, NULL, NULL); /* another account's news says nothing of A */
     assert_true(rc_below(c, A, 4, 10, &v, NULL));
     snprintf(msg, sizeof msg, "%s:4", A);
-    rc_apply_message(c, msg, strlen(msg), NULL, NULL);
+    rc_apply_message(c, msg, strlen(msg), 1, 0, NULL, NULL);
     assert_false(rc_below(c, A, 4, 10, &v, NULL));
     assert_true(fill(c, A, 7, 3, "{}", 0));
     rc_clear(c);
@@ -252,6 +252,61 @@ static void test_associativity(void **state)
     rc_destroy(c);
 }
 
+/* A notification that carries the document written: the entry becomes that document (a read
+ * it wakes needs no round trip), never over a newer one, only in the cache's generation, only
+ * when the listener takes documents (push); a length that runs past its message clears. */
+static void test_notification_carries_the_document(void **state)
+{
+    struct rcache *c = make(1000);
+    const char *doc = "{\"id\": \"x\", \"note\": \"a: b c 12:3\"}";
+    struct rc_ticket t;
+    struct rc_stats st;
+    char msg[512];
+    (void)state;
+    /* a document with spaces and colons in it, a plain invalidation beside it */
+    assert_true(fill(c, B, 7, 1, "{}", 0));
+    snprintf(msg, sizeof msg, "%s:5:7:%zu:%s %s:2", A, strlen(doc), doc, B);
+    assert_int_equal(rc_apply_message(c, msg, strlen(msg), 1, 0, NULL, NULL), 0);
+    assert_int_equal(get(c, A, 5, 1, doc), 5);
+    assert_int_equal(get(c, B, 0, 1, NULL), -1);
+    /* a late notification of an older version leaves the newer document */
+    snprintf(msg, sizeof msg, "%s:4:7:2:{}", A);
+    assert_int_equal(rc_apply_message(c, msg, strlen(msg), 1, 0, NULL, NULL), 0);
+    assert_int_equal(get(c, A, 0, 1, doc), 5);
+    /* another generation's document is not taken; it still invalidates below its version */
+    snprintf(msg, sizeof msg, "%s:6:8:2:{}", A);
+    assert_int_equal(rc_apply_message(c, msg, strlen(msg), 1, 0, NULL, NULL), 0);
+    assert_int_equal(get(c, A, 0, 1, NULL), -1);
+    /* push off (a server whose answers the cache does not hold): an invalidation only */
+    snprintf(msg, sizeof msg, "%s:7:7:2:{}", A);
+    assert_int_equal(rc_apply_message(c, msg, strlen(msg), 0, 0, NULL, NULL), 0);
+    assert_int_equal(get(c, A, 0, 1, NULL), -1);
+    /* a fill that read before the notification does not land over its document */
+    t = rc_fill_begin(c, B);
+    snprintf(msg, sizeof msg, "%s:9:7:7:{\"v\":9}", B);
+    assert_int_equal(rc_apply_message(c, msg, strlen(msg), 1, 0, NULL, NULL), 0);
+    assert_false(rc_fill_commit(c, B, t, 7, 8, "{\"v\":8}", 0));
+    assert_int_equal(get(c, B, 0, 1, "{\"v\":9}"), 9);
+    /* a length past the message's end, a missing separator, bytes after the document: cleared */
+    snprintf(msg, sizeof msg, "%s:10:7:99:{}", B);
+    assert_int_equal(rc_apply_message(c, msg, strlen(msg), 1, 0, NULL, NULL), 1);
+    assert_int_equal(get(c, B, 0, 1, NULL), -1);
+    snprintf(msg, sizeof msg, "%s:10:7:2{}", B);
+    assert_int_equal(rc_apply_message(c, msg, strlen(msg), 1, 0, NULL, NULL), 1);
+    snprintf(msg, sizeof msg, "%s:10:7:2:{}x", B);
+    assert_int_equal(rc_apply_message(c, msg, strlen(msg), 1, 0, NULL, NULL), 1);
+    snprintf(msg, sizeof msg, "%s:10:7", B);
+    assert_int_equal(rc_apply_message(c, msg, strlen(msg), 1, 0, NULL, NULL), 1);
+    /* the lifetime holds for a pushed entry as for a filled one */
+    snprintf(msg, sizeof msg, "%s:11:7:2:{}", B);
+    assert_int_equal(rc_apply_message(c, msg, strlen(msg), 1, 0, NULL, NULL), 0);
+    assert_int_equal(get(c, B, 0, 999, "{}"), 11);
+    assert_int_equal(get(c, B, 0, 1000, NULL), -1);
+    rc_stats(c, &st);
+    assert_int_equal(st.pushes, 3); /* A at 5, B at 9 and 11 */
+    rc_destroy(c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -263,6 +318,7 @@ int main(void)
         cmocka_unit_test(test_fill_racing_a_notification),
         cmocka_unit_test(test_concurrent_fills),
         cmocka_unit_test(test_associativity),
+        cmocka_unit_test(test_notification_carries_the_document),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
