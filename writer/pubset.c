@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "db.h"
 
@@ -17,7 +18,10 @@ status pubset_init(struct pubset *ps, int cap, unsigned partitions, struct err *
     ps->positions = calloc((size_t)cap, sizeof *ps->positions);
     ps->ids = calloc((size_t)cap, sizeof *ps->ids);
     ps->acked = calloc((size_t)cap, sizeof *ps->acked);
-    if (ps->positions == NULL || ps->ids == NULL || ps->acked == NULL) {
+    ps->answered = calloc((size_t)cap, sizeof *ps->answered);
+    ps->answer_ns = calloc((size_t)cap, sizeof *ps->answer_ns);
+    if (ps->positions == NULL || ps->ids == NULL || ps->acked == NULL || ps->answered == NULL ||
+        ps->answer_ns == NULL) {
         pubset_free(ps);
         return err_set(e, ST_INTERNAL, "out of memory");
     }
@@ -29,17 +33,29 @@ void pubset_free(struct pubset *ps)
     free(ps->positions);
     free(ps->ids);
     free(ps->acked);
+    free(ps->answered);
+    free(ps->answer_ns);
     ps->positions = NULL;
     ps->ids = NULL;
     ps->acked = NULL;
+    ps->answered = NULL;
+    ps->answer_ns = NULL;
     ps->cap = 0;
     pthread_mutex_destroy(&ps->mu);
+}
+
+static int64_t mono_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
 void pubset_on_ack(jsCtx *js, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae, void *closure)
 {
     struct pubset *ps = closure;
     const char *id = NULL;
+    bool answered = false;
 
     (void)js;
     if (natsMsgHeader_Get(msg, "Nats-Msg-Id", &id) == NATS_OK && id != NULL) {
@@ -50,6 +66,12 @@ void pubset_on_ack(jsCtx *js, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae, void
             if (strcmp(ps->ids[i], id) == 0) {
                 if (pa != NULL)
                     ps->acked[i] = true; /* Duplicate too: the stream has it already */
+                if (!ps->answered[i]) {
+                    ps->answered[i] = true;
+                    ps->answer_ns[i] = mono_ns();
+                    ps->nanswered++;
+                    answered = true;
+                }
                 ps->next_hint = (i + 1) % ps->n;
                 break;
             }
@@ -60,6 +82,29 @@ void pubset_on_ack(jsCtx *js, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae, void
         pthread_mutex_unlock(&ps->mu);
     }
     natsMsg_Destroy(msg);
+    if (answered && ps->on_answer != NULL)
+        ps->on_answer(ps->on_answer_arg);
+}
+
+int pubset_unanswered(struct pubset *ps)
+{
+    int n;
+
+    pthread_mutex_lock(&ps->mu);
+    n = ps->n - ps->nanswered;
+    pthread_mutex_unlock(&ps->mu);
+    return n;
+}
+
+int64_t pubset_answer_ns(struct pubset *ps, int i)
+{
+    int64_t t = 0;
+
+    pthread_mutex_lock(&ps->mu);
+    if (i >= 0 && i < ps->n && ps->answered[i])
+        t = ps->answer_ns[i];
+    pthread_mutex_unlock(&ps->mu);
+    return t;
 }
 
 status pubset_read_outbox(PGconn *pg, int limit, int min_age_ms, PGresult **out, struct err *e)
@@ -88,6 +133,7 @@ void pubset_begin(struct pubset *ps)
 {
     pthread_mutex_lock(&ps->mu);
     ps->n = 0;
+    ps->nanswered = 0;
     ps->next_hint = 0;
     ps->last_error[0] = '\0';
     pthread_mutex_unlock(&ps->mu);
@@ -97,6 +143,7 @@ void pubset_end(struct pubset *ps)
 {
     pthread_mutex_lock(&ps->mu);
     ps->n = 0;
+    ps->nanswered = 0;
     pthread_mutex_unlock(&ps->mu);
 }
 
@@ -116,6 +163,8 @@ status pubset_publish(struct pubset *ps, jsCtx *js, const struct event *ev, stru
     ps->positions[ps->n] = ev->position;
     snprintf(ps->ids[ps->n], UUID_STR_SIZE, "%s", ev->event_id);
     ps->acked[ps->n] = false;
+    ps->answered[ps->n] = false;
+    ps->answer_ns[ps->n] = 0;
     ps->n++;
     pthread_mutex_unlock(&ps->mu);
     event_subject(ev->stream_id, ps->partitions, subject, sizeof subject);
@@ -129,6 +178,8 @@ status pubset_publish(struct pubset *ps, jsCtx *js, const struct event *ev, stru
     if (ns != NATS_OK) {
         pthread_mutex_lock(&ps->mu);
         ps->n--;
+        if (ps->answered[ps->n]) /* answered before the call failed: not counted twice */
+            ps->nanswered--;
         snprintf(ps->last_error, sizeof ps->last_error, "publish: %s", natsStatus_GetText(ns));
         pthread_mutex_unlock(&ps->mu);
         return err_setr(e, ST_UNAVAILABLE, "bus_unavailable", "publish: %s", natsStatus_GetText(ns));

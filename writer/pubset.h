@@ -20,8 +20,14 @@ struct pubset {
     int64_t *positions;
     char (*ids)[UUID_STR_SIZE];
     bool *acked;
+    bool *answered;     /* an ack or an error came for it */
+    int64_t *answer_ns; /* when (CLOCK_MONOTONIC) */
+    int nanswered;
     int next_hint;
     char last_error[160];
+    /* called on the NATS thread after each answer (NULL: none), outside mu */
+    void (*on_answer)(void *arg);
+    void *on_answer_arg;
 };
 
 status pubset_init(struct pubset *ps, int cap, unsigned partitions, struct err *e) WUR;
@@ -49,6 +55,10 @@ status pubset_publish(struct pubset *ps, jsCtx *js, const struct event *ev, stru
 /* Waits up to wait_ms for the acks; what is still unacked is taken back (published again by
  * a later round; the stream keeps one copy). */
 void pubset_complete(struct pubset *ps, jsCtx *js, int wait_ms);
+/* How many published events of the set have no answer yet. */
+int pubset_unanswered(struct pubset *ps);
+/* When event i of the set was answered (CLOCK_MONOTONIC ns), 0 while it is not. */
+int64_t pubset_answer_ns(struct pubset *ps, int i);
 /* Deletes the acked rows from the outbox; *acked: how many were acked. */
 status pubset_delete_acked(struct pubset *ps, PGconn *pg, int *acked, struct err *e) WUR;
 /* Copies the acked positions of the set into out (room for the set's cap); returns how many. */

@@ -48,7 +48,7 @@ void wm_publish_after_commit(double seconds)
 {
     metrics_histogram_observe("writer_publish_after_commit_seconds", NULL,
                               "From a committed event handed to the writer's publisher to JetStream's ack "
-                              "(the oldest event of each round).",
+                              "(the oldest event of each hand-over).",
                               metrics_latency_bounds, metrics_latency_nbounds, seconds);
 }
 
