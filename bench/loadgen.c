@@ -7,6 +7,11 @@
  *   loadgen e2e  --url WRITER --read-url READAPI --ids FILE [--rate 2000] [--lanes 48]
  *                [--duration 10]
  *
+ * Every connection is opened before the timed run starts (as a client with a connection pool
+ * keeps them): the first requests of a run do not carry TCP handshakes and accepts (in e2e
+ * runs at 2,000/s, 96 connects in the first 50 ms put a quarter of the run's slowest 1% in
+ * its first 100 ms). A connection the server closes is opened again inside the run.
+ *
  * Prints one line of key=value figures (rps, p50_ms, p99_ms, ...). */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -379,16 +384,21 @@ int main(int argc, char **argv)
     }
     n = e2e ? opt_lanes : opt_conns;
     ws = calloc((size_t)n, sizeof *ws);
-    t_start = now_ns() + 50000000LL;
-    t_end = t_start + (int64_t)(opt_duration * 1e9);
     for (int i = 0; i < n; i++) {
         ws[i].index = i;
         ws[i].count = n;
         ws[i].rng = 0x9e3779b97f4a7c15ULL * (uint64_t)(i + 1);
         ws[i].wc = conn_new(opt_url);
         ws[i].rc = e2e ? conn_new(opt_read_url) : NULL;
-        pthread_create(&ws[i].th, NULL, e2e ? e2e_main : load_main, &ws[i]);
+        /* opened now, before the clock starts (a failure here is tried again by the request) */
+        (void)conn_open(ws[i].wc);
+        if (ws[i].rc != NULL)
+            (void)conn_open(ws[i].rc);
     }
+    t_start = now_ns() + 50000000LL;
+    t_end = t_start + (int64_t)(opt_duration * 1e9);
+    for (int i = 0; i < n; i++)
+        pthread_create(&ws[i].th, NULL, e2e ? e2e_main : load_main, &ws[i]);
     for (int i = 0; i < n; i++) {
         pthread_join(ws[i].th, NULL);
         ok += ws[i].ok;
