@@ -244,9 +244,10 @@ static status publish_work(struct fastpub *f, int n, int64_t since, int *publish
 
 /* Waits for the set's acks. Events offered meanwhile are published into the same set at once
  * (each waited for the whole round before, ack wait included: 2xx -> on the stream p99 23 ms
- * at 2,000 commands/s), unless the publisher is behind (the outbox goes first, next round) or
- * the set has no room; the wait ends when every event is answered, or request_timeout_ms
- * after the last publish (what is unanswered is taken back: its rows stay in the outbox). */
+ * at 2,000 commands/s), unless the publisher is behind (the outbox goes first, next round),
+ * the set has no room or the connection is not up (a reconnecting one would only buffer
+ * them); the wait ends when every event is answered, or request_timeout_ms after the round
+ * began (what is unanswered is taken back: its rows stay in the outbox). */
 static status await_acks(struct fastpub *f, int *offered, int *published, struct err *e)
 {
     int64_t deadline = mono_ns() + (int64_t)f->cfg->request_timeout_ms * 1000000;
@@ -255,7 +256,8 @@ static status await_acks(struct fastpub *f, int *offered, int *published, struct
     pthread_mutex_lock(&f->mu);
     while (pubset_unanswered(&f->set) > 0) {
         int64_t now = mono_ns();
-        if (f->nqueue > 0 && !f->behind && !f->stopping && f->set.cap - f->set.n >= f->nqueue) {
+        if (f->nqueue > 0 && !f->behind && !f->stopping && f->set.cap - f->set.n >= f->nqueue &&
+            natsConnection_Status(f->bus.conn) == NATS_CONN_STATUS_CONNECTED) {
             struct event *t = f->work;
             int n = f->nqueue;
             int64_t since = f->oldest_ns;
@@ -268,7 +270,6 @@ static status await_acks(struct fastpub *f, int *offered, int *published, struct
             pthread_mutex_lock(&f->mu);
             if (st != ST_OK)
                 break;
-            deadline = mono_ns() + (int64_t)f->cfg->request_timeout_ms * 1000000;
             continue;
         }
         if (now >= deadline || f->stopping)
