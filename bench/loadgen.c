@@ -116,9 +116,9 @@ static int conn_request(struct conn *c, const char *method, const char *path, co
                      auth_token != NULL ? auth_token : "", auth_token != NULL ? "\r\n" : "",
                      key != NULL ? "Idempotency-Key: " : "", key != NULL ? key : "", key != NULL ? "\r\n" : "",
                      blen, body != NULL ? body : "");
+        c->have = 0; /* before the send: a failed one retries on a new connection */
         if (send(c->fd, req, (size_t)n, MSG_NOSIGNAL) != n)
             goto reconnect;
-        c->have = 0;
         for (;;) {
             ssize_t r;
             if (hdr_end == 0) {
