@@ -49,9 +49,30 @@ void svc_sleep(int ms)
 
 int64_t svc_mono_ms(void)
 {
+    return svc_mono_ns() / 1000000;
+}
+
+int64_t svc_mono_ns(void)
+{
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+struct timespec svc_time_after_ns(clockid_t clock, int64_t ns)
+{
+    struct timespec ts;
+
+    clock_gettime(clock, &ts);
+    if (ns < 0)
+        ns = 0;
+    ts.tv_sec += (time_t)(ns / 1000000000);
+    ts.tv_nsec += (long)(ns % 1000000000);
+    if (ts.tv_nsec >= 1000000000L) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000L;
+    }
+    return ts;
 }
 
 void svc_pause_ms(int ms)

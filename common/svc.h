@@ -4,6 +4,7 @@
 
 #include <signal.h>
 #include <stdint.h>
+#include <time.h>
 
 /* Set (only) by the SIGTERM/SIGINT handler; loops poll it to finish their work and drain. */
 extern volatile sig_atomic_t svc_stop_requested;
@@ -20,5 +21,10 @@ void svc_sleep(int ms);
 void svc_pause_ms(int ms);
 /* Milliseconds of CLOCK_MONOTONIC: for deadlines and durations, never for timestamps. */
 int64_t svc_mono_ms(void);
+/* The same in nanoseconds. */
+int64_t svc_mono_ns(void);
+/* The absolute time ns from now on clock (CLOCK_REALTIME for a default condition variable,
+ * CLOCK_MONOTONIC for one whose attribute says so): a pthread_cond_timedwait deadline. */
+struct timespec svc_time_after_ns(clockid_t clock, int64_t ns);
 
 #endif

@@ -269,11 +269,13 @@ static void notified(struct rcache *c, const char *id, int64_t version, long gen
     pthread_mutex_lock(&s->mu);
     s->seq++; /* fills that read before this notification must not land */
     en = find(c, slot, id);
-    if (en != NULL && en->version < version)
+    if (en != NULL && en->version < version) {
         entry_free(en);
+        en = NULL;
+    }
     if (copy != NULL && atomic_load(&c->gen) == gen) {
         uint64_t epoch = atomic_load(&c->epoch);
-        en = find(c, slot, id);
+        /* what is left is newer, or from another generation or cache epoch (never served) */
         if (en == NULL || en->gen != gen || en->epoch != epoch) {
             put_locked(c, slot, id, gen, epoch, version, copy, len, now_ms);
             copy = NULL;

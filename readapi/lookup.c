@@ -11,6 +11,7 @@
 
 #include "db.h"
 #include "metrics.h"
+#include "svc.h"
 
 #define LK_POOL_MAX 64
 
@@ -65,13 +66,7 @@ static int acquire(struct err *e)
     PGconn *conn;
     PGresult *res;
 
-    clock_gettime(CLOCK_REALTIME, &deadline);
-    deadline.tv_sec += pool.cfg->request_timeout_ms / 1000;
-    deadline.tv_nsec += (long)(pool.cfg->request_timeout_ms % 1000) * 1000000L;
-    if (deadline.tv_nsec >= 1000000000L) {
-        deadline.tv_sec++;
-        deadline.tv_nsec -= 1000000000L;
-    }
+    deadline = svc_time_after_ns(CLOCK_REALTIME, (int64_t)pool.cfg->request_timeout_ms * 1000000);
     pthread_mutex_lock(&pool.mu);
     while (slot < 0) {
         for (int i = 0; i < pool.size && slot < 0; i++)

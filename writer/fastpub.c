@@ -15,6 +15,7 @@
 #include "log.h"
 #include "pubset.h"
 #include "sql.h"
+#include "svc.h"
 #include "wmetrics.h"
 
 #define QUEUE_MAX 2048 /* events waiting; beyond, the relay publishes them */
@@ -89,11 +90,27 @@ static void on_bus_return(natsConnection *nc, void *closure)
     pthread_mutex_unlock(&f->mu);
 }
 
-static int64_t mono_ns(void)
+/* Waits on f->cv for at most wait_ns (f->mu held): woken by an offer, an answer, a stop or the
+ * connection's return. */
+static void wait_locked(struct fastpub *f, int64_t wait_ns)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+    struct timespec until = svc_time_after_ns(CLOCK_REALTIME, wait_ns);
+
+    (void)pthread_cond_timedwait(&f->cv, &f->mu, &until);
+}
+
+/* Takes the queued events into f->work (f->mu held); returns how many, *since: when the oldest
+ * was offered. */
+static int take_queue_locked(struct fastpub *f, int64_t *since)
+{
+    struct event *t = f->work;
+    int n = f->nqueue;
+
+    f->work = f->queue;
+    f->queue = t;
+    f->nqueue = 0;
+    *since = f->oldest_ns;
+    return n;
 }
 
 static status ensure(struct fastpub *f, struct err *e)
@@ -223,8 +240,8 @@ static void on_answer(void *arg)
     pthread_mutex_unlock(&f->mu);
 }
 
-/* Publishes the n events of f->work into the set; *groups/firsts/sinces remember where each
- * hand-over began and when its oldest event was offered (for the latency histogram). */
+/* Publishes the n events of f->work into the set, and remembers where this hand-over began in
+ * it and when its oldest event was offered (since: for the latency histogram). */
 static status publish_work(struct fastpub *f, int n, int64_t since, int *published, struct err *e)
 {
     int first = f->set.n;
@@ -250,20 +267,16 @@ static status publish_work(struct fastpub *f, int n, int64_t since, int *publish
  * began (what is unanswered is taken back: its rows stay in the outbox). */
 static status await_acks(struct fastpub *f, int *offered, int *published, struct err *e)
 {
-    int64_t deadline = mono_ns() + (int64_t)f->cfg->request_timeout_ms * 1000000;
+    int64_t deadline = svc_mono_ns() + (int64_t)f->cfg->request_timeout_ms * 1000000;
     status st = ST_OK;
 
     pthread_mutex_lock(&f->mu);
     while (pubset_unanswered(&f->set) > 0) {
-        int64_t now = mono_ns();
+        int64_t now = svc_mono_ns();
         if (f->nqueue > 0 && !f->behind && !f->stopping && f->set.cap - f->set.n >= f->nqueue &&
             natsConnection_Status(f->bus.conn) == NATS_CONN_STATUS_CONNECTED) {
-            struct event *t = f->work;
-            int n = f->nqueue;
-            int64_t since = f->oldest_ns;
-            f->work = f->queue;
-            f->queue = t;
-            f->nqueue = 0;
+            int64_t since;
+            int n = take_queue_locked(f, &since);
             pthread_mutex_unlock(&f->mu);
             *offered += n;
             st = publish_work(f, n, since, published, e);
@@ -274,18 +287,7 @@ static status await_acks(struct fastpub *f, int *offered, int *published, struct
         }
         if (now >= deadline || f->stopping)
             break;
-        {
-            struct timespec ts;
-            int64_t wait_ns = deadline - now;
-            clock_gettime(CLOCK_REALTIME, &ts);
-            ts.tv_sec += (time_t)(wait_ns / 1000000000);
-            ts.tv_nsec += (long)(wait_ns % 1000000000);
-            if (ts.tv_nsec >= 1000000000L) {
-                ts.tv_sec++;
-                ts.tv_nsec -= 1000000000L;
-            }
-            (void)pthread_cond_timedwait(&f->cv, &f->mu, &ts);
-        }
+        wait_locked(f, deadline - now);
     }
     pthread_mutex_unlock(&f->mu);
     if (pubset_unanswered(&f->set) > 0)
@@ -322,7 +324,7 @@ static status send_round(struct fastpub *f, int n, bool behind, int64_t since, s
             st = wst;
     }
     if (st == ST_OK || published > 0) {
-        int64_t now = mono_ns();
+        int64_t now = svc_mono_ns();
         acked = pubset_take_acked(&f->set, f->gone + f->ngone);
         if (f->ngone == 0)
             f->gone_ns = now;
@@ -356,7 +358,6 @@ static void *fastpub_main(void *arg)
 
     pthread_mutex_lock(&f->mu);
     while (!f->stopping) {
-        struct event *t;
         int n;
         struct err e = {0};
         status st;
@@ -369,34 +370,20 @@ static void *fastpub_main(void *arg)
         }
         if (f->nqueue == 0) {
             /* idle with acked rows gathered: deleted when due */
-            int64_t now = mono_ns();
+            int64_t now = svc_mono_ns();
             if (gone_due(f, now)) {
                 pthread_mutex_unlock(&f->mu);
                 if (gone_flush(f, &e) != ST_OK)
                     log_warn("publish after commit: %s (the relay sweeps those rows)", e.msg);
                 pthread_mutex_lock(&f->mu);
             } else {
-                struct timespec ts;
-                int64_t wait_ns = f->gone_ns + (int64_t)DELETE_EVERY_MS * 1000000 - now;
-                clock_gettime(CLOCK_REALTIME, &ts);
-                ts.tv_sec += (time_t)(wait_ns / 1000000000);
-                ts.tv_nsec += (long)(wait_ns % 1000000000);
-                if (ts.tv_nsec >= 1000000000L) {
-                    ts.tv_sec++;
-                    ts.tv_nsec -= 1000000000L;
-                }
-                (void)pthread_cond_timedwait(&f->cv, &f->mu, &ts);
+                wait_locked(f, f->gone_ns + (int64_t)DELETE_EVERY_MS * 1000000 - now);
             }
             continue;
         }
-        t = f->work;
-        f->work = f->queue;
-        f->queue = t;
-        n = f->nqueue;
-        f->nqueue = 0;
+        n = take_queue_locked(f, &since);
         behind = f->behind;
         f->behind = false;
-        since = f->oldest_ns;
         pthread_mutex_unlock(&f->mu);
         st = send_round(f, n, behind, since, &e);
         if (st != ST_OK) {
@@ -420,14 +407,7 @@ static void *fastpub_main(void *arg)
         if (f->down && !f->stopping) {
             /* offers are dropped meanwhile; a bounded pause (ended early when the connection
              * is back), then try with what comes next */
-            struct timespec ts;
-            clock_gettime(CLOCK_REALTIME, &ts);
-            ts.tv_nsec += (long)RETRY_MS * 1000000L;
-            if (ts.tv_nsec >= 1000000000L) {
-                ts.tv_sec++;
-                ts.tv_nsec -= 1000000000L;
-            }
-            (void)pthread_cond_timedwait(&f->cv, &f->mu, &ts);
+            wait_locked(f, (int64_t)RETRY_MS * 1000000);
             f->nqueue = 0;
             f->down = false;
         }
@@ -444,7 +424,7 @@ static void enqueue_locked(struct fastpub *f, const struct event *const *evs, in
         return;
     if (!f->down && !f->stopping && f->nqueue + n <= QUEUE_MAX) {
         if (f->nqueue == 0)
-            f->oldest_ns = mono_ns();
+            f->oldest_ns = svc_mono_ns();
         for (int i = 0; i < n; i++)
             f->queue[f->nqueue++] = *evs[i];
         pthread_cond_signal(&f->cv);

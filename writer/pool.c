@@ -114,13 +114,7 @@ status pool_checkout(struct pool *p, struct pool_slot **out, struct err *e)
     int64_t started = svc_mono_ms();
 
     *out = NULL;
-    clock_gettime(CLOCK_MONOTONIC, &deadline);
-    deadline.tv_sec += p->timeout_ms / 1000;
-    deadline.tv_nsec += (long)(p->timeout_ms % 1000) * 1000000L;
-    if (deadline.tv_nsec >= 1000000000L) {
-        deadline.tv_sec++;
-        deadline.tv_nsec -= 1000000000L;
-    }
+    deadline = svc_time_after_ns(CLOCK_MONOTONIC, (int64_t)p->timeout_ms * 1000000);
     pthread_mutex_lock(&p->mu);
     for (;;) {
         /* prefer a connected slot so a broken one is only reopened when needed */

@@ -5,9 +5,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "db.h"
+#include "svc.h"
 
 status pubset_init(struct pubset *ps, int cap, unsigned partitions, struct err *e)
 {
@@ -44,13 +44,6 @@ void pubset_free(struct pubset *ps)
     pthread_mutex_destroy(&ps->mu);
 }
 
-static int64_t mono_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
 void pubset_on_ack(jsCtx *js, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae, void *closure)
 {
     struct pubset *ps = closure;
@@ -68,7 +61,7 @@ void pubset_on_ack(jsCtx *js, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae, void
                     ps->acked[i] = true; /* Duplicate too: the stream has it already */
                 if (!ps->answered[i]) {
                     ps->answered[i] = true;
-                    ps->answer_ns[i] = mono_ns();
+                    ps->answer_ns[i] = svc_mono_ns();
                     ps->nanswered++;
                     answered = true;
                 }
