@@ -361,10 +361,13 @@ static const char gens_lua[] =
 status rm_load_gens(redisContext *c, struct rm_gens *out, struct err *e)
 {
     /* EVAL_RO: it only reads, so it also runs on a replica holding its stream (CLIENT PAUSE) */
-    redisReply *r = redisCommand(c, "EVAL_RO %s 0", gens_lua);
+    redisReply *r;
     status st = ST_OK;
 
     memset(out, 0, sizeof *out);
+    if (c == NULL)
+        return err_setr(e, ST_UNAVAILABLE, "read_model_unavailable", "redis load generations: not connected");
+    r = redisCommand(c, "EVAL_RO %s 0", gens_lua);
     if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements != 4) {
         st = reply_failed(c, r, "load generations", e);
     } else {

@@ -37,7 +37,8 @@ void pj_notify_lost(struct pj *p, const char *reason, const char *why)
         log_warn("notification on %s not sent (%s): %s; read API caches are cleared through %s%s", RM_APPLIED_CHANNEL,
                  reason, why, RM_APPLIED_LOST_KEY,
                  r == NULL || r->type == REDIS_REPLY_ERROR ? " (which failed too: they expire by READ_CACHE_TTL_MS)" : "");
-    if (r == NULL && p->rc != NULL)
-        pj_drop_redis(p); /* the connection is gone or out of step */
+    /* a connection that failed is left to the caller: hiredis fails every later command on it
+     * at once (its error is set), the caller's own error path or its next pj_redis() drops it.
+     * Dropping it here left p->rc NULL under a caller that went on using it (a SIGSEGV) */
     freeReplyObject(r);
 }
