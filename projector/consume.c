@@ -21,7 +21,6 @@
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <string.h>
 
 #include "batch.h"
 #include "engine.h"
@@ -282,6 +281,7 @@ static void *part_main(void *arg)
     p.cache = vc_new(VC_LIVE_SETS); /* NULL: every account is read before its fold */
     while (!atomic_load(&w->stop) && !svc_stop_requested) {
         status st = ST_OK;
+        int pull_failed = 0; /* the pull itself failed (not the apply): it is opened again */
         err_clear(&e);
         if (!claimed) {
             pj_forget(&p); /* the store went back in time, or this is the start */
@@ -317,13 +317,14 @@ static void *part_main(void *arg)
             }
         }
         if (st == ST_OK && pl == NULL) {
-            st = pull_open(&pl, w->bus, w->part, fence.expect_seq + 1, batch_now(w),
-                           w->cfg->projector_fetch_bytes, &e);
+            st = pull_open(&pl, w->bus, w->part, fence.expect_seq + 1, w->cfg->projector_fetch_bytes, &e);
             b.next_dseq = 0;
             b.hole = 0;
         }
-        if (st == ST_OK && b.n == 0 && !b.hole)
+        if (st == ST_OK && b.n == 0 && !b.hole) {
             st = collect(w, pl, &b, &e);
+            pull_failed = st != ST_OK;
+        }
         if (st == ST_OK && b.n == 0 && b.hole) {
             pull_close(&pl); /* nothing before the hole: again from the recorded seq */
             atomic_fetch_add(&w->resubscribes, 1);
@@ -388,7 +389,7 @@ static void *part_main(void *arg)
             log_warn("partition %d: batch of %d not applied (attempt %d): %s", w->part, b.n,
                      attempt + 1, e.msg);
             svc_pause_ms(pj_backoff_ms(attempt++, BACKOFF_MAX_MS));
-            if (st == ST_UNAVAILABLE && strstr(e.msg, "next message") != NULL) {
+            if (pull_failed) {
                 pull_close(&pl); /* resubscribe from the recorded seq */
                 batch_clear(&b);
             }

@@ -67,8 +67,7 @@ struct pull {
     int64_t expires_at; /* monotonic ms: past its expiry */
 };
 
-status pull_open(struct pull **out, struct bus *b, int part, uint64_t start, int batch, int64_t max_bytes,
-                 struct err *e)
+status pull_open(struct pull **out, struct bus *b, int part, uint64_t start, int64_t max_bytes, struct err *e)
 {
     struct pull *p = calloc(1, sizeof *p);
     jsConsumerConfig cc;
@@ -82,7 +81,7 @@ status pull_open(struct pull **out, struct bus *b, int part, uint64_t start, int
     if (p == NULL)
         return err_set(e, ST_INTERNAL, "out of memory");
     p->bus = b;
-    p->batch = batch;
+    p->batch = 1;
     p->max_bytes = max_bytes;
     snprintf(subject, sizeof subject, "events.%d", part);
     ns = natsInbox_Create(&p->inbox);
