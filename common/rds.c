@@ -1,6 +1,7 @@
 /* hiredis connection helper: timeouts on connect and on every command, SELECT of the database. */
 #include "rds.h"
 
+#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/time.h>
@@ -226,6 +227,31 @@ void rds_free(redisContext **ctx)
 int rds_broken(const redisContext *ctx)
 {
     return ctx == NULL || ctx->err != 0;
+}
+
+redisReply *rds_command(redisContext *ctx, const char *fmt, ...)
+{
+    redisReply *r;
+    va_list ap;
+
+    if (ctx == NULL)
+        return NULL;
+    va_start(ap, fmt);
+    r = redisvCommand(ctx, fmt, ap);
+    va_end(ap);
+    return r;
+}
+
+redisReply *rds_command_argv(redisContext *ctx, int argc, const char **argv, const size_t *lens)
+{
+    return ctx == NULL ? NULL : redisCommandArgv(ctx, argc, argv, lens);
+}
+
+const char *rds_errstr(const redisContext *ctx)
+{
+    if (ctx == NULL)
+        return "not connected";
+    return ctx->err ? ctx->errstr : "no reply";
 }
 
 status rds_pipeline(redisContext *ctx, int n, const int *argc, const char *const *const *cmds,

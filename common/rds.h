@@ -29,6 +29,12 @@ void rds_free(redisContext **ctx);
 
 /* True when the context can no longer be used (I/O or protocol error): reconnect. */
 int rds_broken(const redisContext *ctx);
+/* redisCommand / redisCommandArgv that answer NULL for a NULL context (a connection dropped
+ * under the caller) instead of crashing; a NULL reply is then told apart by rds_errstr. */
+redisReply *rds_command(redisContext *ctx, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+redisReply *rds_command_argv(redisContext *ctx, int argc, const char **argv, const size_t *lens);
+/* Why ctx gave no reply: its error, "not connected" for NULL, "no reply" when it holds none. */
+const char *rds_errstr(const redisContext *ctx);
 
 /* Sends every command of the pipeline and reads every reply in one round trip: argv-style
  * commands (cmds[i] has argc[i] arguments, lengths in lens[i], NULL = strlen). replies[i] are

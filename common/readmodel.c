@@ -6,6 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "rds.h"
+
 void rm_key_account(char *buf, size_t len, long gen, const char *id)
 {
     snprintf(buf, len, "rm:%ld:a:{%s}", gen, id);
@@ -255,14 +257,14 @@ static status reply_failed(redisContext *c, const redisReply *r, const char *wha
 {
     if (r == NULL)
         return err_setr(e, ST_UNAVAILABLE, "read_model_unavailable", "redis %s: %s", what,
-                        c->err ? c->errstr : "no reply");
+                        rds_errstr(c));
     return err_setr(e, ST_UNAVAILABLE, "read_model_unavailable", "redis %s: %s", what,
                     r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply");
 }
 
 status rm_load_current(redisContext *c, long *gen, struct err *e)
 {
-    redisReply *r = redisCommand(c, "GET %s", RM_CURRENT_KEY);
+    redisReply *r = rds_command(c, "GET %s", RM_CURRENT_KEY);
     status st;
 
     if (r == NULL || r->type == REDIS_REPLY_ERROR)
@@ -361,13 +363,10 @@ static const char gens_lua[] =
 status rm_load_gens(redisContext *c, struct rm_gens *out, struct err *e)
 {
     /* EVAL_RO: it only reads, so it also runs on a replica holding its stream (CLIENT PAUSE) */
-    redisReply *r;
+    redisReply *r = rds_command(c, "EVAL_RO %s 0", gens_lua);
     status st = ST_OK;
 
     memset(out, 0, sizeof *out);
-    if (c == NULL)
-        return err_setr(e, ST_UNAVAILABLE, "read_model_unavailable", "redis load generations: not connected");
-    r = redisCommand(c, "EVAL_RO %s 0", gens_lua);
     if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements != 4) {
         st = reply_failed(c, r, "load generations", e);
     } else {
@@ -494,7 +493,7 @@ static status scan_unlink(redisContext *c, const char *pattern, long *removed, s
     do {
         redisReply *keys;
         const char **argv = NULL;
-        r = redisCommand(c, "SCAN %s MATCH %s COUNT 1000", cursor, pattern);
+        r = rds_command(c, "SCAN %s MATCH %s COUNT 1000", cursor, pattern);
         if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements != 2) {
             st = reply_failed(c, r, "scan generation", e);
             goto cleanup;
@@ -510,7 +509,7 @@ static status scan_unlink(redisContext *c, const char *pattern, long *removed, s
             argv[0] = "UNLINK";
             for (size_t i = 0; i < keys->elements; i++)
                 argv[i + 1] = keys->element[i]->str;
-            u = redisCommandArgv(c, (int)keys->elements + 1, argv, NULL);
+            u = rds_command_argv(c, (int)keys->elements + 1, argv, NULL);
             free(argv);
             if (u == NULL || u->type == REDIS_REPLY_ERROR) {
                 st = reply_failed(c, u, "unlink generation", e);
@@ -539,7 +538,7 @@ status rm_drop_generation(redisContext *c, long gen, long *removed, struct err *
     if (gen < 1)
         goto cleanup;
     rm_key_checkpoint(key, sizeof key, gen);
-    r = redisCommand(c, "DEL %s", key);
+    r = rds_command(c, "DEL %s", key);
     if (r == NULL || r->type == REDIS_REPLY_ERROR) {
         st = reply_failed(c, r, "drop generation", e);
         goto cleanup;
@@ -556,7 +555,7 @@ cleanup:
 
 status rm_check_noeviction(redisContext *c, struct err *e)
 {
-    redisReply *r = redisCommand(c, "INFO memory");
+    redisReply *r = rds_command(c, "INFO memory");
     const char *p;
     char policy[64] = "";
     status st = ST_OK;
@@ -597,7 +596,7 @@ status rm_load_account(redisContext *c, long gen, const char *id, struct rm_acco
 
     memset(out, 0, sizeof *out);
     rm_key_account(key, sizeof key, gen, id);
-    r = redisCommand(c, "HMGET %s v doc", key);
+    r = rds_command(c, "HMGET %s v doc", key);
     if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements != 2) {
         st = reply_failed(c, r, "load account", e);
         goto cleanup;
@@ -628,7 +627,7 @@ status rm_load_statement(redisContext *c, long gen, const char *id, int64_t from
     if (to < from)
         return ST_OK;
     rm_key_statement(key, sizeof key, gen, id);
-    r = redisCommand(c, "LRANGE %s %lld %lld", key, (long long)(from - 1), (long long)(to - 1));
+    r = rds_command(c, "LRANGE %s %lld %lld", key, (long long)(from - 1), (long long)(to - 1));
     if (r == NULL || r->type != REDIS_REPLY_ARRAY) {
         st = reply_failed(c, r, "load statement", e);
         goto cleanup;

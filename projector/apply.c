@@ -475,7 +475,7 @@ static status apply_call(struct pj *p, long gen, struct acct *accts, int na, int
         st = err_set(e, ST_INTERNAL, "inconsistent apply of %d accounts", nc);
         goto cleanup;
     }
-    rep = redisCommandArgv(p->rc, argc, argv, lens);
+    rep = rds_command_argv(p->rc, argc, argv, lens);
     if (rep == NULL) {
         st = pj_redis_failed(p, rep, e, "apply %d accounts", nc);
         goto cleanup;

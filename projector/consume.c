@@ -26,6 +26,7 @@
 #include "engine.h"
 #include "log.h"
 #include "pull.h"
+#include "rds.h"
 #include "readmodel.h"
 #include "svc.h"
 #include "vcache.h"
@@ -84,8 +85,8 @@ static status claim(struct cs_part *w, struct pj *p, struct rm_fence *f, long lo
     if (st != ST_OK)
         return st;
     rm_key_partition(key, sizeof key, w->part);
-    r = redisCommand(p->rc, "EVAL %s 1 %s %" PRIu64 " %lld %s %lld", rm_claim_script(), key, w->epoch,
-                     reset, w->worker, (long long)pj_now_ms());
+    r = rds_command(p->rc, "EVAL %s 1 %s %" PRIu64 " %lld %s %lld", rm_claim_script(), key, w->epoch,
+                    reset, w->worker, (long long)pj_now_ms());
     if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements != 3 ||
         r->element[0]->type != REDIS_REPLY_INTEGER || r->element[2]->type != REDIS_REPLY_INTEGER) {
         st = pj_redis_failed(p, r, e, "claim partition %d", w->part);
@@ -210,9 +211,9 @@ static void record_lag(struct cs_part *w, struct pj *p)
     if (p->rc == NULL)
         return;
     rm_key_partition(key, sizeof key, w->part);
-    r = redisCommand(p->rc, "HSET %s pending %" PRIu64 " lag_ms %lld pos %lld at_ms %lld", key,
-                     atomic_load(&w->pending), (long long)atomic_load(&w->lag_ms),
-                     (long long)atomic_load(&w->pos), (long long)pj_now_ms());
+    r = rds_command(p->rc, "HSET %s pending %" PRIu64 " lag_ms %lld pos %lld at_ms %lld", key,
+                    atomic_load(&w->pending), (long long)atomic_load(&w->lag_ms),
+                    (long long)atomic_load(&w->pos), (long long)pj_now_ms());
     freeReplyObject(r);
 }
 
@@ -252,7 +253,7 @@ static int store_behind(struct cs_part *w, struct pj *p, struct rm_fence *f)
     if (p->rc == NULL)
         return 0;
     rm_key_partition(key, sizeof key, w->part);
-    r = redisCommand(p->rc, "HMGET %s epoch seq", key);
+    r = rds_command(p->rc, "HMGET %s epoch seq", key);
     if (r != NULL && r->type == REDIS_REPLY_ARRAY && r->elements == 2) {
         f->held_epoch = r->element[0]->type == REDIS_REPLY_STRING ? strtoull(r->element[0]->str, NULL, 10) : 0;
         f->held_seq = r->element[1]->type == REDIS_REPLY_STRING ? strtoull(r->element[1]->str, NULL, 10) : 0;

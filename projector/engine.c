@@ -61,7 +61,7 @@ status pj_redis_failed(struct pj *p, const redisReply *r, struct err *e, const c
     vsnprintf(what, sizeof what, fmt, ap);
     va_end(ap);
     st = err_setr(e, ST_UNAVAILABLE, "read_model_unavailable", "redis %s: %s", what,
-                  r == NULL ? (p->rc != NULL ? p->rc->errstr : "not connected")
+                  r == NULL ? rds_errstr(p->rc)
                   : r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply");
     if (r == NULL)
         pj_drop_redis(p); /* the connection is gone or out of step */
@@ -75,7 +75,7 @@ status pj_load_script(struct pj *p, struct err *e)
 
     if (rds_broken(p->rc))
         return pj_redis_failed(p, NULL, e, "script load");
-    r = redisCommand(p->rc, "SCRIPT LOAD %s", rm_apply_script());
+    r = rds_command(p->rc, "SCRIPT LOAD %s", rm_apply_script());
 
     if (r == NULL || r->type != REDIS_REPLY_STRING || r->len >= sizeof p->sha) {
         st = pj_redis_failed(p, r, e, "script load");
@@ -100,9 +100,9 @@ status pj_redis(struct pj *p, struct err *e)
         /* a lost connection may have taken a batch's notification with it, and a start may
          * follow a worker killed between its write and its PUBLISH: read API caches drop
          * everything ("*") rather than serve what that notification would have invalidated */
-        r = redisCommand(p->rc, "PUBLISH %s *", RM_APPLIED_CHANNEL);
+        r = rds_command(p->rc, "PUBLISH %s *", RM_APPLIED_CHANNEL);
         if (r == NULL || r->type == REDIS_REPLY_ERROR)
-            pj_notify_lost(p, r != NULL ? "refused" : "connection", r != NULL ? r->str : p->rc->errstr);
+            pj_notify_lost(p, r != NULL ? "refused" : "connection", r != NULL ? r->str : rds_errstr(p->rc));
         freeReplyObject(r);
         if (rds_broken(p->rc)) /* lost again at once (Redis killed as we connected) */
             return pj_redis_failed(p, NULL, e, "publish");

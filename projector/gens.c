@@ -9,6 +9,7 @@
 #include "account.h"
 #include "engine.h"
 #include "log.h"
+#include "rds.h"
 #include "readmodel.h"
 
 static void add_key(struct pj_gens_present *out, const char *key)
@@ -41,10 +42,10 @@ status pj_gens_present(redisContext *c, struct pj_gens_present *out, struct err 
 
     memset(out, 0, sizeof *out);
     do {
-        redisReply *r = redisCommand(c, "SCAN %s MATCH rm:[0-9]* COUNT 1000", cursor);
+        redisReply *r = rds_command(c, "SCAN %s MATCH rm:[0-9]* COUNT 1000", cursor);
         if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements != 2) {
             st = err_setr(e, ST_UNAVAILABLE, "read_model_unavailable", "redis scan: %s",
-                          r == NULL ? c->errstr : r->type == REDIS_REPLY_ERROR ? r->str : "bad reply");
+                          r == NULL ? rds_errstr(c) : r->type == REDIS_REPLY_ERROR ? r->str : "bad reply");
             freeReplyObject(r);
             break;
         }
@@ -73,11 +74,11 @@ status pj_gens_drop_unreachable(redisContext *c, long *dropped, long *removed, s
     status st = pj_gens_present(c, &p, e);
 
     for (int i = 0; st == ST_OK && i < p.n; i++) {
-        redisReply *r = redisCommand(c, "EVAL %s 0 %ld", unreachable_lua, p.gen[i]);
+        redisReply *r = rds_command(c, "EVAL %s 0 %ld", unreachable_lua, p.gen[i]);
         long k = 0;
         if (r == NULL || r->type != REDIS_REPLY_INTEGER) {
             st = err_setr(e, ST_UNAVAILABLE, "read_model_unavailable", "redis: %s",
-                          r == NULL ? c->errstr : r->type == REDIS_REPLY_ERROR ? r->str : "bad reply");
+                          r == NULL ? rds_errstr(c) : r->type == REDIS_REPLY_ERROR ? r->str : "bad reply");
             freeReplyObject(r);
             break;
         }
@@ -99,13 +100,13 @@ status pj_gens_drop_unreachable(redisContext *c, long *dropped, long *removed, s
 
 status pj_gen_fold(redisContext *c, long gen, char *out, size_t len, struct err *e)
 {
-    redisReply *r = redisCommand(c, "GET rm:%ld:fold", gen);
+    redisReply *r = rds_command(c, "GET rm:%ld:fold", gen);
     status st = ST_OK;
 
     out[0] = '\0';
     if (r == NULL || (r->type != REDIS_REPLY_STRING && r->type != REDIS_REPLY_NIL))
         st = err_setr(e, ST_UNAVAILABLE, "read_model_unavailable", "redis fold version of generation %ld: %s", gen,
-                      r == NULL ? c->errstr : r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply");
+                      r == NULL ? rds_errstr(c) : r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply");
     else if (r->type == REDIS_REPLY_STRING)
         snprintf(out, len, "%s", r->str);
     freeReplyObject(r);
@@ -114,12 +115,12 @@ status pj_gen_fold(redisContext *c, long gen, char *out, size_t len, struct err 
 
 status pj_gen_fold_set(redisContext *c, long gen, struct err *e)
 {
-    redisReply *r = redisCommand(c, "SET rm:%ld:fold %s", gen, proj_fold_version());
+    redisReply *r = rds_command(c, "SET rm:%ld:fold %s", gen, proj_fold_version());
     status st = ST_OK;
 
     if (r == NULL || r->type != REDIS_REPLY_STATUS)
         st = err_setr(e, ST_UNAVAILABLE, "read_model_unavailable", "redis set the fold version of generation %ld: %s",
-                      gen, r == NULL ? c->errstr : r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply");
+                      gen, r == NULL ? rds_errstr(c) : r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply");
     freeReplyObject(r);
     return st;
 }

@@ -60,7 +60,7 @@ static void print_partitions(const struct cfg *c, redisContext *rc)
         if (have_kv && own_read(kv, part, owner, sizeof owner, &kv_epoch, &e) != ST_OK)
             snprintf(owner, sizeof owner, "?");
         rm_key_partition(key, sizeof key, part);
-        r = redisCommand(rc, "HMGET %s epoch seq pending lag_ms owner", key);
+        r = rds_command(rc, "HMGET %s epoch seq pending lag_ms owner", key);
         for (size_t k = 0; r != NULL && r->type == REDIS_REPLY_ARRAY && k < r->elements && k < 5; k++)
             if (r->element[k]->type == REDIS_REPLY_STRING)
                 f[k] = r->element[k]->str;
@@ -96,22 +96,22 @@ static int cmd_status(const struct cfg *c)
         goto cleanup;
     }
     gen = gens.current;
-    rebuild = redisCommand(p.rc, "HGETALL %s", RM_REBUILD_KEY);
+    rebuild = rds_command(p.rc, "HGETALL %s", RM_REBUILD_KEY);
     if (gen > 0) {
         char key[RM_KEY_SIZE];
         rm_key_checkpoint(key, sizeof key, gen);
-        cp = redisCommand(p.rc, "HMGET %s position at_ms events", key);
+        cp = rds_command(p.rc, "HMGET %s position at_ms events", key);
         if (cp != NULL && cp->type == REDIS_REPLY_ARRAY && cp->elements == 3) {
             pos = cp->element[0]->type == REDIS_REPLY_STRING ? strtoll(cp->element[0]->str, NULL, 10) : 0;
             at_ms = cp->element[1]->type == REDIS_REPLY_STRING ? strtoll(cp->element[1]->str, NULL, 10) : 0;
             events = cp->element[2]->type == REDIS_REPLY_STRING ? strtoll(cp->element[2]->str, NULL, 10) : 0;
         }
     }
-    parked = redisCommand(p.rc, "HGETALL %s", RM_PARKED_KEY);
-    stalled = redisCommand(p.rc, "HGETALL %s", RM_STALLED_KEY);
+    parked = rds_command(p.rc, "HGETALL %s", RM_PARKED_KEY);
+    stalled = rds_command(p.rc, "HGETALL %s", RM_STALLED_KEY);
     if (parked == NULL || stalled == NULL || parked->type != REDIS_REPLY_ARRAY ||
         stalled->type != REDIS_REPLY_ARRAY) {
-        fprintf(stderr, "projector status: redis: %s\n", p.rc->errstr);
+        fprintf(stderr, "projector status: redis: %s\n", rds_errstr(p.rc));
         goto cleanup;
     }
     if (pj_pg(&p, &e) != ST_OK) {
@@ -191,7 +191,7 @@ static int cmd_status(const struct cfg *c)
     {
         /* the highest applied position cannot see events held back behind a stall: the
          * sweep records their count and lowest position in rm:head */
-        redisReply *h = redisCommand(p.rc, "HMGET %s unapplied lowest_unapplied", RM_HEAD_KEY);
+        redisReply *h = rds_command(p.rc, "HMGET %s unapplied lowest_unapplied", RM_HEAD_KEY);
         int64_t unapplied = 0, lowest = 0;
         if (h != NULL && h->type == REDIS_REPLY_ARRAY && h->elements == 2) {
             unapplied = h->element[0]->type == REDIS_REPLY_STRING ? strtoll(h->element[0]->str, NULL, 10) : 0;
@@ -207,8 +207,8 @@ static int cmd_status(const struct cfg *c)
     {
         /* committed events the sweep and rebuilds may not read yet: an open transaction holds
          * the horizon (pg_snapshot_xmin) below them */
-        redisReply *h = redisCommand(p.rc, "HMGET %s horizon_held horizon_wait_ms horizon_pid horizon_xmin",
-                                     RM_HEAD_KEY);
+        redisReply *h = rds_command(p.rc, "HMGET %s horizon_held horizon_wait_ms horizon_pid horizon_xmin",
+                                    RM_HEAD_KEY);
         if (h != NULL && h->type == REDIS_REPLY_ARRAY && h->elements == 4 && rds_reply_int(h->element[0]) > 0)
             printf("horizon:           %" PRId64 " committed events wait behind transaction %s (pid %" PRId64
                    ") open for %" PRId64 " s\n",
@@ -228,7 +228,7 @@ static int cmd_status(const struct cfg *c)
     if (gens.building > 0) {
         /* stalls met only while building: that generation's, not the served one's */
         char title[80];
-        redisReply *b = redisCommand(p.rc, "HGETALL rm:%ld:stalled", gens.building);
+        redisReply *b = rds_command(p.rc, "HGETALL rm:%ld:stalled", gens.building);
         snprintf(title, sizeof title, "stalled in building generation %ld: ", gens.building);
         if (b != NULL && b->type == REDIS_REPLY_ARRAY && b->elements > 0)
             pk_print_stalls(title, b);

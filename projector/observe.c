@@ -71,7 +71,7 @@ static void counters(const struct pj_counts *p)
  * generation exists. */
 static status read_side(struct pj *p, int *has_model, struct err *e)
 {
-    redisReply *r = redisCommand(p->rc, "EVAL %s 0", rm_read_status_script());
+    redisReply *r = rds_command(p->rc, "EVAL %s 0", rm_read_status_script());
     const redisReply *cp, *head, *stalled, *rb;
     int64_t pos, headpos, lag_events, lag_s = 0, at_ms;
     const char *state;

@@ -8,6 +8,7 @@
 #include "db.h"
 #include "log.h"
 #include "pass.h"
+#include "rds.h"
 #include "readmodel.h"
 #include "uuid.h"
 
@@ -34,7 +35,7 @@ status pj_stall(struct pj *p, const char *account_id, const char *event_id, cons
     if (rec == NULL)
         return err_set(e, ST_INTERNAL, "out of memory");
     /* NX: the first stuck event is the one an operator must look at; later ones follow it */
-    r = redisCommand(p->rc, "HSETNX %s %s %s", pj_stalled_key(p, key, sizeof key), account_id, rec);
+    r = rds_command(p->rc, "HSETNX %s %s %s", pj_stalled_key(p, key, sizeof key), account_id, rec);
     if (r == NULL || r->type == REDIS_REPLY_ERROR)
         st = pj_redis_failed(p, r, e, "stall '%s'", account_id);
     freeReplyObject(r);
@@ -93,7 +94,7 @@ status pj_park(struct pj *p, struct pj_item *it, const char *reason, struct err 
     rec = pj_park_record(&it->ev, reason, now, it->payload, it->payload_len, it->seq);
     if (rec == NULL)
         return err_set(e, ST_INTERNAL, "out of memory");
-    r = redisCommand(p->rc, "HSET %s %s %s", RM_PARKED_KEY, it->ev.event_id, rec);
+    r = rds_command(p->rc, "HSET %s %s %s", RM_PARKED_KEY, it->ev.event_id, rec);
     if (r == NULL || r->type == REDIS_REPLY_ERROR) {
         st = pj_redis_failed(p, r, e, "park '%s'", it->ev.event_id);
         goto cleanup;

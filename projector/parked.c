@@ -14,6 +14,7 @@
 #include "db.h"
 #include "engine.h"
 #include "event.h"
+#include "rds.h"
 #include "readmodel.h"
 
 json_t *pk_parse_record(const redisReply *r)
@@ -121,11 +122,11 @@ static int open_current(struct pj *p, const struct cfg *c, const char *what)
  * and un-stalled. */
 static void unstall_cleared(struct pj *p)
 {
-    redisReply *stalled = redisCommand(p->rc, "HGETALL %s", RM_STALLED_KEY), *left = NULL, *r;
+    redisReply *stalled = rds_command(p->rc, "HGETALL %s", RM_STALLED_KEY), *left = NULL, *r;
     struct err e;
 
     if (stalled != NULL && stalled->type == REDIS_REPLY_ARRAY)
-        left = redisCommand(p->rc, "HVALS %s", RM_PARKED_KEY);
+        left = rds_command(p->rc, "HVALS %s", RM_PARKED_KEY);
     for (size_t i = 0; left != NULL && left->type == REDIS_REPLY_ARRAY && i + 1 < stalled->elements; i += 2) {
         const char *account = stalled->element[i]->str;
         int still = 0, poison = 0;
@@ -140,7 +141,7 @@ static void unstall_cleared(struct pj *p)
             continue;
         err_clear(&e);
         if (catch_up(p, account, &poison, &applied, &head, &e) == ST_OK && !poison && applied >= head) {
-            r = redisCommand(p->rc, "HDEL %s %s", RM_STALLED_KEY, account);
+            r = rds_command(p->rc, "HDEL %s %s", RM_STALLED_KEY, account);
             freeReplyObject(r);
             printf("account %s: no longer stalled (version %" PRId64 ")\n", account, applied);
         }
@@ -157,11 +158,11 @@ static int replay(struct pj *p, const char *only, const char *what)
     size_t np;
 
     if (only != NULL)
-        parked = redisCommand(p->rc, "HMGET %s %s", RM_PARKED_KEY, only);
+        parked = rds_command(p->rc, "HMGET %s %s", RM_PARKED_KEY, only);
     else
-        parked = redisCommand(p->rc, "HGETALL %s", RM_PARKED_KEY);
+        parked = rds_command(p->rc, "HGETALL %s", RM_PARKED_KEY);
     if (parked == NULL || parked->type != REDIS_REPLY_ARRAY) {
-        fprintf(stderr, "projector %s: redis: %s\n", what, parked == NULL ? p->rc->errstr : "bad reply");
+        fprintf(stderr, "projector %s: redis: %s\n", what, parked == NULL ? rds_errstr(p->rc) : "bad reply");
         goto cleanup;
     }
     np = only != NULL ? 1 : parked->elements / 2;
@@ -196,13 +197,13 @@ static int replay(struct pj *p, const char *only, const char *what)
             printf("%s: account %s still does not fold at %s; left parked\n", event_id, account, e.msg);
             failed++;
         } else if (applied >= head && applied >= version) {
-            r = redisCommand(p->rc, "HDEL %s %s", RM_PARKED_KEY, event_id);
+            r = rds_command(p->rc, "HDEL %s %s", RM_PARKED_KEY, event_id);
             freeReplyObject(r);
             printf("%s: applied; account %s caught up to version %" PRId64 "\n", event_id, account, applied);
             done++;
         } else if (applied >= head) {
             /* the event store has no such version: the message was not a recorded event */
-            r = redisCommand(p->rc, "HDEL %s %s", RM_PARKED_KEY, event_id);
+            r = rds_command(p->rc, "HDEL %s %s", RM_PARKED_KEY, event_id);
             freeReplyObject(r);
             printf("%s: not in the event store (version %" PRId64 " > %" PRId64 "); account %s caught up; removed\n",
                    event_id, version, head, account);
@@ -332,9 +333,9 @@ int pk_cmd_discard(const struct cfg *c, const char *event_id, const char *reason
 
     if (open_current(&p, c, "discard-parked") != 0)
         goto cleanup;
-    r = redisCommand(p.rc, "HGET %s %s", RM_PARKED_KEY, event_id);
+    r = rds_command(p.rc, "HGET %s %s", RM_PARKED_KEY, event_id);
     if (r == NULL || (r->type != REDIS_REPLY_STRING && r->type != REDIS_REPLY_NIL)) {
-        fprintf(stderr, "projector discard-parked: redis: %s\n", r == NULL ? p.rc->errstr : "bad reply");
+        fprintf(stderr, "projector discard-parked: redis: %s\n", r == NULL ? rds_errstr(p.rc) : "bad reply");
         goto cleanup;
     }
     if (r->type == REDIS_REPLY_NIL) {

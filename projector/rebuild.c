@@ -174,7 +174,7 @@ static status progress_step(struct pj *p, struct progress *pg, struct tail_curso
     argv[12] = ttl_s;
     argv[13] = held;
     *rewound = 0;
-    r = redisCommandArgv(p->rc, 14, argv, NULL);
+    r = rds_command_argv(p->rc, 14, argv, NULL);
     if (r != NULL && r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
         r->element[0]->type == REDIS_REPLY_STRING && r->element[1]->type == REDIS_REPLY_STRING) {
         log_warn("rebuild of generation %ld: Redis holds cursor %s (%s events), not %s: it lost writes "
@@ -226,7 +226,7 @@ static void release_lease(struct pj *p, const char *token)
 
     if (p->rc == NULL)
         return;
-    r = redisCommand(p->rc, "EVAL %s 1 %s %s", unlease_lua, RM_REBUILD_LEASE_KEY, token);
+    r = rds_command(p->rc, "EVAL %s 1 %s %s", unlease_lua, RM_REBUILD_LEASE_KEY, token);
     freeReplyObject(r);
 }
 
@@ -250,7 +250,7 @@ static status start(struct pj *p, const struct rb_opts *o, long *gen, struct tai
         if (g.building != 0)
             return err_set(e, ST_CONFLICT, "generation %ld is being built: finish it or run 'projector rebuild --abort' first",
                            g.building);
-        r = redisCommand(p->rc, "EVAL %s 0 %ld %s", rm_rollback_script(), g.previous, now_s);
+        r = rds_command(p->rc, "EVAL %s 0 %ld %s", rm_rollback_script(), g.previous, now_s);
         if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements < 1 ||
             r->element[0]->type != REDIS_REPLY_INTEGER) {
             st = pj_redis_failed(p, r, e, "rollback");
@@ -271,7 +271,7 @@ static status start(struct pj *p, const struct rb_opts *o, long *gen, struct tai
     }
     if (o->mode == RB_VERIFY && g.current == 0)
         return err_set(e, ST_NOT_FOUND, "there is no current generation to verify against");
-    r = redisCommand(p->rc, "EVAL %s 0 %s %s", rm_begin_script(), mode_name(o->mode), now_s);
+    r = rds_command(p->rc, "EVAL %s 0 %s %s", rm_begin_script(), mode_name(o->mode), now_s);
     if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements != 7 || r->element[1]->type != REDIS_REPLY_STRING) {
         st = pj_redis_failed(p, r, e, "begin rebuild");
         goto cleanup;
@@ -317,7 +317,7 @@ static status start(struct pj *p, const struct rb_opts *o, long *gen, struct tai
         if (st != ST_OK)
             goto cleanup;
         freeReplyObject(r);
-        r = redisCommand(p->rc, "EVAL %s 0 %ld %s", rm_open_script(), *gen, now_s);
+        r = rds_command(p->rc, "EVAL %s 0 %ld %s", rm_open_script(), *gen, now_s);
         if (r == NULL || r->type != REDIS_REPLY_INTEGER) {
             st = pj_redis_failed(p, r, e, "open generation");
             goto cleanup;
@@ -495,7 +495,7 @@ stream:
         if (res->unfolded > 0 && o->out != NULL)
             fprintf(o->out, "verify: %" PRId64 " event%s of the history could not be folded (parked): "
                     "the rebuilt generation is incomplete\n", res->unfolded, res->unfolded == 1 ? "" : "s");
-        r = redisCommand(p.rc, "EVAL %s 0 %ld", unbuild_lua, gen);
+        r = rds_command(p.rc, "EVAL %s 0 %ld", unbuild_lua, gen);
         if (r == NULL || r->type != REDIS_REPLY_INTEGER) {
             st = pj_redis_failed(&p, r, e, "unname the verified generation");
             goto cleanup;
@@ -505,14 +505,14 @@ stream:
         st = rm_drop_generation(p.rc, gen, NULL, e);
         if (st != ST_OK)
             goto cleanup;
-        r = redisCommand(p.rc, "HSET %s state done differing %ld compared %ld updated_at_ms %lld", RM_REBUILD_KEY,
-                         res->differing, res->compared, (long long)pj_now_ms());
+        r = rds_command(p.rc, "HSET %s state done differing %ld compared %ld updated_at_ms %lld", RM_REBUILD_KEY,
+                        res->differing, res->compared, (long long)pj_now_ms());
         goto cleanup;
     }
     /* the new generation's catch-up sweep starts where the rebuild ended: set by the switch
      * itself, and only if Redis still holds that cursor (else it lost our last steps) */
     tail_cursor_format(&cur, cur_s, sizeof cur_s);
-    r = redisCommand(p.rc, "EVAL %s 0 %ld %lld %s", rm_switch_script(), gen, (long long)pj_now_ms(), cur_s);
+    r = rds_command(p.rc, "EVAL %s 0 %ld %lld %s", rm_switch_script(), gen, (long long)pj_now_ms(), cur_s);
     if (r == NULL || r->type != REDIS_REPLY_INTEGER) {
         st = pj_redis_failed(&p, r, e, "switch");
         goto cleanup;
@@ -597,7 +597,7 @@ static status unname_and_drop(const struct cfg *c, const char *script, const cha
     st = pj_redis(&p, e);
     if (st != ST_OK)
         goto cleanup;
-    r = redisCommand(p.rc, "EVAL %s 0", script);
+    r = rds_command(p.rc, "EVAL %s 0", script);
     if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
         r->element[0]->type != REDIS_REPLY_INTEGER || r->element[1]->type != REDIS_REPLY_INTEGER) {
         st = pj_redis_failed(&p, r, e, "%s", what);

@@ -9,6 +9,7 @@
 
 #include "db.h"
 #include "log.h"
+#include "rds.h"
 #include "readmodel.h"
 
 /* Appends "<sep><text>" to a growing Postgres array literal. */
@@ -38,7 +39,7 @@ status pj_stall_backlog(struct pj *p, long gen, int64_t *unapplied, int64_t *low
 
     *unapplied = 0;
     *lowest = 0;
-    ids = redisCommand(p->rc, "HKEYS %s", RM_STALLED_KEY);
+    ids = rds_command(p->rc, "HKEYS %s", RM_STALLED_KEY);
     if (ids == NULL || ids->type != REDIS_REPLY_ARRAY) {
         st = pj_redis_failed(p, ids, e, "stalled accounts");
         goto cleanup;
@@ -106,8 +107,8 @@ status pj_record_backlog(struct pj *p, long gen, struct err *e)
 
     if (st != ST_OK)
         return st;
-    r = redisCommand(p->rc, "HSET %s unapplied %lld lowest_unapplied %lld", RM_HEAD_KEY, (long long)unapplied,
-                     (long long)lowest);
+    r = rds_command(p->rc, "HSET %s unapplied %lld lowest_unapplied %lld", RM_HEAD_KEY, (long long)unapplied,
+                    (long long)lowest);
     if (r == NULL || r->type == REDIS_REPLY_ERROR)
         st = pj_redis_failed(p, r, e, "head backlog");
     freeReplyObject(r);
@@ -169,8 +170,8 @@ status pj_record_horizon(struct pj *p, struct err *e)
     } else {
         p->horizon_warned_ms = 0;
     }
-    r = redisCommand(p->rc, "HSET %s horizon_held %lld horizon_wait_ms %lld horizon_pid %ld horizon_xmin %s",
-                     RM_HEAD_KEY, (long long)held, (long long)wait_ms, pid, p->horizon_xmin);
+    r = rds_command(p->rc, "HSET %s horizon_held %lld horizon_wait_ms %lld horizon_pid %ld horizon_xmin %s",
+                    RM_HEAD_KEY, (long long)held, (long long)wait_ms, pid, p->horizon_xmin);
     if (r == NULL || r->type == REDIS_REPLY_ERROR)
         st = pj_redis_failed(p, r, e, "head horizon");
 cleanup:

@@ -372,7 +372,7 @@ status pj_lease(struct pj *p, const char *key, const char *token, int ttl_ms, in
     status st = ST_OK;
 
     *held = 0;
-    r = redisCommand(p->rc, "EVAL %s 1 %s %s %d", lease_lua, key, token, ttl_ms);
+    r = rds_command(p->rc, "EVAL %s 1 %s %s %d", lease_lua, key, token, ttl_ms);
     if (r == NULL || r->type == REDIS_REPLY_ERROR) {
         st = pj_redis_failed(p, r, e, "lease '%s'", key);
     } else {
@@ -408,8 +408,8 @@ static status record_head(struct pj *p, long gen, struct err *e)
             pj_drop_pg(p);
         return st;
     }
-    r = redisCommand(p->rc, "HSET %s position %s at_ms %lld", RM_HEAD_KEY, PQgetvalue(res, 0, 0),
-                     (long long)pj_now_ms());
+    r = rds_command(p->rc, "HSET %s position %s at_ms %lld", RM_HEAD_KEY, PQgetvalue(res, 0, 0),
+                    (long long)pj_now_ms());
     PQclear(res);
     if (r == NULL || r->type == REDIS_REPLY_ERROR)
         st = pj_redis_failed(p, r, e, "head");
@@ -457,7 +457,7 @@ status pj_sweep(struct pj *p, int limit, int *count, int *fetched, struct err *e
     st = record_head(p, g.current, e);
     if (st != ST_OK)
         goto cleanup;
-    r = redisCommand(p->rc, "GET %s", tkey);
+    r = rds_command(p->rc, "GET %s", tkey);
     if (r == NULL || r->type == REDIS_REPLY_ERROR) {
         st = pj_redis_failed(p, r, e, "tail cursor");
         goto cleanup;
@@ -499,7 +499,7 @@ status pj_sweep(struct pj *p, int limit, int *count, int *fetched, struct err *e
     if (p->gen != g.current)
         goto cleanup; /* switched meanwhile: this cursor belongs to the old generation */
     rm_key_checkpoint(ckey, sizeof ckey, g.current);
-    r = redisCommand(p->rc, "EVAL %s 2 %s %s %s %s", cursor_cas_lua, tkey, ckey, old_s, cur_s);
+    r = rds_command(p->rc, "EVAL %s 2 %s %s %s %s", cursor_cas_lua, tkey, ckey, old_s, cur_s);
     if (r == NULL || r->type != REDIS_REPLY_INTEGER) {
         st = pj_redis_failed(p, r, e, "tail cursor");
         goto cleanup;

@@ -33,7 +33,7 @@ static status scan_accounts(struct pj *p, long gen, struct idset *set, struct er
     snprintf(pattern, sizeof pattern, "rm:%ld:a:*", gen);
     plen = strlen(pattern) - 1; /* "rm:<gen>:a:" then "{id}" */
     do {
-        redisReply *r = redisCommand(p->rc, "SCAN %s MATCH %s COUNT 1000", cursor, pattern);
+        redisReply *r = rds_command(p->rc, "SCAN %s MATCH %s COUNT 1000", cursor, pattern);
         if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements != 2) {
             st = pj_redis_failed(p, r, e, "scan accounts");
             freeReplyObject(r);

@@ -3,7 +3,7 @@
  * under it crashed (SIGSEGV, test_projector_stop in CI): Redis died between the connect and the
  * PUBLISH that follows it, the lost-notification path dropped the connection, and pj_redis()
  * went on to load the apply script on a NULL context. Now every path answers "unavailable" and
- * leaves no half-dropped connection behind. */
+ * leaves no half-dropped connection behind, and a command on a dropped connection is an error. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -19,7 +19,10 @@
 
 #include "cfg.h"
 #include "engine.h"
+#include "gens.h"
 #include "pass.h"
+#include "rds.h"
+#include "readmodel.h"
 #include "status.h"
 
 /* A listener that accepts `conns` connections and closes each at once. */
@@ -118,11 +121,40 @@ static void test_script_load_on_a_lost_connection(void **state)
     pj_release(&p);
 }
 
+/* Every shared read-model call on a dropped (NULL) connection is an error, not a crash. */
+static void test_calls_on_a_dropped_connection(void **state)
+{
+    struct rm_gens g;
+    struct rm_account acc;
+    struct err e;
+    char fold[64];
+    long gen = 7;
+
+    (void)state;
+    assert_null(rds_command(NULL, "GET %s", RM_CURRENT_KEY));
+    assert_null(rds_command_argv(NULL, 1, (const char *[]){"PING"}, NULL));
+    assert_string_equal(rds_errstr(NULL), "not connected");
+    err_clear(&e);
+    assert_int_equal(rm_load_gens(NULL, &g, &e), ST_UNAVAILABLE);
+    assert_non_null(strstr(e.msg, "not connected"));
+    err_clear(&e);
+    assert_int_equal(rm_load_current(NULL, &gen, &e), ST_UNAVAILABLE);
+    assert_non_null(strstr(e.msg, "not connected"));
+    err_clear(&e);
+    assert_int_equal(rm_load_account(NULL, 1, "11111111-1111-4111-8111-111111111111", &acc, &e), ST_UNAVAILABLE);
+    err_clear(&e);
+    assert_int_equal(rm_check_noeviction(NULL, &e), ST_UNAVAILABLE);
+    err_clear(&e);
+    assert_int_equal(pj_gen_fold(NULL, 1, fold, sizeof fold, &e), ST_UNAVAILABLE);
+    assert_non_null(strstr(e.msg, "not connected"));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_connection_lost_right_after_connect),
         cmocka_unit_test(test_script_load_on_a_lost_connection),
+        cmocka_unit_test(test_calls_on_a_dropped_connection),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
