@@ -103,15 +103,7 @@ static void test_poison_parked_and_replayed(void **state)
     assert_int_equal(projected_version(victim), v);
 
     /* the fix (here: the event's data corrected to a known type), then replay */
-    {
-        const char *p[1] = {poison_id};
-        PGresult *res = PQexecParams(pg,
-                                     "UPDATE events SET type = 'MoneyDeposited', "
-                                     "data = '{\"amount\":5,\"description\":\"fixed\"}' WHERE event_id = $1",
-                                     1, NULL, p, NULL, NULL, 0);
-        assert_int_equal(PQresultStatus(res), PGRES_COMMAND_OK);
-        PQclear(res);
-    }
+    th_fix_poison(pg, poison_id);
     rc = trun_capture("projector", "replay-parked", out, sizeof out);
     fprintf(stderr, "%s", out);
     assert_int_equal(rc, 0);

@@ -15,6 +15,7 @@
 
 #include "account.h"
 #include "support.h"
+#include "tholes.h"
 #include "thttp.h"
 #include "treadapi.h"
 #include "tstack.h"
@@ -134,15 +135,7 @@ static void test_stalled_account_says_so(void **state)
     assert_non_null(strstr(out, "could not be folded"));
 
     /* put the history right so the rest of the suite sees a clean store */
-    {
-        const char *p[1] = {poison_id};
-        PGresult *res = PQexecParams(pg,
-                                     "UPDATE events SET type = 'MoneyDeposited', "
-                                     "data = '{\"amount\":5,\"description\":\"fixed\"}' WHERE event_id = $1",
-                                     1, NULL, p, NULL, NULL, 0);
-        assert_int_equal(PQresultStatus(res), PGRES_COMMAND_OK);
-        PQclear(res);
-    }
+    th_fix_poison(pg, poison_id);
     rc = trun_capture("projector", "replay-parked", out, sizeof out);
     fprintf(stderr, "%s", out);
     assert_int_equal(rc, 0);

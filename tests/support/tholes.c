@@ -341,6 +341,19 @@ long long th_insert_event(void *pgv, const char *event_id, const char *stream, i
     return position;
 }
 
+void th_fix_poison(void *pgv, const char *event_id)
+{
+    const char *p[1] = {event_id};
+    PGresult *res = PQexecParams(pgv,
+                                 "UPDATE events SET type = 'MoneyDeposited', "
+                                 "data = '{\"amount\":5,\"description\":\"fixed\"}' WHERE event_id = $1",
+                                 1, NULL, p, NULL, NULL, 0);
+
+    if (PQresultStatus(res) != PGRES_COMMAND_OK || strcmp(PQcmdTuples(res), "1") != 0)
+        tfail("fix poison %s: %s", event_id, PQresultErrorMessage(res));
+    PQclear(res);
+}
+
 long long th_event(void *pg, int insert, const char *event_id, const char *stream, int version,
                    const char *type, const char *data)
 {

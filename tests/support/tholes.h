@@ -59,6 +59,10 @@ long long th_insert_event(void *pg, const char *event_id, const char *stream, in
 long long th_event(void *pg, int insert, const char *event_id, const char *stream, int version,
                    const char *type, const char *data);
 
+/* The fix an operator makes to a poison event (a type no fold knows, e.g. "MoneyTeleported"):
+ * its row in the events table becomes a MoneyDeposited of 5, ready for replay-parked. */
+void th_fix_poison(void *pg, const char *event_id);
+
 /* Lines of the projector's test log (logs/test-projector.log) that contain needle, counted
  * from byte offset from (th_log_size gives the current end). */
 long th_log_size(const char *binary);
