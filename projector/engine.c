@@ -70,12 +70,8 @@ status pj_redis_failed(struct pj *p, const redisReply *r, struct err *e, const c
 
 status pj_load_script(struct pj *p, struct err *e)
 {
-    redisReply *r;
+    redisReply *r = rds_command(p->rc, "SCRIPT LOAD %s", rm_apply_script());
     status st = ST_OK;
-
-    if (rds_broken(p->rc))
-        return pj_redis_failed(p, NULL, e, "script load");
-    r = rds_command(p->rc, "SCRIPT LOAD %s", rm_apply_script());
 
     if (r == NULL || r->type != REDIS_REPLY_STRING || r->len >= sizeof p->sha) {
         st = pj_redis_failed(p, r, e, "script load");
@@ -104,8 +100,9 @@ status pj_redis(struct pj *p, struct err *e)
         if (r == NULL || r->type == REDIS_REPLY_ERROR)
             pj_notify_lost(p, r != NULL ? "refused" : "connection", r != NULL ? r->str : rds_errstr(p->rc));
         freeReplyObject(r);
-        if (rds_broken(p->rc)) /* lost again at once (Redis killed as we connected) */
-            return pj_redis_failed(p, NULL, e, "publish");
+        /* a connection lost again at once (Redis killed as we connected) is kept: the script
+         * load below (sha is empty after every connect) fails on it, drops it, answers
+         * unavailable */
     }
     /* no generation is created here: a current generation only ever comes from a rebuild's
      * switch, so the read API never serves an empty one while the event store has events */

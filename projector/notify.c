@@ -31,7 +31,7 @@ void pj_notify_lost(struct pj *p, const char *reason, const char *why)
 
     snprintf(labels, sizeof labels, "reason=\"%s\"", reason);
     metrics_counter_add_l("projector_notifications_lost_total", labels, LOST_HELP, 1);
-    if (p->rc != NULL && !rds_broken(p->rc))
+    if (!rds_broken(p->rc))
         r = rds_command(p->rc, "INCR %s", RM_APPLIED_LOST_KEY);
     if ((last == 0 || now - last >= 60000) && atomic_compare_exchange_strong(&warned_ms, &last, now))
         log_warn("notification on %s not sent (%s): %s; read API caches are cleared through %s%s", RM_APPLIED_CHANNEL,
